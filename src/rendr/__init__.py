@@ -1,0 +1,61 @@
+"""rendr: one stable connection over swappable network paths.
+
+An application holds one :class:`Conn` whose underlying path (a TCP connection
+today) rendr swaps without the application seeing a reset, an exception, EOF
+or a zero-length read.  See the README for a quick start.
+"""
+
+from ._version import __version__
+from .admin import AdminConn
+from .aio import Conn, Dialer, Listener, listen, listen_tcp
+from .carriers import Carrier, register_transport
+from .config import FlowConfig
+from .core.events import Event, EventKind
+from .core.stats import ConnStats, PathStats
+from .core.types import Mode, State
+from .errors import (
+    ConnAborted,
+    ConnClosed,
+    HandshakeError,
+    LastPathError,
+    MigrationBudgetExceeded,
+    ModeSwitchIllegal,
+    ModeUnavailable,
+    PacketTooLarge,
+    ProtocolError,
+    RendrError,
+    ZombieFlow,
+)
+from .spec import ListenSpec, PathSpec
+
+__all__ = [
+    "AdminConn",
+    "Carrier",
+    "Conn",
+    "ConnAborted",
+    "ConnClosed",
+    "ConnStats",
+    "Dialer",
+    "Event",
+    "EventKind",
+    "FlowConfig",
+    "HandshakeError",
+    "LastPathError",
+    "ListenSpec",
+    "Listener",
+    "MigrationBudgetExceeded",
+    "Mode",
+    "ModeSwitchIllegal",
+    "ModeUnavailable",
+    "PacketTooLarge",
+    "PathSpec",
+    "PathStats",
+    "ProtocolError",
+    "RendrError",
+    "State",
+    "ZombieFlow",
+    "__version__",
+    "listen",
+    "listen_tcp",
+    "register_transport",
+]

@@ -1,0 +1,457 @@
+"""``Conn``: the application's stable connection, an asyncio driver around a :class:`Flow`.
+
+The driver only moves bytes, time and events: carrier bytes go into the engine,
+then one :meth:`Conn._flush` writes what the engine wants written (one
+``writelines`` per path), closes the carriers it wants closed, dispatches
+events, wakes waiting readers and writers, and re-arms the single timer at
+``flow.get_timer()``.  Every protocol decision lives in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ..carriers.base import Carrier
+from ..core.events import Event, EventKind
+from ..core.flow import Flow
+from ..core.stats import ConnStats
+from ..core.types import Cause, Mode, Role, State
+from ..core.wire import CloseCode
+from ..errors import ConnClosed, ModeSwitchIllegal, ModeUnavailable, RendrError
+from ..spec import PathSpec
+from .handshake import HandshakeCollector
+
+if TYPE_CHECKING:
+    from .dialer import DialSession
+
+__all__ = ["Conn"]
+
+logger = logging.getLogger("rendr.conn")
+
+EventCallback = Callable[[Event], object]
+
+
+def classify(exc: BaseException | None) -> Cause:
+    """Map a carrier's end to a path-death cause (never to an application EOF)."""
+    if exc is None:
+        return Cause.EOF
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return Cause.TIMEOUT
+    return Cause.RESET
+
+
+class _PathSink:
+    """Routes one carrier's reports into the connection's engine."""
+
+    __slots__ = ("_conn", "_flow", "_loop", "_pid")
+
+    def __init__(self, conn: Conn, path_id: int) -> None:
+        self._conn = conn
+        self._flow = conn._flow
+        self._loop = conn._loop
+        self._pid = path_id
+
+    def carrier_data(self, data: bytes) -> None:
+        self._flow.receive(self._pid, data, self._loop.time())
+        self._conn._flush()
+
+    def carrier_lost(self, exc: BaseException | None) -> None:
+        self._conn._carriers.pop(self._pid, None)
+        self._flow.path_failed(self._pid, classify(exc), self._loop.time(),
+                               "" if exc is None else repr(exc))
+        self._conn._flush()
+
+    def carrier_pause(self) -> None:
+        self._flow.set_path_blocked(self._pid, True)
+
+    def carrier_resume(self) -> None:
+        self._flow.set_path_blocked(self._pid, False)
+        self._conn._flush()
+
+
+class Conn:
+    """One stable rendr connection (returned by ``Dialer.dial()`` and ``Listener.accept()``).
+
+    Reads and writes survive path changes: a path's death is handled inside rendr and
+    never raised here.  Only the flow's end is: ``read()`` returns ``b""`` after the
+    peer's clean close, and ``read``/``write`` raise :class:`~rendr.MigrationBudgetExceeded`,
+    :class:`~rendr.ZombieFlow` or :class:`~rendr.ConnAborted` when the flow failed, and
+    :class:`~rendr.ConnClosed` after ``close()``.
+
+    This class also implements :class:`~rendr.AdminConn`.  Not safe for concurrent
+    ``read()`` calls from several tasks (nor concurrent ``write()`` calls).
+    """
+
+    def __init__(self, flow: Flow, loop: asyncio.AbstractEventLoop,
+                 dialer: DialSession | None = None) -> None:
+        self._flow = flow
+        self._loop = loop
+        self._dialer = dialer
+        self._carriers: dict[int, Carrier] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flushing = False
+        self._again = False
+        self._soon: asyncio.Handle | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self._callbacks: list[EventCallback] = []
+        self._close_hooks: list[Callable[[], None]] = []
+        self._local_closed = False
+
+    # ---------------------------------------------------------------- driver
+
+    def _attach(self, path_id: int, carrier: Carrier, collector: HandshakeCollector) -> None:
+        """Make a carrier whose handshake completed path ``path_id`` of this flow."""
+        self._flow.add_path(path_id, now=self._loop.time(), transport=carrier.transport,
+                            local_addr=carrier.local_addr, remote_addr=carrier.remote_addr)
+        self._carriers[path_id] = carrier
+        collector.handoff(carrier, _PathSink(self, path_id))
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._flushing:
+            self._again = True
+            return
+        self._flushing = True
+        flow = self._flow
+        try:
+            while True:
+                self._again = False
+                now = self._loop.time()
+                carriers = self._carriers
+                for pid, buffers in flow.transmits(now):
+                    carrier = carriers.get(pid)
+                    if carrier is not None:
+                        carrier.write(buffers)
+                for pid, abort in flow.closes():
+                    carrier = carriers.pop(pid, None)
+                    if carrier is not None:
+                        if abort:
+                            carrier.abort()
+                        else:
+                            carrier.close()
+                events = flow.events()
+                if events:
+                    self._dispatch(events)
+                if not self._again:
+                    break
+        finally:
+            self._flushing = False
+        self._wake()
+        at = flow.get_timer()
+        if at != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+            self._timer_at = at
+        if self._soon is None and flow.wants_transmit():
+            self._soon = self._loop.call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._soon = None
+        self._flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._flow.handle_timer(self._loop.time())
+        self._flush()
+
+    def _wake(self) -> None:
+        flow = self._flow
+        w = self._read_waiter
+        if w is not None and not w.done() and flow.readable:
+            w.set_result(None)
+        w = self._write_waiter
+        if w is not None and not w.done() and (flow.send_space > 0 or flow.state is State.CLOSED):
+            w.set_result(None)
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            if self._dialer is not None:
+                self._dialer.on_event(event)
+            for callback in list(self._callbacks):
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("rendr event callback %r failed", callback)
+            if event.kind is EventKind.CLOSED:
+                self._on_flow_closed()
+
+    def _on_flow_closed(self) -> None:
+        for carrier in self._carriers.values():
+            carrier.close()
+        self._carriers.clear()
+        if not self._closed.done():
+            self._closed.set_result(None)
+        for hook in self._close_hooks:
+            hook()
+        self._close_hooks.clear()
+
+    async def _wait(self, which: str) -> None:
+        fut: asyncio.Future[None] = self._loop.create_future()
+        if which == "read":
+            if self._read_waiter is not None and not self._read_waiter.done():
+                raise RuntimeError("read() called while another task is already reading")
+            self._read_waiter = fut
+        else:
+            if self._write_waiter is not None and not self._write_waiter.done():
+                raise RuntimeError("write() called while another task is already writing")
+            self._write_waiter = fut
+        self._wake()
+        try:
+            await fut
+        finally:
+            if which == "read":
+                self._read_waiter = None
+            else:
+                self._write_waiter = None
+
+    def _raise_if_unusable(self) -> None:
+        if self._local_closed:
+            raise ConnClosed("connection is closed")
+
+    # -------------------------------------------------------- stream API
+
+    async def read(self, n: int = 65536) -> bytes:
+        """Read up to ``n`` bytes (at least one).
+
+        Returns ``b""`` only after the peer's clean close (or write_eof) and all its data.
+        ``n == -1`` reads everything until EOF.  Cancelling a read loses no data.
+
+        Raises:
+            ConnClosed: used after ``close()``.
+            MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed (data that
+                arrived before the failure is returned first).
+        """
+        if n == -1:
+            parts = []
+            while chunk := await self.read(1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        if n <= 0:
+            return b""
+        flow = self._flow
+        while True:
+            self._raise_if_unusable()
+            data = flow.read(n)
+            if data is not None:
+                if data and flow.state is not State.CLOSED:
+                    self._flush()  # may carry a window update
+                return data
+            await self._wait("read")
+
+    async def readexactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes.
+
+        Raises:
+            asyncio.IncompleteReadError: the peer closed cleanly before ``n`` bytes came.
+        """
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            chunk = await self.read(n - got)
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), n)
+            parts.append(chunk)
+            got += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data``; return once all of it is in the send buffer.
+
+        Waits while the send buffer is full (backpressure).  Data is never dropped:
+        it stays buffered until the peer acknowledges it, across path changes.
+        Cancelling a write may leave a prefix of ``data`` queued.
+
+        Raises:
+            ConnClosed: after ``close()``/``write_eof()`` or the peer's close.
+            MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed.
+        """
+        self._raise_if_unusable()
+        flow = self._flow
+        if not isinstance(data, bytes):
+            data = bytes(data)
+        view = memoryview(data)
+        total = len(view)
+        sent = 0
+        while True:
+            if flow.state is State.CLOSED:
+                raise flow.error or ConnClosed("connection closed by peer")
+            if flow.eof_sent:
+                raise ConnClosed("write after write_eof()")
+            if sent < total:
+                sent += flow.send(view[sent:] if sent else view, self._loop.time())
+                self._flush()
+            if sent >= total:
+                return
+            await self._wait("write")
+            self._raise_if_unusable()
+
+    async def write_eof(self) -> None:
+        """Half-close: the peer reads ``b""`` after everything written; reading goes on."""
+        self._raise_if_unusable()
+        self._flow.send_eof(self._loop.time())
+        self._flush()
+
+    async def drain(self) -> None:
+        """Wait until everything written was acknowledged by the peer."""
+        while not self._flow.flushed and self._flow.state is not State.CLOSED:
+            await asyncio.sleep(0.005)
+
+    async def close(self) -> None:
+        """Close gracefully: deliver everything written, then end the flow.
+
+        Waits at most ``linger`` seconds for the peer's acknowledgement.  Idempotent.
+        """
+        if not self._local_closed:
+            self._local_closed = True
+            self._flow.close(self._loop.time())
+            self._flush()
+        await asyncio.shield(self._closed)
+        self._cleanup()
+
+    def abort(self, code: int = CloseCode.APPLICATION, reason: str = "") -> None:
+        """End the flow at once; the peer's read/write raise :class:`~rendr.ConnAborted`."""
+        self._local_closed = True
+        self._flow.abort(self._loop.time(), code, reason)
+        self._flush()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        if self._dialer is not None:
+            self._dialer.stop()
+
+    async def wait_closed(self) -> None:
+        """Wait until the flow has ended (either side closed it, or it failed)."""
+        await asyncio.shield(self._closed)
+
+    async def __aenter__(self) -> Conn:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def flow_id(self) -> bytes:
+        """16 bytes naming the connection, constant for its life, equal on both ends."""
+        return self._flow.flow_id
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the flow has ended."""
+        return self._flow.state is State.CLOSED
+
+    def on_event(self, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback(event)`` for every :class:`~rendr.Event`; returns an unsubscribe."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    # -------------------------------------------------------- AdminConn
+
+    async def migrate(self, path_id: int) -> None:
+        """Make ``path_id`` the active path for both directions (dialer side only).
+
+        The old path delivers what it already carries; nothing is sent twice.
+        """
+        self._raise_if_unusable()
+        self._flow.migrate(path_id, self._loop.time())
+        self._flush()
+
+    @property
+    def active_path(self) -> int:
+        """Id of the active path (-1 while there is none)."""
+        return -1 if self._flow.active is None else self._flow.active
+
+    async def add_path(self, spec: PathSpec) -> int:
+        """Dial another path and attach it to this flow; return its id (dialer side only).
+
+        rendr re-dials it on its own if it dies later, until it is removed.
+
+        Raises:
+            RendrError: on the listener side, or if the flow is closed.
+            HandshakeError, OSError: the path could not be opened.
+        """
+        self._raise_if_unusable()
+        if self._dialer is None:
+            raise RendrError("only the dialer opens paths (the listener never dials)")
+        return await self._dialer.add_path(spec)
+
+    async def remove_path(self, path_id: int) -> None:
+        """Retire a path cleanly (migrating away first if it is active).
+
+        Raises:
+            LastPathError: it is the only live path.
+        """
+        self._raise_if_unusable()
+        self._flow.remove_path(path_id, self._loop.time())
+        if self._dialer is not None:
+            self._dialer.forget(path_id)
+        self._flush()
+
+    async def set_mode(self, mode: Mode) -> None:
+        """Switch the flow's mode live (RACE and BOND are not available yet)."""
+        if mode is self._flow.mode:
+            return
+        if mode in (Mode.RACE, Mode.BOND):
+            raise ModeUnavailable(f"mode {mode} is not available yet")
+        raise ModeSwitchIllegal(f"cannot switch from {self._flow.mode} to {mode}")
+
+    @property
+    def state(self) -> State:
+        """The flow's :class:`~rendr.State`."""
+        return self._flow.state
+
+    @property
+    def mode(self) -> Mode:
+        """The flow's :class:`~rendr.Mode`."""
+        return self._flow.mode
+
+    @property
+    def role(self) -> Role:
+        """DIALER or LISTENER."""
+        return self._flow.role
+
+    @property
+    def recv_queue_hwm(self) -> int:
+        """The most bytes ever held in the reorder buffer."""
+        return self._flow.recv_queue_hwm
+
+    @property
+    def recv_dups(self) -> int:
+        """Received pieces that carried bytes already received (re-sends after a death)."""
+        return self._flow.recv_dups
+
+    @property
+    def bond_stuck_skips(self) -> int:
+        """Bond-mode stuck-path skips (0 until bond mode exists)."""
+        return 0
+
+    @property
+    def migration_count(self) -> int:
+        """Active-path changes after the first (explicit, death-driven or peer-driven)."""
+        return self._flow.migration_count
+
+    def stats(self) -> ConnStats:
+        """A snapshot of the connection's counters."""
+        return self._flow.stats(self._loop.time())
+
+    def __repr__(self) -> str:
+        return (f"<rendr.Conn {self._flow.role.value} flow={self.flow_id.hex()[:8]} "
+                f"state={self.state} active={self.active_path}>")

@@ -1,0 +1,297 @@
+"""The dialer: opens a flow's paths, attaches them, and re-dials dead ones.
+
+The dialer owns every dial: the listener never dials.  ``dial()`` connects all
+configured paths at once, sends HELLO on the first carrier that connects and
+JOIN on the others.  After that, one supervisor task per path re-dials it with
+exponential backoff whenever it dies (including while the migration budget
+runs with no path at all), until the path is removed or the flow ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..carriers.base import Carrier, TransportFactory, get_transport
+from ..carriers.streams import StreamsCarrier
+from ..config import FlowConfig
+from ..core.events import Event, EventKind
+from ..core.flow import Flow
+from ..core.types import Mode, Role, State
+from ..core.wire import PREFACE, FrameType, Hello, Join, JoinAck, Kind, Result
+from ..errors import HandshakeError, ModeUnavailable, RendrError, ZombieFlow
+from ..spec import PathSpec
+from .conn import Conn
+from .handshake import exchange
+
+__all__ = ["DialSession", "Dialer"]
+
+logger = logging.getLogger("rendr.dialer")
+
+
+class Dialer:
+    """Opens rendr connections over one or more paths.
+
+    Args:
+        mode: :class:`~rendr.Mode` (only PRIME is available yet).
+        paths: the paths to use; at least one.
+        transports: per-dialer transport factories, consulted before the registry.
+        config: a :class:`~rendr.FlowConfig`; keyword arguments override its fields
+            (``migration_budget=90.0``, ``ping_interval=0.1``, ``dead_timeout=0.6``,
+            ``send_buffer``, ``recv_window``, ``linger``, ... see FlowConfig).
+    """
+
+    def __init__(self, mode: Mode = Mode.PRIME, paths: Sequence[PathSpec] = (), *,
+                 transports: dict[str, TransportFactory] | None = None,
+                 config: FlowConfig | None = None, **knobs: Any) -> None:
+        self.mode = Mode(mode)
+        self.paths = list(paths)
+        self.transports = dict(transports or {})
+        self.config = (config or FlowConfig()).replace(**knobs) if knobs else (
+            config or FlowConfig())
+
+    async def dial(self) -> Conn:
+        """Open a new flow and return its connection once the first path is up.
+
+        Other paths attach in the background as they connect.
+
+        Raises:
+            ModeUnavailable: RACE or BOND.
+            ValueError: no paths.
+            HandshakeError, OSError: no path could be set up.
+        """
+        if self.mode is not Mode.PRIME:
+            raise ModeUnavailable(f"mode {self.mode} is not available yet (only prime)")
+        if not self.paths:
+            raise ValueError("Dialer has no paths")
+        for spec in self.paths:
+            get_transport(spec.transport, self.transports)  # unknown names fail now
+        session = DialSession(self, os.urandom(16))
+        return await session.establish()
+
+
+async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
+                       timeout: float) -> Carrier:
+    """Open one carrier for ``spec`` with its transport factory, within ``timeout``."""
+    factory = get_transport(spec.transport, transports)
+    opened = await asyncio.wait_for(factory(spec.address), timeout)
+    if isinstance(opened, Carrier):
+        return opened
+    reader, writer = opened
+    return StreamsCarrier(reader, writer, transport=spec.transport)
+
+
+class _Slot:
+    """One configured path of a dial session and its supervisor."""
+
+    def __init__(self, spec: PathSpec) -> None:
+        self.spec = spec
+        self.path_id: int | None = None
+        self.down = asyncio.Event()
+        self.removed = False
+        self.task: asyncio.Task[None] | None = None
+
+
+class DialSession:
+    """The dialer side of one flow: its slots, supervisors and re-dials."""
+
+    def __init__(self, dialer: Dialer, flow_id: bytes) -> None:
+        self.dialer = dialer
+        self.config = dialer.config
+        self.flow_id = flow_id
+        self.loop = asyncio.get_running_loop()
+        self.conn: Conn | None = None
+        self.slots: list[_Slot] = []
+        self._ids = itertools.count(1)
+        self._stopped = False
+
+    async def _open(self, spec: PathSpec) -> Carrier:
+        return await open_carrier(spec, self.dialer.transports, self.config.connect_timeout)
+
+    async def establish(self) -> Conn:
+        """Connect every path; HELLO on the first carrier up; JOIN on the rest."""
+        self.slots = [_Slot(spec) for spec in self.dialer.paths]
+        tasks = {asyncio.ensure_future(self._open(s.spec)): s for s in self.slots}
+        pending = set(tasks)
+        errors: list[BaseException] = []
+        try:
+            while pending and self.conn is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    slot = tasks[task]
+                    if task.exception() is not None:
+                        errors.append(task.exception())  # type: ignore[arg-type]
+                        continue
+                    carrier = task.result()
+                    if self.conn is not None:
+                        slot.task = self.loop.create_task(self._supervise(slot, carrier))
+                        continue
+                    try:
+                        await self._hello(carrier)
+                    except (HandshakeError, OSError) as exc:
+                        carrier.abort()
+                        errors.append(exc)
+                        continue
+                    slot.path_id = 1
+                    slot.task = self.loop.create_task(self._supervise(slot, None))
+        except BaseException:
+            for task in pending:
+                task.cancel()
+            raise
+        if self.conn is None:
+            detail = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
+            if errors and all(isinstance(e, OSError) for e in errors):
+                raise OSError(f"could not connect any path ({detail})")
+            raise HandshakeError(f"could not establish the flow ({detail})")
+        for task in pending:
+            slot = tasks[task]
+            slot.task = self.loop.create_task(self._supervise(slot, task))
+        for slot in self.slots:
+            if slot.task is None:  # connect failed: keep re-dialing it
+                slot.task = self.loop.create_task(self._supervise(slot, None, failed=True))
+        return self.conn
+
+    async def _hello(self, carrier: Carrier) -> None:
+        path_id = next(self._ids)
+        cfg = self.config
+        hello = Hello(self.flow_id, path_id, self.dialer.mode, Kind.STREAM, 0, cfg.recv_window)
+        ftype, body, collector = await exchange(carrier, [PREFACE, hello.encode()],
+                                                cfg.handshake_timeout)
+        if ftype != FrameType.HELLO_ACK:
+            raise HandshakeError(f"expected HELLO_ACK, got frame type 0x{ftype:02x}")
+        ack = Hello.decode(body, ack=True)
+        if ack.result != Result.OK:
+            raise HandshakeError(f"listener refused the flow: {_result_name(ack.result)}")
+        if ack.flow_id != self.flow_id or ack.path_id != path_id:
+            raise HandshakeError("HELLO_ACK for another flow or path")
+        flow = Flow(role=Role.DIALER, flow_id=self.flow_id, mode=Mode(ack.mode), config=cfg,
+                    now=self.loop.time(), peer_window=ack.recv_window)
+        self.conn = Conn(flow, self.loop, dialer=self)
+        self.conn._attach(path_id, carrier, collector)
+
+    async def _join(self, carrier: Carrier) -> int:
+        assert self.conn is not None
+        path_id = next(self._ids)
+        ftype, body, collector = await exchange(
+            carrier, [PREFACE, Join(self.flow_id, path_id).encode()],
+            self.config.handshake_timeout)
+        if ftype != FrameType.JOIN_ACK:
+            raise HandshakeError(f"expected JOIN_ACK, got frame type 0x{ftype:02x}")
+        ack = JoinAck.decode(body)
+        if ack.result == Result.UNKNOWN_FLOW:
+            self.conn._flow.fail(ZombieFlow("the listener no longer knows this flow"),
+                                 self.loop.time())
+            self.conn._flush()
+            raise HandshakeError("listener does not know the flow")
+        if ack.result != Result.OK:
+            raise HandshakeError(f"listener refused the path: {_result_name(ack.result)}")
+        if self._closed:
+            raise HandshakeError("flow closed")
+        self.conn._attach(path_id, carrier, collector)
+        return path_id
+
+    @property
+    def _closed(self) -> bool:
+        return self._stopped or self.conn is None or self.conn._flow.state is State.CLOSED
+
+    async def _supervise(self, slot: _Slot, first: asyncio.Future[Carrier] | Carrier | None,
+                         failed: bool = False) -> None:
+        """Keep ``slot``'s path attached: (re-)dial with backoff whenever it is down."""
+        cfg = self.config
+        backoff = cfg.redial_backoff
+        if failed:
+            await asyncio.sleep(backoff)
+        while not self._closed and not slot.removed:
+            if slot.path_id is not None:
+                await slot.down.wait()
+                slot.down.clear()
+                slot.path_id = None
+                if self._closed or slot.removed:
+                    return
+                await asyncio.sleep(cfg.redial_backoff)
+                continue
+            carrier: Carrier | None = None
+            try:
+                if first is None:
+                    carrier = await self._open(slot.spec)
+                elif isinstance(first, Carrier):
+                    carrier = first
+                else:
+                    carrier = await first
+                first = None
+                if self._closed or slot.removed:
+                    carrier.close()
+                    return
+                slot.path_id = await self._join(carrier)
+                backoff = cfg.redial_backoff
+                logger.info("flow %s: path %d attached over %s %s", self.flow_id.hex()[:8],
+                            slot.path_id, slot.spec.transport, slot.spec.address)
+            except asyncio.CancelledError:
+                if carrier is not None:
+                    carrier.abort()
+                if isinstance(first, asyncio.Future):
+                    first.cancel()
+                raise
+            except (OSError, asyncio.TimeoutError, HandshakeError, RendrError) as exc:
+                first = None
+                if carrier is not None:
+                    carrier.abort()
+                logger.debug("flow %s: dial %s %s failed: %r; retry in %.2fs",
+                             self.flow_id.hex()[:8], slot.spec.transport, slot.spec.address,
+                             exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, cfg.redial_backoff_max)
+
+    async def add_path(self, spec: PathSpec) -> int:
+        """Dial ``spec`` now and attach it; keep re-dialing it when it dies."""
+        if self._closed:
+            raise RendrError("flow is closed")
+        live = sum(1 for p in self.conn._flow.paths.values() if p.alive) if self.conn else 0
+        if live >= self.config.max_paths:
+            raise RendrError(f"flow already has {live} paths (max_paths)")
+        carrier = await self._open(spec)
+        try:
+            path_id = await self._join(carrier)
+        except BaseException:
+            carrier.abort()
+            raise
+        slot = _Slot(spec)
+        slot.path_id = path_id
+        slot.task = self.loop.create_task(self._supervise(slot, None))
+        self.slots.append(slot)
+        return path_id
+
+    def forget(self, path_id: int) -> None:
+        """A path was removed on purpose: stop re-dialing it."""
+        for slot in self.slots:
+            if slot.path_id == path_id:
+                slot.removed = True
+                slot.down.set()
+
+    def on_event(self, event: Event) -> None:
+        """Engine events: wake the supervisor of a path that went down."""
+        if event.kind is EventKind.PATH_DOWN:
+            for slot in self.slots:
+                if slot.path_id == event.path_id:
+                    slot.down.set()
+        elif event.kind is EventKind.CLOSED:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop every supervisor (the flow ended or was closed)."""
+        self._stopped = True
+        for slot in self.slots:
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+
+
+def _result_name(code: int) -> str:
+    try:
+        return Result(code).name
+    except ValueError:
+        return f"result {code}"
+

@@ -1,0 +1,148 @@
+"""The carrier interface: one connected byte stream that carries one path.
+
+A carrier moves bytes; it knows nothing of frames or flows.  It reports what
+happens to a *sink* (the flow driver, or a handshake collector before that):
+bytes received, write backpressure, and loss.  Loss is only ever reported —
+never raised — and the engine decides what it means (a dead path, not an EOF).
+
+Built-in carriers: ``"tcp"`` (:mod:`rendr.carriers.tcp`).  Any connected asyncio
+stream pair can be a carrier through :class:`~rendr.carriers.streams.StreamsCarrier`,
+so an embedder can run paths over TLS, an SSH channel or a relay by registering a
+factory with :func:`register_transport`.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol, Union
+
+__all__ = [
+    "Carrier",
+    "CarrierSink",
+    "TransportFactory",
+    "get_transport",
+    "register_transport",
+    "registered_transports",
+]
+
+Buffer = Union[bytes, memoryview]
+
+
+class CarrierSink(Protocol):
+    """What a carrier reports to."""
+
+    def carrier_data(self, data: bytes) -> None:
+        """Bytes arrived (never empty; must not be mutated by the sink)."""
+
+    def carrier_lost(self, exc: BaseException | None) -> None:
+        """The carrier ended: ``None`` for an EOF, else the error (reset, timeout...)."""
+
+    def carrier_pause(self) -> None:
+        """The carrier's write buffer is above its high-water mark."""
+
+    def carrier_resume(self) -> None:
+        """The carrier's write buffer drained below its low-water mark."""
+
+
+class _Buffering:
+    """Sink used until the real one is set: remembers everything for replay."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.lost: tuple[BaseException | None] | None = None
+        self.paused = False
+
+    def carrier_data(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def carrier_lost(self, exc: BaseException | None) -> None:
+        self.lost = (exc,)
+
+    def carrier_pause(self) -> None:
+        self.paused = True
+
+    def carrier_resume(self) -> None:
+        self.paused = False
+
+
+class Carrier(abc.ABC):
+    """One connected byte stream.
+
+    Subclasses call ``self._sink.carrier_*`` and implement the abstract methods.
+
+    Attributes:
+        transport: registry name ("tcp", ...).
+        local_addr / remote_addr: addresses as text, for statistics.
+    """
+
+    transport: str = "?"
+
+    def __init__(self) -> None:
+        self._sink: CarrierSink = _Buffering()
+        self.local_addr = ""
+        self.remote_addr = ""
+
+    def set_sink(self, sink: CarrierSink) -> None:
+        """Route future reports to ``sink``, first replaying what arrived meanwhile."""
+        old = self._sink
+        self._sink = sink
+        if isinstance(old, _Buffering):
+            for chunk in old.data:
+                sink.carrier_data(chunk)
+            if old.paused:
+                sink.carrier_pause()
+            if old.lost is not None:
+                sink.carrier_lost(old.lost[0])
+
+    @abc.abstractmethod
+    def write(self, buffers: Sequence[Buffer]) -> None:
+        """Queue ``buffers`` for sending, in order, as one write."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Flush what is queued, then close (FIN). Reports nothing further."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Close at once, discarding what is queued (RST for TCP)."""
+
+
+TransportFactory = Callable[
+    [str], Awaitable[Union[Carrier, "tuple[asyncio.StreamReader, asyncio.StreamWriter]"]]
+]
+"""``async factory(address) -> Carrier | (reader, writer)``: open one carrier."""
+
+_REGISTRY: dict[str, TransportFactory] = {}
+
+
+def register_transport(name: str, factory: TransportFactory) -> None:
+    """Make ``PathSpec(name, address)`` open carriers with ``factory(address)``.
+
+    The factory may return a :class:`Carrier` or a connected asyncio
+    ``(StreamReader, StreamWriter)`` pair (TLS, an SSH channel, a relay...).
+    Registering an existing name replaces it.
+    """
+    _REGISTRY[name] = factory
+
+
+def get_transport(name: str, overrides: dict[str, TransportFactory] | None = None
+                  ) -> TransportFactory:
+    """The factory for ``name``: ``overrides`` first, then the registry.
+
+    Raises:
+        KeyError: unknown transport name.
+    """
+    if overrides and name in overrides:
+        return overrides[name]
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise KeyError(f"unknown transport {name!r} (registered: {known})") from None
+
+
+def registered_transports() -> list[str]:
+    """Names of the registered transports."""
+    return sorted(_REGISTRY)

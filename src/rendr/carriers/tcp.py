@@ -1,0 +1,114 @@
+"""The TCP carrier: an ``asyncio.Protocol`` (no StreamReader), one ``writelines`` per flush.
+
+Kernel TCP keepalive is switched off: rendr's own PING/PONG is the only liveness
+authority (kernel keepalive was seen killing shaped paths).  TCP_NODELAY is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import Callable, Sequence
+
+from .address import format_address, parse_address
+from .base import Buffer, Carrier, register_transport
+
+__all__ = ["TcpCarrier", "connect_tcp"]
+
+logger = logging.getLogger("rendr.carriers.tcp")
+
+WRITE_HIGH = 4 * 1024 * 1024
+WRITE_LOW = 1 * 1024 * 1024
+
+
+class TcpCarrier(Carrier, asyncio.Protocol):
+    """One TCP connection as a carrier.
+
+    Args:
+        on_connect: called with the carrier once connected (listener side).
+    """
+
+    transport = "tcp"
+
+    def __init__(self, on_connect: Callable[[TcpCarrier], None] | None = None) -> None:
+        super().__init__()
+        self._on_connect = on_connect
+        self._transport: asyncio.Transport | None = None
+        self._done = False
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0)
+            except OSError:  # pragma: no cover - exotic socket types
+                pass
+        self.local_addr = format_address(transport.get_extra_info("sockname"))
+        self.remote_addr = format_address(transport.get_extra_info("peername"))
+        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._sink.carrier_data(data)
+
+    def eof_received(self) -> bool:
+        self._report_lost(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._report_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._sink.carrier_pause()
+
+    def resume_writing(self) -> None:
+        self._sink.carrier_resume()
+
+    # Carrier
+    def write(self, buffers: Sequence[Buffer]) -> None:
+        t = self._transport
+        if t is None or self._done or t.is_closing():
+            return
+        t.writelines(buffers)
+
+    def close(self) -> None:
+        self._done = True
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def abort(self) -> None:
+        self._done = True
+        t = self._transport
+        if t is None:
+            return
+        sock = t.get_extra_info("socket")
+        if sock is not None:
+            try:  # make the close a RST even if the loop would flush
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError:
+                pass
+        t.abort()
+
+    def _report_lost(self, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._sink.carrier_lost(exc)
+
+
+async def connect_tcp(address: str) -> TcpCarrier:
+    """Open a TCP carrier to ``"host:port"``."""
+    host, port = parse_address(address)
+    loop = asyncio.get_running_loop()
+    _, protocol = await loop.create_connection(TcpCarrier, host or "127.0.0.1", port)
+    return protocol
+
+
+register_transport("tcp", connect_tcp)

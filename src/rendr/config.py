@@ -1,0 +1,105 @@
+"""Tuning knobs of a flow.  Durations are in seconds, sizes in bytes.
+
+:class:`FlowConfig` is what ``Dialer(...)`` and ``listen(...)`` build from their
+keyword arguments; every field is a keyword argument of both, with the default
+shown here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["FlowConfig"]
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Tuning knobs shared by both ends of a flow."""
+
+    migration_budget: float = 90.0
+    """How long the flow may have no live path at all before read/write raise
+    :class:`~rendr.MigrationBudgetExceeded`. Counted from the death of the last path."""
+
+    ping_interval: float = 0.1
+    """PING period on every path while the flow is busy (data unacknowledged or
+    recently received)."""
+
+    idle_ping_interval: float = 1.0
+    """PING period on every path while the flow is idle (also keeps NAT state alive)."""
+
+    dead_timeout: float = 0.6
+    """A path on which a PING got no answer — and nothing else arrived — for this long
+    (or ``3*srtt + 4*rttvar`` if larger) is declared dead and failed over."""
+
+    send_buffer: int = 8 * MIB
+    """Bytes written but not yet acknowledged that one connection may hold; ``write()``
+    waits when it is full."""
+
+    recv_window: int = 8 * MIB
+    """Flow-control window: bytes the peer may send beyond what the application read."""
+
+    max_frame: int = 256 * KIB
+    """Largest DATA payload on stream carriers."""
+
+    write_burst: int = 1 * MIB
+    """Most bytes one flush writes to one path before yielding to the event loop."""
+
+    ack_delay: float = 0.005
+    """Longest time received data waits before it is acknowledged."""
+
+    linger: float = 10.0
+    """How long ``close()`` waits for the peer to acknowledge everything written."""
+
+    zombie_max_migrations: int = 2
+    """Death-driven migrations that move no application data, within
+    ``zombie_window``, after which the flow fails with :class:`~rendr.ZombieFlow`
+    (0 disables the guard)."""
+
+    zombie_window: float = 30.0
+    """Window of the zombie guard."""
+
+    stall_grace: float = 0.25
+    """If the engine's timer fires this much later than asked, the local event loop
+    was stalled: liveness deadlines are pushed back instead of killing paths."""
+
+    connect_timeout: float = 3.0
+    """Timeout of one carrier connect attempt (dialer)."""
+
+    handshake_timeout: float = 10.0
+    """Timeout of a carrier handshake (preface + HELLO/JOIN and its answer)."""
+
+    join_wait: float = 0.5
+    """How long a listener holds a JOIN whose flow it does not know yet (a JOIN
+    may overtake its flow's HELLO)."""
+
+    redial_backoff: float = 0.05
+    """First delay before the dialer re-dials a dead path; doubles per failure."""
+
+    redial_backoff_max: float = 2.0
+    """Cap of the re-dial delay."""
+
+    max_paths: int = 16
+    """Most paths one flow may have at once."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{f.name} must be a non-negative number, got {value!r}")
+        if self.migration_budget > 90.0:
+            raise ValueError("migration_budget may not exceed 90 s")
+        if self.max_frame < 1 or self.max_frame > 1 << 23:
+            raise ValueError("max_frame must be in 1..8 MiB")
+        if self.send_buffer < 1 or self.recv_window < self.max_frame:
+            raise ValueError("send_buffer must be >= 1 and recv_window >= max_frame")
+        if self.ping_interval <= 0 or self.idle_ping_interval <= 0 or self.dead_timeout <= 0:
+            raise ValueError("ping intervals and dead_timeout must be positive")
+
+    def replace(self, **changes: Any) -> FlowConfig:
+        """A copy with some fields changed (unknown names raise TypeError)."""
+        return dataclasses.replace(self, **changes)

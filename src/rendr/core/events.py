@@ -1,0 +1,51 @@
+"""Events a flow emits: what an application may want to observe or log."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .types import Mode
+
+__all__ = ["Event", "EventKind"]
+
+
+class EventKind(enum.Enum):
+    """What happened."""
+
+    PATH_UP = "path_up"
+    PATH_DOWN = "path_down"
+    MIGRATION = "migration"
+    MODE_CHANGE = "mode_change"
+    CLOSED = "closed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Event:
+    """One flow event (passed to ``Conn.on_event`` callbacks).
+
+    Attributes:
+        kind: what happened.
+        at: engine time (the event loop's clock, seconds).
+        path_id: the path concerned (PATH_UP, PATH_DOWN).
+        old_path: the previous active path (MIGRATION; None if there was none).
+        new_path: the new active path (MIGRATION).
+        cause: why: a :class:`~rendr.core.types.Cause` value for PATH_DOWN
+            ("reset", "eof", "timeout", ...), "explicit", "death" or "peer" for MIGRATION.
+        detail: free text (an OS error, a close reason).
+        mode: the new mode (MODE_CHANGE).
+        error: the exception the flow ended with (CLOSED; None for a clean close).
+    """
+
+    kind: EventKind
+    at: float
+    path_id: int | None = None
+    old_path: int | None = None
+    new_path: int | None = None
+    cause: str | None = None
+    detail: str = ""
+    mode: Mode | None = None
+    error: BaseException | None = None

@@ -1,0 +1,825 @@
+"""The flow engine: one reliable byte stream over a changing set of paths (sans-I/O).
+
+Theory of operation
+-------------------
+A :class:`Flow` is one end of a rendr connection.  It owns no socket and reads no
+clock: the driver feeds it carrier bytes (:meth:`Flow.receive`), application
+calls (:meth:`Flow.send`, :meth:`Flow.read`, ...) and time (``now`` arguments,
+:meth:`Flow.handle_timer`), and takes out what to write on each carrier
+(:meth:`Flow.transmits`), which carriers to close (:meth:`Flow.closes`) and
+events (:meth:`Flow.events`).  After *every* input the driver must call, in this
+order: ``transmits(now)``, ``closes()``, ``events()``, then re-arm one timer at
+``get_timer()``; if ``wants_transmit()`` is true it should flush again soon
+(after letting other callbacks run) — one flush writes at most
+``config.write_burst`` bytes per path.
+
+Sending.  Every byte written is kept in a :class:`SendBuffer` at its stream
+offset until the peer's cumulative ACK covers it.  New data goes to the active
+path (PRIME mode).  Each path remembers the ranges it carried (``inflight``);
+when a path dies, the unacknowledged ones are queued for retransmission on the
+new active path, ahead of new data.  A planned :meth:`migrate` leaves the old
+path's in-flight data alone (that path is alive and delivers it), so nothing is
+sent twice.  Flow control: never send beyond the peer's advertised limit.
+
+Receiving.  Pieces are reordered and de-duplicated by offset
+(:class:`ReceiveBuffer`); ACKs carry the cumulative offset, the flow-control
+limit and a few selective ranges, and go out after ``ack_delay``, after
+``recv_window/8`` bytes, on a FIN, or when reading opened the window by a quarter.
+
+Liveness.  Every live path is PINGed (every ``ping_interval`` while busy, every
+``idle_ping_interval`` while idle).  Anything received on a path answers.  A path
+whose oldest unanswered PING is older than its dead time is declared dead
+(cause ``timeout``); the driver is told to abort its carrier.  The application's
+own traffic pattern never kills a path: only unanswered PINGs do.
+
+Ends.  FIN marks the final offset of a direction (``b""`` to the reader after the
+last byte).  ``close()`` sends FIN, waits (at most ``linger``) for it to be
+acknowledged, then sends CLOSE(0).  CLOSE with another code aborts.  Carrier
+EOF or reset never ends a flow: it only kills a path.  With no live path left,
+the migration budget runs; when it expires the flow fails with
+:class:`MigrationBudgetExceeded`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from ..config import FlowConfig
+from ..errors import (
+    ConnAborted,
+    LastPathError,
+    MigrationBudgetExceeded,
+    ProtocolError,
+    RendrError,
+    ZombieFlow,
+)
+from .events import Event, EventKind
+from .framing import StreamDeframer
+from .path import PathState
+from .rangeset import RangeSet
+from .recvbuf import ReceiveBuffer
+from .sendbuf import SendBuffer
+from .stats import ConnStats, PathStats
+from .types import Cause, Mode, PathStatus, Role, State
+from .wire import (
+    ACK_FIN,
+    EXTENSION_MIN,
+    MAX_ACK_RANGES,
+    CloseCode,
+    FrameType,
+    data_header,
+    decode_ack,
+    decode_activate,
+    decode_close,
+    decode_path_close,
+    decode_u64,
+    encode_ack,
+    encode_activate,
+    encode_close,
+    encode_path_close,
+    encode_u64,
+)
+
+__all__ = ["Flow"]
+
+logger = logging.getLogger("rendr.flow")
+
+Buffer = bytes | memoryview
+
+
+class Flow:
+    """One end of a rendr flow (sans-I/O).
+
+    Args:
+        role: DIALER (decides the active path for both directions) or LISTENER.
+        flow_id: the 16-byte flow id.
+        mode: the flow's mode (only PRIME is implemented).
+        config: tuning knobs.
+        now: current time.
+        peer_window: the peer's initial receive window (from the handshake).
+    """
+
+    def __init__(self, *, role: Role, flow_id: bytes, mode: Mode = Mode.PRIME,
+                 config: FlowConfig | None = None, now: float, peer_window: int) -> None:
+        self.role = role
+        self.flow_id = flow_id
+        self.mode = mode
+        self.config = config or FlowConfig()
+        self.created_at = now
+        self.state = State.HANDSHAKING
+        self.paths: dict[int, PathState] = {}
+        self.active: int | None = None
+        self._had_active = False
+        self._epoch = 0
+        self.migration_count = 0
+        # send side
+        self._sendbuf = SendBuffer()
+        self._next_new = 0
+        self._retx = RangeSet()
+        self._peer_sacked: list[tuple[int, int]] = []
+        self._peer_max = peer_window
+        self._eof_offset: int | None = None
+        self._fin_pending = False
+        self._fin_acked = False
+        # receive side
+        self._recv = ReceiveBuffer()
+        self._advertised_max = self.config.recv_window
+        self._final_offset: int | None = None
+        self._ack_needed = False
+        self._ack_at: float | None = None
+        self._unacked_recv = 0
+        self._ack_threshold = max(1, min(self.config.recv_window // 8, 1 << 20))
+        self._last_data_at = now
+        # lifecycle
+        self._events: deque[Event] = deque()
+        self.error: RendrError | None = None
+        self.peer_closed = False
+        self._close_requested = False
+        self._budget_at: float | None = None
+        self._linger_at: float | None = None
+        self._timer_at: float | None = None
+        self._zombie_strikes: list[float] = []
+        self._now = now
+
+    # ------------------------------------------------------------------ paths
+
+    def add_path(self, path_id: int, *, now: float, transport: str = "tcp",
+                 local_addr: str = "", remote_addr: str = "") -> None:
+        """Attach a carrier whose handshake completed as path ``path_id``.
+
+        Raises:
+            RendrError: the flow is closed or the path id is already used.
+        """
+        if self.state is State.CLOSED:
+            raise RendrError("flow is closed")
+        if path_id in self.paths:
+            raise RendrError(f"path {path_id} already exists")
+        path = PathState(path_id, transport=transport, local_addr=local_addr,
+                         remote_addr=remote_addr, now=now,
+                         deframer=self._make_deframer(path_id))
+        self.paths[path_id] = path
+        self._budget_at = None
+        self._ack_needed = True
+        self._emit(EventKind.PATH_UP, now, path_id=path_id,
+                   detail=f"{transport} {local_addr} -> {remote_addr}")
+        logger.debug("flow %s: path %d up (%s %s -> %s)", self.flow_id.hex()[:8], path_id,
+                     transport, local_addr, remote_addr)
+        current = self.paths.get(self.active) if self.active is not None else None
+        if current is None or not current.alive:
+            self._activate(path_id, "death" if self._had_active else "first", now)
+        if self.state in (State.HANDSHAKING, State.MIGRATING):
+            self._set_state(State.ACTIVE)
+
+    def _make_deframer(self, path_id: int) -> StreamDeframer:
+        def on_data(offset: int, piece: memoryview) -> None:
+            self._on_data(path_id, offset, piece)
+
+        def on_frame(ftype: int, body: memoryview) -> None:
+            self._on_frame(path_id, ftype, body)
+
+        return StreamDeframer(on_data, on_frame)
+
+    def path_failed(self, path_id: int, cause: Cause, now: float, detail: str = "") -> None:
+        """The driver reports that a carrier failed (reset, EOF, OS error).
+
+        This never ends the flow; it kills the path and fails over.
+        """
+        path = self.paths.get(path_id)
+        if path is None or path.status in (PathStatus.DOWN, PathStatus.REMOVED):
+            return
+        if self.state is State.CLOSED or path.status is PathStatus.RETIRING:
+            self._retire(path, now)
+            return
+        self._path_died(path, cause, now, detail)
+
+    def set_path_blocked(self, path_id: int, blocked: bool) -> None:
+        """The carrier's write buffer is full (``True``) or drained again (``False``)."""
+        path = self.paths.get(path_id)
+        if path is not None:
+            path.blocked = blocked
+
+    def migrate(self, path_id: int, now: float) -> None:
+        """Make ``path_id`` the active path for both directions (dialer only).
+
+        The old path stays up and delivers what it already carries.
+
+        Raises:
+            RendrError: not the dialer, flow closed, or the path is not up.
+        """
+        if self.role is not Role.DIALER:
+            raise RendrError("only the dialer chooses the active path")
+        self._check_open()
+        path = self.paths.get(path_id)
+        if path is None or not path.alive:
+            raise RendrError(f"path {path_id} is not up")
+        if path_id != self.active:
+            self._activate(path_id, "explicit", now)
+
+    def remove_path(self, path_id: int, now: float) -> None:
+        """Retire a path cleanly (PATH_CLOSE); migrate away first if it is active.
+
+        Raises:
+            LastPathError: it is the only live path.
+            RendrError: the path is not up or the flow is closed.
+        """
+        self._check_open()
+        path = self.paths.get(path_id)
+        if path is None or not path.alive:
+            raise RendrError(f"path {path_id} is not up")
+        others = [p for p in self.paths.values() if p.alive and p.id != path_id]
+        if not others:
+            raise LastPathError(f"path {path_id} is the last path")
+        if self.active == path_id:
+            best = min(others, key=PathState.score)
+            self._activate(best.id, "explicit", now)
+        path.status = PathStatus.RETIRING
+        path.outbox.append(encode_path_close(path_id))
+        path.path_close_sent = True
+
+    # ------------------------------------------------------------------ input
+
+    def receive(self, path_id: int, data: Buffer, now: float) -> None:
+        """Bytes that arrived on a carrier (after its handshake).
+
+        ``data`` must not be mutated afterwards (payload is kept without copying).
+        """
+        path = self.paths.get(path_id)
+        if path is None or path.status in (PathStatus.DOWN, PathStatus.REMOVED):
+            return
+        self._now = now
+        path.last_recv_at = now
+        path.unanswered_since = None
+        path.bytes_received += len(data)
+        try:
+            path.deframer.feed(data)
+        except ProtocolError as exc:
+            logger.warning("flow %s: protocol error on path %d: %s",
+                           self.flow_id.hex()[:8], path_id, exc)
+            self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
+
+    def _on_data(self, path_id: int, offset: int, piece: memoryview) -> None:
+        path = self.paths[path_id]
+        path.frames_received += 1
+        if self.state is State.CLOSED:
+            return
+        end = offset + len(piece)
+        if end > self._advertised_max:
+            raise ProtocolError(f"peer sent beyond the flow-control window ({end})")
+        if self._final_offset is not None and end > self._final_offset:
+            raise ProtocolError("peer sent data beyond its FIN")
+        now = self._now
+        self._last_data_at = now
+        if self._recv.receive(offset, piece):
+            self._zombie_strikes.clear()
+        self._unacked_recv += len(piece)
+        if self._unacked_recv >= self._ack_threshold:
+            self._ack_needed = True
+        elif self._ack_at is None:
+            self._ack_at = now + self.config.ack_delay
+        if self._final_offset is not None and self._recv.offset == self._final_offset:
+            self._ack_needed = True
+
+    def _on_frame(self, path_id: int, ftype: int, body: memoryview) -> None:
+        path = self.paths[path_id]
+        path.frames_received += 1
+        handler = self._handlers.get(ftype)
+        if handler is None:
+            if ftype >= EXTENSION_MIN:
+                return  # unknown extension frame: skip (docs/wire.md, "Unknown frames")
+            raise ProtocolError(f"unexpected frame type 0x{ftype:02x}")
+        handler(self, path, body)
+
+    def _handle_ack(self, path: PathState, body: memoryview) -> None:
+        cum, max_offset, flags, ranges = decode_ack(body)
+        sb = self._sendbuf
+        if cum > sb.end:
+            raise ProtocolError("peer acknowledged bytes never sent")
+        if cum > sb.base:
+            sb.ack(cum)
+            self._retx.remove_below(cum)
+            self._zombie_strikes.clear()
+            for p in self.paths.values():
+                inflight = p.inflight
+                while inflight and inflight[0][1] <= cum:
+                    inflight.popleft()
+        self._peer_sacked = ranges
+        for s, e in ranges:
+            self._retx.subtract(s, e)
+        if max_offset > self._peer_max:
+            self._peer_max = max_offset
+        if flags & ACK_FIN and self._eof_offset is not None and cum == self._eof_offset:
+            self._fin_acked = True
+            self._check_close_done(self._now)
+
+    def _handle_fin(self, path: PathState, body: memoryview) -> None:
+        final = decode_u64(body)
+        if final < self._recv.offset or (
+            self._final_offset is not None and final != self._final_offset
+        ):
+            raise ProtocolError("inconsistent FIN offset")
+        self._final_offset = final
+        if self._recv.offset == final:
+            self._ack_needed = True
+
+    def _handle_ping(self, path: PathState, body: memoryview) -> None:
+        path.outbox.append(encode_u64(FrameType.PONG, decode_u64(body)))
+
+    def _handle_pong(self, path: PathState, body: memoryview) -> None:
+        sent_at = decode_u64(body) / 1e6
+        sample = self._now - sent_at
+        if 0 <= sample < 600:
+            path.rtt.update(sample)
+
+    def _handle_activate(self, path: PathState, body: memoryview) -> None:
+        path_id, epoch = decode_activate(body)
+        if self.role is Role.DIALER:
+            raise ProtocolError("ACTIVATE sent to the dialer")
+        if epoch <= self._epoch:
+            return  # stale: a later ACTIVATE already arrived on another path
+        self._epoch = epoch
+        target = self.paths.get(path_id)
+        if target is not None and target.alive and path_id != self.active:
+            self._activate(path_id, "peer", self._now)
+
+    def _handle_path_close(self, path: PathState, body: memoryview) -> None:
+        if decode_path_close(body) != path.id:
+            raise ProtocolError("PATH_CLOSE for another path")
+        now = self._now
+        if path.status is PathStatus.UP:
+            # Peer retires this path: acknowledge everything first, on this same path, so
+            # the peer does not re-send what it carried, then answer and close.
+            path.status = PathStatus.RETIRING
+            path.outbox.append(self._encode_ack())
+            path.outbox.append(encode_path_close(path.id))
+            path.path_close_sent = True
+            if self.active == path.id:
+                others = [p for p in self.paths.values() if p.alive]
+                if others:
+                    self._activate(min(others, key=PathState.score).id, "peer", now)
+        self._retire(path, now)
+
+    def _handle_close(self, path: PathState, body: memoryview) -> None:
+        code, reason = decode_close(body)
+        if self.state is State.CLOSED:
+            return
+        self.peer_closed = True
+        if code == CloseCode.NO_ERROR:
+            self._finish(None, self._now)
+        else:
+            self._finish(ConnAborted(code, reason), self._now)
+
+    def _handle_handshake_frame(self, path: PathState, body: memoryview) -> None:
+        raise ProtocolError("handshake frame on an attached path")
+
+    _handlers: dict[int, Callable[[Flow, PathState, memoryview], None]] = {
+        FrameType.ACK: _handle_ack,
+        FrameType.FIN: _handle_fin,
+        FrameType.PING: _handle_ping,
+        FrameType.PONG: _handle_pong,
+        FrameType.ACTIVATE: _handle_activate,
+        FrameType.PATH_CLOSE: _handle_path_close,
+        FrameType.CLOSE: _handle_close,
+        FrameType.HELLO: _handle_handshake_frame,
+        FrameType.HELLO_ACK: _handle_handshake_frame,
+        FrameType.JOIN: _handle_handshake_frame,
+        FrameType.JOIN_ACK: _handle_handshake_frame,
+    }
+
+    # ------------------------------------------------------------ application
+
+    @property
+    def send_space(self) -> int:
+        """Bytes ``send()`` would accept now."""
+        return max(0, self.config.send_buffer - len(self._sendbuf))
+
+    @property
+    def unacked(self) -> int:
+        """Bytes written and not yet acknowledged."""
+        return len(self._sendbuf)
+
+    @property
+    def bytes_written(self) -> int:
+        """Application bytes accepted so far."""
+        return self._sendbuf.end
+
+    @property
+    def bytes_read(self) -> int:
+        """Application bytes read so far."""
+        return self._recv.read_offset
+
+    @property
+    def readable(self) -> bool:
+        """Whether ``read()`` would return something (data, EOF or an error)."""
+        return bool(self._recv.ready_bytes) or self.at_eof or self.state is State.CLOSED
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer's FIN was reached by the reader."""
+        return self._final_offset is not None and self._recv.read_offset >= self._final_offset
+
+    @property
+    def eof_sent(self) -> bool:
+        """``send_eof()`` or ``close()`` was called."""
+        return self._eof_offset is not None
+
+    @property
+    def flushed(self) -> bool:
+        """Everything written (and the FIN, if any) was acknowledged."""
+        return not self._sendbuf and (self._eof_offset is None or self._fin_acked)
+
+    def send(self, data: Buffer, now: float) -> int:
+        """Accept as much of ``data`` as the send buffer has room for; return how much.
+
+        Raises:
+            RendrError: after ``send_eof()``/``close()``, or when the flow ended.
+        """
+        if self._eof_offset is not None:
+            raise RendrError("cannot write after write_eof()/close()")
+        self._check_open()
+        take = min(self.send_space, len(data))
+        if take <= 0:
+            return 0
+        chunk = data[:take] if take < len(data) else data
+        if isinstance(chunk, memoryview) and not (chunk.readonly and isinstance(chunk.obj, bytes)):
+            chunk = chunk.tobytes()
+        self._sendbuf.append(chunk)
+        return take
+
+    def send_eof(self, now: float) -> None:
+        """Finish the sending direction: the peer reads ``b""`` after the last byte."""
+        if self._eof_offset is not None or self.state is State.CLOSED:
+            return
+        self._eof_offset = self._sendbuf.end
+        self._fin_pending = True
+
+    def read(self, max_bytes: int) -> bytes | None:
+        """Take up to ``max_bytes`` received bytes.
+
+        Returns:
+            Data; ``b""`` at the peer's clean EOF; ``None`` when nothing is ready yet.
+
+        Raises:
+            RendrError: the flow failed (budget, zombie, abort) and no data is left.
+        """
+        data = self._recv.read(max_bytes)
+        if data:
+            window = self.config.recv_window
+            if self._recv.read_offset + window - self._advertised_max >= window // 4:
+                self._ack_needed = True
+            return data
+        if self.at_eof:
+            return b""
+        if self.error is not None:
+            raise self.error
+        if self.state is State.CLOSED:
+            return b""
+        return None
+
+    def close(self, now: float) -> None:
+        """Graceful close: FIN, wait (``linger``) for the peer's ACK, then CLOSE(0)."""
+        if self.state is State.CLOSED or self._close_requested:
+            return
+        self._close_requested = True
+        self.send_eof(now)
+        self._linger_at = now + self.config.linger
+        self._set_state(State.CLOSING)
+        self._check_close_done(now)
+
+    def abort(self, now: float, code: int = CloseCode.APPLICATION, reason: str = "") -> None:
+        """End the flow at once with an error code (the peer's read/write raise ConnAborted)."""
+        if self.state is not State.CLOSED:
+            self._abort(code, reason, now, None)
+
+    def fail(self, error: RendrError, now: float, code: int = CloseCode.INTERNAL) -> None:
+        """End the flow with ``error`` (raised by later reads and writes); tell the peer."""
+        if self.state is not State.CLOSED:
+            self._abort(code, str(error), now, error)
+
+    # ------------------------------------------------------------------ output
+
+    def transmits(self, now: float) -> list[tuple[int, list[Buffer]]]:
+        """What to write on each carrier now: ``[(path_id, buffers), ...]``.
+
+        Write each list with one ``writelines`` call, in the order given.
+        """
+        self._now = now
+        if self.state is not State.CLOSED:
+            self._fill()
+            if self._ack_needed:
+                self._send_ack()
+        out: list[tuple[int, list[Buffer]]] = []
+        for path in self.paths.values():
+            if path.outbox:
+                out.append((path.id, path.outbox))
+                path.outbox = []
+        return out
+
+    def wants_transmit(self) -> bool:
+        """Whether more data could be written right now (flush again soon)."""
+        if self.state is State.CLOSED or self.active is None:
+            return False
+        path = self.paths[self.active]
+        if not path.alive or path.blocked:
+            return False
+        return bool(self._retx) or self._next_new < min(self._sendbuf.end, self._peer_max)
+
+    def closes(self) -> list[tuple[int, bool]]:
+        """Carriers to close now: ``[(path_id, abort), ...]`` (abort: reset, don't flush)."""
+        out: list[tuple[int, bool]] = []
+        for path in self.paths.values():
+            if path.close_requested:
+                out.append((path.id, path.close_requested == "abort"))
+                path.close_requested = None
+        return out
+
+    def events(self) -> list[Event]:
+        """Take every pending event."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def get_timer(self) -> float | None:
+        """The earliest time :meth:`handle_timer` must be called, or None."""
+        if self.state is State.CLOSED:
+            self._timer_at = None
+            return None
+        at = self._ack_at
+        for deadline in (self._budget_at, self._linger_at):
+            if deadline is not None and (at is None or deadline < at):
+                at = deadline
+        for path in self.paths.values():
+            if not path.alive:
+                continue
+            t = path.next_ping_at
+            if path.unanswered_since is not None:
+                t = min(t, path.unanswered_since + self._dead_time(path))
+            if at is None or t < at:
+                at = t
+        self._timer_at = at
+        return at
+
+    def handle_timer(self, now: float) -> None:
+        """Run every deadline that is due at ``now``."""
+        self._now = now
+        if self.state is State.CLOSED:
+            return
+        if self._timer_at is not None and now - self._timer_at > self.config.stall_grace:
+            # Our own event loop was stalled: what the peer sent may be waiting unread
+            # in socket buffers. Restart liveness waits rather than kill healthy paths.
+            logger.debug("flow %s: timer %.3fs late, event loop stalled",
+                         self.flow_id.hex()[:8], now - self._timer_at)
+            for path in self.paths.values():
+                if path.unanswered_since is not None:
+                    path.unanswered_since = now
+        if self._ack_at is not None and now >= self._ack_at:
+            self._ack_needed = True
+        busy = bool(self._sendbuf) or now - self._last_data_at < self.config.idle_ping_interval
+        interval = self.config.ping_interval if busy else self.config.idle_ping_interval
+        for path in list(self.paths.values()):
+            if not path.alive:
+                continue
+            if (path.unanswered_since is not None
+                    and now - path.unanswered_since >= self._dead_time(path)):
+                self._path_died(path, Cause.TIMEOUT, now,
+                                f"no answer for {now - path.unanswered_since:.3f}s")
+                if self._is_closed():
+                    return
+                continue
+            if now >= path.next_ping_at or path.next_ping_at - now > interval:
+                path.outbox.append(encode_u64(FrameType.PING, int(now * 1e6)))
+                if path.unanswered_since is None:
+                    path.unanswered_since = now
+                path.next_ping_at = now + interval
+        if self._budget_at is not None and now >= self._budget_at:
+            budget = self.config.migration_budget
+            self._abort(CloseCode.BUDGET_EXCEEDED, "migration budget exceeded", now,
+                        MigrationBudgetExceeded(f"no path for {budget:g} s"))
+            return
+        if self._linger_at is not None and now >= self._linger_at:
+            logger.warning("flow %s: close() linger expired with %d bytes unacknowledged",
+                           self.flow_id.hex()[:8], len(self._sendbuf))
+            self._abort(CloseCode.LINGER_TIMEOUT, "linger expired", now, None)
+
+    # --------------------------------------------------------------- internal
+
+    def _dead_time(self, path: PathState) -> float:
+        rtt = path.rtt
+        if rtt.srtt is None:
+            return self.config.dead_timeout
+        return max(self.config.dead_timeout, 3 * rtt.srtt + 4 * rtt.rttvar)
+
+    def _fill(self) -> None:
+        if self.active is None:
+            return
+        path = self.paths[self.active]
+        if not path.alive or path.blocked:
+            return
+        budget = self.config.write_burst
+        max_frame = self.config.max_frame
+        sb = self._sendbuf
+        outbox = path.outbox
+        while budget > 0:
+            if self._retx:
+                s, e = self._retx.pop_first(min(max_frame, budget))
+                if e <= sb.base:
+                    continue
+                s = max(s, sb.base)
+                path.retransmits += e - s
+            else:
+                limit = min(sb.end, self._peer_max)
+                s = self._next_new
+                if s >= limit:
+                    break
+                e = min(limit, s + max_frame, s + budget)
+                self._next_new = e
+            outbox.append(data_header(s, e - s))
+            outbox.extend(sb.view(s, e))
+            path.inflight.append((s, e))
+            path.frames_sent += 1
+            path.bytes_sent += e - s
+            budget -= e - s
+        if (self._fin_pending and self._eof_offset is not None
+                and self._next_new >= self._eof_offset and not self._retx):
+            outbox.append(encode_u64(FrameType.FIN, self._eof_offset))
+            path.fin_sent = True
+            self._fin_pending = False
+
+    def _encode_ack(self) -> bytes:
+        recv = self._recv
+        max_offset = max(self._advertised_max, recv.read_offset + self.config.recv_window)
+        self._advertised_max = max_offset
+        flags = 0
+        if self._final_offset is not None and recv.offset == self._final_offset:
+            flags |= ACK_FIN
+        self._ack_needed = False
+        self._ack_at = None
+        self._unacked_recv = 0
+        return encode_ack(recv.offset, max_offset, flags, recv.sack_ranges(MAX_ACK_RANGES))
+
+    def _send_ack(self) -> None:
+        path = self.paths.get(self.active) if self.active is not None else None
+        if path is None or not path.alive:
+            path = next((p for p in self.paths.values() if p.alive), None)
+        if path is not None:
+            path.outbox.append(self._encode_ack())
+
+    def _activate(self, path_id: int, cause: str, now: float) -> None:
+        old = self.active
+        self.active = path_id
+        self._had_active = True
+        if cause != "first":
+            self.migration_count += 1
+            self._emit(EventKind.MIGRATION, now, old_path=old, new_path=path_id, cause=cause)
+            logger.info("flow %s: migration %s -> %d (%s)", self.flow_id.hex()[:8], old,
+                        path_id, cause)
+        if self.role is Role.DIALER and cause != "first":
+            self._epoch += 1
+            self.paths[path_id].outbox.append(encode_activate(path_id, self._epoch))
+        self._ack_needed = True
+        if self._eof_offset is not None and not self._fin_acked:
+            old_path = self.paths.get(old) if old is not None else None
+            if old_path is None or not old_path.alive:
+                self._fin_pending = True
+        if cause == "death":
+            self._zombie_check(now)
+
+    def _zombie_check(self, now: float) -> None:
+        limit = self.config.zombie_max_migrations
+        if not limit:
+            return
+        window = self.config.zombie_window
+        strikes = [t for t in self._zombie_strikes if now - t < window]
+        if len(strikes) >= limit:
+            self._abort(CloseCode.ZOMBIE, "migrations move no data", now,
+                        ZombieFlow(f"{len(strikes) + 1} death-driven migrations within "
+                                   f"{window:g} s moved no application data"))
+            return
+        strikes.append(now)
+        self._zombie_strikes = strikes
+
+    def _path_died(self, path: PathState, cause: Cause, now: float, detail: str) -> None:
+        path.status = PathStatus.DOWN
+        path.down_cause = str(cause)
+        path.outbox = []
+        path.close_requested = "abort"
+        base = self._sendbuf.base
+        requeued = 0
+        for s, e in path.inflight:
+            if e > base:
+                s = max(s, base)
+                self._retx.add(s, e)
+                requeued += e - s
+        path.inflight.clear()
+        for s, e in self._peer_sacked:
+            self._retx.subtract(s, e)
+        if path.fin_sent and not self._fin_acked:
+            self._fin_pending = True
+        logger.info("flow %s: path %d down (%s%s), %d bytes to re-send",
+                    self.flow_id.hex()[:8], path.id, cause, f": {detail}" if detail else "",
+                    requeued)
+        self._emit(EventKind.PATH_DOWN, now, path_id=path.id, cause=str(cause), detail=detail)
+        self._ack_needed = True
+        alive = [p for p in self.paths.values() if p.alive]
+        if self.active == path.id and alive:
+            self._activate(min(alive, key=PathState.score).id, "death", now)
+        if not alive and self.state is not State.CLOSED:
+            if self._budget_at is None:
+                self._budget_at = now + self.config.migration_budget
+            if self.state is not State.CLOSING:
+                self._set_state(State.MIGRATING)
+
+    def _retire(self, path: PathState, now: float) -> None:
+        if path.status is PathStatus.REMOVED:
+            return
+        path.status = PathStatus.REMOVED
+        path.down_cause = str(Cause.REMOVED)
+        if path.close_requested is None:
+            path.close_requested = "graceful"
+        base = self._sendbuf.base
+        for s, e in path.inflight:
+            if e > base:
+                self._retx.add(max(s, base), e)
+        path.inflight.clear()
+        if path.fin_sent and not self._fin_acked:
+            self._fin_pending = True
+        self._emit(EventKind.PATH_DOWN, now, path_id=path.id, cause=str(Cause.REMOVED))
+
+    def _check_close_done(self, now: float) -> None:
+        if self._close_requested and self._fin_acked and not self._sendbuf:
+            for path in self.paths.values():
+                if path.alive or path.status is PathStatus.RETIRING:
+                    path.outbox.append(encode_close(CloseCode.NO_ERROR))
+            self._finish(None, now)
+
+    def _abort(self, code: int, reason: str, now: float, error: RendrError | None) -> None:
+        if self.state is State.CLOSED:
+            return
+        for path in self.paths.values():
+            if path.alive or path.status is PathStatus.RETIRING:
+                path.outbox.append(encode_close(code, reason))
+        self._finish(error, now)
+
+    def _finish(self, error: RendrError | None, now: float) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.error = error
+        self._set_state(State.CLOSED)
+        self._budget_at = self._linger_at = self._ack_at = None
+        for path in self.paths.values():
+            if path.status in (PathStatus.UP, PathStatus.RETIRING):
+                path.status = PathStatus.REMOVED
+                path.down_cause = str(Cause.CLOSED)
+                path.close_requested = "graceful"
+        self._emit(EventKind.CLOSED, now, error=error,
+                   detail="" if error is None else str(error))
+
+    def _is_closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    def _check_open(self) -> None:
+        if self.state is State.CLOSED:
+            raise self.error if self.error is not None else RendrError("flow is closed")
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            logger.debug("flow %s: state %s -> %s", self.flow_id.hex()[:8], self.state, state)
+            self.state = state
+
+    def _emit(self, kind: EventKind, now: float, **fields: object) -> None:
+        self._events.append(Event(kind, now, **fields))  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ stats
+
+    @property
+    def recv_dups(self) -> int:
+        """Received pieces that carried already-received bytes."""
+        return self._recv.dups
+
+    @property
+    def recv_queue_hwm(self) -> int:
+        """The most bytes ever held in the reorder buffer."""
+        return self._recv.reorder_hwm
+
+    def stats(self, now: float) -> ConnStats:
+        """A snapshot of the flow's counters."""
+        paths = [
+            PathStats(
+                id=p.id, transport=p.transport, local_addr=p.local_addr,
+                remote_addr=p.remote_addr, state=str(p.status), srtt=p.rtt.srtt,
+                rttvar=p.rtt.rttvar if p.rtt.srtt is not None else None,
+                bytes_sent=p.bytes_sent, bytes_received=p.bytes_received,
+                frames_sent=p.frames_sent, frames_received=p.frames_received,
+                retransmits=p.retransmits, last_recv_age=now - p.last_recv_at,
+                down_cause=p.down_cause,
+            )
+            for p in sorted(self.paths.values(), key=lambda p: p.id)
+        ]
+        return ConnStats(
+            flow_id=self.flow_id, state=self.state, mode=self.mode, active_path=self.active,
+            paths=paths, recv_queue_hwm=self.recv_queue_hwm, recv_dups=self.recv_dups,
+            bond_stuck_skips=0, migration_count=self.migration_count,
+            created_at=self.created_at, bytes_written=self.bytes_written,
+            bytes_read=self.bytes_read, unacked_bytes=self.unacked,
+        )

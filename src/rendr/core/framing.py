@@ -1,0 +1,127 @@
+"""Incremental parser for frames on byte-stream carriers.
+
+A :class:`StreamDeframer` is fed whatever the carrier delivered and calls back
+for each DATA payload piece and each complete control frame.  DATA payloads are
+handed out *as they arrive* — a 256 KiB frame split over several reads becomes
+several ``on_data(offset, piece)`` calls — so payload bytes are never copied or
+reassembled here: because data is sequenced by byte offset, every piece is
+meaningful on its own.  Headers and control bodies that straddle reads are
+gathered in a small side buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import ProtocolError
+from .wire import HEADER, MAX_CONTROL_BODY, FrameType
+
+__all__ = ["StreamDeframer"]
+
+_DATA = int(FrameType.DATA)
+_HEADER_SIZE = HEADER.size
+_unpack_word = HEADER.unpack_from
+
+# parser stages
+_HEAD = 0
+_DATA_OFFSET = 1
+_BODY = 2
+_PAYLOAD = 3
+
+DataCallback = Callable[[int, memoryview], None]
+FrameCallback = Callable[[int, memoryview], None]
+
+
+class StreamDeframer:
+    """Parse the frames of one stream carrier (after its preface).
+
+    Args:
+        on_data: called with ``(offset, payload_piece)`` for DATA payload bytes.
+        on_frame: called with ``(frame_type, body)`` for every other frame.
+
+    The memoryviews passed to the callbacks are only valid during the call
+    unless the caller keeps a reference to the underlying buffer (pieces of
+    ``bytes`` input stay valid; pieces of the side buffer are copies).
+    """
+
+    __slots__ = ("_acc", "_data_left", "_data_offset", "_ftype", "_need", "_on_data",
+                 "_on_frame", "_stage")
+
+    def __init__(self, on_data: DataCallback, on_frame: FrameCallback) -> None:
+        self._on_data = on_data
+        self._on_frame = on_frame
+        self._stage = _HEAD
+        self._need = _HEADER_SIZE
+        self._acc = bytearray()
+        self._ftype = 0
+        self._data_left = 0
+        self._data_offset = 0
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Consume ``data``, calling back for every piece and frame it completes.
+
+        Raises:
+            ProtocolError: the bytes are not valid rendr framing.
+        """
+        mv = memoryview(data)
+        n = len(mv)
+        pos = 0
+        on_data = self._on_data
+        while pos < n:
+            stage = self._stage
+            if stage == _PAYLOAD:
+                take = min(self._data_left, n - pos)
+                offset = self._data_offset
+                self._data_offset = offset + take
+                self._data_left -= take
+                if self._data_left == 0:
+                    self._stage = _HEAD
+                    self._need = _HEADER_SIZE
+                on_data(offset, mv[pos : pos + take])
+                pos += take
+                continue
+            need = self._need
+            if self._acc:
+                take = min(need - len(self._acc), n - pos)
+                self._acc += mv[pos : pos + take]
+                pos += take
+                if len(self._acc) < need:
+                    return
+                unit = memoryview(bytes(self._acc))
+                self._acc.clear()
+                self._unit(unit)
+            elif n - pos >= need:
+                unit = mv[pos : pos + need]
+                pos += need
+                self._unit(unit)
+            else:
+                self._acc += mv[pos:]
+                return
+
+    def _unit(self, unit: memoryview) -> None:
+        stage = self._stage
+        if stage == _HEAD:
+            (word,) = _unpack_word(unit, 0)
+            ftype = word >> 24
+            length = word & 0xFFFFFF
+            self._ftype = ftype
+            if ftype == _DATA:
+                if length <= 8:
+                    raise ProtocolError("DATA frame without payload")
+                self._data_left = length - 8
+                self._stage = _DATA_OFFSET
+                self._need = 8
+            elif length == 0:
+                self._on_frame(ftype, unit[:0])
+            else:
+                if length > MAX_CONTROL_BODY:
+                    raise ProtocolError(f"control frame 0x{ftype:02x} too large ({length} B)")
+                self._stage = _BODY
+                self._need = length
+        elif stage == _DATA_OFFSET:
+            self._data_offset = int.from_bytes(unit, "big")
+            self._stage = _PAYLOAD
+        else:  # _BODY
+            self._stage = _HEAD
+            self._need = _HEADER_SIZE
+            self._on_frame(self._ftype, unit)

@@ -1,0 +1,85 @@
+"""Per-path state kept by the engine: liveness, RTT estimate, counters, in-flight ranges."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .framing import StreamDeframer
+from .types import PathStatus
+
+__all__ = ["PathState", "RttEstimator"]
+
+# RFC 6298, 2.3
+K_ALPHA = 1 / 8
+K_BETA = 1 / 4
+
+
+class RttEstimator:
+    """Smoothed RTT and RTT variation (RFC 6298) from PING/PONG samples."""
+
+    __slots__ = ("latest", "rttvar", "samples", "srtt")
+
+    def __init__(self) -> None:
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.latest = 0.0
+        self.samples = 0
+
+    def update(self, sample: float) -> None:
+        """Add one RTT sample (seconds)."""
+        sample = max(sample, 0.0)
+        self.latest = sample
+        self.samples += 1
+        if self.srtt is None:
+            self.srtt = sample
+            self.rttvar = sample / 2
+        else:
+            self.rttvar = (1 - K_BETA) * self.rttvar + K_BETA * abs(self.srtt - sample)
+            self.srtt = (1 - K_ALPHA) * self.srtt + K_ALPHA * sample
+
+
+class PathState:
+    """Everything the engine knows about one path.
+
+    ``inflight`` lists the ``(start, end)`` stream ranges sent on this path and not
+    yet known to be acknowledged, in send order; on the path's death the
+    unacknowledged ones are re-sent elsewhere.
+    """
+
+    def __init__(self, path_id: int, *, transport: str, local_addr: str, remote_addr: str,
+                 now: float, deframer: StreamDeframer) -> None:
+        self.id = path_id
+        self.transport = transport
+        self.local_addr = local_addr
+        self.remote_addr = remote_addr
+        self.status = PathStatus.UP
+        self.added_at = now
+        self.down_cause: str | None = None
+        self.deframer = deframer
+        self.rtt = RttEstimator()
+        self.inflight: deque[tuple[int, int]] = deque()
+        self.outbox: list[bytes | memoryview] = []
+        self.blocked = False
+        self.last_recv_at = now
+        self.next_ping_at = now
+        self.unanswered_since: float | None = None
+        self.fin_sent = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.frames_sent = 0
+        self.frames_received = 0
+        self.retransmits = 0
+        self.close_requested: str | None = None  # "graceful" | "abort"
+        self.path_close_sent = False
+
+    @property
+    def alive(self) -> bool:
+        """Whether the path can carry new data."""
+        return self.status is PathStatus.UP
+
+    def score(self) -> float:
+        """Lower is better: smoothed RTT plus jitter (unknown RTT ranks last)."""
+        srtt = self.rtt.srtt
+        if srtt is None:
+            return 1e9 + self.id
+        return srtt + self.rtt.rttvar

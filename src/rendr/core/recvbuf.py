@@ -1,0 +1,139 @@
+"""The receive side of a stream: reorder, de-duplicate, deliver in order.
+
+Pieces arrive addressed by byte offset, possibly out of order (data drains from
+an old path while new data already arrives on the new one) and possibly twice
+(what was in flight on a dead path is re-sent).  In-order bytes go to a ready
+queue that the application reads; bytes above the next expected offset wait in
+a reorder store.  Pieces must be immutable (views of ``bytes``): they are kept
+without copying.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from .rangeset import RangeSet
+
+__all__ = ["ReceiveBuffer"]
+
+
+class ReceiveBuffer:
+    """Reorder buffer and ready queue of one stream direction.
+
+    Attributes:
+        offset: every byte below this offset has been received (the cumulative ACK).
+        read_offset: every byte below this offset has been read by the application.
+        dups: pieces that carried at least one byte received before.
+        dup_bytes: bytes received more than once.
+        reorder_hwm: the most bytes ever held out of order.
+    """
+
+    __slots__ = ("_ooo", "_ooo_bytes", "_ooo_ranges", "_ready", "dup_bytes", "dups",
+                 "offset", "read_offset", "ready_bytes", "reorder_hwm")
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.read_offset = 0
+        self.ready_bytes = 0
+        self._ready: deque[bytes | memoryview] = deque()
+        self._ooo: dict[int, memoryview] = {}
+        self._ooo_ranges = RangeSet()
+        self._ooo_bytes = 0
+        self.dups = 0
+        self.dup_bytes = 0
+        self.reorder_hwm = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: ready for the application plus out of order."""
+        return self.ready_bytes + self._ooo_bytes
+
+    def sack_ranges(self, most: int) -> list[tuple[int, int]]:
+        """The lowest out-of-order ranges received (for selective ACK)."""
+        return self._ooo_ranges.as_list(most)
+
+    def receive(self, offset: int, piece: memoryview) -> int:
+        """Take a piece; return how many bytes became ready for the application."""
+        n = len(piece)
+        end = offset + n
+        cur = self.offset
+        if end <= cur:
+            self.dups += 1
+            self.dup_bytes += n
+            return 0
+        if offset < cur:
+            self.dups += 1
+            self.dup_bytes += cur - offset
+            piece = piece[cur - offset :]
+            offset = cur
+        if offset == cur and not self._ooo:
+            self._ready.append(piece)
+            self.offset = end
+            self.ready_bytes += end - cur
+            return end - cur
+        return self._receive_slow(offset, end, piece)
+
+    def _receive_slow(self, offset: int, end: int, piece: memoryview) -> int:
+        novel = self._ooo_ranges.missing(offset, end)
+        got = sum(e - s for s, e in novel)
+        if got < end - offset:
+            self.dups += 1
+            self.dup_bytes += end - offset - got
+        for s, e in novel:
+            self._ooo[s] = piece[s - offset : e - offset]
+            self._ooo_ranges.add(s, e)
+            self._ooo_bytes += e - s
+        self.reorder_hwm = max(self.reorder_hwm, self._ooo_bytes)
+        start = self.offset
+        ooo = self._ooo
+        while self.offset in ooo:
+            p = ooo.pop(self.offset)
+            self._ready.append(p)
+            self.offset += len(p)
+        moved = self.offset - start
+        if moved:
+            self._ooo_ranges.remove_below(self.offset)
+            self._ooo_bytes -= moved
+            self.ready_bytes += moved
+        return moved
+
+    def read(self, max_bytes: int) -> bytes:
+        """Take up to ``max_bytes`` in-order bytes (``b""`` when none are ready)."""
+        ready = self._ready
+        if not ready:
+            return b""
+        first = ready[0]
+        n = len(first)
+        if n > max_bytes:
+            mv = first if isinstance(first, memoryview) else memoryview(first)
+            ready[0] = mv[max_bytes:]
+            out = bytes(mv[:max_bytes])
+        elif n == max_bytes or len(ready) == 1:
+            ready.popleft()
+            out = _as_bytes(first)
+        else:
+            parts = []
+            total = 0
+            while ready and total + len(ready[0]) <= max_bytes:
+                p = ready.popleft()
+                parts.append(p)
+                total += len(p)
+            if ready and total < max_bytes:
+                p = ready[0]
+                mv = p if isinstance(p, memoryview) else memoryview(p)
+                take = max_bytes - total
+                parts.append(mv[:take])
+                ready[0] = mv[take:]
+            out = b"".join(parts)
+        self.ready_bytes -= len(out)
+        self.read_offset += len(out)
+        return out
+
+
+def _as_bytes(piece: bytes | memoryview) -> bytes:
+    if isinstance(piece, bytes):
+        return piece
+    obj = piece.obj
+    if isinstance(obj, bytes) and len(obj) == len(piece):
+        return obj
+    return piece.tobytes()

@@ -1,0 +1,75 @@
+"""Statistics snapshots returned by ``Conn.stats()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .types import Mode, State
+
+__all__ = ["ConnStats", "PathStats"]
+
+
+@dataclass(frozen=True)
+class PathStats:
+    """One path's counters at the time of the snapshot.
+
+    Attributes:
+        id: path id (equal on both ends).
+        transport: carrier name ("tcp", ...).
+        local_addr / remote_addr: carrier addresses as text.
+        state: "up", "retiring", "down" or "removed".
+        srtt / rttvar: smoothed RTT and its variation from PING/PONG, seconds (None before
+            the first sample).
+        bytes_sent / bytes_received: stream payload bytes (sent) and all carrier bytes (received).
+        frames_sent / frames_received: DATA frames sent; control frames and DATA pieces parsed.
+        retransmits: payload bytes re-sent on this path after another path died.
+        last_recv_age: seconds since anything arrived on the path.
+        down_cause: why the path went down (None while up).
+    """
+
+    id: int
+    transport: str
+    local_addr: str
+    remote_addr: str
+    state: str
+    srtt: float | None
+    rttvar: float | None
+    bytes_sent: int
+    bytes_received: int
+    frames_sent: int
+    frames_received: int
+    retransmits: int
+    last_recv_age: float
+    down_cause: str | None = None
+
+
+@dataclass(frozen=True)
+class ConnStats:
+    """A connection's statistics.
+
+    Attributes:
+        flow_id: the 16-byte flow id.
+        state / mode / active_path: as on the connection.
+        paths: every path the flow ever had, in id order.
+        recv_queue_hwm: the most bytes ever held in the reorder buffer.
+        recv_dups: received pieces that carried already-received bytes.
+        bond_stuck_skips: bond-mode stuck-path skips (always 0 until bond exists).
+        migration_count: active-path changes after the first.
+        created_at: engine time the flow was created.
+        bytes_written / bytes_read: application bytes accepted / delivered.
+        unacked_bytes: bytes written and not yet acknowledged by the peer.
+    """
+
+    flow_id: bytes
+    state: State
+    mode: Mode
+    active_path: int | None
+    paths: list[PathStats] = field(default_factory=list)
+    recv_queue_hwm: int = 0
+    recv_dups: int = 0
+    bond_stuck_skips: int = 0
+    migration_count: int = 0
+    created_at: float = 0.0
+    bytes_written: int = 0
+    bytes_read: int = 0
+    unacked_bytes: int = 0

@@ -1,0 +1,304 @@
+"""Wire format v0: preface, frame header and frame bodies (see ``docs/wire.md``).
+
+Every stream carrier starts with an 8-byte preface in each direction::
+
+    "RNDR" | version u8 | flags u8 | reserved u16        (big-endian)
+
+followed by frames.  A frame on a stream carrier is a 4-byte header and a body::
+
+    type u8 | body length u24 | body
+
+DATA bodies start with the u64 byte offset of their first payload byte, so a DATA
+frame costs 12 bytes of overhead.  All integers are big-endian.  Frame types below
+0x80 are critical (an unknown one is a protocol error); types 0x80 and above are
+extensions that a receiver that does not know them skips.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from ..errors import HandshakeError, ProtocolError
+
+__all__ = [
+    "ACK_FIN",
+    "MAGIC",
+    "MAX_ACK_RANGES",
+    "MAX_BODY",
+    "MAX_CONTROL_BODY",
+    "PREFACE",
+    "VERSION",
+    "CloseCode",
+    "FrameType",
+    "Hello",
+    "Join",
+    "JoinAck",
+    "Kind",
+    "Result",
+    "decode_ack",
+    "encode_ack",
+    "encode_frame",
+    "parse_preface",
+]
+
+MAGIC = b"RNDR"
+VERSION = 0
+PREFACE_STRUCT = struct.Struct("!4sBBH")
+PREFACE = PREFACE_STRUCT.pack(MAGIC, VERSION, 0, 0)
+HEADER = struct.Struct("!I")
+DATA_HEADER = struct.Struct("!IQ")
+MAX_BODY = (1 << 24) - 1
+MAX_CONTROL_BODY = 64 * 1024
+EXTENSION_MIN = 0x80
+
+
+class FrameType(enum.IntEnum):
+    """Frame type codes."""
+
+    HELLO = 0x01
+    HELLO_ACK = 0x02
+    JOIN = 0x03
+    JOIN_ACK = 0x04
+    DATA = 0x10
+    ACK = 0x11
+    FIN = 0x12
+    PING = 0x20
+    PONG = 0x21
+    ACTIVATE = 0x30
+    PATH_CLOSE = 0x31
+    CLOSE = 0x40
+
+
+class Kind(enum.IntEnum):
+    """What a flow carries."""
+
+    STREAM = 0
+    PACKET = 1
+
+
+class Result(enum.IntEnum):
+    """Result codes of HELLO_ACK and JOIN_ACK."""
+
+    OK = 0
+    UNKNOWN_FLOW = 1
+    FLOW_CLOSED = 2
+    BAD_MODE = 3
+    BAD_KIND = 4
+    TOO_MANY_PATHS = 5
+    DUPLICATE_PATH = 6
+    BUSY = 7
+
+
+class CloseCode(enum.IntEnum):
+    """Codes carried by CLOSE. 0 is a clean close; anything else is an abort."""
+
+    NO_ERROR = 0
+    APPLICATION = 1
+    PROTOCOL_ERROR = 2
+    BUDGET_EXCEEDED = 3
+    ZOMBIE = 4
+    LINGER_TIMEOUT = 5
+    INTERNAL = 6
+
+
+ACK_FIN = 0x01
+"""ACK flag: the sender's FIN and every byte before it were received."""
+MAX_ACK_RANGES = 16
+
+_HELLO = struct.Struct("!16sIBBHI")
+_JOIN = struct.Struct("!16sI")
+_JOIN_ACK = struct.Struct("!16sIB")
+_ACK_HEAD = struct.Struct("!QQBB")
+_RANGE = struct.Struct("!QQ")
+_U64 = struct.Struct("!Q")
+_U32 = struct.Struct("!I")
+_ACTIVATE = struct.Struct("!II")
+_CLOSE_HEAD = struct.Struct("!H")
+
+
+def encode_frame(ftype: int, body: bytes = b"") -> bytes:
+    """Encode a control frame (header + body) for a stream carrier."""
+    if len(body) > MAX_BODY:
+        raise ValueError("frame body too large")
+    return HEADER.pack((ftype << 24) | len(body)) + body
+
+
+def data_header(offset: int, length: int) -> bytes:
+    """The 12-byte header of a DATA frame carrying ``length`` payload bytes."""
+    return DATA_HEADER.pack((FrameType.DATA << 24) | (length + 8), offset)
+
+
+def parse_preface(buf: bytes | bytearray | memoryview) -> None:
+    """Validate an 8-byte carrier preface.
+
+    Raises:
+        HandshakeError: the peer is not a rendr peer or speaks another version.
+    """
+    magic, version, _flags, _reserved = PREFACE_STRUCT.unpack(bytes(buf[:8]))
+    if magic != MAGIC:
+        raise HandshakeError(f"peer is not a rendr endpoint (preface {bytes(buf[:8])!r})")
+    if version != VERSION:
+        raise HandshakeError(f"peer speaks rendr wire version {version}, we speak {VERSION}")
+
+
+@dataclass(frozen=True)
+class Hello:
+    """HELLO (dialer → listener) and HELLO_ACK (listener → dialer).
+
+    Attributes:
+        flow_id: 16 random bytes naming the flow for its whole life.
+        path_id: the dialer-assigned id of the path this carrier becomes.
+        mode: requested (HELLO) or granted (HELLO_ACK) :class:`~rendr.Mode` value.
+        kind: :class:`Kind` value.
+        caps: capability bits (none defined in v0; unknown bits are ignored).
+        recv_window: the sender's initial receive window in bytes.
+        result: :class:`Result` (HELLO_ACK only; 0 in HELLO).
+    """
+
+    flow_id: bytes
+    path_id: int
+    mode: int
+    kind: int
+    caps: int
+    recv_window: int
+    result: int = Result.OK
+
+    def encode(self, ack: bool = False) -> bytes:
+        """Encode as HELLO or, with ``ack``, as HELLO_ACK (which appends the result byte)."""
+        if ack:
+            body = _HELLO.pack(
+                self.flow_id, self.path_id, self.mode, self.kind, self.caps, self.recv_window
+            ) + bytes([self.result])
+            return encode_frame(FrameType.HELLO_ACK, body)
+        body = _HELLO.pack(
+            self.flow_id, self.path_id, self.mode, self.kind, self.caps, self.recv_window
+        )
+        return encode_frame(FrameType.HELLO, body)
+
+    @classmethod
+    def decode(cls, body: bytes | memoryview, ack: bool = False) -> Hello:
+        """Decode a HELLO or HELLO_ACK body."""
+        need = _HELLO.size + (1 if ack else 0)
+        if len(body) < need:
+            raise ProtocolError("short HELLO")
+        flow_id, path_id, mode, kind, caps, window = _HELLO.unpack_from(body, 0)
+        result = body[_HELLO.size] if ack else Result.OK
+        return cls(bytes(flow_id), path_id, mode, kind, caps, window, result)
+
+
+@dataclass(frozen=True)
+class Join:
+    """JOIN: attach this carrier to an existing flow as path ``path_id``."""
+
+    flow_id: bytes
+    path_id: int
+
+    def encode(self) -> bytes:
+        """Encode as a JOIN frame."""
+        return encode_frame(FrameType.JOIN, _JOIN.pack(self.flow_id, self.path_id))
+
+    @classmethod
+    def decode(cls, body: bytes | memoryview) -> Join:
+        """Decode a JOIN body."""
+        if len(body) < _JOIN.size:
+            raise ProtocolError("short JOIN")
+        flow_id, path_id = _JOIN.unpack_from(body, 0)
+        return cls(bytes(flow_id), path_id)
+
+
+@dataclass(frozen=True)
+class JoinAck:
+    """JOIN_ACK: the listener's answer to a JOIN."""
+
+    flow_id: bytes
+    path_id: int
+    result: int
+
+    def encode(self) -> bytes:
+        """Encode as a JOIN_ACK frame."""
+        body = _JOIN_ACK.pack(self.flow_id, self.path_id, self.result)
+        return encode_frame(FrameType.JOIN_ACK, body)
+
+    @classmethod
+    def decode(cls, body: bytes | memoryview) -> JoinAck:
+        """Decode a JOIN_ACK body."""
+        if len(body) < _JOIN_ACK.size:
+            raise ProtocolError("short JOIN_ACK")
+        flow_id, path_id, result = _JOIN_ACK.unpack_from(body, 0)
+        return cls(bytes(flow_id), path_id, result)
+
+
+def encode_ack(cum: int, max_offset: int, flags: int, ranges: list[tuple[int, int]]) -> bytes:
+    """Encode an ACK frame: cumulative offset, flow-control limit, flags, SACK ranges."""
+    ranges = ranges[:MAX_ACK_RANGES]
+    parts = [_ACK_HEAD.pack(cum, max_offset, flags, len(ranges))]
+    parts.extend(_RANGE.pack(s, e) for s, e in ranges)
+    return encode_frame(FrameType.ACK, b"".join(parts))
+
+
+def decode_ack(body: bytes | memoryview) -> tuple[int, int, int, list[tuple[int, int]]]:
+    """Decode an ACK body into (cum, max_offset, flags, ranges)."""
+    if len(body) < _ACK_HEAD.size:
+        raise ProtocolError("short ACK")
+    cum, max_offset, flags, n = _ACK_HEAD.unpack_from(body, 0)
+    if len(body) < _ACK_HEAD.size + n * _RANGE.size:
+        raise ProtocolError("truncated ACK ranges")
+    ranges = [
+        _RANGE.unpack_from(body, _ACK_HEAD.size + i * _RANGE.size) for i in range(n)
+    ]
+    return cum, max_offset, flags, ranges
+
+
+def encode_u64(ftype: int, value: int) -> bytes:
+    """Encode a frame whose body is one u64 (FIN, PING, PONG)."""
+    return HEADER.pack((ftype << 24) | 8) + _U64.pack(value)
+
+
+def decode_u64(body: bytes | memoryview) -> int:
+    """Decode a u64 body."""
+    if len(body) < 8:
+        raise ProtocolError("short frame")
+    value: int = _U64.unpack_from(body, 0)[0]
+    return value
+
+
+def encode_activate(path_id: int, epoch: int) -> bytes:
+    """ACTIVATE: the dialer's active path is now ``path_id`` (epoch orders them)."""
+    return encode_frame(FrameType.ACTIVATE, _ACTIVATE.pack(path_id, epoch))
+
+
+def decode_activate(body: bytes | memoryview) -> tuple[int, int]:
+    """Decode an ACTIVATE body into (path_id, epoch)."""
+    if len(body) < _ACTIVATE.size:
+        raise ProtocolError("short ACTIVATE")
+    path_id, epoch = _ACTIVATE.unpack_from(body, 0)
+    return path_id, epoch
+
+
+def encode_path_close(path_id: int) -> bytes:
+    """PATH_CLOSE: retire path ``path_id`` cleanly."""
+    return encode_frame(FrameType.PATH_CLOSE, _U32.pack(path_id))
+
+
+def decode_path_close(body: bytes | memoryview) -> int:
+    """Decode a PATH_CLOSE body."""
+    if len(body) < 4:
+        raise ProtocolError("short PATH_CLOSE")
+    value: int = _U32.unpack_from(body, 0)[0]
+    return value
+
+
+def encode_close(code: int, reason: str = "") -> bytes:
+    """CLOSE: end the flow. Code 0 after both FINs is clean; anything else aborts."""
+    raw = reason.encode("utf-8")[:1024]
+    return encode_frame(FrameType.CLOSE, _CLOSE_HEAD.pack(code) + raw)
+
+
+def decode_close(body: bytes | memoryview) -> tuple[int, str]:
+    """Decode a CLOSE body into (code, reason)."""
+    if len(body) < 2:
+        raise ProtocolError("short CLOSE")
+    (code,) = _CLOSE_HEAD.unpack_from(body, 0)
+    return code, bytes(body[2:]).decode("utf-8", "replace")
