@@ -547,9 +547,10 @@ class TcpRelay:
         """Forward normally; after :meth:`blackhole`, deliver held bytes in order."""
         if not self._blackholed:
             return
+        log.debug("relay %s: forward", self._name)
         self._blackholed = False
         for pipe in list(self._pipes):
-            pipe.c2u.cancel(); pipe.u2c.cancel(); pipe.refresh()
+            pipe.refresh()
 
     def blackhole(self) -> None:
         """Silently stop forwarding on existing and new connections (no FIN/RST)."""
