@@ -37,8 +37,14 @@ class FlowConfig:
     (or ``3*srtt + 4*rttvar`` if larger) is declared dead and failed over."""
 
     send_buffer: int = 8 * MIB
-    """Bytes written but not yet acknowledged that one connection may hold; ``write()``
-    waits when it is full."""
+    """Most bytes written but not yet acknowledged that one connection may hold;
+    ``write()`` waits when the buffer is full.  The buffer is auto-tuned between
+    ``send_buffer_min`` and this value: about four bandwidth-delay products of the
+    active path (delivery rate times minimum RTT)."""
+
+    send_buffer_min: int = 2 * MIB
+    """Floor of the auto-tuned send buffer.  Small buffers keep data hot in cache on
+    fast local paths; the auto-tuning grows the buffer on long fat paths."""
 
     recv_window: int = 8 * MIB
     """Flow-control window: bytes the peer may send beyond what the application read."""
@@ -46,7 +52,7 @@ class FlowConfig:
     max_frame: int = 256 * KIB
     """Largest DATA payload on stream carriers."""
 
-    write_burst: int = 1 * MIB
+    write_burst: int = 256 * KIB
     """Most bytes one flush writes to one path before yielding to the event loop."""
 
     ack_delay: float = 0.005
@@ -97,6 +103,8 @@ class FlowConfig:
             raise ValueError("max_frame must be in 1..8 MiB")
         if self.send_buffer < 1 or self.recv_window < self.max_frame:
             raise ValueError("send_buffer must be >= 1 and recv_window >= max_frame")
+        if self.send_buffer_min > self.send_buffer:
+            object.__setattr__(self, "send_buffer_min", self.send_buffer)
         if self.ping_interval <= 0 or self.idle_ping_interval <= 0 or self.dead_timeout <= 0:
             raise ValueError("ping intervals and dead_timeout must be positive")
 

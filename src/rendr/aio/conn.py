@@ -241,8 +241,8 @@ class Conn:
             self._raise_if_unusable()
             data = flow.read(n)
             if data is not None:
-                if data and flow.state is not State.CLOSED:
-                    self._flush()  # may carry a window update
+                if flow.ack_due:
+                    self._flush()  # a window update
                 return data
             await self._wait("read")
 
@@ -275,9 +275,11 @@ class Conn:
         """
         self._raise_if_unusable()
         flow = self._flow
-        if not isinstance(data, bytes):
-            data = bytes(data)
         view = memoryview(data)
+        if not (view.readonly and isinstance(view.obj, bytes)):
+            view = memoryview(bytes(view))  # the caller may reuse a mutable buffer
+        if view.ndim != 1 or view.itemsize != 1:
+            view = view.cast("B")
         total = len(view)
         sent = 0
         while True:

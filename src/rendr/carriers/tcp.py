@@ -11,6 +11,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Sequence
+from typing import cast
 
 from .address import format_address, parse_address
 from .base import Buffer, Carrier, register_transport
@@ -19,8 +20,8 @@ __all__ = ["TcpCarrier", "connect_tcp"]
 
 logger = logging.getLogger("rendr.carriers.tcp")
 
-WRITE_HIGH = 4 * 1024 * 1024
-WRITE_LOW = 1 * 1024 * 1024
+WRITE_HIGH = 512 * 1024
+WRITE_LOW = 128 * 1024
 
 
 class TcpCarrier(Carrier, asyncio.Protocol):
@@ -40,7 +41,8 @@ class TcpCarrier(Carrier, asyncio.Protocol):
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # uvloop's transports do not derive from asyncio.Transport: cast, don't check
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:

@@ -120,6 +120,9 @@ class Flow:
         self._retx = RangeSet()
         self._peer_sacked: list[tuple[int, int]] = []
         self._peer_max = peer_window
+        self._send_limit = self.config.send_buffer_min
+        self._rate_t0 = now
+        self._rate_acked0 = 0
         self._eof_offset: int | None = None
         self._fin_pending = False
         self._fin_acked = False
@@ -140,6 +143,7 @@ class Flow:
         self._budget_at: float | None = None
         self._linger_at: float | None = None
         self._timer_at: float | None = None
+        self._close_pending = False
         self._zombie_strikes: list[float] = []
         self._now = now
 
@@ -298,6 +302,7 @@ class Flow:
             raise ProtocolError("peer acknowledged bytes never sent")
         if cum > sb.base:
             sb.ack(cum)
+            self._autotune(cum)
             self._retx.remove_below(cum)
             self._zombie_strikes.clear()
             for p in self.paths.values():
@@ -312,6 +317,24 @@ class Flow:
         if flags & ACK_FIN and self._eof_offset is not None and cum == self._eof_offset:
             self._fin_acked = True
             self._check_close_done(self._now)
+
+    def _autotune(self, acked: int) -> None:
+        """Size the send buffer to ~4 bandwidth-delay products of the active path
+        (delivery rate over the last interval times the path's minimum RTT)."""
+        now = self._now
+        path = self.paths.get(self.active) if self.active is not None else None
+        min_rtt = path.rtt.min_rtt if path is not None else None
+        if min_rtt is None:
+            return
+        elapsed = now - self._rate_t0
+        if elapsed < max(2 * min_rtt, 0.02):
+            return
+        rate = (acked - self._rate_acked0) / elapsed
+        self._rate_t0 = now
+        self._rate_acked0 = acked
+        cfg = self.config
+        target = int(4 * rate * min_rtt)
+        self._send_limit = max(cfg.send_buffer_min, min(cfg.send_buffer, target))
 
     def _handle_fin(self, path: PathState, body: memoryview) -> None:
         final = decode_u64(body)
@@ -392,7 +415,7 @@ class Flow:
     @property
     def send_space(self) -> int:
         """Bytes ``send()`` would accept now."""
-        return max(0, self.config.send_buffer - len(self._sendbuf))
+        return max(0, self._send_limit - len(self._sendbuf))
 
     @property
     def unacked(self) -> int:
@@ -525,8 +548,16 @@ class Flow:
             return False
         return bool(self._retx) or self._next_new < min(self._sendbuf.end, self._peer_max)
 
+    @property
+    def ack_due(self) -> bool:
+        """An ACK (or window update) is waiting to be sent: flush soon."""
+        return self._ack_needed
+
     def closes(self) -> list[tuple[int, bool]]:
         """Carriers to close now: ``[(path_id, abort), ...]`` (abort: reset, don't flush)."""
+        if not self._close_pending:
+            return []
+        self._close_pending = False
         out: list[tuple[int, bool]] = []
         for path in self.paths.values():
             if path.close_requested:
@@ -536,6 +567,8 @@ class Flow:
 
     def events(self) -> list[Event]:
         """Take every pending event."""
+        if not self._events:
+            return []
         out = list(self._events)
         self._events.clear()
         return out
@@ -704,6 +737,7 @@ class Flow:
         path.down_cause = str(cause)
         path.outbox = []
         path.close_requested = "abort"
+        self._close_pending = True
         base = self._sendbuf.base
         requeued = 0
         for s, e in path.inflight:
@@ -737,6 +771,7 @@ class Flow:
         path.down_cause = str(Cause.REMOVED)
         if path.close_requested is None:
             path.close_requested = "graceful"
+            self._close_pending = True
         base = self._sendbuf.base
         for s, e in path.inflight:
             if e > base:
@@ -772,6 +807,7 @@ class Flow:
                 path.status = PathStatus.REMOVED
                 path.down_cause = str(Cause.CLOSED)
                 path.close_requested = "graceful"
+                self._close_pending = True
         self._emit(EventKind.CLOSED, now, error=error,
                    detail="" if error is None else str(error))
 

@@ -17,10 +17,11 @@ K_BETA = 1 / 4
 class RttEstimator:
     """Smoothed RTT and RTT variation (RFC 6298) from PING/PONG samples."""
 
-    __slots__ = ("latest", "rttvar", "samples", "srtt")
+    __slots__ = ("latest", "min_rtt", "rttvar", "samples", "srtt")
 
     def __init__(self) -> None:
         self.srtt: float | None = None
+        self.min_rtt: float | None = None
         self.rttvar = 0.0
         self.latest = 0.0
         self.samples = 0
@@ -30,6 +31,8 @@ class RttEstimator:
         sample = max(sample, 0.0)
         self.latest = sample
         self.samples += 1
+        if self.min_rtt is None or sample < self.min_rtt:
+            self.min_rtt = sample
         if self.srtt is None:
             self.srtt = sample
             self.rttvar = sample / 2

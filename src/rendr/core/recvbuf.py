@@ -16,6 +16,8 @@ from .rangeset import RangeSet
 
 __all__ = ["ReceiveBuffer"]
 
+_NO_JOIN = 32 * 1024
+
 
 class ReceiveBuffer:
     """Reorder buffer and ready queue of one stream direction.
@@ -108,7 +110,9 @@ class ReceiveBuffer:
             mv = first if isinstance(first, memoryview) else memoryview(first)
             ready[0] = mv[max_bytes:]
             out = bytes(mv[:max_bytes])
-        elif n == max_bytes or len(ready) == 1:
+        elif n == max_bytes or len(ready) == 1 or n >= _NO_JOIN or _is_whole(first):
+            # Large pieces go out one by one: joining them would copy into big fresh
+            # allocations; a piece that is a whole received bytes object is not copied.
             ready.popleft()
             out = _as_bytes(first)
         else:
@@ -128,6 +132,13 @@ class ReceiveBuffer:
         self.ready_bytes -= len(out)
         self.read_offset += len(out)
         return out
+
+
+def _is_whole(piece: bytes | memoryview) -> bool:
+    if isinstance(piece, bytes):
+        return True
+    obj = piece.obj
+    return isinstance(obj, bytes) and len(obj) == len(piece)
 
 
 def _as_bytes(piece: bytes | memoryview) -> bytes:
