@@ -209,7 +209,8 @@ async def run(args: argparse.Namespace) -> int:
         results.append(res)
         ren_rates.append(float(res["rate"]))  # type: ignore[arg-type]
         print(f"  rep {i + 1}: raw {raw_rates[-1] / 1e6:8.1f} MB/s   "
-              f"rendr {ren_rates[-1] / 1e6:8.1f} MB/s   ratio {ren_rates[-1] / raw_rates[-1]:.3f}   migrations {res['migrations']}  "
+              f"rendr {ren_rates[-1] / 1e6:8.1f} MB/s   "
+              f"ratio {ren_rates[-1] / raw_rates[-1]:.3f}   migrations {res['migrations']}  "
               f"max gap {res['max_gap']:.3f}s", flush=True)
     raw = statistics.median(raw_rates)
     ren = statistics.median(ren_rates)

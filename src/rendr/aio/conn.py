@@ -99,6 +99,7 @@ class Conn:
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._closed: asyncio.Future[None] = loop.create_future()
+        self._drain_waiters: list[asyncio.Future[None]] = []
         self._callbacks: list[EventCallback] = []
         self._close_hooks: list[Callable[[], None]] = []
         self._local_closed = False
@@ -170,6 +171,11 @@ class Conn:
         w = self._write_waiter
         if w is not None and not w.done() and (flow.send_space > 0 or flow.state is State.CLOSED):
             w.set_result(None)
+        if self._drain_waiters and (flow.flushed or flow.state is State.CLOSED):
+            for w in self._drain_waiters:
+                if not w.done():
+                    w.set_result(None)
+            self._drain_waiters.clear()
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
@@ -302,9 +308,17 @@ class Conn:
         self._flush()
 
     async def drain(self) -> None:
-        """Wait until everything written was acknowledged by the peer."""
+        """Wait until the peer has acknowledged everything written so far.
+
+        Returns early if the flow ends; raises like ``write()`` if it failed.
+        """
+        self._raise_if_unusable()
         while not self._flow.flushed and self._flow.state is not State.CLOSED:
-            await asyncio.sleep(0.005)
+            fut: asyncio.Future[None] = self._loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+        if self._flow.error is not None:
+            raise self._flow.error
 
     async def close(self) -> None:
         """Close gracefully: deliver everything written, then end the flow.

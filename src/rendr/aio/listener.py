@@ -13,10 +13,10 @@ import asyncio
 import logging
 from typing import Any
 
+from ..carriers.address import parse_address
 from ..carriers.base import Carrier
 from ..carriers.streams import StreamsCarrier
 from ..carriers.tcp import TcpCarrier
-from ..carriers.address import parse_address
 from ..config import FlowConfig
 from ..core.flow import Flow
 from ..core.types import Mode, PathStatus, Role, State

@@ -27,7 +27,7 @@ __all__ = [
     "registered_transports",
 ]
 
-Buffer = Union[bytes, memoryview]
+Buffer = bytes | memoryview
 
 
 class CarrierSink(Protocol):
