@@ -173,7 +173,7 @@ class DialSession:
         self.conn = Conn(flow, self.loop, dialer=self)
         self.conn._attach(path_id, carrier, collector)
 
-    async def _join(self, carrier: Carrier) -> int:
+    async def _join(self, carrier: Carrier, fatal_if_unknown: bool = True) -> int:
         assert self.conn is not None
         path_id = next(self._ids)
         ftype, body, collector = await exchange(
@@ -183,10 +183,14 @@ class DialSession:
             raise HandshakeError(f"expected JOIN_ACK, got frame type 0x{ftype:02x}")
         ack = JoinAck.decode(body)
         if ack.result == Result.UNKNOWN_FLOW:
-            self.conn._flow.fail(ZombieFlow("the listener no longer knows this flow"),
-                                 self.loop.time())
-            self.conn._flush()
-            raise HandshakeError("listener does not know the flow")
+            flow = self.conn._flow
+            if fatal_if_unknown and not any(p.alive for p in flow.paths.values()):
+                # no path left and the listener says it never heard of us: the peer
+                # lost the flow (restarted); waiting out the budget is pointless
+                flow.fail(ZombieFlow("the listener no longer knows this flow"),
+                          self.loop.time())
+                self.conn._flush()
+            raise HandshakeError("listener does not know the flow (UNKNOWN_FLOW)")
         if ack.result != Result.OK:
             raise HandshakeError(f"listener refused the path: {_result_name(ack.result)}")
         if self._closed:
@@ -255,7 +259,7 @@ class DialSession:
             raise RendrError(f"flow already has {live} paths (max_paths)")
         carrier = await self._open(spec)
         try:
-            path_id = await self._join(carrier)
+            path_id = await self._join(carrier, fatal_if_unknown=False)
         except BaseException:
             carrier.abort()
             raise

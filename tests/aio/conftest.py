@@ -1,0 +1,83 @@
+"""Fixtures for loopback integration tests: a listener with two addresses, a TCP
+fault relay in front of each, and a dialer whose paths go through the relays."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import rendr
+from rendr.testing.relay import TcpRelay
+
+
+@dataclass
+class Pair:
+    """A connected client/server pair over relayed loopback paths."""
+
+    listener: rendr.Listener
+    relays: list[TcpRelay]
+    client: rendr.Conn
+    server: rendr.Conn
+    events: list[rendr.Event] = field(default_factory=list)
+    server_events: list[rendr.Event] = field(default_factory=list)
+
+    def relay_of(self, path_id: int) -> TcpRelay:
+        """The relay carrying the client's path ``path_id``."""
+        remote = next(p.remote_addr for p in self.client.stats().paths if p.id == path_id)
+        port = int(remote.rsplit(":", 1)[1])
+        return next(r for r in self.relays if r.addr[1] == port)
+
+    async def wait_paths(self, n: int, timeout: float = 5.0) -> None:
+        """Wait until both ends have ``n`` live paths."""
+        async def ready() -> None:
+            while True:
+                c = sum(p.state == "up" for p in self.client.stats().paths)
+                s = sum(p.state == "up" for p in self.server.stats().paths)
+                if c >= n and s >= n:
+                    return
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(ready(), timeout)
+
+
+async def make_pair(n_paths: int = 2, **knobs: Any) -> Pair:
+    """Listener + relays + dialed connection, both ends with ``knobs``."""
+    specs = [rendr.ListenSpec("tcp", "127.0.0.1:0") for _ in range(n_paths)]
+    listener = await rendr.listen(*specs, **knobs)
+    relays = []
+    for host, port in listener.addrs:
+        relay = TcpRelay((host, port))
+        await relay.start()
+        relays.append(relay)
+    dialer = rendr.Dialer(
+        paths=[rendr.PathSpec("tcp", f"127.0.0.1:{r.addr[1]}") for r in relays], **knobs)
+    client = await dialer.dial()
+    server = await asyncio.wait_for(listener.accept(), 5)
+    pair = Pair(listener, relays, client, server)
+    client.on_event(pair.events.append)
+    server.on_event(pair.server_events.append)
+    await pair.wait_paths(n_paths)
+    return pair
+
+
+async def close_pair(pair: Pair) -> None:
+    """Tear everything down."""
+    for conn in (pair.client, pair.server):
+        if not conn.is_closed:
+            conn.abort()
+    await pair.listener.close()
+    for relay in pair.relays:
+        await relay.close()
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[Pair]:
+    p = await make_pair()
+    try:
+        yield p
+    finally:
+        await close_pair(p)

@@ -1,0 +1,457 @@
+"""Loopback integration tests: real sockets, real event loop, faults from the TCP relay."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+
+import pytest
+
+import rendr
+from rendr.testing.relay import TcpRelay
+
+from .conftest import Pair, close_pair, make_pair
+
+
+async def pump(conn: rendr.Conn, data: bytes, chunk: int = 256 * 1024) -> None:
+    view = memoryview(data)
+    for i in range(0, len(data), chunk):
+        await conn.write(view[i : i + chunk])
+
+
+async def drain_all(conn: rendr.Conn) -> bytes:
+    parts = []
+    while True:
+        d = await conn.read(1 << 20)
+        assert d is not None
+        if not d:
+            return b"".join(parts)
+        parts.append(d)
+
+
+async def test_dial_accept_basics(pair: Pair) -> None:
+    c, s = pair.client, pair.server
+    assert isinstance(c, rendr.AdminConn) and isinstance(s, rendr.AdminConn)
+    assert c.flow_id == s.flow_id and len(c.flow_id) == 16
+    assert c.state is rendr.State.ACTIVE and s.state is rendr.State.ACTIVE
+    assert c.mode is rendr.Mode.PRIME
+    assert c.active_path == s.active_path
+    await c.write(b"x")
+    assert await s.read(10) == b"x"
+    await s.write(b"y")
+    assert await c.readexactly(1) == b"y"
+
+
+async def test_multi_mib_both_directions(pair: Pair) -> None:
+    up = os.urandom(3 << 20)
+    down = os.urandom(5 << 20)
+
+    async def side(conn: rendr.Conn, out: bytes) -> bytes:
+        async def send() -> None:
+            await pump(conn, out)
+            await conn.write_eof()
+
+        task = asyncio.create_task(send())
+        got = await drain_all(conn)
+        await task
+        return got
+
+    got_s, got_c = await asyncio.gather(side(pair.server, down), side(pair.client, up))
+    assert got_s == up and got_c == down
+    assert pair.client.recv_dups == 0 and pair.server.recv_dups == 0
+
+
+async def test_echo_small_messages(pair: Pair) -> None:
+    async def echo() -> None:
+        while data := await pair.server.read(4096):
+            await pair.server.write(data)
+
+    task = asyncio.create_task(echo())
+    for i in range(200):
+        msg = f"message {i}".encode()
+        await pair.client.write(msg)
+        assert await pair.client.readexactly(len(msg)) == msg
+    await pair.client.write_eof()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_explicit_migrate_mid_transfer_sends_nothing_twice(pair: Pair) -> None:
+    data = os.urandom(24 << 20)
+    reader = asyncio.create_task(drain_all(pair.server))
+    view = memoryview(data)
+    first = pair.client.active_path
+    other = next(p.id for p in pair.client.stats().paths if p.id != first and p.state == "up")
+    step = 1 << 20
+    for i in range(0, len(data), step):
+        await pair.client.write(view[i : i + step])
+        if i == 8 * step:
+            await pair.client.migrate(other)
+            assert pair.client.active_path == other
+        if i == 16 * step:
+            await pair.client.migrate(first)
+    await pair.client.write_eof()
+    got = await asyncio.wait_for(reader, 20)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert pair.server.recv_dups == 0 and pair.client.recv_dups == 0
+    assert pair.client.migration_count == 2
+    assert pair.server.migration_count == 2  # the listener follows the dialer
+    assert pair.server.active_path == first
+    causes = [e.cause for e in pair.events if e.kind is rendr.EventKind.MIGRATION]
+    assert causes == ["explicit", "explicit"]
+
+
+async def test_rst_kill_of_active_path_mid_transfer_is_invisible(pair: Pair) -> None:
+    data = os.urandom(32 << 20)
+    reader = asyncio.create_task(drain_all(pair.server))
+    view = memoryview(data)
+    killed = pair.client.active_path
+    step = 1 << 20
+    for i in range(0, len(data), step):
+        await pair.client.write(view[i : i + step])
+        if i == 10 * step:
+            pair.relay_of(killed).kill()  # RST on both sides of that path
+    await pair.client.write_eof()
+    got = await asyncio.wait_for(reader, 30)
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest()
+    assert pair.client.active_path != killed
+    downs = [e for e in pair.events if e.kind is rendr.EventKind.PATH_DOWN and e.path_id == killed]
+    assert downs and downs[0].cause in ("reset", "eof")
+    deaths = [e for e in pair.events if e.kind is rendr.EventKind.MIGRATION and e.cause == "death"]
+    assert deaths and deaths[0].old_path == killed
+    # the server can also send after the kill
+    await pair.server.write(b"still here")
+    assert await pair.client.readexactly(10) == b"still here"
+
+
+async def test_blackholed_active_path_fails_over_within_a_second() -> None:
+    pair = await make_pair()
+    try:
+        async def echo() -> None:
+            while data := await pair.server.read(4096):
+                await pair.server.write(data)
+
+        task = asyncio.create_task(echo())
+        await pair.client.write(b"warm")
+        assert await pair.client.readexactly(4) == b"warm"
+        active = pair.client.active_path
+        pair.relay_of(active).blackhole()
+        t0 = time.monotonic()
+        await pair.client.write(b"ping")
+        assert await asyncio.wait_for(pair.client.readexactly(4), 5) == b"ping"
+        failover = time.monotonic() - t0
+        assert pair.client.active_path != active
+        down = next(e for e in pair.events
+                    if e.kind is rendr.EventKind.PATH_DOWN and e.path_id == active)
+        assert down.cause == "timeout"
+        # target <= 1 s with default settings (ping 0.1 s + dead 0.6 s); allow noise
+        assert failover < 2.0, failover
+        await pair.client.write_eof()
+        await asyncio.wait_for(task, 5)
+    finally:
+        await close_pair(pair)
+
+
+async def test_slow_upload_is_not_a_dead_path() -> None:
+    pair = await make_pair(n_paths=1)
+    try:
+        pair.relays[0].set_rate(200_000)  # 200 kB/s: 600 kB takes ~3 s
+        data = os.urandom(600_000)
+        reader = asyncio.create_task(drain_all(pair.server))
+        await pump(pair.client, data, chunk=64 * 1024)
+        await pair.client.write_eof()
+        got = await asyncio.wait_for(reader, 20)
+        assert got == data
+        assert not [e for e in pair.events if e.kind is rendr.EventKind.PATH_DOWN]
+    finally:
+        await close_pair(pair)
+
+
+async def test_add_path_to_a_listener_that_does_not_know_the_flow(pair: Pair) -> None:
+    extra = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"))
+    try:
+        port = extra.addrs[0][1]
+        with pytest.raises(rendr.HandshakeError, match="does not know"):
+            await pair.client.add_path(rendr.PathSpec("tcp", f"127.0.0.1:{port}"))
+    finally:
+        await extra.close()
+    # an admin call that failed does not hurt the flow
+    assert not pair.client.is_closed
+    await pair.client.write(b"alive")
+    assert await pair.server.readexactly(5) == b"alive"
+
+
+async def test_add_path_remove_path_and_last_path_error() -> None:
+    pair = await make_pair()
+    try:
+        host, port = pair.listener.addrs[0]
+        new_id = await pair.client.add_path(rendr.PathSpec("tcp", f"{host}:{port}"))
+        await pair.wait_paths(3)
+        await pair.client.migrate(new_id)
+        await pair.client.write(b"via new path")
+        assert await pair.server.readexactly(12) == b"via new path"
+        assert pair.server.active_path == new_id
+        ids = [p.id for p in pair.client.stats().paths if p.state == "up"]
+        for pid in ids:
+            if pid != new_id:
+                await pair.client.remove_path(pid)
+        with pytest.raises(rendr.LastPathError):
+            await pair.client.remove_path(new_id)
+        await asyncio.sleep(0.2)
+        states = {p.id: p.state for p in pair.client.stats().paths}
+        assert states[new_id] == "up"
+        assert all(states[p] == "removed" for p in ids if p != new_id)
+        await pair.server.write(b"back")
+        assert await pair.client.readexactly(4) == b"back"
+        assert pair.server.recv_dups == 0 and pair.client.recv_dups == 0
+        # removed paths are not re-dialled
+        await asyncio.sleep(0.3)
+        assert sum(p.state == "up" for p in pair.client.stats().paths) == 1
+    finally:
+        await close_pair(pair)
+
+
+async def test_half_close_then_reply(pair: Pair) -> None:
+    await pair.client.write(b"request")
+    await pair.client.write_eof()
+    assert await drain_all(pair.server) == b"request"
+    assert await pair.server.read(10) == b""  # EOF is sticky
+    await pair.server.write(b"response")
+    await pair.server.close()
+    assert await drain_all(pair.client) == b"response"
+    await pair.client.close()
+    assert pair.client.state is rendr.State.CLOSED
+    with pytest.raises(rendr.ConnClosed):
+        await pair.client.write(b"late")
+    with pytest.raises(rendr.ConnClosed):
+        await pair.client.read(1)
+
+
+async def test_close_delivers_everything(pair: Pair) -> None:
+    data = os.urandom(6 << 20)
+    reader = asyncio.create_task(drain_all(pair.server))
+    await pump(pair.client, data)
+    await pair.client.close()  # returns once the peer acknowledged everything
+    assert await asyncio.wait_for(reader, 10) == data
+    await asyncio.wait_for(pair.server.wait_closed(), 5)
+    assert pair.server.state is rendr.State.CLOSED
+    with pytest.raises(rendr.ConnClosed):
+        await pair.server.write(b"x")
+
+
+async def test_abort_reaches_peer_with_code(pair: Pair) -> None:
+    pair.client.abort(code=42, reason="bye")
+    with pytest.raises(rendr.ConnAborted) as info:
+        await asyncio.wait_for(pair.server.read(10), 5)
+    assert info.value.code == 42 and info.value.reason == "bye"
+
+
+async def test_budget_exhaustion_raises() -> None:
+    pair = await make_pair(migration_budget=1.0)
+    try:
+        for relay in pair.relays:
+            relay.blackhole()  # silent: existing paths die by timeout, re-dials hang
+        t0 = time.monotonic()
+        with pytest.raises(rendr.MigrationBudgetExceeded):
+            await asyncio.wait_for(pair.client.read(10), 10)
+        elapsed = time.monotonic() - t0
+        # detection (~0.7 s) + budget (1 s)
+        assert 1.0 <= elapsed < 4.0, elapsed
+        with pytest.raises(rendr.MigrationBudgetExceeded):
+            await pair.client.write(b"x")
+        with pytest.raises(rendr.MigrationBudgetExceeded):
+            await asyncio.wait_for(pair.server.read(10), 10)
+    finally:
+        await close_pair(pair)
+
+
+async def test_path_outage_shorter_than_budget_is_invisible() -> None:
+    pair = await make_pair(n_paths=1)
+    try:
+        relay = pair.relays[0]
+        relay.blackhole()
+        writer = asyncio.create_task(pair.client.write(b"during outage"))
+        await asyncio.sleep(2.0)  # the path dies; the dialer keeps re-dialing
+        assert pair.client.state is rendr.State.MIGRATING
+        relay.forward()
+        await asyncio.wait_for(writer, 5)
+        assert await asyncio.wait_for(pair.server.readexactly(13), 10) == b"during outage"
+        await pair.server.write(b"ok")
+        assert await asyncio.wait_for(pair.client.readexactly(2), 5) == b"ok"
+        assert pair.client.state is rendr.State.ACTIVE
+    finally:
+        await close_pair(pair)
+
+
+async def test_wrong_peer_fails_handshake_fast() -> None:
+    async def not_rendr(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_rendr, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{port}")])
+        t0 = time.monotonic()
+        with pytest.raises(rendr.HandshakeError, match="not a rendr"):
+            await d.dial()
+        assert time.monotonic() - t0 < 2
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_version_mismatch_is_reported() -> None:
+    ln = await rendr.listen_tcp("127.0.0.1:0")
+    try:
+        port = ln.addrs[0][1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"RNDR\x07\x00\x00\x00" + bytes(40))
+        answer = await asyncio.wait_for(reader.read(100), 5)
+        assert answer[:5] == b"RNDR\x00"  # the listener tells its own version, then closes
+        assert await asyncio.wait_for(reader.read(100), 5) == b""
+        writer.close()
+    finally:
+        await ln.close()
+
+
+async def test_unavailable_modes_raise_clearly() -> None:
+    for mode in (rendr.Mode.RACE, rendr.Mode.BOND):
+        with pytest.raises(rendr.ModeUnavailable, match="not available"):
+            await rendr.Dialer(mode=mode, paths=[rendr.PathSpec("tcp", "127.0.0.1:9")]).dial()
+
+
+async def test_async_for_and_listener_close() -> None:
+    ln = await rendr.listen_tcp("127.0.0.1:0")
+    port = ln.addrs[0][1]
+    got = []
+
+    async def acceptor() -> None:
+        async for conn in ln:
+            got.append(conn)
+
+    task = asyncio.create_task(acceptor())
+    c = await rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{port}")]).dial()
+    await asyncio.sleep(0.05)
+    await ln.close()
+    await asyncio.wait_for(task, 2)
+    assert len(got) == 1 and got[0].flow_id == c.flow_id
+    c.abort()
+    got[0].abort()
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_no_leaks_after_close() -> None:
+    before_fds = _fds()
+    before_tasks = len(asyncio.all_tasks())
+    for _ in range(3):
+        pair = await make_pair()
+        data = os.urandom(1 << 20)
+        reader = asyncio.create_task(drain_all(pair.server))
+        await pump(pair.client, data)
+        await pair.client.close()
+        assert await reader == data
+        await pair.server.close()
+        await pair.listener.close()
+        for relay in pair.relays:
+            await relay.close()
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if _fds() <= before_fds and len(asyncio.all_tasks()) <= before_tasks:
+            break
+    assert _fds() <= before_fds, "file descriptors leaked"
+    assert len(asyncio.all_tasks()) <= before_tasks, asyncio.all_tasks()
+
+
+async def test_join_overtaking_hello_is_held() -> None:
+    """A JOIN that arrives before its flow's HELLO waits for it (join_wait)."""
+    from rendr.core.wire import PREFACE, FrameType, Hello, Join, JoinAck, Kind, Result
+
+    ln = await rendr.listen_tcp("127.0.0.1:0")
+    port = ln.addrs[0][1]
+    flow_id = os.urandom(16)
+    try:
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        w2.write(PREFACE + Join(flow_id, 2).encode())
+        await w2.drain()
+        await asyncio.sleep(0.1)  # the JOIN is now waiting at the listener
+        r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+        w1.write(PREFACE + Hello(flow_id, 1, rendr.Mode.PRIME, Kind.STREAM, 0, 1 << 20).encode())
+        await w1.drain()
+        head = await asyncio.wait_for(r2.readexactly(8 + 4 + 21), 2)
+        assert head[8] == FrameType.JOIN_ACK
+        ack = JoinAck.decode(head[12:])
+        assert ack.result == Result.OK and ack.path_id == 2
+        conn = await asyncio.wait_for(ln.accept(), 2)
+        assert conn.flow_id == flow_id
+        conn.abort()
+        w1.close()
+        w2.close()
+    finally:
+        await ln.close()
+
+
+async def test_custom_transport_factory_with_streams() -> None:
+    """An embedder's factory returning asyncio streams is a carrier (e.g. TLS, SSH)."""
+    ln = await rendr.listen_tcp("127.0.0.1:0")
+    port = ln.addrs[0][1]
+    opened = []
+
+    async def factory(address: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        opened.append(address)
+        host, p = address.rsplit(":", 1)
+        return await asyncio.open_connection(host, int(p))
+
+    try:
+        d = rendr.Dialer(paths=[rendr.PathSpec("mystream", f"127.0.0.1:{port}")],
+                         transports={"mystream": factory})
+        c = await d.dial()
+        s = await ln.accept()
+        data = os.urandom(2 << 20)
+        reader = asyncio.create_task(drain_all(s))
+        await pump(c, data)
+        await c.write_eof()
+        assert await asyncio.wait_for(reader, 10) == data
+        assert opened == [f"127.0.0.1:{port}"]
+        assert c.stats().paths[0].transport == "mystream"
+        c.abort()
+        s.abort()
+    finally:
+        await ln.close()
+
+
+@pytest.mark.parametrize("use_uvloop", [True])
+async def test_transfer_with_kill_on_uvloop(use_uvloop: bool) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> bool:
+        pair = await make_pair()
+        try:
+            data = os.urandom(8 << 20)
+            reader = asyncio.create_task(drain_all(pair.server))
+            view = memoryview(data)
+            for i in range(8):
+                await pair.client.write(view[i << 20 : (i + 1) << 20])
+                if i == 3:
+                    pair.relay_of(pair.client.active_path).kill()
+            await pair.client.write_eof()
+            return await asyncio.wait_for(reader, 20) == data
+        finally:
+            await close_pair(pair)
+
+    def run() -> bool:
+        loop = uvloop.new_event_loop()
+        try:
+            return loop.run_until_complete(scenario())
+        finally:
+            loop.close()
+
+    assert await asyncio.get_running_loop().run_in_executor(None, run)
+
+
+_ = TcpRelay  # re-exported helper used by the fixtures
