@@ -380,7 +380,7 @@ async def test_join_overtaking_hello_is_held() -> None:
         w2.write(PREFACE + Join(flow_id, 2).encode())
         await w2.drain()
         await asyncio.sleep(0.1)  # the JOIN is now waiting at the listener
-        r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+        _r1, w1 = await asyncio.open_connection("127.0.0.1", port)
         w1.write(PREFACE + Hello(flow_id, 1, rendr.Mode.PRIME, Kind.STREAM, 0, 1 << 20).encode())
         await w1.drain()
         head = await asyncio.wait_for(r2.readexactly(8 + 4 + 21), 2)
