@@ -89,6 +89,29 @@ class FlowConfig:
     redial_backoff_max: float = 2.0
     """Cap of the re-dial delay."""
 
+    prime_switch: bool = True
+    """PRIME mode (dialer): move to a clearly better path on quality, not only on death.
+    A challenger must have a minimum RTT (over the last ``rtt_window``) lower than the
+    active path's by ``prime_hysteresis`` (fraction) and by at least ``prime_floor``
+    seconds, continuously for ``prime_dwell`` seconds, and ``prime_cooldown`` seconds must
+    have passed since the last migration.  Deaths bypass all of this."""
+
+    prime_hysteresis: float = 0.25
+    """Relative RTT advantage a challenger needs."""
+
+    prime_floor: float = 0.005
+    """Absolute RTT advantage a challenger needs (seconds)."""
+
+    prime_dwell: float = 3.0
+    """How long the challenger must stay better."""
+
+    prime_cooldown: float = 15.0
+    """Minimum time between two migrations for quality."""
+
+    rtt_window: float = 10.0
+    """Window of the per-path minimum RTT used for quality decisions.  The minimum
+    (not the smoothed RTT) is used so that a path's own load does not count against it."""
+
     max_paths: int = 16
     """Most paths one flow may have at once."""
 

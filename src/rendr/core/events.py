@@ -34,7 +34,9 @@ class Event:
         old_path: the previous active path (MIGRATION; None if there was none).
         new_path: the new active path (MIGRATION).
         cause: why: a :class:`~rendr.core.types.Cause` value for PATH_DOWN
-            ("reset", "eof", "timeout", ...), "explicit", "death" or "peer" for MIGRATION.
+            ("reset", "eof", "timeout", ...); for MIGRATION "explicit" (migrate()),
+            "death" (failover), "quality" (PRIME found a clearly better path) or "peer"
+            (the listener following the dialer).
         detail: free text (an OS error, a close reason).
         mode: the new mode (MODE_CHANGE).
         error: the exception the flow ended with (CLOSED; None for a clean close).

@@ -145,6 +145,9 @@ class Flow:
         self._timer_at: float | None = None
         self._close_pending = False
         self._zombie_strikes: list[float] = []
+        self._last_switch_at = now
+        self._challenger: int | None = None
+        self._challenger_since = now
         self._now = now
 
     # ------------------------------------------------------------------ paths
@@ -162,7 +165,8 @@ class Flow:
             raise RendrError(f"path {path_id} already exists")
         path = PathState(path_id, transport=transport, local_addr=local_addr,
                          remote_addr=remote_addr, now=now,
-                         deframer=self._make_deframer(path_id))
+                         deframer=self._make_deframer(path_id),
+                         rtt_window=self.config.rtt_window)
         self.paths[path_id] = path
         self._budget_at = None
         self._ack_needed = True
@@ -353,7 +357,7 @@ class Flow:
         sent_at = decode_u64(body) / 1e6
         sample = self._now - sent_at
         if 0 <= sample < 600:
-            path.rtt.update(sample)
+            path.rtt.update(sample, self._now)
 
     def _handle_activate(self, path: PathState, body: memoryview) -> None:
         path_id, epoch = decode_activate(body)
@@ -464,6 +468,12 @@ class Flow:
         take = min(self.send_space, len(data))
         if take <= 0:
             return 0
+        if not self._sendbuf:
+            # idle -> busy: probe every path now, so a path that died while the flow
+            # was idle is found dead_timeout after this write, not a keepalive later
+            for path in self.paths.values():
+                if path.alive and path.next_ping_at > now:
+                    path.next_ping_at = now
         chunk = data[:take] if take < len(data) else data
         if isinstance(chunk, memoryview) and not (chunk.readonly and isinstance(chunk.obj, bytes)):
             chunk = chunk.tobytes()
@@ -625,6 +635,8 @@ class Flow:
                 if path.unanswered_since is None:
                     path.unanswered_since = now
                 path.next_ping_at = now + interval
+        if self.role is Role.DIALER and self.config.prime_switch and self.mode is Mode.PRIME:
+            self._prime_quality_check(now)
         if self._budget_at is not None and now >= self._budget_at:
             budget = self.config.migration_budget
             self._abort(CloseCode.BUDGET_EXCEEDED, "migration budget exceeded", now,
@@ -636,6 +648,29 @@ class Flow:
             self._abort(CloseCode.LINGER_TIMEOUT, "linger expired", now, None)
 
     # --------------------------------------------------------------- internal
+
+    def _prime_quality_check(self, now: float) -> None:
+        """Move to a clearly better path (see FlowConfig.prime_switch)."""
+        cfg = self.config
+        active = self.paths.get(self.active) if self.active is not None else None
+        current = active.rtt.recent_min() if active is not None and active.alive else None
+        best: PathState | None = None
+        best_rtt = 0.0
+        for p in self.paths.values():
+            r = p.rtt.recent_min()
+            if p.alive and p is not active and r is not None and (best is None or r < best_rtt):
+                best, best_rtt = p, r
+        if (current is None or best is None or best_rtt > current * (1 - cfg.prime_hysteresis)
+                or current - best_rtt < cfg.prime_floor):
+            self._challenger = None
+            return
+        if self._challenger != best.id:
+            self._challenger = best.id
+            self._challenger_since = now
+        elif (now - self._challenger_since >= cfg.prime_dwell
+              and now - self._last_switch_at >= cfg.prime_cooldown):
+            self._challenger = None
+            self._activate(best.id, "quality", now)
 
     def _dead_time(self, path: PathState) -> float:
         rtt = path.rtt
@@ -702,6 +737,7 @@ class Flow:
         old = self.active
         self.active = path_id
         self._had_active = True
+        self._last_switch_at = now
         if cause != "first":
             self.migration_count += 1
             self._emit(EventKind.MIGRATION, now, old_path=old, new_path=path_id, cause=cause)

@@ -17,18 +17,31 @@ K_BETA = 1 / 4
 class RttEstimator:
     """Smoothed RTT and RTT variation (RFC 6298) from PING/PONG samples."""
 
-    __slots__ = ("latest", "min_rtt", "rttvar", "samples", "srtt")
+    __slots__ = ("_recent", "latest", "min_rtt", "rttvar", "samples", "srtt", "window")
 
-    def __init__(self) -> None:
+    def __init__(self, window: float = 10.0) -> None:
         self.srtt: float | None = None
         self.min_rtt: float | None = None
+        self.window = window
+        self._recent: deque[tuple[float, float]] = deque()  # (time, sample), increasing
         self.rttvar = 0.0
         self.latest = 0.0
         self.samples = 0
 
-    def update(self, sample: float) -> None:
-        """Add one RTT sample (seconds)."""
+    def recent_min(self) -> float | None:
+        """The smallest sample of the last ``window`` seconds (None without samples)."""
+        return self._recent[0][1] if self._recent else None
+
+    def update(self, sample: float, now: float = 0.0) -> None:
+        """Add one RTT sample (seconds) taken at ``now``."""
         sample = max(sample, 0.0)
+        recent = self._recent
+        # monotonic deque: the front is the window's minimum
+        while recent and recent[-1][1] >= sample:
+            recent.pop()
+        recent.append((now, sample))
+        while recent[0][0] < now - self.window:
+            recent.popleft()
         self.latest = sample
         self.samples += 1
         if self.min_rtt is None or sample < self.min_rtt:
@@ -50,7 +63,7 @@ class PathState:
     """
 
     def __init__(self, path_id: int, *, transport: str, local_addr: str, remote_addr: str,
-                 now: float, deframer: StreamDeframer) -> None:
+                 now: float, deframer: StreamDeframer, rtt_window: float = 10.0) -> None:
         self.id = path_id
         self.transport = transport
         self.local_addr = local_addr
@@ -59,7 +72,7 @@ class PathState:
         self.added_at = now
         self.down_cause: str | None = None
         self.deframer = deframer
-        self.rtt = RttEstimator()
+        self.rtt = RttEstimator(rtt_window)
         self.inflight: deque[tuple[int, int]] = deque()
         self.outbox: list[bytes | memoryview] = []
         self.blocked = False

@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
+import math
 import random
 from collections import deque
 from collections.abc import Callable
@@ -118,6 +119,10 @@ class Sim:
         listener_config: the listener's config.
         seed: seeds :attr:`rng` (jitter; free for tests to use).
         flow_id: the flow id of both engines.
+        spin_poll: what to do when an engine's timer would spin (``get_timer()`` still
+            returns a past deadline after ``handle_timer``, so a real driver would busy-loop):
+            None raises :class:`SimError`; a number re-runs the timer every ``spin_poll``
+            seconds instead and counts the episode in ``timer_spins``.
 
     Per-side attributes are lists indexed by :class:`Side`: ``events`` (every
     event the engine emitted), ``received`` (what the reader drained), ``eof``
@@ -128,7 +133,7 @@ class Sim:
 
     def __init__(self, config: FlowConfig | None = None, *,
                  listener_config: FlowConfig | None = None, seed: int = 0,
-                 flow_id: bytes = b"F" * 16) -> None:
+                 flow_id: bytes = b"F" * 16, spin_poll: float | None = None) -> None:
         dcfg = config or FlowConfig()
         lcfg = listener_config or dcfg
         self.now = 0.0
@@ -151,7 +156,9 @@ class Sim:
         self._then: list[str | None] = [None, None]
         self._timers: list[float | None] = [None, None]
         self._flush_scheduled = [False, False]
-        self._spin = [(-1.0, 0), (-1.0, 0)]
+        self._stale: list[tuple[float | None, int]] = [(None, 0), (None, 0)]
+        self.spin_poll = spin_poll
+        self.timer_spins = [0, 0]
         self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._next_pid = 1
@@ -308,15 +315,27 @@ class Sim:
     # ------------------------------------------------------------ internals
 
     def _fire_timer(self, side: Side) -> None:
-        last, count = self._spin[side]
-        count = count + 1 if last == self.now else 0
-        self._spin[side] = (self.now, count)
-        if count > 10_000:
-            raise SimError(f"{side.name} engine timer livelock at t={self.now}: "
-                           f"get_timer() keeps returning {self._timers[side]}")
         self._timers[side] = None
         self.flows[side].handle_timer(self.now)
         self._service(side)
+        due = self._timers[side]
+        if due is None or due > self.now:
+            self._stale[side] = (None, 0)
+            return
+        # handle_timer(now) left a deadline <= now in place.  A few retries one float
+        # ulp later absorb rounding (deadline computed as a + b, tested as now - a >= b);
+        # beyond that the engine would spin: raise, or (spin_poll) poll and count it.
+        last, count = self._stale[side]
+        count = count + 1 if last == due else 1
+        self._stale[side] = (due, count)
+        if count <= 3:
+            self._timers[side] = math.nextafter(self.now, math.inf)
+            return
+        self.timer_spins[side] += 1
+        if self.spin_poll is None:
+            raise SimError(f"{side.name} engine timer livelock at t={self.now}: get_timer() "
+                           f"keeps returning {due} after handle_timer({self.now})")
+        self._timers[side] = self.now + self.spin_poll
 
     def _service(self, side: Side) -> None:
         """What the driver does after every input to ``side``'s engine."""
