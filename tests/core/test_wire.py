@@ -1,0 +1,470 @@
+"""Wire format v0: golden byte vectors, decode round trips, preface validation.
+
+The hex strings below are written from ``docs/wire.md`` and pin the layout: any
+change to a field's size, order or endianness must fail here (and bump the wire
+version, see "Versioning" in the spec).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rendr.config import FlowConfig
+from rendr.core.flow import Flow
+from rendr.core.framing import StreamDeframer
+from rendr.core.types import Mode, Role, State
+from rendr.core.wire import (
+    ACK_FIN,
+    EXTENSION_MIN,
+    MAGIC,
+    MAX_ACK_RANGES,
+    MAX_BODY,
+    MAX_CONTROL_BODY,
+    PREFACE,
+    VERSION,
+    CloseCode,
+    FrameType,
+    Hello,
+    Join,
+    JoinAck,
+    Kind,
+    Result,
+    data_header,
+    decode_ack,
+    decode_activate,
+    decode_close,
+    decode_path_close,
+    decode_u64,
+    encode_ack,
+    encode_activate,
+    encode_close,
+    encode_frame,
+    encode_path_close,
+    encode_u64,
+    parse_preface,
+)
+from rendr.errors import HandshakeError, ProtocolError
+
+FAST = settings(max_examples=150, deadline=None, derandomize=True)
+
+FLOW = bytes(range(16))
+FLOW_HEX = "000102030405060708090a0b0c0d0e0f"
+
+
+def h(s: str) -> bytes:
+    """Hex with optional spaces/newlines -> bytes."""
+    return bytes.fromhex("".join(s.split()))
+
+
+# ---------------------------------------------------------------- constants
+
+
+def test_code_points_are_pinned() -> None:
+    assert MAGIC == b"RNDR"
+    assert VERSION == 0
+    assert {t.name: t.value for t in FrameType} == {
+        "HELLO": 0x01, "HELLO_ACK": 0x02, "JOIN": 0x03, "JOIN_ACK": 0x04,
+        "DATA": 0x10, "ACK": 0x11, "FIN": 0x12,
+        "PING": 0x20, "PONG": 0x21,
+        "ACTIVATE": 0x30, "PATH_CLOSE": 0x31,
+        "CLOSE": 0x40,
+    }
+    assert all(t < EXTENSION_MIN for t in FrameType)
+    assert EXTENSION_MIN == 0x80
+    assert {r.name: r.value for r in Result} == {
+        "OK": 0, "UNKNOWN_FLOW": 1, "FLOW_CLOSED": 2, "BAD_MODE": 3, "BAD_KIND": 4,
+        "TOO_MANY_PATHS": 5, "DUPLICATE_PATH": 6, "BUSY": 7,
+    }
+    assert {c.name: c.value for c in CloseCode} == {
+        "NO_ERROR": 0, "APPLICATION": 1, "PROTOCOL_ERROR": 2, "BUDGET_EXCEEDED": 3,
+        "ZOMBIE": 4, "LINGER_TIMEOUT": 5, "INTERNAL": 6,
+    }
+    assert {k.name: k.value for k in Kind} == {"STREAM": 0, "PACKET": 1}
+    assert {m.name: m.value for m in Mode} == {"PRIME": 1, "BOND": 2, "RACE": 3}
+    assert ACK_FIN == 0x01
+    assert MAX_ACK_RANGES == 16
+    assert MAX_CONTROL_BODY == 65536
+    assert MAX_BODY == 0xFFFFFF
+
+
+# ---------------------------------------------------------------- golden vectors
+
+
+def test_golden_preface() -> None:
+    assert h("52 4e 44 52  00  00  00 00") == PREFACE
+    assert len(PREFACE) == 8
+
+
+def test_golden_hello() -> None:
+    hello = Hello(FLOW, path_id=0x01020304, mode=2, kind=1, caps=0xA55A,
+                  recv_window=0x11223344)
+    assert hello.encode() == h(
+        "01 00001c" + FLOW_HEX + "01020304 02 01 a55a 11223344")
+
+
+def test_golden_hello_ack() -> None:
+    ack = Hello(FLOW, path_id=0x01020304, mode=2, kind=1, caps=0xA55A,
+                recv_window=0x11223344, result=Result.BUSY)
+    assert ack.encode(ack=True) == h(
+        "02 00001d" + FLOW_HEX + "01020304 02 01 a55a 11223344 07")
+
+
+def test_golden_join() -> None:
+    assert Join(FLOW, 0xDEADBEEF).encode() == h("03 000014" + FLOW_HEX + "deadbeef")
+
+
+def test_golden_join_ack() -> None:
+    ack = JoinAck(FLOW, 5, Result.DUPLICATE_PATH)
+    assert ack.encode() == h("04 000015" + FLOW_HEX + "00000005 06")
+
+
+def test_golden_data() -> None:
+    header = data_header(0x0102030405060708, 5)
+    assert header == h("10 00000d 0102030405060708")
+    assert len(header) == 12
+    # the length field counts the 8-byte offset plus the payload
+    assert data_header(0, 1 << 20) == h("10 100008 0000000000000000")
+
+
+def test_golden_ack() -> None:
+    frame = encode_ack(0x1000, 0x800000, ACK_FIN, [(0x2000, 0x3000), (0x4000, 0x4001)])
+    assert frame == h(
+        "11 000032"
+        "0000000000001000"      # cumulative offset
+        "0000000000800000"      # max_offset (flow-control limit)
+        "01"                    # flags: ACK_FIN
+        "02"                    # range count
+        "0000000000002000 0000000000003000"
+        "0000000000004000 0000000000004001")
+    assert encode_ack(5, 0x800005, 0, []) == h(
+        "11 000012 0000000000000005 0000000000800005 00 00")
+
+
+def test_golden_fin_ping_pong() -> None:
+    assert encode_u64(FrameType.FIN, 0x1234) == h("12 000008 0000000000001234")
+    assert encode_u64(FrameType.PING, 0x0001020304050607) == h("20 000008 0001020304050607")
+    assert encode_u64(FrameType.PONG, 0xFFFFFFFFFFFFFFFF) == h("21 000008 ffffffffffffffff")
+
+
+def test_golden_activate() -> None:
+    assert encode_activate(3, 0x0102) == h("30 000008 00000003 00000102")
+
+
+def test_golden_path_close() -> None:
+    assert encode_path_close(7) == h("31 000004 00000007")
+
+
+def test_golden_close() -> None:
+    assert encode_close(CloseCode.PROTOCOL_ERROR, "bad") == h("40 000005 0002 626164")
+    assert encode_close(CloseCode.NO_ERROR) == h("40 000002 0000")
+    assert encode_close(0xABCD, "é") == h("40 000004 abcd c3a9")
+
+
+def test_golden_generic_frame_header() -> None:
+    assert encode_frame(0x85, b"\x01\x02\x03") == h("85 000003 010203")
+    assert encode_frame(0xFF) == h("ff 000000")
+    assert encode_frame(0x81, bytes(0x010203))[:4] == h("81 010203")
+
+
+def test_golden_worked_example_from_spec() -> None:
+    """The worked example in docs/wire.md, byte for byte."""
+    dialer = PREFACE + Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0, 8 << 20).encode()
+    assert dialer == h("""
+        52 4e 44 52 00 00 00 00
+        01 00 00 1c
+        00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f
+        00 00 00 01  01  00  00 00  00 80 00 00
+    """)
+    listener = PREFACE + Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0, 8 << 20,
+                               Result.OK).encode(ack=True)
+    assert listener == h("""
+        52 4e 44 52 00 00 00 00
+        02 00 00 1d
+        00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f
+        00 00 00 01  01  00  00 00  00 80 00 00  00
+    """)
+    data = data_header(0, 5) + b"hello"
+    assert data == h("10 00 00 0d  00 00 00 00 00 00 00 00  68 65 6c 6c 6f")
+    ack = encode_ack(5, 8 << 20, 0, [])
+    assert ack == h("11 00 00 12  00 00 00 00 00 00 00 05  00 00 00 00 00 80 00 00  00  00")
+    join = PREFACE + Join(FLOW, 2).encode()
+    assert join == h("52 4e 44 52 00 00 00 00  03 00 00 14" + FLOW_HEX + "00 00 00 02")
+    join_ack = PREFACE + JoinAck(FLOW, 2, Result.OK).encode()
+    assert join_ack == h("52 4e 44 52 00 00 00 00  04 00 00 15" + FLOW_HEX + "00 00 00 02  00")
+    refusal = PREFACE + Hello(FLOW, 1, Mode.RACE, Kind.STREAM, 0, 8 << 20,
+                              Result.BAD_MODE).encode(ack=True)
+    assert refusal == h("52 4e 44 52 00 00 00 00  02 00 00 1d" + FLOW_HEX
+                        + "00 00 00 01  03  00  00 00  00 80 00 00  03")
+
+
+def test_encode_frame_rejects_oversized_body() -> None:
+    with pytest.raises(ValueError):
+        encode_frame(0x81, bytes(MAX_BODY + 1))
+
+
+def test_ack_encoder_keeps_at_most_16_lowest_ranges() -> None:
+    ranges = [(10 * i, 10 * i + 5) for i in range(1, 21)]
+    frame = encode_ack(0, 1000, 0, ranges)
+    assert frame[:4] == bytes([FrameType.ACK]) + (18 + 16 * 16).to_bytes(3, "big")
+    assert frame[4 + 17] == 16
+    assert decode_ack(frame[4:])[3] == ranges[:16]
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _deframe_one(frame: bytes) -> tuple[int, bytes]:
+    """Run an encoded control frame through the real stream parser."""
+    got: list[tuple[int, bytes]] = []
+    d = StreamDeframer(lambda o, p: pytest.fail("unexpected DATA"),
+                       lambda t, b: got.append((t, bytes(b))))
+    d.feed(frame)
+    assert len(got) == 1
+    return got[0]
+
+
+u8 = st.integers(0, 0xFF)
+u16 = st.integers(0, 0xFFFF)
+u32 = st.integers(0, 0xFFFFFFFF)
+u64 = st.integers(0, 0xFFFFFFFFFFFFFFFF)
+flow_ids = st.binary(min_size=16, max_size=16)
+
+
+@FAST
+@given(flow_ids, u32, u8, u8, u16, u32, u8)
+def test_hello_round_trip(flow_id: bytes, path_id: int, mode: int, kind: int, caps: int,
+                          window: int, result: int) -> None:
+    hello = Hello(flow_id, path_id, mode, kind, caps, window)
+    ftype, body = _deframe_one(hello.encode())
+    assert ftype == FrameType.HELLO and len(body) == 28
+    assert Hello.decode(body) == hello
+    ack = Hello(flow_id, path_id, mode, kind, caps, window, result)
+    ftype, body = _deframe_one(ack.encode(ack=True))
+    assert ftype == FrameType.HELLO_ACK and len(body) == 29
+    decoded = Hello.decode(body, ack=True)
+    assert decoded == ack
+    assert decoded.result == result
+
+
+@FAST
+@given(flow_ids, u32, u8)
+def test_join_and_join_ack_round_trip(flow_id: bytes, path_id: int, result: int) -> None:
+    ftype, body = _deframe_one(Join(flow_id, path_id).encode())
+    assert ftype == FrameType.JOIN and len(body) == 20
+    assert Join.decode(body) == Join(flow_id, path_id)
+    ftype, body = _deframe_one(JoinAck(flow_id, path_id, result).encode())
+    assert ftype == FrameType.JOIN_ACK and len(body) == 21
+    assert JoinAck.decode(body) == JoinAck(flow_id, path_id, result)
+
+
+ack_ranges = st.lists(st.tuples(u64, u64), max_size=MAX_ACK_RANGES)
+
+
+@FAST
+@given(u64, u64, u8, ack_ranges)
+def test_ack_round_trip(cum: int, max_offset: int, flags: int,
+                        ranges: list[tuple[int, int]]) -> None:
+    ftype, body = _deframe_one(encode_ack(cum, max_offset, flags, ranges))
+    assert ftype == FrameType.ACK
+    assert len(body) == 18 + 16 * len(ranges)
+    assert decode_ack(body) == (cum, max_offset, flags, ranges)
+
+
+@FAST
+@given(st.lists(st.tuples(u64, u64), min_size=MAX_ACK_RANGES + 1, max_size=40))
+def test_ack_round_trip_truncates_ranges(ranges: list[tuple[int, int]]) -> None:
+    _, body = _deframe_one(encode_ack(1, 2, 0, ranges))
+    assert decode_ack(body) == (1, 2, 0, ranges[:MAX_ACK_RANGES])
+
+
+def test_ack_decoder_accepts_up_to_255_ranges() -> None:
+    """The count is a u8; the receiver takes what the count says (the 16 cap is the sender's)."""
+    ranges = [(i, i + 1) for i in range(0, 510, 2)]
+    body = struct.pack("!QQBB", 0, 9, 0, 255) + b"".join(struct.pack("!QQ", s, e)
+                                                         for s, e in ranges)
+    assert decode_ack(body) == (0, 9, 0, ranges)
+
+
+@FAST
+@given(st.sampled_from([FrameType.FIN, FrameType.PING, FrameType.PONG]), u64)
+def test_u64_frames_round_trip(ftype: int, value: int) -> None:
+    got_type, body = _deframe_one(encode_u64(ftype, value))
+    assert got_type == ftype and len(body) == 8
+    assert decode_u64(body) == value
+
+
+@FAST
+@given(u32, u32)
+def test_activate_round_trip(path_id: int, epoch: int) -> None:
+    ftype, body = _deframe_one(encode_activate(path_id, epoch))
+    assert ftype == FrameType.ACTIVATE and len(body) == 8
+    assert decode_activate(body) == (path_id, epoch)
+
+
+@FAST
+@given(u32)
+def test_path_close_round_trip(path_id: int) -> None:
+    ftype, body = _deframe_one(encode_path_close(path_id))
+    assert ftype == FrameType.PATH_CLOSE and len(body) == 4
+    assert decode_path_close(body) == path_id
+
+
+@FAST
+@given(u16, st.text(max_size=300))
+def test_close_round_trip(code: int, reason: str) -> None:
+    ftype, body = _deframe_one(encode_close(code, reason))
+    assert ftype == FrameType.CLOSE
+    raw = reason.encode("utf-8")
+    if len(raw) <= 1024:
+        assert len(body) == 2 + len(raw)
+        assert decode_close(body) == (code, reason)
+    else:
+        assert len(body) == 2 + 1024
+
+
+def test_close_reason_is_capped_at_1024_bytes() -> None:
+    body = encode_close(1, "x" * 5000)[4:]
+    assert len(body) == 2 + 1024
+    assert decode_close(body) == (1, "x" * 1024)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "BUG wire.encode_close: the reason is cut at 1024 *bytes* of UTF-8, which can split a "
+    "multi-byte character and put invalid UTF-8 on the wire (the decoder then shows U+FFFD)"))
+def test_close_reason_truncation_keeps_valid_utf8() -> None:
+    body = encode_close(1, "€" * 400)[4:]  # 1200 bytes of UTF-8; 1024 is not a multiple of 3
+    assert len(body) <= 2 + 1024
+    assert decode_close(body)[1] == "€" * 341  # now: 341 x "€" + U+FFFD
+
+
+def test_decoders_ignore_trailing_bytes() -> None:
+    """Implemented behaviour: known frames with extra trailing body bytes still decode."""
+    hello = Hello(FLOW, 1, 1, 0, 0, 100)
+    assert Hello.decode(hello.encode()[4:] + b"\x00\x00") == hello
+    assert decode_u64(bytes(8) + b"zz") == 0
+    assert decode_activate(bytes(8) + b"z") == (0, 0)
+    assert decode_ack(encode_ack(1, 2, 0, [(3, 4)])[4:] + b"zz") == (1, 2, 0, [(3, 4)])
+
+
+@pytest.mark.parametrize(("decode", "body", "what"), [
+    (Hello.decode, bytes(27), "short HELLO"),
+    (lambda b: Hello.decode(b, ack=True), bytes(28), "short HELLO"),
+    (Join.decode, bytes(19), "short JOIN"),
+    (JoinAck.decode, bytes(20), "short JOIN_ACK"),
+    (decode_ack, bytes(17), "short ACK"),
+    (decode_ack, struct.pack("!QQBB", 0, 0, 0, 2) + bytes(31), "truncated ACK ranges"),
+    (decode_u64, bytes(7), "short frame"),
+    (decode_u64, b"", "short frame"),
+    (decode_activate, bytes(7), "short ACTIVATE"),
+    (decode_path_close, bytes(3), "short PATH_CLOSE"),
+    (decode_close, bytes(1), "short CLOSE"),
+])
+def test_short_bodies_are_protocol_errors(decode, body: bytes, what: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ProtocolError, match=what):
+        decode(memoryview(body))
+
+
+def test_close_decoder_replaces_invalid_utf8() -> None:
+    assert decode_close(b"\x00\x01\xff") == (1, "\ufffd")
+
+
+# ---------------------------------------------------------------- preface
+
+
+def test_preface_accepts_own_preface() -> None:
+    parse_preface(PREFACE)
+    parse_preface(bytearray(PREFACE) + b"trailing bytes are not looked at")
+    parse_preface(memoryview(PREFACE))
+
+
+def test_preface_ignores_flags_and_reserved() -> None:
+    parse_preface(b"RNDR\x00\xff\xab\xcd")
+
+
+@pytest.mark.parametrize("bad", [b"HTTP/1.1", b"rndr\x00\x00\x00\x00", b"RND\x00\x00\x00\x00\x00",
+                                 b"\x00" * 8, b"SSH-2.0-"])
+def test_preface_wrong_magic(bad: bytes) -> None:
+    with pytest.raises(HandshakeError, match="not a rendr endpoint"):
+        parse_preface(bad)
+
+
+@pytest.mark.parametrize("version", [1, 2, 0x7F, 0xFF])
+def test_preface_wrong_version(version: int) -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_preface(b"RNDR" + bytes([version, 0, 0, 0]))
+    msg = str(info.value)
+    assert f"version {version}" in msg
+    assert "we speak 0" in msg
+
+
+def test_preface_error_is_a_handshake_error_not_a_protocol_error() -> None:
+    with pytest.raises(HandshakeError) as info:
+        parse_preface(b"RNDR\x01\x00\x00\x00")
+    assert not isinstance(info.value, ProtocolError)
+
+
+# ---------------------------------------------------------------- unknown-frame policy
+
+
+def _listener_flow() -> Flow:
+    flow = Flow(role=Role.LISTENER, flow_id=FLOW, config=FlowConfig(), now=0.0,
+                peer_window=1 << 20)
+    flow.add_path(1, now=0.0)
+    flow.transmits(0.0)  # drain the initial ACK
+    return flow
+
+
+def _control_frames(buffers: list[bytes | memoryview]) -> list[tuple[int, bytes]]:
+    got: list[tuple[int, bytes]] = []
+    d = StreamDeframer(lambda o, p: None, lambda t, b: got.append((t, bytes(b))))
+    d.feed(b"".join(bytes(b) for b in buffers))
+    return got
+
+
+@pytest.mark.parametrize("ftype", [0x80, 0x81, 0xC3, 0xFF])
+def test_unknown_extension_frames_are_skipped(ftype: int) -> None:
+    flow = _listener_flow()
+    stream = (encode_frame(ftype, b"whatever") + encode_frame(ftype)
+              + data_header(0, 3) + b"abc")
+    flow.receive(1, stream, 0.001)
+    assert flow.state is not State.CLOSED
+    assert flow.read(10) == b"abc"
+
+
+@pytest.mark.parametrize("ftype", [0x00, 0x05, 0x13, 0x22, 0x41, 0x7F])
+def test_unknown_critical_frames_abort_with_protocol_error(ftype: int) -> None:
+    flow = _listener_flow()
+    flow.receive(1, encode_frame(ftype, b"x"), 0.001)
+    assert flow.state is State.CLOSED
+    assert isinstance(flow.error, ProtocolError)
+    frames = [f for pid, bufs in flow.transmits(0.001) for f in _control_frames(bufs)]
+    closes = [decode_close(b) for t, b in frames if t == FrameType.CLOSE]
+    assert len(closes) == 1
+    assert closes[0][0] == CloseCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize("frame", [
+    Hello(FLOW, 2, 1, 0, 0, 10).encode(),
+    Join(FLOW, 2).encode(),
+    encode_frame(FrameType.PING, b""),  # PING whose body is too short
+    encode_frame(FrameType.PATH_CLOSE, bytes.fromhex("00000009")),  # for another path
+    encode_ack(100, 1 << 20, 0, []),  # acknowledges bytes never sent
+])
+def test_handshake_frames_and_malformed_frames_on_a_flow_abort(frame: bytes) -> None:
+    flow = _listener_flow()
+    flow.receive(1, frame, 0.001)
+    assert flow.state is State.CLOSED
+    assert isinstance(flow.error, ProtocolError)
+
+
+def test_activate_sent_to_the_dialer_aborts() -> None:
+    flow = Flow(role=Role.DIALER, flow_id=FLOW, config=FlowConfig(), now=0.0,
+                peer_window=1 << 20)
+    flow.add_path(1, now=0.0)
+    flow.receive(1, encode_activate(1, 5), 0.001)
+    assert flow.state is State.CLOSED
+    assert isinstance(flow.error, ProtocolError)
