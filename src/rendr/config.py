@@ -126,6 +126,8 @@ class FlowConfig:
             raise ValueError("max_frame must be in 1..8 MiB")
         if self.send_buffer < 1 or self.recv_window < self.max_frame:
             raise ValueError("send_buffer must be >= 1 and recv_window >= max_frame")
+        if self.recv_window >= 1 << 32:
+            raise ValueError("recv_window must be below 4 GiB (a u32 on the wire)")
         if self.send_buffer_min > self.send_buffer:
             object.__setattr__(self, "send_buffer_min", self.send_buffer)
         if self.ping_interval <= 0 or self.idle_ping_interval <= 0 or self.dead_timeout <= 0:

@@ -70,7 +70,13 @@ class ProtocolError(RendrError):
 
 
 class HandshakeError(RendrError):
-    """A carrier handshake failed: not a rendr peer, wrong version, or refused."""
+    """A carrier handshake failed: not a rendr peer, wrong version, or refused.
+
+    Attributes:
+        peer_version: the peer's wire version when that was the problem, else None.
+    """
+
+    peer_version: int | None = None
 
 
 class ConnClosed(RendrError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -256,11 +255,8 @@ def run_recv(ops: list) -> tuple[ReceiveBuffer, RecvModel]:
 @given(recv_ops)
 def test_receivebuffer_matches_model(ops: list) -> None:
     rb, m = run_recv(ops)
-    # The two counters are checked exactly in test_receivebuffer_counters_exact (xfail:
-    # bugs).  Here: bounds that hold both for the current code and for a fixed one.
-    assert m.dups <= rb.dups <= 2 * m.dups
-    longest = max((b for op, _, b in ops if op == "recv"), default=0)
-    assert m.hwm <= rb.reorder_hwm <= m.hwm + longest
+    assert rb.dups == m.dups
+    assert rb.reorder_hwm == m.hwm
 
 
 @FAST
@@ -290,11 +286,6 @@ def drain(rb: ReceiveBuffer, n: int = 1000) -> bytes:
     return bytes(out)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG recvbuf.ReceiveBuffer: `dups` (documented as *pieces* carrying already-received "
-    "bytes) and `reorder_hwm` (the most bytes held *out of order*) do not follow their "
-    "definitions; see test_dups_counts_a_piece_once and "
-    "test_reorder_hwm_does_not_count_in_order_pieces for the diagnosis"))
 def test_receivebuffer_counters_exact() -> None:
     """Seeded random schedules (deterministic), counters compared after every piece."""
     for seed in range(40):
@@ -325,10 +316,6 @@ def test_dups_simple_cases() -> None:
     assert rb.offset == 25 and drain(rb) == STREAM[:25]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG recvbuf.ReceiveBuffer.receive: a piece that overlaps both the in-order prefix and "
-    "the out-of-order store is counted as 2 dups (once in receive(), again in "
-    "_receive_slow()); dup_bytes is right"))
 def test_dups_counts_a_piece_once() -> None:
     rb = ReceiveBuffer()
     rb.receive(0, memoryview(STREAM)[0:10])
@@ -349,11 +336,6 @@ def test_reorder_hwm_tracks_out_of_order_bytes() -> None:
     assert rb.buffered == 40 and rb.ready_bytes == 0
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG recvbuf.ReceiveBuffer._receive_slow: reorder_hwm is sampled after the new piece "
-    "is put in the out-of-order store but before in-order pieces are drained, so a piece "
-    "that fills the gap at `offset` is counted as held out of order (the 'hwm' grows by "
-    "the size of every gap-filling piece)"))
 def test_reorder_hwm_does_not_count_in_order_pieces() -> None:
     rb = ReceiveBuffer()
     rb.receive(10, memoryview(STREAM)[10:11])   # 1 byte out of order

@@ -22,7 +22,7 @@ from ..config import FlowConfig
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
 from ..core.types import Mode, Role, State
-from ..core.wire import PREFACE, FrameType, Hello, Join, JoinAck, Kind, Result
+from ..core.wire import PREFACE, CloseCode, FrameType, Hello, Join, JoinAck, Kind, Result
 from ..errors import HandshakeError, ModeUnavailable, RendrError, ZombieFlow
 from ..spec import PathSpec
 from .conn import Conn
@@ -188,7 +188,7 @@ class DialSession:
                 # no path left and the listener says it never heard of us: the peer
                 # lost the flow (restarted); waiting out the budget is pointless
                 flow.fail(ZombieFlow("the listener no longer knows this flow"),
-                          self.loop.time())
+                          self.loop.time(), CloseCode.ZOMBIE)
                 self.conn._flush()
             raise HandshakeError("listener does not know the flow (UNKNOWN_FLOW)")
         if ack.result != Result.OK:

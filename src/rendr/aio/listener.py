@@ -86,7 +86,7 @@ class Listener:
             else:
                 raise ProtocolError(f"carrier opened with frame type 0x{ftype:02x}")
         except HandshakeError as exc:
-            if "version" in str(exc):
+            if exc.peer_version is not None:
                 carrier.write([PREFACE])  # let the peer see which version we speak
             logger.info("rejected carrier from %s: %s", carrier.remote_addr, exc)
             carrier.close()

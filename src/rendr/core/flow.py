@@ -84,6 +84,25 @@ from .wire import (
 
 __all__ = ["Flow"]
 
+
+def _missing(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Parts of ``[start, end)`` not inside any of the sorted ``covered`` ranges."""
+    out = []
+    pos = start
+    for s, e in covered:
+        if e <= pos:
+            continue
+        if s >= end:
+            break
+        if s > pos:
+            out.append((pos, s))
+        pos = max(pos, e)
+        if pos >= end:
+            break
+    if pos < end:
+        out.append((pos, end))
+    return out
+
 logger = logging.getLogger("rendr.flow")
 
 Buffer = bytes | memoryview
@@ -195,10 +214,18 @@ class Flow:
         This never ends the flow; it kills the path and fails over.
         """
         path = self.paths.get(path_id)
-        if path is None or path.status in (PathStatus.DOWN, PathStatus.REMOVED):
+        if path is None or path.status is PathStatus.DOWN:
             return
-        if self.state is State.CLOSED or path.status is PathStatus.RETIRING:
+        if self.state is State.CLOSED:
             self._retire(path, now)
+            return
+        if path.status in (PathStatus.RETIRING, PathStatus.REMOVED):
+            # A retired path's carrier ended.  After a clean EOF everything sent on it
+            # before the PATH_CLOSE exchange was delivered (the stream is ordered); after
+            # a reset it may not have been: re-send what is still unacknowledged.
+            self._retire(path, now)
+            if cause is not Cause.EOF:
+                self._requeue(path)
             return
         self._path_died(path, cause, now, detail)
 
@@ -302,7 +329,7 @@ class Flow:
     def _handle_ack(self, path: PathState, body: memoryview) -> None:
         cum, max_offset, flags, ranges = decode_ack(body)
         sb = self._sendbuf
-        if cum > sb.end:
+        if cum > self._next_new:
             raise ProtocolError("peer acknowledged bytes never sent")
         if cum > sb.base:
             sb.ack(cum)
@@ -342,7 +369,7 @@ class Flow:
 
     def _handle_fin(self, path: PathState, body: memoryview) -> None:
         final = decode_u64(body)
-        if final < self._recv.offset or (
+        if final < self._recv.highest or (
             self._final_offset is not None and final != self._final_offset
         ):
             raise ProtocolError("inconsistent FIN offset")
@@ -732,6 +759,8 @@ class Flow:
             path = next((p for p in self.paths.values() if p.alive), None)
         if path is not None:
             path.outbox.append(self._encode_ack())
+        else:
+            self._ack_at = None  # add_path() asks for a fresh ACK
 
     def _activate(self, path_id: int, cause: str, now: float) -> None:
         old = self.active
@@ -774,18 +803,7 @@ class Flow:
         path.outbox = []
         path.close_requested = "abort"
         self._close_pending = True
-        base = self._sendbuf.base
-        requeued = 0
-        for s, e in path.inflight:
-            if e > base:
-                s = max(s, base)
-                self._retx.add(s, e)
-                requeued += e - s
-        path.inflight.clear()
-        for s, e in self._peer_sacked:
-            self._retx.subtract(s, e)
-        if path.fin_sent and not self._fin_acked:
-            self._fin_pending = True
+        requeued = self._requeue(path)
         logger.info("flow %s: path %d down (%s%s), %d bytes to re-send",
                     self.flow_id.hex()[:8], path.id, cause, f": {detail}" if detail else "",
                     requeued)
@@ -794,13 +812,37 @@ class Flow:
         alive = [p for p in self.paths.values() if p.alive]
         if self.active == path.id and alive:
             self._activate(min(alive, key=PathState.score).id, "death", now)
-        if not alive and self.state is not State.CLOSED:
-            if self._budget_at is None:
-                self._budget_at = now + self.config.migration_budget
-            if self.state is not State.CLOSING:
-                self._set_state(State.MIGRATING)
+        self._check_no_paths(now)
+
+    def _check_no_paths(self, now: float) -> None:
+        """With no live path left, run the migration budget."""
+        if self.state is State.CLOSED or any(p.alive for p in self.paths.values()):
+            return
+        if self._budget_at is None:
+            self._budget_at = now + self.config.migration_budget
+        if self.state is not State.CLOSING:
+            self._set_state(State.MIGRATING)
+
+    def _requeue(self, path: PathState) -> int:
+        """Queue what ``path`` carried and the peer has not acknowledged (cumulatively or
+        selectively) for re-sending; return how many bytes."""
+        base = self._sendbuf.base
+        requeued = 0
+        for s, e in path.inflight:
+            if e > base:
+                s = max(s, base)
+                for ms, me in _missing(s, e, self._peer_sacked):
+                    self._retx.add(ms, me)
+                    requeued += me - ms
+        path.inflight.clear()
+        if path.fin_sent and not self._fin_acked:
+            path.fin_sent = False
+            self._fin_pending = True
+        return requeued
 
     def _retire(self, path: PathState, now: float) -> None:
+        """The path leaves the flow cleanly.  What it carried stays attributed to it: it
+        was (or will be) delivered before the PATH_CLOSE exchange; see path_failed()."""
         if path.status is PathStatus.REMOVED:
             return
         path.status = PathStatus.REMOVED
@@ -808,14 +850,12 @@ class Flow:
         if path.close_requested is None:
             path.close_requested = "graceful"
             self._close_pending = True
-        base = self._sendbuf.base
-        for s, e in path.inflight:
-            if e > base:
-                self._retx.add(max(s, base), e)
-        path.inflight.clear()
-        if path.fin_sent and not self._fin_acked:
-            self._fin_pending = True
         self._emit(EventKind.PATH_DOWN, now, path_id=path.id, cause=str(Cause.REMOVED))
+        if self.active == path.id:
+            alive = [p for p in self.paths.values() if p.alive]
+            if alive:
+                self._activate(min(alive, key=PathState.score).id, "peer", now)
+        self._check_no_paths(now)
 
     def _check_close_done(self, now: float) -> None:
         if self._close_requested and self._fin_acked and not self._sendbuf:

@@ -28,13 +28,15 @@ class ReceiveBuffer:
         dups: pieces that carried at least one byte received before.
         dup_bytes: bytes received more than once.
         reorder_hwm: the most bytes ever held out of order.
+        highest: one past the highest byte offset ever received.
     """
 
     __slots__ = ("_ooo", "_ooo_bytes", "_ooo_ranges", "_ready", "dup_bytes", "dups",
-                 "offset", "read_offset", "ready_bytes", "reorder_hwm")
+                 "highest", "offset", "read_offset", "ready_bytes", "reorder_hwm")
 
     def __init__(self) -> None:
         self.offset = 0
+        self.highest = 0
         self.read_offset = 0
         self.ready_bytes = 0
         self._ready: deque[bytes | memoryview] = deque()
@@ -63,29 +65,33 @@ class ReceiveBuffer:
             self.dups += 1
             self.dup_bytes += n
             return 0
+        dup = False
         if offset < cur:
-            self.dups += 1
+            dup = True
             self.dup_bytes += cur - offset
             piece = piece[cur - offset :]
             offset = cur
+        if end > self.highest:
+            self.highest = end
         if offset == cur and not self._ooo:
+            self.dups += dup
             self._ready.append(piece)
             self.offset = end
             self.ready_bytes += end - cur
             return end - cur
-        return self._receive_slow(offset, end, piece)
+        return self._receive_slow(offset, end, piece, dup)
 
-    def _receive_slow(self, offset: int, end: int, piece: memoryview) -> int:
+    def _receive_slow(self, offset: int, end: int, piece: memoryview, dup: bool) -> int:
         novel = self._ooo_ranges.missing(offset, end)
         got = sum(e - s for s, e in novel)
         if got < end - offset:
-            self.dups += 1
+            dup = True
             self.dup_bytes += end - offset - got
+        self.dups += dup
         for s, e in novel:
             self._ooo[s] = piece[s - offset : e - offset]
             self._ooo_ranges.add(s, e)
             self._ooo_bytes += e - s
-        self.reorder_hwm = max(self.reorder_hwm, self._ooo_bytes)
         start = self.offset
         ooo = self._ooo
         while self.offset in ooo:
@@ -97,6 +103,9 @@ class ReceiveBuffer:
             self._ooo_ranges.remove_below(self.offset)
             self._ooo_bytes -= moved
             self.ready_bytes += moved
+        # sampled after delivery: a piece that fills a gap was never held out of order
+        if self._ooo_bytes > self.reorder_hwm:
+            self.reorder_hwm = self._ooo_bytes
         return moved
 
     def read(self, max_bytes: int) -> bytes:

@@ -136,11 +136,15 @@ def parse_preface(buf: bytes | bytearray | memoryview) -> None:
     Raises:
         HandshakeError: the peer is not a rendr peer or speaks another version.
     """
+    if len(buf) < PREFACE_STRUCT.size:
+        raise HandshakeError("short preface")
     magic, version, _flags, _reserved = PREFACE_STRUCT.unpack(bytes(buf[:8]))
     if magic != MAGIC:
         raise HandshakeError(f"peer is not a rendr endpoint (preface {bytes(buf[:8])!r})")
     if version != VERSION:
-        raise HandshakeError(f"peer speaks rendr wire version {version}, we speak {VERSION}")
+        exc = HandshakeError(f"peer speaks rendr wire version {version}, we speak {VERSION}")
+        exc.peer_version = version
+        raise exc
 
 
 @dataclass(frozen=True)
@@ -292,7 +296,7 @@ def decode_path_close(body: bytes | memoryview) -> int:
 
 def encode_close(code: int, reason: str = "") -> bytes:
     """CLOSE: end the flow. Code 0 after both FINs is clean; anything else aborts."""
-    raw = reason.encode("utf-8")[:1024]
+    raw = reason.encode("utf-8")[:1024].decode("utf-8", "ignore").encode("utf-8")
     return encode_frame(FrameType.CLOSE, _CLOSE_HEAD.pack(code) + raw)
 
 
