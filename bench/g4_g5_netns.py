@@ -781,7 +781,7 @@ class _Run:
             r.g5_load_exact = got == payload
             r.g5_load_dups = (echo.recv_dups - dups0[0], server.recv_dups - dups0[1])
             r.g5_load_hwm = (echo.recv_queue_hwm - hwm0[0], server.recv_queue_hwm - hwm0[1])
-            checks[f"migration under load ({r.g5_load_inflight // KIB} KiB in flight): "
+            checks[f"migration under load ({r.g5_load_inflight // KIB} KiB unacknowledged): "
                    "byte-exact, recv_dups unchanged"] = (
                 r.g5_load_exact and r.g5_load_dups == (0, 0) and echo.active_path == target)
         else:
@@ -902,7 +902,7 @@ def report_run(n: int, r: RunResult, out: Callable[[str], None] = print) -> None
             f"{r.g5_hwm_client[0]}->{r.g5_hwm_client[1]}, server "
             f"{r.g5_hwm_server[0]}->{r.g5_hwm_server[1]}")
         out(f"     under load: migrate to path {r.redial_path_id} with "
-            f"{r.g5_load_inflight // KIB} KiB in flight: echo "
+            f"{r.g5_load_inflight // KIB} KiB unacknowledged: echo "
             f"{'byte-exact' if r.g5_load_exact else 'WRONG'}, recv_dups +{r.g5_load_dups[0]} "
             f"client / +{r.g5_load_dups[1]} server, recv_queue_hwm +{r.g5_load_hwm[0]} client /"
             f" +{r.g5_load_hwm[1]} server (reorder: informational)")
