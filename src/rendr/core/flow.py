@@ -387,9 +387,16 @@ class Flow:
             path.rtt.update(sample, self._now)
 
     def _handle_activate(self, path: PathState, body: memoryview) -> None:
-        path_id, epoch = decode_activate(body)
+        path_id, epoch, dead_path = decode_activate(body)
         if self.role is Role.DIALER:
             raise ProtocolError("ACTIVATE sent to the dialer")
+        dead = self.paths.get(dead_path) if dead_path else None
+        if dead is not None and dead.alive and dead_path != path_id:
+            # the dialer found this path dead first: fail over now, re-send what we
+            # had in flight there, rather than wait for our own liveness timer
+            self._path_died(dead, Cause.PEER, self._now, "declared dead by the dialer")
+            if self.state is State.CLOSED:
+                return
         if epoch <= self._epoch:
             return  # stale: a later ACTIVATE already arrived on another path
         self._epoch = epoch
@@ -774,7 +781,9 @@ class Flow:
                         path_id, cause)
         if self.role is Role.DIALER and cause != "first":
             self._epoch += 1
-            self.paths[path_id].outbox.append(encode_activate(path_id, self._epoch))
+            old_path = self.paths.get(old) if old is not None else None
+            dead = old if old_path is not None and old_path.status is PathStatus.DOWN else 0
+            self.paths[path_id].outbox.append(encode_activate(path_id, self._epoch, dead or 0))
         self._ack_needed = True
         if self._eof_offset is not None and not self._fin_acked:
             old_path = self.paths.get(old) if old is not None else None

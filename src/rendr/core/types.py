@@ -66,6 +66,8 @@ class Cause(enum.Enum):
     """The carrier ended unexpectedly (EOF without a path close or flow close)."""
     TIMEOUT = "timeout"
     """Liveness: the peer stopped answering on this path (blackhole)."""
+    PEER = "peer"
+    """The peer declared the path dead (its liveness check fired first)."""
     PROTOCOL = "protocol"
     """The carrier delivered something that is not valid rendr framing."""
     REMOVED = "removed"

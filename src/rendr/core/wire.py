@@ -114,7 +114,7 @@ _ACK_HEAD = struct.Struct("!QQBB")
 _RANGE = struct.Struct("!QQ")
 _U64 = struct.Struct("!Q")
 _U32 = struct.Struct("!I")
-_ACTIVATE = struct.Struct("!II")
+_ACTIVATE = struct.Struct("!III")
 _CLOSE_HEAD = struct.Struct("!H")
 
 
@@ -268,17 +268,25 @@ def decode_u64(body: bytes | memoryview) -> int:
     return value
 
 
-def encode_activate(path_id: int, epoch: int) -> bytes:
-    """ACTIVATE: the dialer's active path is now ``path_id`` (epoch orders them)."""
-    return encode_frame(FrameType.ACTIVATE, _ACTIVATE.pack(path_id, epoch))
+def encode_activate(path_id: int, epoch: int, dead_path: int = 0) -> bytes:
+    """ACTIVATE: the dialer's active path is now ``path_id`` (epoch orders them).
+
+    ``dead_path`` (0 = none) names the path the dialer just declared dead, so the
+    listener re-sends what it had in flight there at once instead of waiting for its
+    own liveness timer.
+    """
+    return encode_frame(FrameType.ACTIVATE, _ACTIVATE.pack(path_id, epoch, dead_path))
 
 
-def decode_activate(body: bytes | memoryview) -> tuple[int, int]:
-    """Decode an ACTIVATE body into (path_id, epoch)."""
-    if len(body) < _ACTIVATE.size:
+def decode_activate(body: bytes | memoryview) -> tuple[int, int, int]:
+    """Decode an ACTIVATE body into (path_id, epoch, dead_path)."""
+    if len(body) < 8:
         raise ProtocolError("short ACTIVATE")
-    path_id, epoch = _ACTIVATE.unpack_from(body, 0)
-    return path_id, epoch
+    if len(body) < _ACTIVATE.size:  # the 8-byte form of early v0 drafts
+        path_id, epoch = struct.unpack_from("!II", body, 0)
+        return path_id, epoch, 0
+    path_id, epoch, dead_path = _ACTIVATE.unpack_from(body, 0)
+    return path_id, epoch, dead_path
 
 
 def encode_path_close(path_id: int) -> bytes:
