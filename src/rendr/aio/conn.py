@@ -55,8 +55,10 @@ class _PathSink:
         self._pid = path_id
 
     def carrier_data(self, data: bytes) -> None:
-        self._flow.receive(self._pid, data, self._loop.time())
-        self._conn._flush()
+        if self._flow.receive(self._pid, data, self._loop.time()):
+            self._conn._flush()
+        else:
+            self._conn._wake()
 
     def carrier_lost(self, exc: BaseException | None) -> None:
         self._conn._carriers.pop(self._pid, None)

@@ -163,6 +163,7 @@ class Flow:
         self._linger_at: float | None = None
         self._timer_at: float | None = None
         self._close_pending = False
+        self._rx_dirty = False
         self._zombie_strikes: list[float] = []
         self._last_switch_at = now
         self._challenger: int | None = None
@@ -275,24 +276,32 @@ class Flow:
 
     # ------------------------------------------------------------------ input
 
-    def receive(self, path_id: int, data: Buffer, now: float) -> None:
+    def receive(self, path_id: int, data: Buffer, now: float) -> bool:
         """Bytes that arrived on a carrier (after its handshake).
 
         ``data`` must not be mutated afterwards (payload is kept without copying).
+
+        Returns:
+            False when the bytes were only stream data that changed nothing but what
+            is readable (no frame to send, no event, no new deadline): the driver may
+            then skip its flush and just wake a waiting reader.  True otherwise.
         """
         path = self.paths.get(path_id)
         if path is None or path.status in (PathStatus.DOWN, PathStatus.REMOVED):
-            return
+            return False
         self._now = now
         path.last_recv_at = now
         path.unanswered_since = None
         path.bytes_received += len(data)
+        self._rx_dirty = False
         try:
             path.deframer.feed(data)
         except ProtocolError as exc:
             logger.warning("flow %s: protocol error on path %d: %s",
                            self.flow_id.hex()[:8], path_id, exc)
             self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
+            return True
+        return self._rx_dirty
 
     def _on_data(self, path_id: int, offset: int, piece: memoryview) -> None:
         path = self.paths[path_id]
@@ -310,15 +319,17 @@ class Flow:
             self._zombie_strikes.clear()
         self._unacked_recv += len(piece)
         if self._unacked_recv >= self._ack_threshold:
-            self._ack_needed = True
+            self._ack_needed = self._rx_dirty = True
         elif self._ack_at is None:
             self._ack_at = now + self.config.ack_delay
+            self._rx_dirty = True  # a new deadline
         if self._final_offset is not None and self._recv.offset == self._final_offset:
-            self._ack_needed = True
+            self._ack_needed = self._rx_dirty = True
 
     def _on_frame(self, path_id: int, ftype: int, body: memoryview) -> None:
         path = self.paths[path_id]
         path.frames_received += 1
+        self._rx_dirty = True
         handler = self._handlers.get(ftype)
         if handler is None:
             if ftype >= EXTENSION_MIN:

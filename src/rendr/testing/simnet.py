@@ -1,30 +1,30 @@
 """A deterministic simulated network for testing two :class:`~rendr.core.flow.Flow` engines.
 
 No sockets, no asyncio, no real time: a :class:`Sim` owns a dialer and a
-listener engine, a set of simulated paths between them and a virtual clock, and
-runs a discrete-event loop (a heap of pipe deliveries and scheduled actions,
-plus each engine's own timer).  It drives the engines exactly as
-``docs/engine-api.md`` prescribes: after every input it calls ``transmits``,
-``closes``, ``events`` and ``get_timer``, and flushes again while
-``wants_transmit()`` is true.
+listener engine, simulated paths between them and a virtual clock, and runs a
+discrete-event loop (a heap of pipe deliveries and scheduled actions, plus each
+engine's own timer).  It drives the engines as ``docs/engine-api.md`` says:
+after every input ``transmits``, ``closes``, ``events``, ``get_timer``, and
+another flush (at the same virtual time) while ``wants_transmit()``.
 
-Each path models a TCP-like carrier: per direction an ordered, reliable byte
-pipe with a one-way ``delay`` (plus optional seeded ``jitter`` that never
-reorders) and an optional ``rate`` in bytes/s, so a bulk write takes virtual
-time and bytes are in flight.  Writes are cut into ``mss``-sized segments that
-arrive separately.  When more than ``sndbuf`` bytes wait to be serialized the
-sender's carrier reports itself blocked (``set_path_blocked``) until half of it
-drained.  Faults::
+A path models a TCP-like carrier: per direction an ordered, reliable byte pipe
+with a one-way ``delay`` (plus optional seeded ``jitter``, which never
+reorders) and an optional ``rate`` in bytes/s, so bulk writes take virtual time
+and bytes are in flight.  Writes arrive as ``mss``-sized segments.  With a rate,
+a sender whose unserialized backlog exceeds ``sndbuf`` is told it is blocked
+(``set_path_blocked``) until half of it drained.  A pipe either delivers every
+byte in order or dies::
 
     sim = Sim(FlowConfig(migration_budget=3.0), seed=1)
-    p1 = sim.add_path(0.010)
-    sim.at(0.5, lambda: sim.kill(p1))        # RST: in-flight bytes lost, both ends told
-    sim.at(0.7, lambda: sim.blackhole(p1))   # silence, nothing reported
+    p1 = sim.add_path(0.010, rate=10e6)
+    p2 = sim.add_path(0.030)
     sim.write(Side.DIALER, payload, close=True)
+    sim.at(0.5, lambda: sim.kill(p1))        # RST: in-flight bytes lost, both ends told
+    sim.at(0.7, lambda: sim.blackhole(p2))   # silence: nothing delivered, nothing reported
+    sim.at(2.0, lambda: sim.add_path(0.01))  # the dialer re-dials
     assert sim.run_until(lambda: sim.eof[Side.LISTENER], max_time=60)
 
-A pipe either delivers every byte in order or dies: a blackholed path holds
-its bytes (and any RST/EOF) and delivers them after :meth:`Sim.unblackhole`.
+Closed carrier ends report nothing more (like a closed asyncio transport).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import TypeVar
 from ..config import FlowConfig
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
-from ..core.types import Cause, Role
+from ..core.types import Cause, Role, State
 from ..errors import RendrError
 
 __all__ = ["Side", "Sim", "SimError", "SimPath"]
@@ -53,11 +53,11 @@ _Item = tuple[float, int, memoryview | None]  # (arrival time, kind, payload)
 
 
 class SimError(AssertionError):
-    """The simulation cannot go on (e.g. an engine timer that never moves forward)."""
+    """The simulation cannot go on (an engine timer that would spin forever)."""
 
 
 class Side(enum.IntEnum):
-    """One end of the simulated flow; also the index into the per-side lists of :class:`Sim`."""
+    """One end of the flow; also the index into every per-side list of :class:`Sim`."""
 
     DIALER = 0
     LISTENER = 1
@@ -69,35 +69,29 @@ class Side(enum.IntEnum):
 
 
 class _Pipe:
-    """One direction of a path: segments in flight, in arrival order."""
+    """One direction of a path: what is in flight, in arrival order."""
 
     def __init__(self) -> None:
         self.items: deque[_Item] = deque()
-        self.tx_free_at = 0.0  # when the link finished serializing what was queued
+        self.tx_free_at = 0.0  # when the link will have serialized everything queued
         self.last_arrival = 0.0
 
 
 class SimPath:
-    """One simulated carrier between the two engines.
+    """One simulated carrier between the engines (see :meth:`Sim.add_path` for parameters).
 
     Attributes:
-        pid: path id (the same on both ends).
-        delay / rate / mss / jitter / sndbuf: link parameters (see :meth:`Sim.add_path`).
         pipes: the two directions, indexed by the *sending* :class:`Side`.
-        dead: the carrier was reset (by a fault or an abortive close).
-        blackholed: nothing is delivered (or reported) in either direction.
-        closed: per side, the end closed its carrier (it reads and writes nothing more).
-        blocked: per side, the end's carrier told its engine that it is blocked.
+        dead: the carrier was reset (fault or abortive close).
+        blackholed: nothing is delivered or reported, in either direction (bytes are held).
+        closed: per side, that end closed its carrier.
+        blocked: per side, that end's engine was told the carrier is blocked.
     """
 
     def __init__(self, pid: int, delay: float, rate: float | None, mss: int, jitter: float,
                  sndbuf: int) -> None:
-        self.pid = pid
-        self.delay = delay
-        self.rate = rate
-        self.mss = mss
-        self.jitter = jitter
-        self.sndbuf = sndbuf
+        self.pid, self.delay, self.rate, self.mss = pid, delay, rate, mss
+        self.jitter, self.sndbuf = jitter, sndbuf
         self.pipes = (_Pipe(), _Pipe())
         self.dead = False
         self.blackholed = False
@@ -112,23 +106,21 @@ class SimPath:
 
 
 class Sim:
-    """Two engines (dialer and listener) back to back over simulated paths.
+    """A dialer and a listener engine back to back over simulated paths.
 
     Args:
-        config: the dialer's config (and the listener's unless ``listener_config``).
+        config: the dialer's config (and the listener's, unless ``listener_config``).
         listener_config: the listener's config.
-        seed: seeds :attr:`rng` (jitter; free for tests to use).
+        seed: seeds :attr:`rng` (jitter; tests may draw from it too).
         flow_id: the flow id of both engines.
-        spin_poll: what to do when an engine's timer would spin (``get_timer()`` still
-            returns a past deadline after ``handle_timer``, so a real driver would busy-loop):
-            None raises :class:`SimError`; a number re-runs the timer every ``spin_poll``
-            seconds instead and counts the episode in ``timer_spins``.
+        spin_poll: if ``handle_timer(now)`` leaves ``get_timer() <= now`` (a real driver
+            would busy-loop): None raises :class:`SimError`; a number re-runs that timer
+            every ``spin_poll`` virtual seconds and counts it in :attr:`timer_spins`.
 
-    Per-side attributes are lists indexed by :class:`Side`: ``events`` (every
-    event the engine emitted), ``received`` (what the reader drained), ``eof``
-    (the reader got ``b""``), ``read_error`` / ``write_error`` (what
-    ``read()`` / ``send()`` raised), ``written`` (bytes ``send()`` accepted),
-    ``reading`` (set False to stop the automatic reader).
+    Per-side lists, indexed by :class:`Side`: ``events`` (all engine events),
+    ``received`` (what the reader drained), ``eof`` (the reader got ``b""``),
+    ``read_error`` / ``write_error`` (what ``read()`` / ``send()`` raised),
+    ``written`` (bytes ``send()`` accepted), ``reading`` (False pauses the reader).
     """
 
     def __init__(self, config: FlowConfig | None = None, *,
@@ -152,18 +144,16 @@ class Sim:
         self.write_error: list[BaseException | None] = [None, None]
         self.written = [0, 0]
         self.reading = [True, True]
+        self.spin_poll = spin_poll
+        self.timer_spins = [0, 0]
         self._pending: tuple[deque[memoryview], deque[memoryview]] = (deque(), deque())
         self._then: list[str | None] = [None, None]
         self._timers: list[float | None] = [None, None]
-        self._flush_scheduled = [False, False]
         self._stale: list[tuple[float | None, int]] = [(None, 0), (None, 0)]
-        self.spin_poll = spin_poll
-        self.timer_spins = [0, 0]
-        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._flush_scheduled = [False, False]
+        self._heap: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = itertools.count()
         self._next_pid = 1
-
-    # ------------------------------------------------------------ accessors
 
     @property
     def dialer(self) -> Flow:
@@ -179,17 +169,12 @@ class Sim:
         """The events of one kind that ``side`` emitted so far."""
         return [e for e in self.events[side] if e.kind is kind]
 
-    # ------------------------------------------------------------ scheduling
-
     def at(self, when: float, action: Callable[[], object]) -> None:
-        """Run ``action()`` at virtual time ``when`` (now, if already past)."""
-        def run() -> None:
-            action()
-
-        heapq.heappush(self._heap, (max(when, self.now), next(self._seq), run))
+        """Run ``action()`` at virtual time ``when`` (now, if that is past)."""
+        heapq.heappush(self._heap, (max(when, self.now), next(self._seq), action))
 
     def call(self, side: Side, fn: Callable[[Flow, float], T]) -> T:
-        """Give ``side``'s engine an input ``fn(flow, now)`` now, then service it."""
+        """Give ``side``'s engine the input ``fn(flow, now)`` now, then service it."""
         try:
             return fn(self.flows[side], self.now)
         finally:
@@ -199,63 +184,63 @@ class Sim:
 
     def add_path(self, delay: float = 0.005, *, rate: float | None = None, mss: int = 64 * 1024,
                  jitter: float = 0.0, sndbuf: int = 256 * 1024, pid: int | None = None) -> int:
-        """Attach a new path on both engines now; return its id (ids are never reused).
+        """Attach a new path on both engines now (the dialer re-dials); return its id.
 
         Args:
             delay: one-way delay in seconds (both directions).
-            rate: link rate in bytes/s per direction (None: unlimited).
+            rate: link rate per direction in bytes/s (None: unlimited).
             mss: bytes per delivered segment.
             jitter: extra per-segment delay, uniform in ``[0, jitter]`` (never reorders).
-            sndbuf: unserialized bytes above which the sender's carrier reports blocked.
-            pid: the id to use (default: one more than the highest so far).
+            sndbuf: backlog above which the sender's carrier reports itself blocked.
+            pid: the id (default: one more than the highest so far; ids are never reused).
+
+        Raises:
+            RendrError: either engine is closed (a closed flow takes no new path).
         """
-        if pid is None:
-            pid = self._next_pid
-        if pid in self.paths or pid < self._next_pid:
+        pid = self._next_pid if pid is None else pid
+        if pid < self._next_pid:
             raise ValueError(f"path id {pid} was already used")
+        if any(f.state is State.CLOSED for f in self.flows):
+            raise RendrError("flow is closed")
         self._next_pid = pid + 1
         self.paths[pid] = SimPath(pid, delay, rate, mss, jitter, sndbuf)
         for side in Side:
-            self.flows[side].add_path(pid, now=self.now, transport="sim",
-                                      local_addr=f"{side.name.lower()}:{pid}")
-            self._service(side)
+            self.call(side, lambda f, now: f.add_path(pid, now=now, transport="sim"))
         return pid
 
     def kill(self, pid: int, near: Side = Side.DIALER) -> None:
-        """RST the carrier: in-flight bytes are lost; ``near`` is told now, the other end
-        after the one-way delay (unless the path is blackholed then)."""
+        """Reset the carrier: in-flight bytes are lost; ``near`` is told now, the far end
+        one delay later (if the path is not blackholed then)."""
         path = self.paths[pid]
-        if path.dead:
-            return
-        self._reset(path, near)
-        self.at(self.now, lambda: self._notify(near, path, Cause.RESET))
+        if not path.dead:
+            self._reset(path, near)
+            self.at(self.now, lambda: self._notify(near, path, Cause.RESET))
 
     def blackhole(self, pid: int) -> None:
-        """From now on nothing is delivered on the path, in either direction, and nothing
-        is reported; bytes are held (a blackhole never breaks the byte stream)."""
+        """From now on deliver nothing on the path, either way, and report nothing."""
         self.paths[pid].blackholed = True
 
     def unblackhole(self, pid: int) -> None:
-        """End a blackhole: held bytes arrive (in order) one delay from now at the earliest."""
+        """End a blackhole: held bytes arrive in order, one delay from now at the earliest."""
         path = self.paths[pid]
         path.blackholed = False
         for side in Side:
             pipe = path.pipes[side]
-            last = self.now
-            items: deque[_Item] = deque()
+            last = self.now + path.delay
+            retimed: deque[_Item] = deque()
             for t, kind, data in pipe.items:
-                last = max(last, t, self.now + path.delay)
-                items.append((last, kind, data))
-            pipe.items = items
+                last = max(last, t)
+                retimed.append((last, kind, data))
+            pipe.items = retimed
             pipe.last_arrival = max(pipe.last_arrival, last)
-            if items:
-                self._schedule_delivery(path, side, items[0][0])
+            if retimed:
+                self._schedule_delivery(path, side, retimed[0][0])
 
     # ------------------------------------------------------------ application
 
     def write(self, side: Side, data: bytes, *, eof: bool = False, close: bool = False) -> None:
-        """Queue ``data`` for ``side``'s application writer, which pushes it through
-        ``send()`` as space frees; then (optionally) ``send_eof()`` or ``close()``."""
+        """Queue ``data`` for ``side``'s writer, which feeds ``send()`` as space frees,
+        then (optionally) calls ``send_eof()`` or ``close()``."""
         if data:
             self._pending[side].append(memoryview(data))
         if close or eof:
@@ -263,15 +248,15 @@ class Sim:
         self._service(side)
 
     def migrate(self, pid: int) -> None:
-        """The dialer makes ``pid`` its active path."""
+        """The dialer makes ``pid`` the active path."""
         self.call(Side.DIALER, lambda f, now: f.migrate(pid, now))
 
     def remove_path(self, side: Side, pid: int) -> None:
-        """``side`` retires path ``pid`` (PATH_CLOSE)."""
+        """``side`` retires path ``pid``."""
         self.call(side, lambda f, now: f.remove_path(pid, now))
 
     def close(self, side: Side) -> None:
-        """``side`` closes the flow gracefully (after its queued writes, if any)."""
+        """``side`` closes the flow gracefully, after its queued writes."""
         self.write(side, b"", close=True)
 
     def abort(self, side: Side, code: int = 1, reason: str = "") -> None:
@@ -280,11 +265,9 @@ class Sim:
 
     # ------------------------------------------------------------ running
 
-    def step(self, limit: float = float("inf")) -> bool:
-        """Process the next event if it is due no later than ``limit``; False if none."""
-        best: tuple[float, int] | None = None  # (time, -1 heap / side)
-        if self._heap:
-            best = (self._heap[0][0], -1)
+    def step(self, limit: float = math.inf) -> bool:
+        """Process the next event if it is due by ``limit``; False if there is none."""
+        best: tuple[float, int] | None = (self._heap[0][0], -1) if self._heap else None
         for side in Side:
             t = self._timers[side]
             if t is not None and (best is None or t < best[0]):
@@ -299,7 +282,7 @@ class Sim:
         return True
 
     def run(self, until: float) -> None:
-        """Process every event due up to ``until``, then set the clock to ``until``."""
+        """Process every event due by ``until``, then set the clock to ``until``."""
         while self.step(until):
             pass
         self.now = max(self.now, until)
@@ -322,9 +305,8 @@ class Sim:
         if due is None or due > self.now:
             self._stale[side] = (None, 0)
             return
-        # handle_timer(now) left a deadline <= now in place.  A few retries one float
-        # ulp later absorb rounding (deadline computed as a + b, tested as now - a >= b);
-        # beyond that the engine would spin: raise, or (spin_poll) poll and count it.
+        # handle_timer(now) left a deadline <= now.  Retrying a float ulp later absorbs
+        # rounding (deadline a + b, tested as now - a >= b); past that it is a spin.
         last, count = self._stale[side]
         count = count + 1 if last == due else 1
         self._stale[side] = (due, count)
@@ -333,14 +315,13 @@ class Sim:
             return
         self.timer_spins[side] += 1
         if self.spin_poll is None:
-            raise SimError(f"{side.name} engine timer livelock at t={self.now}: get_timer() "
-                           f"keeps returning {due} after handle_timer({self.now})")
+            raise SimError(f"{side.name} engine timer spins at t={self.now}: get_timer() "
+                           f"returns {due} after handle_timer({self.now})")
         self._timers[side] = self.now + self.spin_poll
 
     def _service(self, side: Side) -> None:
         """What the driver does after every input to ``side``'s engine."""
-        flow = self.flows[side]
-        now = self.now
+        flow, now = self.flows[side], self.now
         self._pump_writer(side)
         self._drain_reader(side)
         for pid, buffers in flow.transmits(now):
@@ -351,26 +332,23 @@ class Sim:
         self._timers[side] = flow.get_timer()
         if flow.wants_transmit() and not self._flush_scheduled[side]:
             self._flush_scheduled[side] = True
+            self.at(now, lambda: self._flush(side))
 
-            def flush() -> None:
-                self._flush_scheduled[side] = False
-                self._service(side)
-
-            heapq.heappush(self._heap, (now, next(self._seq), flush))
+    def _flush(self, side: Side) -> None:
+        self._flush_scheduled[side] = False
+        self._service(side)
 
     def _pump_writer(self, side: Side) -> None:
-        flow = self.flows[side]
-        pending = self._pending[side]
+        flow, pending = self.flows[side], self._pending[side]
         try:
             while pending:
                 n = flow.send(pending[0], self.now)
                 self.written[side] += n
-                if n == len(pending[0]):
-                    pending.popleft()
-                elif n == 0:
+                if n == 0:
                     return
-                else:
-                    pending[0] = pending[0][n:]
+                pending[0] = pending[0][n:]
+                if not pending[0]:
+                    pending.popleft()
             then, self._then[side] = self._then[side], None
             if then == "close":
                 flow.close(self.now)
@@ -401,73 +379,62 @@ class Sim:
             return
         data = memoryview(b"".join(buffers))
         pipe = path.pipes[side]
-        now = self.now
         for i in range(0, len(data), path.mss):
             seg = data[i:i + path.mss]
-            sent = now
+            sent = self.now
             if path.rate is not None:
-                sent = max(now, pipe.tx_free_at) + len(seg) / path.rate
-                pipe.tx_free_at = sent
+                sent = pipe.tx_free_at = max(self.now, pipe.tx_free_at) + len(seg) / path.rate
             self._push(path, side, sent, _DATA, seg)
-        if path.rate is not None and not path.blocked[side] and \
-                path.backlog(side, now) > path.sndbuf:
+        if not path.blocked[side] and path.backlog(side, self.now) > path.sndbuf:
             path.blocked[side] = True
             self.flows[side].set_path_blocked(pid, True)
             self._schedule_unblock(path, side)
 
     def _schedule_unblock(self, path: SimPath, side: Side) -> None:
         assert path.rate is not None
-        when = path.pipes[side].tx_free_at - path.sndbuf / 2 / path.rate
 
         def unblock() -> None:
             if path.dead or path.closed[side] or not path.blocked[side]:
                 return
             if path.backlog(side, self.now) > path.sndbuf / 2 + 1e-6:
-                self._schedule_unblock(path, side)
+                self._schedule_unblock(path, side)  # more was queued meanwhile
                 return
             path.blocked[side] = False
             self.call(side, lambda f, now: f.set_path_blocked(path.pid, False))
 
-        self.at(when, unblock)
+        self.at(path.pipes[side].tx_free_at - path.sndbuf / 2 / path.rate, unblock)
 
     def _push(self, path: SimPath, side: Side, sent: float, kind: int,
               data: memoryview | None) -> None:
         pipe = path.pipes[side]
-        arrival = sent + path.delay
-        if path.jitter:
-            arrival += self.rng.uniform(0.0, path.jitter)
-        arrival = max(arrival, pipe.last_arrival)
-        pipe.last_arrival = arrival
+        arrival = sent + path.delay + (self.rng.uniform(0.0, path.jitter) if path.jitter else 0)
+        pipe.last_arrival = arrival = max(arrival, pipe.last_arrival)
         pipe.items.append((arrival, kind, data))
         self._schedule_delivery(path, side, arrival)
 
-    def _schedule_delivery(self, path: SimPath, side: Side, when: float) -> None:
-        heapq.heappush(self._heap, (max(when, self.now), next(self._seq),
-                                    lambda: self._deliver(path, side)))
+    def _schedule_delivery(self, path: SimPath, sender: Side, when: float) -> None:
+        self.at(when, lambda: self._deliver(path, sender))
 
     def _deliver(self, path: SimPath, sender: Side) -> None:
-        pipe = path.pipes[sender]
-        to = sender.other
+        pipe, to = path.pipes[sender], sender.other
         while not path.blackholed and pipe.items and pipe.items[0][0] <= self.now:
             _, kind, data = pipe.items.popleft()
-            if kind == _DATA:
-                if not path.closed[to]:
-                    assert data is not None
-                    self.flows[to].receive(path.pid, data, self.now)
-                    self._service(to)
-            else:
+            if kind != _DATA:
                 self._notify(to, path, Cause.RESET if kind == _RST else Cause.EOF)
+            elif not path.closed[to]:
+                assert data is not None
+                self.flows[to].receive(path.pid, data, self.now)
+                self._service(to)
 
     def _notify(self, side: Side, path: SimPath, cause: Cause) -> None:
         if path.closed[side]:
-            return  # nobody left at this end to tell
+            return  # a closed carrier reports nothing
         if cause is Cause.RESET:
             path.closed[side] = True
-        self.flows[side].path_failed(path.pid, cause, self.now, "sim")
-        self._service(side)
+        self.call(side, lambda f, now: f.path_failed(path.pid, cause, now, "sim"))
 
     def _reset(self, path: SimPath, near: Side) -> None:
-        """Kill the carrier from ``near``'s end: drop what is in flight, RST to the far end."""
+        """Kill the carrier from ``near``'s end: drop what is in flight, RST the far end."""
         path.dead = True
         for pipe in path.pipes:
             pipe.items.clear()
@@ -484,6 +451,5 @@ class Sim:
             return
         if abort:
             self._reset(path, side)
-        else:
-            pipe = path.pipes[side]
-            self._push(path, side, max(self.now, pipe.tx_free_at), _EOF, None)
+        else:  # FIN after everything queued
+            self._push(path, side, max(self.now, path.pipes[side].tx_free_at), _EOF, None)
