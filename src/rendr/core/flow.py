@@ -724,38 +724,53 @@ class Flow:
         return max(self.config.dead_timeout, 3 * rtt.srtt + 4 * rtt.rttvar)
 
     def _fill(self) -> None:
-        if self.active is None:
+        active = self.active
+        if active is None:
             return
-        path = self.paths[self.active]
-        if not path.alive or path.blocked:
+        path = self.paths[active]
+        if path.blocked or path.status is not PathStatus.UP:
             return
+        sb = self._sendbuf
+        end = sb.end
+        limit = end if end < self._peer_max else self._peer_max
+        if self._next_new >= limit and not self._retx:
+            if self._fin_pending:
+                self._send_fin(path)
+            return  # nothing to send: the common case of a flush
         budget = self.config.write_burst
         max_frame = self.config.max_frame
-        sb = self._sendbuf
         outbox = path.outbox
+        inflight = path.inflight
         while budget > 0:
             if self._retx:
-                s, e = self._retx.pop_first(min(max_frame, budget))
+                s, e = self._retx.pop_first(max_frame if max_frame < budget else budget)
                 if e <= sb.base:
                     continue
-                s = max(s, sb.base)
+                if s < sb.base:
+                    s = sb.base
                 path.retransmits += e - s
             else:
-                limit = min(sb.end, self._peer_max)
                 s = self._next_new
                 if s >= limit:
                     break
-                e = min(limit, s + max_frame, s + budget)
+                e = s + (max_frame if max_frame < budget else budget)
+                if e > limit:
+                    e = limit
                 self._next_new = e
-            outbox.append(data_header(s, e - s))
+            n = e - s
+            outbox.append(data_header(s, n))
             outbox.extend(sb.view(s, e))
-            path.inflight.append((s, e))
+            inflight.append((s, e))
             path.frames_sent += 1
-            path.bytes_sent += e - s
-            budget -= e - s
-        if (self._fin_pending and self._eof_offset is not None
-                and self._next_new >= self._eof_offset and not self._retx):
-            outbox.append(encode_u64(FrameType.FIN, self._eof_offset))
+            path.bytes_sent += n
+            budget -= n
+        if self._fin_pending:
+            self._send_fin(path)
+
+    def _send_fin(self, path: PathState) -> None:
+        if (self._eof_offset is not None and self._next_new >= self._eof_offset
+                and not self._retx):
+            path.outbox.append(encode_u64(FrameType.FIN, self._eof_offset))
             path.fin_sent = True
             self._fin_pending = False
 

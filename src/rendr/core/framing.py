@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import ProtocolError
-from .wire import HEADER, MAX_CONTROL_BODY, FrameType
+from .wire import DATA_HEADER, HEADER, MAX_CONTROL_BODY, FrameType
 
 __all__ = ["StreamDeframer"]
 
 _DATA = int(FrameType.DATA)
 _HEADER_SIZE = HEADER.size
 _unpack_word = HEADER.unpack_from
+_DATA_HEADER_SIZE = DATA_HEADER.size
+_unpack_data_header = DATA_HEADER.unpack_from
 
 # parser stages
 _HEAD = 0
@@ -69,6 +71,32 @@ class StreamDeframer:
         on_data = self._on_data
         while pos < n:
             stage = self._stage
+            if stage == _HEAD and not self._acc and n - pos >= _DATA_HEADER_SIZE:
+                # fast path: a whole header in hand, no partial state
+                word, offset = _unpack_data_header(mv, pos)
+                ftype = word >> 24
+                length = word & 0xFFFFFF
+                if ftype == _DATA and length > 8:
+                    start = pos + _DATA_HEADER_SIZE
+                    size = length - 8
+                    take = n - start
+                    if take >= size:
+                        take = size
+                    else:
+                        self._stage = _PAYLOAD
+                        self._data_left = size - take
+                        self._data_offset = offset + take
+                    pos = start + take
+                    if take:
+                        on_data(offset, mv[start:pos])
+                    continue
+                if ftype != _DATA and n - pos - _HEADER_SIZE >= length:
+                    start = pos + _HEADER_SIZE
+                    pos = start + length
+                    if length > MAX_CONTROL_BODY:
+                        raise ProtocolError(f"control frame 0x{ftype:02x} too large ({length} B)")
+                    self._on_frame(ftype, mv[start:pos])
+                    continue
             if stage == _PAYLOAD:
                 take = min(self._data_left, n - pos)
                 offset = self._data_offset
