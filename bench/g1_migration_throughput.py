@@ -26,6 +26,8 @@ import sys
 import time
 
 import rendr
+from rendr.aio import runner
+from rendr.testing.payload import repeated_digest
 
 CHUNK = 256 * 1024
 
@@ -90,18 +92,6 @@ async def raw_transfer(size: int, block: bytes) -> float:
     return size / (end - start)
 
 
-def expected_digest(size: int, block: bytes) -> bytes:
-    """SHA-256 of what the senders write: ``block`` repeated up to ``size`` bytes."""
-    h = hashlib.sha256()
-    mv = memoryview(block)
-    pos = 0
-    while pos < size:
-        n = min(size - pos, len(block))
-        h.update(mv[:n])
-        pos += n
-    return h.digest()
-
-
 async def rendr_transfer(size: int, block: bytes, migrate_at: list[float],
                          verify: bool) -> dict[str, object]:
     """A transfer through rendr with forced migrations; returns measurements.
@@ -143,7 +133,7 @@ async def rendr_transfer(size: int, block: bytes, migrate_at: list[float],
             await asyncio.sleep(0.1)
 
     sampler_task = asyncio.create_task(sampler())
-    expect = expected_digest(size, block)  # before the timed window
+    expect = repeated_digest(block, size)  # before the timed window
     mv = memoryview(block)
     marks = [int(size * f) for f in migrate_at]
     migrations = 0
@@ -238,14 +228,7 @@ def main() -> int:
     parser.add_argument("--min-ratio", type=float, default=0.90)
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args()
-    if not args.no_uvloop:
-        try:
-            import uvloop
-
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        except ImportError:
-            pass
-    return asyncio.run(run(args))
+    return runner.run(run(args), use_uvloop=not args.no_uvloop)
 
 
 if __name__ == "__main__":

@@ -59,12 +59,14 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import rendr
+from rendr.aio import runner
 from rendr.testing.netns import NetnsTopology, unavailable_reason
+from rendr.testing.payload import repeated_digest
 
 EXIT_SKIP = 77
 KIB = 1024
@@ -252,18 +254,6 @@ def echo_message(seq: int) -> bytes:
 
 def bulk_block() -> bytes:
     return os.urandom(BULK_BLOCK)
-
-
-def expected_digest(size: int, block: bytes) -> bytes:
-    """SHA-256 of ``block`` repeated up to ``size`` bytes (what the bulk client writes)."""
-    h = hashlib.sha256()
-    mv = memoryview(block)
-    pos = 0
-    while pos < size:
-        n = min(size - pos, len(block))
-        h.update(mv[:n])
-        pos += n
-    return h.digest()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -528,7 +518,7 @@ class _Run:
         p, r, topo = self.p, self.r, self.topo
         r.loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         block = bulk_block()
-        expect_digest = expected_digest(p.bulk_bytes, block)
+        expect_digest = repeated_digest(block, p.bulk_bytes)
         r.sha_expected = expect_digest.hex()
         r.bulk_bytes = p.bulk_bytes
         with topo.enter("server"):
@@ -820,21 +810,8 @@ async def run_once(topo: NetnsTopology, p: Params) -> RunResult:
     return await _Run(topo, p).run()
 
 
-def _run_loop(main: Callable[[], Awaitable[RunResult]], use_uvloop: bool) -> RunResult:
-    factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop
-    if use_uvloop:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    loop = factory()
-    try:
-        return loop.run_until_complete(main())
-    finally:
-        try:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.run_until_complete(loop.shutdown_default_executor())
-        finally:
-            loop.close()
+def _run_loop(main: Callable[[], Coroutine[Any, Any, RunResult]], use_uvloop: bool) -> RunResult:
+    return runner.run(main(), use_uvloop=use_uvloop)
 
 
 def run_in_netns(p: Params, use_uvloop: bool = True) -> RunResult:

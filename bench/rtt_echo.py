@@ -15,6 +15,7 @@ import sys
 import time
 
 import rendr
+from rendr.aio import runner
 
 MSG = b"x" * 64
 
@@ -116,14 +117,7 @@ def main() -> int:
     parser.add_argument("--max-ratio", type=float, default=1.5)
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args()
-    if not args.no_uvloop:
-        try:
-            import uvloop
-
-            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        except ImportError:
-            pass
-    return asyncio.run(run(args))
+    return runner.run(run(args), use_uvloop=not args.no_uvloop)
 
 
 if __name__ == "__main__":

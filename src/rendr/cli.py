@@ -18,11 +18,10 @@ import asyncio
 import hashlib
 import logging
 import os
-import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 from rich.console import Console
@@ -31,6 +30,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import rendr
+from rendr.aio.runner import loop_factory, run
 from rendr.testing.relay import TcpRelay
 
 __all__ = ["cli", "main"]
@@ -54,35 +54,6 @@ log_console = Console(stderr=True)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _loop_factory(use_uvloop: bool) -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
-    """The event loop factory to use, and its name (uvloop if wanted and importable)."""
-    if use_uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.new_event_loop, "asyncio (uvloop is not installed)"
-        return uvloop.new_event_loop, f"uvloop {getattr(uvloop, '__version__', '')}".rstrip()
-    return asyncio.new_event_loop, "asyncio"
-
-
-def _run(coro: Coroutine[Any, Any, T], factory: Callable[[], asyncio.AbstractEventLoop]) -> T:
-    """Run ``coro`` to completion in a fresh event loop made by ``factory``."""
-    if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(coro)
-    else:  # pragma: no cover - Python 3.10 has no asyncio.Runner
-        loop = factory()
-        try:
-            asyncio.set_event_loop(loop)
-            return loop.run_until_complete(coro)
-        finally:
-            try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                asyncio.set_event_loop(None)
-                loop.close()
 
 
 def _fmt_path(path_id: int | None) -> str:
@@ -367,10 +338,10 @@ def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop
     got and sends the SHA-256 back.  Exits 0 only if the hashes match and the
     connection migrated.
     """
-    factory, loop_name = _loop_factory(use_uvloop)
+    _, loop_name = loop_factory(use_uvloop)
     console.print(f"rendr {rendr.__version__} demo, event loop: {loop_name}")
     try:
-        result = _run(_demo(size_mib * MIB, n_paths, kill_at, timeout), factory)
+        result = run(_demo(size_mib * MIB, n_paths, kill_at, timeout), use_uvloop=use_uvloop)
     except (OSError, rendr.RendrError) as exc:  # could not even set the demo up
         console.print(f"[red bold]demo failed:[/red bold] {type(exc).__name__}: {escape(str(exc))}")
         return 1

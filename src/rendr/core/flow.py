@@ -85,24 +85,6 @@ from .wire import (
 __all__ = ["Flow"]
 
 
-def _missing(start: int, end: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Parts of ``[start, end)`` not inside any of the sorted ``covered`` ranges."""
-    out = []
-    pos = start
-    for s, e in covered:
-        if e <= pos:
-            continue
-        if s >= end:
-            break
-        if s > pos:
-            out.append((pos, s))
-        pos = max(pos, e)
-        if pos >= end:
-            break
-    if pos < end:
-        out.append((pos, end))
-    return out
-
 logger = logging.getLogger("rendr.flow")
 
 Buffer = bytes | memoryview
@@ -137,7 +119,7 @@ class Flow:
         self._sendbuf = SendBuffer()
         self._next_new = 0
         self._retx = RangeSet()
-        self._peer_sacked: list[tuple[int, int]] = []
+        self._peer_sacked = RangeSet()
         self._peer_max = peer_window
         self._send_limit = self.config.send_buffer_min
         self._rate_t0 = now
@@ -351,7 +333,7 @@ class Flow:
                 inflight = p.inflight
                 while inflight and inflight[0][1] <= cum:
                     inflight.popleft()
-        self._peer_sacked = ranges
+        self._peer_sacked = RangeSet(ranges)
         for s, e in ranges:
             self._retx.subtract(s, e)
         if max_offset > self._peer_max:
@@ -866,7 +848,7 @@ class Flow:
         for s, e in path.inflight:
             if e > base:
                 s = max(s, base)
-                for ms, me in _missing(s, e, self._peer_sacked):
+                for ms, me in self._peer_sacked.missing(s, e):
                     self._retx.add(ms, me)
                     requeued += me - ms
         path.inflight.clear()
