@@ -58,3 +58,4 @@ def test_switching_can_be_disabled() -> None:
     sim.add_path(0.005)
     sim.run(30.0)
     assert sim.dialer.active == slow
+

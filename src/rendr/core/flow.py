@@ -253,6 +253,7 @@ class Flow:
             best = min(others, key=PathState.score)
             self._activate(best.id, "explicit", now)
         path.status = PathStatus.RETIRING
+        path.retire_by = now + 2 * self._dead_time(path)
         path.outbox.append(encode_path_close(path_id))
         path.path_close_sent = True
 
@@ -405,6 +406,7 @@ class Flow:
             # Peer retires this path: acknowledge everything first, on this same path, so
             # the peer does not re-send what it carried, then answer and close.
             path.status = PathStatus.RETIRING
+            path.retire_by = now + 2 * self._dead_time(path)
             path.outbox.append(self._encode_ack())
             path.outbox.append(encode_path_close(path.id))
             path.path_close_sent = True
@@ -621,6 +623,8 @@ class Flow:
                 at = deadline
         for path in self.paths.values():
             if not path.alive:
+                if path.status is PathStatus.RETIRING and (at is None or path.retire_by < at):
+                    at = path.retire_by
                 continue
             t = path.next_ping_at
             if path.unanswered_since is not None:
@@ -649,6 +653,12 @@ class Flow:
         interval = self.config.ping_interval if busy else self.config.idle_ping_interval
         for path in list(self.paths.values()):
             if not path.alive:
+                if path.status is PathStatus.RETIRING and now >= path.retire_by:
+                    # the peer never answered our PATH_CLOSE: the path is dead, not retired
+                    path.close_requested = "abort"
+                    self._close_pending = True
+                    self._retire(path, now)
+                    self._requeue(path)
                 continue
             if (path.unanswered_since is not None
                     and now - path.unanswered_since >= self._dead_time(path)):

@@ -86,6 +86,7 @@ class PathState:
         self.frames_received = 0
         self.retransmits = 0
         self.close_requested: str | None = None  # "graceful" | "abort"
+        self.retire_by = 0.0  # RETIRING: deadline for the peer's PATH_CLOSE answer
         self.path_close_sent = False
 
     @property
