@@ -181,6 +181,7 @@ class Flow:
             self._activate(path_id, "death" if self._had_active else "first", now)
         if self.state in (State.HANDSHAKING, State.MIGRATING):
             self._set_state(State.ACTIVE)
+        self._check_close_done(now)
 
     def _make_deframer(self, path_id: int) -> StreamDeframer:
         def on_data(offset: int, piece: memoryview) -> None:
@@ -623,7 +624,9 @@ class Flow:
                 at = deadline
         for path in self.paths.values():
             if not path.alive:
-                if path.status is PathStatus.RETIRING and (at is None or path.retire_by < at):
+                if ((path.status is PathStatus.RETIRING
+                     or (path.status is PathStatus.REMOVED and path.inflight))
+                        and (at is None or path.retire_by < at)):
                     at = path.retire_by
                 continue
             t = path.next_ping_at
@@ -658,6 +661,10 @@ class Flow:
                     path.close_requested = "abort"
                     self._close_pending = True
                     self._retire(path, now)
+                    self._requeue(path)
+                elif path.status is PathStatus.REMOVED and path.inflight and now >= path.retire_by:
+                    logger.debug("flow %s: path %d retired with data never acknowledged",
+                                 self.flow_id.hex()[:8], path.id)
                     self._requeue(path)
                 continue
             if (path.unanswered_since is not None
@@ -874,6 +881,9 @@ class Flow:
             return
         path.status = PathStatus.REMOVED
         path.down_cause = str(Cause.REMOVED)
+        # What it carried should be acknowledged soon; if not (the carrier died after
+        # the PATH_CLOSE exchange, with data still in flight), re-send it then.
+        path.retire_by = now + 2 * self._dead_time(path)
         if path.close_requested is None:
             path.close_requested = "graceful"
             self._close_pending = True
@@ -885,7 +895,10 @@ class Flow:
         self._check_no_paths(now)
 
     def _check_close_done(self, now: float) -> None:
-        if self._close_requested and self._fin_acked and not self._sendbuf:
+        # CLOSE(0) must be able to reach the peer (which may still wait for the ACK of
+        # its own FIN): with no live path, wait for one (bounded by linger).
+        if (self._close_requested and self._fin_acked and not self._sendbuf
+                and any(p.alive for p in self.paths.values())):
             for path in self.paths.values():
                 if path.alive or path.status is PathStatus.RETIRING:
                     path.outbox.append(encode_close(CloseCode.NO_ERROR))
