@@ -204,8 +204,11 @@ def test_random_fault_schedules(sc: Scenario) -> None:
         return
 
     def quiet() -> bool:
-        # Close only once both engines agree on every path (no undetected blackhole, no
-        # re-dial pending): see test_bug_close_without_live_path_strands_the_peer.
+        # Close only once both engines agree on every path (no undetected blackhole or
+        # unreported reset, no re-dial pending).  Otherwise a CLOSE(0) can be sent on a
+        # path that is already dead and be lost: the closer is done, the peer (maybe
+        # still owed the ACK of its FIN) is left to its budget.  That is inherent to any
+        # last frame; a re-dial would be refused (JOIN -> FLOW_CLOSED) above the engine.
         paths = sim.paths.values()
         return usable(sim) and all(usable_path(sim, p) or all(p.closed) for p in paths)
 
