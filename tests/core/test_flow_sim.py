@@ -587,3 +587,50 @@ def test_retired_path_reset_after_close_resends_responders_data() -> None:
     # Was (before d488d38): stuck at 3 MiB forever; the REMOVED path kept the lost ranges.
     assert sim.run_until(lambda: sim.eof[L], 10)
     assert_exact(sim.received[L], data)
+
+
+def _count_pings(sim: Sim, side: Side) -> list[int]:
+    """Wrap the simulator's transmit hook: the returned list counts PINGs ``side`` sends."""
+    count = [0]
+    transmit = sim._transmit
+
+    def counting(s: Side, pid: int, buffers: list[bytes | memoryview]) -> None:
+        if s is side:
+            count[0] += sum(1 for b in buffers if len(b) == 12 and b[0] == 0x20)
+        transmit(s, pid, buffers)
+
+    sim._transmit = counting  # type: ignore[method-assign]
+    return count
+
+
+def test_chatty_traffic_does_not_ping_with_every_request() -> None:
+    """Request/response every 20 ms: the send buffer empties between requests (each
+    write is an idle->busy edge), yet a path heard from just now is not probed again:
+    about one PING per busy interval (0.1 s), not one per request (was 150 in 3 s)."""
+    sim = Sim()
+    sim.add_path(0.001)
+    pings = _count_pings(sim, D)
+    for i in range(150):
+        t = 0.5 + i * 0.020
+        sim.at(t, lambda: sim.write(D, b"q" * 64))
+        sim.at(t + 0.005, lambda: sim.write(L, b"r" * 64))
+    sim.run(3.6)
+    assert len(sim.received[L]) == 150 * 64 and len(sim.received[D]) == 150 * 64
+    assert pings[0] <= 3.6 / 0.1 + 10, pings[0]
+
+
+def test_write_after_idle_probes_a_quiet_path_at_once() -> None:
+    """The other side of the rule above: after 2 s of silence a write probes at once,
+    so a path that died while the flow was idle is found dead_timeout later."""
+    sim = Sim()
+    p1 = sim.add_path(0.001)
+    sim.add_path(0.001)
+    sim.run(1.0)
+    sim.blackhole(p1)  # the active path dies silently while idle
+    sim.at(2.9, lambda: sim.write(D, b"after idle"))
+    sim.run(6.0)
+    assert sim.received[L] == b"after idle"
+    (down,) = [e for e in kinds(sim, D, EventKind.PATH_DOWN) if e.path_id == p1]
+    # idle PINGs (1 s period) could find it by 2.6 s; the write must not wait for the
+    # next one: dead by 2.9 + dead_timeout (0.6) at the latest
+    assert down.at <= 2.9 + 0.6 + 0.01

@@ -499,11 +499,17 @@ class Flow:
         if take <= 0:
             return 0
         if not self._sendbuf:
-            # idle -> busy: probe every path now, so a path that died while the flow
-            # was idle is found dead_timeout after this write, not a keepalive later
+            # idle -> busy: probe every path that has been quiet for a busy PING
+            # interval, so a path that died while the flow was idle is found about
+            # dead_timeout after this write, not a keepalive later.  A path heard from
+            # just now is not probed again (chatty request/response traffic would
+            # otherwise send a PING with every request).
+            interval = self.config.ping_interval
             for path in self.paths.values():
-                if path.alive and path.next_ping_at > now:
-                    path.next_ping_at = now
+                if path.alive:
+                    due = path.last_recv_at + interval
+                    if due < path.next_ping_at:
+                        path.next_ping_at = due if due > now else now
         chunk = data[:take] if take < len(data) else data
         if isinstance(chunk, memoryview) and not (chunk.readonly and isinstance(chunk.obj, bytes)):
             chunk = chunk.tobytes()
