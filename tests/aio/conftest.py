@@ -4,8 +4,9 @@ fault relay in front of each, and a dialer whose paths go through the relays."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,3 +82,19 @@ async def pair() -> AsyncIterator[Pair]:
         yield p
     finally:
         await close_pair(p)
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]] | None:
+    """Every loopback test runs on the default loop and, where installed, on uvloop."""
+    if Path(__file__).parent not in Path(item.path).parents:
+        return None
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop}
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories

@@ -1,4 +1,5 @@
-"""Loopback integration tests: real sockets, real event loop, faults from the TCP relay."""
+"""Loopback integration tests: real sockets, faults from the TCP relay; every test runs
+on the default event loop and on uvloop (tests/aio/conftest.py)."""
 
 from __future__ import annotations
 
@@ -347,19 +348,29 @@ def _fds() -> int:
 
 
 async def test_no_leaks_after_close() -> None:
-    before_fds = _fds()
-    before_tasks = len(asyncio.all_tasks())
-    for _ in range(3):
-        pair = await make_pair()
+    """Closing both conns and the listener releases every socket and task.
+
+    Direct paths (no relay): a relay closing its sockets would end rendr's carriers
+    by EOF and hide a carrier that rendr itself forgot to close."""
+    before_fds = before_tasks = 0
+    for i in range(4):
+        if i == 1:
+            # measured after one warm-up round: an event loop may open fds of its own
+            # once (libuv keeps a reserve /dev/null fd after its first accept)
+            before_fds = _fds()
+            before_tasks = len(asyncio.all_tasks())
+        listener = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"),
+                                      rendr.ListenSpec("tcp", "127.0.0.1:0"))
+        dialer = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"{h}:{p}") for h, p in listener.addrs])
+        client = await dialer.dial()
+        server = await asyncio.wait_for(listener.accept(), 5)
         data = os.urandom(1 << 20)
-        reader = asyncio.create_task(drain_all(pair.server))
-        await pump(pair.client, data)
-        await pair.client.close()
+        reader = asyncio.create_task(drain_all(server))
+        await pump(client, data)
+        await client.close()
         assert await reader == data
-        await pair.server.close()
-        await pair.listener.close()
-        for relay in pair.relays:
-            await relay.close()
+        await server.close()
+        await listener.close()
     for _ in range(50):
         await asyncio.sleep(0.02)
         if _fds() <= before_fds and len(asyncio.all_tasks()) <= before_tasks:
@@ -423,35 +434,6 @@ async def test_custom_transport_factory_with_streams() -> None:
         s.abort()
     finally:
         await ln.close()
-
-
-@pytest.mark.parametrize("use_uvloop", [True])
-async def test_transfer_with_kill_on_uvloop(use_uvloop: bool) -> None:
-    uvloop = pytest.importorskip("uvloop")
-
-    async def scenario() -> bool:
-        pair = await make_pair()
-        try:
-            data = os.urandom(8 << 20)
-            reader = asyncio.create_task(drain_all(pair.server))
-            view = memoryview(data)
-            for i in range(8):
-                await pair.client.write(view[i << 20 : (i + 1) << 20])
-                if i == 3:
-                    pair.relay_of(pair.client.active_path).kill()
-            await pair.client.write_eof()
-            return await asyncio.wait_for(reader, 20) == data
-        finally:
-            await close_pair(pair)
-
-    def run() -> bool:
-        loop = uvloop.new_event_loop()
-        try:
-            return loop.run_until_complete(scenario())
-        finally:
-            loop.close()
-
-    assert await asyncio.get_running_loop().run_in_executor(None, run)
 
 
 _ = TcpRelay  # re-exported helper used by the fixtures

@@ -91,10 +91,10 @@ class TcpCarrier(Carrier, asyncio.Protocol):
         if t is None:
             return
         sock = t.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and not t.is_closing():
             try:  # make the close a RST even if the loop would flush
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            except OSError:
+            except (OSError, ValueError):  # uvloop: ValueError once its socket is gone
                 pass
         t.abort()
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 from ..config import FlowConfig
 from ..errors import (
@@ -184,13 +185,7 @@ class Flow:
         self._check_close_done(now)
 
     def _make_deframer(self, path_id: int) -> StreamDeframer:
-        def on_data(offset: int, piece: memoryview) -> None:
-            self._on_data(path_id, offset, piece)
-
-        def on_frame(ftype: int, body: memoryview) -> None:
-            self._on_frame(path_id, ftype, body)
-
-        return StreamDeframer(on_data, on_frame)
+        return StreamDeframer(partial(self._on_data, path_id), partial(self._on_frame, path_id))
 
     def path_failed(self, path_id: int, cause: Cause, now: float, detail: str = "") -> None:
         """The driver reports that a carrier failed (reset, EOF, OS error).
