@@ -78,6 +78,26 @@ async def test_echo_small_messages(pair: Pair) -> None:
     await asyncio.wait_for(task, 5)
 
 
+async def test_cancelled_read_loses_no_data(pair: Pair) -> None:
+    """A read cancelled while waiting (e.g. by a timeout) leaves the stream intact,
+    and the next read gets what arrived; a second concurrent reader is refused."""
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(pair.server.read(100), 0.05)
+    waiting = asyncio.create_task(pair.server.read(100))
+    await asyncio.sleep(0.01)
+    with pytest.raises(RuntimeError, match="already reading"):
+        await pair.server.read(100)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await pair.client.write(b"first")
+    await pair.client.write(b"second")
+    got = b""
+    while len(got) < 11:
+        got += await asyncio.wait_for(pair.server.read(100), 5)
+    assert got == b"firstsecond"
+
+
 async def test_explicit_migrate_mid_transfer_sends_nothing_twice(pair: Pair) -> None:
     data = os.urandom(24 << 20)
     reader = asyncio.create_task(drain_all(pair.server))
