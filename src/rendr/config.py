@@ -64,7 +64,10 @@ class FlowConfig:
     zombie_max_migrations: int = 2
     """Death-driven migrations that move no application data, within
     ``zombie_window``, after which the flow fails with :class:`~rendr.ZombieFlow`
-    (0 disables the guard)."""
+    (0 disables the guard).  On networks whose paths die every fraction of a second
+    (measured: random RST kills and blackholes every 50-300 ms over three paths) the
+    guard can end a flow that would have recovered: raise this value, or disable
+    the guard and rely on ``migration_budget``."""
 
     zombie_window: float = 30.0
     """Window of the zombie guard."""
