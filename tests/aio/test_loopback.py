@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import socket
 import time
 
 import pytest
@@ -365,6 +366,53 @@ async def test_async_for_and_listener_close() -> None:
 
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_one_flow_over_ipv4_and_ipv6_paths() -> None:
+    """One bridge table for a v4 and a v6 listener: the flow has a path on each, and a
+    migration from one family to the other is as clean as any other."""
+    ln = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"),
+                            rendr.ListenSpec("tcp", "[::1]:0"))
+    try:
+        (h4, p4), (h6, p6) = ln.addrs
+        assert (h4, h6) == ("127.0.0.1", "::1")
+        d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p4}"),
+                                rendr.PathSpec("tcp", f"[::1]:{p6}")])
+        client = await d.dial()
+        server = await asyncio.wait_for(ln.accept(), 5)
+        for _ in range(200):
+            if sum(p.state == "up" for p in client.stats().paths) == 2:
+                break
+            await asyncio.sleep(0.01)
+        paths = {p.id: p.remote_addr for p in client.stats().paths}
+        assert sorted(paths.values()) == sorted([f"127.0.0.1:{p4}", f"[::1]:{p6}"])
+        target = next(i for i in paths if i != client.active_path)  # the other family
+        data = os.urandom(3 << 20)
+        reader = asyncio.create_task(drain_all(server))
+        view = memoryview(data)
+        for i in range(0, len(data), 1 << 20):
+            await client.write(view[i : i + (1 << 20)])
+            if i == 1 << 20:
+                await client.migrate(target)
+        await client.write_eof()
+        assert await asyncio.wait_for(reader, 10) == data
+        assert client.active_path == target and server.active_path == target
+        assert client.migration_count == 1
+        assert server.recv_dups == 0
+        await client.close()
+        await server.close()
+    finally:
+        await ln.close()
 
 
 async def test_no_leaks_after_close() -> None:
