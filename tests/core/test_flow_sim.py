@@ -13,7 +13,8 @@ import pytest
 import rendr
 from rendr.config import FlowConfig
 from rendr.core.events import Event, EventKind
-from rendr.core.types import PathStatus, State
+from rendr.core.flow import Flow
+from rendr.core.types import Cause, PathStatus, Role, State
 from rendr.core.wire import CloseCode
 from rendr.testing.simnet import Side, Sim, SimError
 
@@ -634,3 +635,55 @@ def test_write_after_idle_probes_a_quiet_path_at_once() -> None:
     # idle PINGs (1 s period) could find it by 2.6 s; the write must not wait for the
     # next one: dead by 2.9 + dead_timeout (0.6) at the latest
     assert down.at <= 2.9 + 0.6 + 0.01
+
+
+@pytest.mark.parametrize("fault", ["kill", "blackhole"])
+def test_failover_under_load_resends_nothing_the_peer_has(fault: str) -> None:
+    """Both directions busy when the active path fails: each end re-sends only after
+    the peer's fresh ACK (asked for with ACK_PROBE), so what the dead path delivered
+    but whose ACK died with it is not sent twice (was: 256 KiB duplicated each way)."""
+    sim = Sim(seed=1)
+    p1 = sim.add_path(0.020, rate=5e6)
+    sim.add_path(0.020, rate=5e6)
+    up, down = payload(4 * MIB, seed=1), payload(4 * MIB, seed=2)
+    sim.write(D, up, eof=True)
+    sim.write(L, down, eof=True)
+    if fault == "kill":
+        sim.at(0.4, lambda: sim.kill(p1, near=D))
+    else:
+        sim.at(0.4, lambda: sim.blackhole(p1))
+    assert sim.run_until(lambda: sim.eof[D] and sim.eof[L], max_time=60)
+    assert_exact(sim.received[L], up)
+    assert_exact(sim.received[D], down)
+    assert sim.dialer.migration_count == 1
+    assert (sim.listener.recv_dups, sim.dialer.recv_dups) == (0, 0)
+    assert_no_errors(sim)
+
+
+def test_replay_hold_expires_without_the_peers_ack() -> None:
+    """A peer that never answers the probe (an older peer, a one-way path) delays the
+    re-send by at most the hold (~2 RTT of the new path, 10-250 ms), never more."""
+    cfg = FlowConfig()
+    a = Flow(role=Role.DIALER, flow_id=b"F" * 16, config=cfg, now=0.0, peer_window=MIB)
+    b = Flow(role=Role.LISTENER, flow_id=b"F" * 16, config=cfg, now=0.0, peer_window=MIB)
+    for f in (a, b):
+        f.add_path(1, now=0.0)
+        f.add_path(2, now=0.0)
+    a.send(b"x" * 1000, 0.0)
+    sent = a.transmits(0.0)
+    assert any(pid == 1 for pid, _ in sent)  # in flight on path 1, never delivered
+    a.path_failed(1, Cause.RESET, 0.001)
+    assert not a.wants_transmit()  # held: no busy flush loop meanwhile
+    resent_at = None
+    now = 0.001
+    while resent_at is None and now < 1.0:
+        out = b"".join(b"".join(bufs) for pid, bufs in a.transmits(now) if pid == 2)
+        if out.count(b"x") >= 1000:
+            resent_at = now  # re-sent on path 2 without any answer from the peer
+        else:
+            assert b"x" * 100 not in out
+            at = a.get_timer()
+            assert at is not None
+            now = max(at, now + 1e-4)
+            a.handle_timer(now)
+    assert resent_at is not None and 0.011 <= resent_at <= 0.26, resent_at

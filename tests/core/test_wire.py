@@ -19,6 +19,7 @@ from rendr.core.framing import StreamDeframer
 from rendr.core.types import Mode, Role, State
 from rendr.core.wire import (
     ACK_FIN,
+    ACK_PROBE,
     EXTENSION_MIN,
     MAGIC,
     MAX_ACK_RANGES,
@@ -86,6 +87,7 @@ def test_code_points_are_pinned() -> None:
     assert {k.name: k.value for k in Kind} == {"STREAM": 0, "PACKET": 1}
     assert {m.name: m.value for m in Mode} == {"PRIME": 1, "BOND": 2, "RACE": 3}
     assert ACK_FIN == 0x01
+    assert ACK_PROBE == 0x02
     assert MAX_ACK_RANGES == 16
     assert MAX_CONTROL_BODY == 65536
     assert MAX_BODY == 0xFFFFFF
@@ -142,6 +144,8 @@ def test_golden_ack() -> None:
         "0000000000004000 0000000000004001")
     assert encode_ack(5, 0x800005, 0, []) == h(
         "11 000012 0000000000000005 0000000000800005 00 00")
+    assert encode_ack(5, 0x800005, ACK_PROBE, []) == h(
+        "11 000012 0000000000000005 0000000000800005 02 00")
 
 
 def test_golden_fin_ping_pong() -> None:

@@ -66,6 +66,7 @@ from .stats import ConnStats, PathStats
 from .types import Cause, Mode, PathStatus, Role, State
 from .wire import (
     ACK_FIN,
+    ACK_PROBE,
     EXTENSION_MIN,
     MAX_ACK_RANGES,
     CloseCode,
@@ -133,7 +134,10 @@ class Flow:
         self._advertised_max = self.config.recv_window
         self._final_offset: int | None = None
         self._ack_needed = False
+        self._ack_probe = False  # ask the peer for a prompt ACK (after a failover)
         self._ack_at: float | None = None
+        # after a failover, re-sending waits (briefly) for the peer's fresh ACK
+        self._replay_hold_at: float | None = None
         self._unacked_recv = 0
         self._ack_threshold = max(1, min(self.config.recv_window // 8, 1 << 20))
         self._last_data_at = now
@@ -318,6 +322,9 @@ class Flow:
 
     def _handle_ack(self, path: PathState, body: memoryview) -> None:
         cum, max_offset, flags, ranges = decode_ack(body)
+        self._replay_hold_at = None  # fresh news of what the peer has: re-send the rest
+        if flags & ACK_PROBE:
+            self._ack_needed = True
         sb = self._sendbuf
         if cum > self._next_new:
             raise ProtocolError("peer acknowledged bytes never sent")
@@ -570,9 +577,9 @@ class Flow:
         """
         self._now = now
         if self.state is not State.CLOSED:
-            self._fill()
             if self._ack_needed:
-                self._send_ack()
+                self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
+            self._fill()
         out: list[tuple[int, list[Buffer]]] = []
         for path in self.paths.values():
             if path.outbox:
@@ -587,7 +594,12 @@ class Flow:
         path = self.paths[self.active]
         if not path.alive or path.blocked:
             return False
-        return bool(self._retx) or self._next_new < min(self._sendbuf.end, self._peer_max)
+        if self._retx and not self._replay_held():
+            return True
+        return self._next_new < min(self._sendbuf.end, self._peer_max)
+
+    def _replay_held(self) -> bool:
+        return self._replay_hold_at is not None and self._now < self._replay_hold_at
 
     @property
     def ack_due(self) -> bool:
@@ -620,7 +632,8 @@ class Flow:
             self._timer_at = None
             return None
         at = self._ack_at
-        for deadline in (self._budget_at, self._linger_at):
+        hold = self._replay_hold_at if self._retx else None
+        for deadline in (self._budget_at, self._linger_at, hold):
             if deadline is not None and (at is None or deadline < at):
                 at = deadline
         for path in self.paths.values():
@@ -653,6 +666,8 @@ class Flow:
                     path.unanswered_since = now
         if self._ack_at is not None and now >= self._ack_at:
             self._ack_needed = True
+        if self._replay_hold_at is not None and now >= self._replay_hold_at:
+            self._replay_hold_at = None
         busy = bool(self._sendbuf) or now - self._last_data_at < self.config.idle_ping_interval
         interval = self.config.ping_interval if busy else self.config.idle_ping_interval
         for path in list(self.paths.values()):
@@ -733,7 +748,8 @@ class Flow:
         sb = self._sendbuf
         end = sb.end
         limit = end if end < self._peer_max else self._peer_max
-        if self._next_new >= limit and not self._retx:
+        retx = self._retx if self._retx and not self._replay_held() else None
+        if self._next_new >= limit and not retx:
             if self._fin_pending:
                 self._send_fin(path)
             return  # nothing to send: the common case of a flush
@@ -742,8 +758,8 @@ class Flow:
         outbox = path.outbox
         inflight = path.inflight
         while budget > 0:
-            if self._retx:
-                s, e = self._retx.pop_first(max_frame if max_frame < budget else budget)
+            if retx:
+                s, e = retx.pop_first(max_frame if max_frame < budget else budget)
                 if e <= sb.base:
                     continue
                 if s < sb.base:
@@ -781,6 +797,9 @@ class Flow:
         flags = 0
         if self._final_offset is not None and recv.offset == self._final_offset:
             flags |= ACK_FIN
+        if self._ack_probe:
+            flags |= ACK_PROBE
+            self._ack_probe = False
         self._ack_needed = False
         self._ack_at = None
         self._unacked_recv = 0
@@ -817,6 +836,17 @@ class Flow:
                 self._fin_pending = True
         if cause == "death":
             self._zombie_check(now)
+            if self._retx:
+                self._hold_replay(path_id, now)
+
+    def _hold_replay(self, path_id: int, now: float) -> None:
+        """Re-send after the peer's next ACK (asked for with ACK_PROBE), or after about
+        two RTTs of the new path: what the dead path delivered but whose ACK was lost
+        with it is then not sent twice."""
+        srtt = self.paths[path_id].rtt.srtt
+        hold = 0.1 if srtt is None else 2 * srtt + self.config.ack_delay
+        self._replay_hold_at = now + min(max(hold, 0.01), 0.25)
+        self._ack_probe = self._ack_needed = True
 
     def _zombie_check(self, now: float) -> None:
         limit = self.config.zombie_max_migrations

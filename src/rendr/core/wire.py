@@ -24,6 +24,7 @@ from ..errors import HandshakeError, ProtocolError
 
 __all__ = [
     "ACK_FIN",
+    "ACK_PROBE",
     "MAGIC",
     "MAX_ACK_RANGES",
     "MAX_BODY",
@@ -105,6 +106,8 @@ class CloseCode(enum.IntEnum):
 
 ACK_FIN = 0x01
 """ACK flag: the sender's FIN and every byte before it were received."""
+ACK_PROBE = 0x02
+"""ACK flag: please acknowledge promptly (sent after a failover, before re-sending)."""
 MAX_ACK_RANGES = 16
 
 _HELLO = struct.Struct("!16sIBBHI")
