@@ -836,7 +836,7 @@ class Flow:
                 self._fin_pending = True
         if cause == "death":
             self._zombie_check(now)
-            if self._retx:
+            if self._retx and self.state is not State.CLOSED:
                 self._hold_replay(path_id, now)
 
     def _hold_replay(self, path_id: int, now: float) -> None:
