@@ -65,6 +65,24 @@ async def make_pair(n_paths: int = 2, **knobs: Any) -> Pair:
     return pair
 
 
+async def pump(conn: rendr.Conn, data: bytes, chunk: int = 256 * 1024) -> None:
+    """Write ``data`` in ``chunk``-sized writes."""
+    view = memoryview(data)
+    for i in range(0, len(data), chunk):
+        await conn.write(view[i : i + chunk])
+
+
+async def drain_all(conn: rendr.Conn) -> bytes:
+    """Read until the peer's clean EOF."""
+    parts = []
+    while True:
+        d = await conn.read(1 << 20)
+        assert d is not None
+        if not d:
+            return b"".join(parts)
+        parts.append(d)
+
+
 async def close_pair(pair: Pair) -> None:
     """Tear everything down."""
     for conn in (pair.client, pair.server):

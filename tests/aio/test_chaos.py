@@ -17,23 +17,14 @@ import pytest
 
 import rendr
 
-from .conftest import Pair, close_pair, make_pair
+from .conftest import Pair, close_pair, drain_all, make_pair, pump
 
 MIB = 1 << 20
 
 
-async def _pump(conn: rendr.Conn, data: bytes) -> None:
-    view = memoryview(data)
-    for i in range(0, len(data), 64 * 1024):
-        await conn.write(view[i : i + 64 * 1024])
+async def _send(conn: rendr.Conn, data: bytes) -> None:
+    await pump(conn, data, chunk=64 * 1024)
     await conn.write_eof()
-
-
-async def _drain(conn: rendr.Conn) -> bytes:
-    parts = []
-    while chunk := await conn.read(1 << 20):
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 async def _chaos(pair: Pair, rng: random.Random, stop: asyncio.Event, log: list[str]) -> None:
@@ -84,8 +75,8 @@ async def test_seeded_faults_are_invisible_both_ways(seed: int) -> None:
     chaos = asyncio.create_task(_chaos(pair, rng, stop, log))
     try:
         got_down, got_up, _, _ = await asyncio.wait_for(asyncio.gather(
-            _drain(pair.client), _drain(pair.server),
-            _pump(pair.client, up), _pump(pair.server, down)), 60)
+            drain_all(pair.client), drain_all(pair.server),
+            _send(pair.client, up), _send(pair.server, down)), 60)
         stop.set()
         await chaos
         assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest(), log

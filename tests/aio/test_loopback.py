@@ -14,23 +14,7 @@ import pytest
 import rendr
 from rendr.testing.relay import TcpRelay
 
-from .conftest import Pair, close_pair, make_pair
-
-
-async def pump(conn: rendr.Conn, data: bytes, chunk: int = 256 * 1024) -> None:
-    view = memoryview(data)
-    for i in range(0, len(data), chunk):
-        await conn.write(view[i : i + chunk])
-
-
-async def drain_all(conn: rendr.Conn) -> bytes:
-    parts = []
-    while True:
-        d = await conn.read(1 << 20)
-        assert d is not None
-        if not d:
-            return b"".join(parts)
-        parts.append(d)
+from .conftest import Pair, close_pair, drain_all, make_pair, pump
 
 
 async def test_dial_accept_basics(pair: Pair) -> None:
