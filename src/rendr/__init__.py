@@ -8,6 +8,7 @@ or a zero-length read.  See the README for a quick start.
 from ._version import __version__
 from .admin import AdminConn
 from .aio import Conn, Dialer, Listener, listen, listen_tcp
+from .aio.runner import run
 from .carriers import Carrier, register_transport
 from .config import FlowConfig
 from .core.events import Event, EventKind
@@ -58,4 +59,5 @@ __all__ = [
     "listen",
     "listen_tcp",
     "register_transport",
+    "run",
 ]

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..carriers.base import Carrier
+from ..carriers.base import Buffer, Carrier
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
 from ..core.stats import ConnStats
@@ -54,7 +54,7 @@ class _PathSink:
         self._loop = conn._loop
         self._pid = path_id
 
-    def carrier_data(self, data: bytes) -> None:
+    def carrier_data(self, data: Buffer) -> None:
         if self._flow.receive(self._pid, data, self._loop.time()):
             self._conn._flush()
         else:
@@ -252,6 +252,37 @@ class Conn:
                 if flow.ack_due:
                     self._flush()  # a window update
                 return data
+            await self._wait("read")
+
+    async def readinto(self, buffer: bytearray | memoryview) -> int:
+        """Read into ``buffer`` (any writable bytes-like object); return how many bytes.
+
+        Waits until at least one byte is there; returns ``0`` only after the peer's
+        clean close (or ``write_eof``) and all its data, or for an empty ``buffer``.
+        Each byte is copied once, from the carrier's receive buffer into ``buffer``,
+        with no allocation: the fastest way to consume a bulk stream.  Cancelling a
+        readinto loses no data.
+
+        Raises:
+            ConnClosed: used after ``close()``.
+            MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed (data that
+                arrived before the failure is returned first).
+        """
+        dest = memoryview(buffer)
+        if dest.readonly:
+            raise TypeError("readinto() needs a writable buffer")
+        if dest.ndim != 1 or dest.itemsize != 1:
+            dest = dest.cast("B")
+        if not len(dest):
+            return 0
+        flow = self._flow
+        while True:
+            self._raise_if_unusable()
+            n = flow.readinto(dest)
+            if n is not None:
+                if flow.ack_due:
+                    self._flush()  # a window update
+                return n
             await self._wait("read")
 
     async def readexactly(self, n: int) -> bytes:

@@ -28,15 +28,28 @@ def loop_factory(use_uvloop: bool = True) -> tuple[Callable[[], asyncio.Abstract
     return asyncio.new_event_loop, "asyncio"
 
 
-def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True) -> T:
-    """Run ``main`` to completion on a fresh loop (uvloop when ``use_uvloop`` and installed)."""
+def run(main: Coroutine[Any, Any, T], *, use_uvloop: bool = True,
+        debug: bool | None = None) -> T:
+    """Run ``main`` to completion on a fresh event loop and return its result.
+
+    Like :func:`asyncio.run`, but on uvloop when it is installed (rendr installs it
+    by default on Linux and macOS) and ``use_uvloop`` is true; on the standard loop
+    otherwise.  rendr itself works on any asyncio loop: use ``asyncio.run`` or your
+    framework's loop if you prefer.
+
+    Example::
+
+        rendr.run(main())
+    """
     factory, _ = loop_factory(use_uvloop)
     if sys.version_info >= (3, 11):
-        with asyncio.Runner(loop_factory=factory) as runner:
+        with asyncio.Runner(loop_factory=factory, debug=debug) as runner:
             return runner.run(main)
     loop = factory()  # pragma: no cover - Python 3.10 has no asyncio.Runner
     try:  # pragma: no cover
         asyncio.set_event_loop(loop)
+        if debug is not None:
+            loop.set_debug(debug)
         return loop.run_until_complete(main)
     finally:  # pragma: no cover
         try:

@@ -33,8 +33,10 @@ Buffer = bytes | memoryview
 class CarrierSink(Protocol):
     """What a carrier reports to."""
 
-    def carrier_data(self, data: bytes) -> None:
-        """Bytes arrived (never empty; must not be mutated by the sink)."""
+    def carrier_data(self, data: Buffer) -> None:
+        """Bytes arrived (never empty): ``bytes`` or a read-only view of a buffer the
+        carrier reuses only once nothing refers to it any more, so the sink may keep
+        the view (or slices of it) as long as it needs the bytes."""
 
     def carrier_lost(self, exc: BaseException | None) -> None:
         """The carrier ended: ``None`` for an EOF, else the error (reset, timeout...)."""
@@ -50,11 +52,11 @@ class _Buffering:
     """Sink used until the real one is set: remembers everything for replay."""
 
     def __init__(self) -> None:
-        self.data: list[bytes] = []
+        self.data: list[Buffer] = []
         self.lost: tuple[BaseException | None] | None = None
         self.paused = False
 
-    def carrier_data(self, data: bytes) -> None:
+    def carrier_data(self, data: Buffer) -> None:
         self.data.append(data)
 
     def carrier_lost(self, exc: BaseException | None) -> None:

@@ -1,4 +1,11 @@
-"""The TCP carrier: an ``asyncio.Protocol`` (no StreamReader), one ``writelines`` per flush.
+"""The TCP carrier: an ``asyncio.BufferedProtocol``, one ``writelines`` per flush.
+
+Receiving: the socket is read straight into reused buffers
+(:mod:`rendr.carriers.rxbuf`) and the engine gets read-only views of them, so a
+bulk transfer allocates nothing per read.  At most ``READ_BURST`` bytes are read
+per event-loop iteration: uvloop (libuv) otherwise reads up to 32 times per
+readiness event, pulling a whole receive window into memory before the
+application's reader task gets to run.  Both limits cost small messages nothing.
 
 Kernel TCP keepalive is switched off: rendr's own PING/PONG is the only liveness
 authority (kernel keepalive was seen killing shaped paths).  TCP_NODELAY is on.
@@ -15,6 +22,7 @@ from typing import cast
 
 from .address import format_address, parse_address
 from .base import Buffer, Carrier, register_transport
+from .rxbuf import ReadBuffers
 
 __all__ = ["TcpCarrier", "connect_tcp"]
 
@@ -22,9 +30,12 @@ logger = logging.getLogger("rendr.carriers.tcp")
 
 WRITE_HIGH = 512 * 1024
 WRITE_LOW = 128 * 1024
+READ_BURST = 512 * 1024
+"""Bytes read in one event-loop iteration before reading pauses until the next."""
+_WATCH = 64 * 1024  # from this many bytes in an iteration on, schedule its end-of-burst
 
 
-class TcpCarrier(Carrier, asyncio.Protocol):
+class TcpCarrier(Carrier, asyncio.BufferedProtocol):
     """One TCP connection as a carrier.
 
     Args:
@@ -38,6 +49,10 @@ class TcpCarrier(Carrier, asyncio.Protocol):
         self._on_connect = on_connect
         self._transport: asyncio.Transport | None = None
         self._done = False
+        self._rx = ReadBuffers()
+        self._burst = 0
+        self._burst_end: asyncio.Handle | None = None
+        self._read_paused = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -57,8 +72,35 @@ class TcpCarrier(Carrier, asyncio.Protocol):
         if self._on_connect is not None:
             self._on_connect(self)
 
-    def data_received(self, data: bytes) -> None:
-        self._sink.carrier_data(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rx.get()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if not nbytes:
+            return
+        self._sink.carrier_data(self._rx.filled(nbytes))
+        burst = self._burst = self._burst + nbytes
+        if burst < _WATCH:
+            self._rx.release()  # small reads: hold no buffer between them
+            return
+        if self._burst_end is None:
+            self._burst_end = asyncio.get_running_loop().call_soon(self._end_burst)
+        if burst >= READ_BURST and not self._read_paused:
+            t = self._transport
+            if t is not None and not self._done and not t.is_closing():
+                t.pause_reading()
+                self._read_paused = True
+
+    def _end_burst(self) -> None:
+        """The next loop iteration: read again; give back a buffer nobody refers to."""
+        self._burst_end = None
+        self._burst = 0
+        if self._read_paused:
+            self._read_paused = False
+            t = self._transport
+            if t is not None and not self._done and not t.is_closing():
+                t.resume_reading()
+        self._rx.release()
 
     def eof_received(self) -> bool:
         self._report_lost(None)
@@ -99,6 +141,10 @@ class TcpCarrier(Carrier, asyncio.Protocol):
         t.abort()
 
     def _report_lost(self, exc: BaseException | None) -> None:
+        if self._burst_end is not None:
+            self._burst_end.cancel()
+            self._burst_end = None
+        self._rx.release()
         if self._done:
             return
         self._done = True

@@ -536,17 +536,39 @@ class Flow:
         """
         data = self._recv.read(max_bytes)
         if data:
-            window = self.config.recv_window
-            if self._recv.read_offset + window - self._advertised_max >= window // 4:
-                self._ack_needed = True
+            self._after_read()
             return data
+        return None if self._nothing_to_read() else b""
+
+    def readinto(self, dest: memoryview) -> int | None:
+        """Copy up to ``len(dest)`` received bytes into ``dest`` (a writable byte view).
+
+        Returns:
+            How many bytes; ``0`` at the peer's clean EOF; ``None`` when nothing is
+            ready yet.
+
+        Raises:
+            RendrError: the flow failed (budget, zombie, abort) and no data is left.
+        """
+        n = self._recv.readinto(dest)
+        if n:
+            self._after_read()
+            return n
+        return None if self._nothing_to_read() else 0
+
+    def _after_read(self) -> None:
+        window = self.config.recv_window
+        if self._recv.read_offset + window - self._advertised_max >= window // 4:
+            self._ack_needed = True  # the read opened the window by a quarter
+
+    def _nothing_to_read(self) -> bool:
+        """After an empty read: True if data may still come, False at EOF or a clean
+        end; raises the flow's error if it failed."""
         if self.at_eof:
-            return b""
+            return False
         if self.error is not None:
             raise self.error
-        if self.state is State.CLOSED:
-            return b""
-        return None
+        return self.state is not State.CLOSED
 
     def close(self, now: float) -> None:
         """Graceful close: FIN, wait (``linger``) for the peer's ACK, then CLOSE(0)."""

@@ -4,8 +4,14 @@ Pieces arrive addressed by byte offset, possibly out of order (data drains from
 an old path while new data already arrives on the new one) and possibly twice
 (what was in flight on a dead path is re-sent).  In-order bytes go to a ready
 queue that the application reads; bytes above the next expected offset wait in
-a reorder store.  Pieces must be immutable (views of ``bytes``): they are kept
-without copying.
+a reorder store.  In-order pieces are kept without copying: they must not be
+mutated while referenced (``bytes``, or read-only views of a carrier's receive
+buffer, which the carrier reuses only once unreferenced).  Out-of-order pieces
+from such buffers are copied, so a long-held gap never pins a carrier's buffer.
+
+Reading copies each byte once, into a fresh ``bytes`` (:meth:`ReceiveBuffer.read`)
+or into the caller's buffer (:meth:`ReceiveBuffer.readinto`), except that a
+piece which is a whole ``bytes`` object is handed out as it is.
 """
 
 from __future__ import annotations
@@ -15,8 +21,6 @@ from collections import deque
 from .rangeset import RangeSet
 
 __all__ = ["ReceiveBuffer"]
-
-_NO_JOIN = 32 * 1024
 
 
 class ReceiveBuffer:
@@ -88,8 +92,9 @@ class ReceiveBuffer:
             dup = True
             self.dup_bytes += end - offset - got
         self.dups += dup
+        keep = piece if isinstance(piece.obj, bytes) else memoryview(piece.tobytes())
         for s, e in novel:
-            self._ooo[s] = piece[s - offset : e - offset]
+            self._ooo[s] = keep[s - offset : e - offset]
             self._ooo_ranges.add(s, e)
             self._ooo_bytes += e - s
         start = self.offset
@@ -115,14 +120,16 @@ class ReceiveBuffer:
             return b""
         first = ready[0]
         n = len(first)
-        if n > max_bytes:
-            mv = first if isinstance(first, memoryview) else memoryview(first)
-            ready[0] = mv[max_bytes:]
-            out = bytes(mv[:max_bytes])
-        elif n == max_bytes or len(ready) == 1 or n >= _NO_JOIN or _is_whole(first):
-            # Large pieces go out one by one: joining them would copy into big fresh
-            # allocations; a piece that is a whole received bytes object is not copied.
-            ready.popleft()
+        if n >= max_bytes:
+            if n == max_bytes:
+                ready.popleft()
+                out = _as_bytes(first)
+            else:
+                mv = first if isinstance(first, memoryview) else memoryview(first)
+                ready[0] = mv[max_bytes:]
+                out = bytes(mv[:max_bytes])
+        elif len(ready) == 1 or _is_whole(first):
+            ready.popleft()  # a whole bytes object goes out as it is, without a copy
             out = _as_bytes(first)
         else:
             parts = []
@@ -141,6 +148,28 @@ class ReceiveBuffer:
         self.ready_bytes -= len(out)
         self.read_offset += len(out)
         return out
+
+    def readinto(self, dest: memoryview) -> int:
+        """Copy up to ``len(dest)`` in-order bytes into ``dest``; return how many."""
+        ready = self._ready
+        room = len(dest)
+        got = 0
+        while ready and got < room:
+            p = ready[0]
+            n = len(p)
+            if got + n <= room:
+                ready.popleft()
+                dest[got : got + n] = p
+                got += n
+            else:
+                take = room - got
+                mv = p if isinstance(p, memoryview) else memoryview(p)
+                dest[got:room] = mv[:take]
+                ready[0] = mv[take:]
+                got = room
+        self.ready_bytes -= got
+        self.read_offset += got
+        return got
 
 
 def _is_whole(piece: bytes | memoryview) -> bool:
