@@ -119,6 +119,14 @@ class ReadBuffers:
         self._pos = pos + nbytes
         return memoryview(buf)[pos : pos + nbytes].toreadonly()
 
+    def copy_out(self, nbytes: int) -> bytes:
+        """The ``nbytes`` just read into the view from :meth:`get`, as a copy (the room
+        they took is reused by the next read)."""
+        buf = self._buf
+        assert buf is not None
+        pos = self._pos
+        return memoryview(buf)[pos : pos + nbytes].tobytes()
+
     def release(self) -> None:
         """Give the buffer back to the shared pool if nothing refers to it."""
         if self._buf is not None and _REUSE and _count_held(self) <= _FREE_HELD:

@@ -32,7 +32,8 @@ WRITE_HIGH = 512 * 1024
 WRITE_LOW = 128 * 1024
 READ_BURST = 512 * 1024
 """Bytes read in one event-loop iteration before reading pauses until the next."""
-_WATCH = 64 * 1024  # from this many bytes in an iteration on, schedule its end-of-burst
+COPY_MAX = 16 * 1024
+"""Reads up to this size are handed on as ``bytes`` copies, larger ones as views."""
 
 
 class TcpCarrier(Carrier, asyncio.BufferedProtocol):
@@ -43,6 +44,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
     """
 
     transport = "tcp"
+    _loop: asyncio.AbstractEventLoop  # set by connection_made()
 
     def __init__(self, on_connect: Callable[[TcpCarrier], None] | None = None) -> None:
         super().__init__()
@@ -59,6 +61,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         # uvloop's transports do not derive from asyncio.Transport: cast, don't check
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
+        self._loop = asyncio.get_running_loop()
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -78,21 +81,23 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if not nbytes:
             return
-        self._sink.carrier_data(self._rx.filled(nbytes))
-        burst = self._burst = self._burst + nbytes
-        if burst < _WATCH:
-            self._rx.release()  # small reads: hold no buffer between them
-            return
+        rx = self._rx
+        # small reads are copied out (cheap; they pin nothing), large ones handed over
+        # as views of the buffer
+        data = rx.copy_out(nbytes) if nbytes <= COPY_MAX else rx.filled(nbytes)
         if self._burst_end is None:
-            self._burst_end = asyncio.get_running_loop().call_soon(self._end_burst)
+            self._burst_end = self._loop.call_soon(self._end_burst)
+        burst = self._burst = self._burst + nbytes
         if burst >= READ_BURST and not self._read_paused:
             t = self._transport
             if t is not None and not self._done and not t.is_closing():
                 t.pause_reading()
                 self._read_paused = True
+        self._sink.carrier_data(data)
 
     def _end_burst(self) -> None:
-        """The next loop iteration: read again; give back a buffer nobody refers to."""
+        """The next loop iteration: read again; give back the buffer if nobody refers to
+        it (an idle carrier holds none)."""
         self._burst_end = None
         self._burst = 0
         if self._read_paused:

@@ -1,0 +1,91 @@
+"""The receive path on real sockets: readinto, a reader that lags far behind while the
+carriers reuse their buffers, and idle paths that hold no receive buffer (both loops)."""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import hashlib
+import os
+
+import pytest
+
+import rendr
+
+from .conftest import Pair, pump
+
+
+async def test_readinto_reads_data_then_zero_at_eof(pair: Pair) -> None:
+    c, s = pair.client, pair.server
+    await c.write(b"hello world")
+    buf = bytearray(5)
+    assert await s.readinto(buf) == 5 and buf == b"hello"
+    view = memoryview(bytearray(100))
+    n = await s.readinto(view[10:])
+    assert view[10 : 10 + n] == b" world"[:n]
+    got = bytes(view[10 : 10 + n])
+    while len(got) < 6:
+        n = await s.readinto(view)
+        got += bytes(view[:n])
+    assert got == b" world"
+    ints = array.array("i", [0, 0])  # any writable buffer, counted in bytes
+    await c.write(b"12345678")
+    assert await s.readinto(ints) == 8
+    assert ints.tobytes() == b"12345678"
+    assert await s.readinto(bytearray()) == 0
+    with pytest.raises(TypeError):
+        await s.readinto(b"read-only")  # type: ignore[arg-type]
+    await c.write_eof()
+    assert await s.readinto(buf) == 0  # only EOF reads zero
+    assert await s.readinto(buf) == 0
+
+
+async def test_reader_far_behind_gets_every_byte_intact(pair: Pair) -> None:
+    """The writer fills most of the receive window before the reader reads anything:
+    carrier buffers stay referenced by unread data and must never be written over."""
+    c, s = pair.client, pair.server
+    data = os.urandom(6 << 20)  # below the 8 MiB window: all of it arrives unread
+    writer = asyncio.create_task(pump(c, data, chunk=100_000))
+    await asyncio.wait_for(writer, 20)
+    for _ in range(2000):  # all of it arrived (and sits unread)
+        if sum(p.bytes_received for p in s.stats().paths) >= len(data):
+            break
+        await asyncio.sleep(0.01)
+    await c.write_eof()
+    digest = hashlib.sha256()
+    buf = bytearray(70_000)
+    got = 0
+    use_read = False
+    while True:  # alternate read() and readinto() with odd sizes
+        if use_read:
+            chunk = await s.read(123_457)
+            n = len(chunk)
+            digest.update(chunk)
+        else:
+            n = await s.readinto(buf)
+            digest.update(memoryview(buf)[:n])
+        if not n:
+            break
+        got += n
+        use_read = not use_read
+    assert got == len(data)
+    assert digest.digest() == hashlib.sha256(data).digest()
+
+
+def _rx_held(conn: rendr.Conn) -> int:
+    return sum(c._rx.held for c in conn._carriers.values() if hasattr(c, "_rx"))
+
+
+async def test_idle_paths_hold_no_receive_buffer(pair: Pair) -> None:
+    c, s = pair.client, pair.server
+    data = os.urandom(3 << 20)
+    task = asyncio.create_task(pump(c, data))
+    got = bytearray()
+    buf = bytearray(1 << 20)
+    while len(got) < len(data):
+        n = await s.readinto(buf)
+        got += buf[:n]
+    await task
+    assert got == data
+    await asyncio.sleep(0.3)  # PINGs and ACKs only
+    assert _rx_held(s) == 0 and _rx_held(c) == 0
