@@ -160,12 +160,16 @@ async def test_tcp_carrier_small_reads_are_copies_and_idle_holds_no_buffer() -> 
     for i in range(50):
         _feed(carrier, b"ping %d" % i)
         assert isinstance(sink.data[-1], bytes)  # pins no buffer
+        assert carrier._rx.held == 0  # given back at once
         big = os.urandom(COPY_MAX + 1)
         _feed(carrier, big)
         assert isinstance(sink.data[-1], memoryview)  # no copy
-        assert bytes(sink.data[-1]) == big
+        _feed(carrier, b"pong")  # small, but the buffer is in use: kept
+        assert carrier._rx.held
+        assert bytes(sink.data[-2]) == big and sink.data[-1] == b"pong"
         await asyncio.sleep(0)
         assert carrier._rx.held  # the sink still holds the view
+        assert bytes(sink.data[-2]) == big
         sink.data.clear()
         await asyncio.sleep(0)
         # the next iteration after a read gives the free buffer back

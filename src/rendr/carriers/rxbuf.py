@@ -121,11 +121,19 @@ class ReadBuffers:
 
     def copy_out(self, nbytes: int) -> bytes:
         """The ``nbytes`` just read into the view from :meth:`get`, as a copy (the room
-        they took is reused by the next read)."""
+        they took is reused by the next read).  If nothing else in the buffer was in
+        use, the buffer goes straight back to the pool: this carrier then holds none."""
         buf = self._buf
         assert buf is not None
         pos = self._pos
-        return memoryview(buf)[pos : pos + nbytes].tobytes()
+        data = memoryview(buf)[pos : pos + nbytes].tobytes()
+        if pos == 0 and _REUSE:
+            # get() found it free (or fresh) and only the loop's own view of the room
+            # it lent refers to it, which is dead before anyone's next get()
+            if len(_spares) < SPARES:
+                _spares.append(buf)
+            self._buf = None
+        return data
 
     def release(self) -> None:
         """Give the buffer back to the shared pool if nothing refers to it."""

@@ -34,6 +34,7 @@ READ_BURST = 512 * 1024
 """Bytes read in one event-loop iteration before reading pauses until the next."""
 COPY_MAX = 16 * 1024
 """Reads up to this size are handed on as ``bytes`` copies, larger ones as views."""
+_WATCH = 64 * 1024  # bytes in one iteration from which its end is always scheduled
 
 
 class TcpCarrier(Carrier, asyncio.BufferedProtocol):
@@ -83,11 +84,16 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
             return
         rx = self._rx
         # small reads are copied out (cheap; they pin nothing), large ones handed over
-        # as views of the buffer
-        data = rx.copy_out(nbytes) if nbytes <= COPY_MAX else rx.filled(nbytes)
-        if self._burst_end is None:
-            self._burst_end = self._loop.call_soon(self._end_burst)
+        # as views of the buffer, which is checked for reuse at the next iteration
+        if nbytes <= COPY_MAX:
+            data: Buffer = rx.copy_out(nbytes)
+            end_burst = rx.held != 0
+        else:
+            data = rx.filled(nbytes)
+            end_burst = True
         burst = self._burst = self._burst + nbytes
+        if (end_burst or burst >= _WATCH) and self._burst_end is None:
+            self._burst_end = self._loop.call_soon(self._end_burst)
         if burst >= READ_BURST and not self._read_paused:
             t = self._transport
             if t is not None and not self._done and not t.is_closing():
