@@ -80,13 +80,17 @@ def loop_label(use_uvloop: bool) -> str:
     return runner.loop_factory(use_uvloop)[1]
 
 
-def header(use_uvloop: bool) -> str:
+def bulk_reader() -> str:
+    """How a bulk receiver reads from this build: ``readinto`` where it exists."""
+    return "readinto" if hasattr(rendr.Conn, "readinto") else "read"
+
+
+def header(use_uvloop: bool, note: str = "") -> str:
     """Which build and loop are measured: printed first by every gate."""
     where = os.path.dirname(os.path.dirname(os.path.abspath(rendr.__file__)))
     compiled = getattr(rendr, "__compiled__", False)
-    reader = "readinto" if hasattr(rendr.Conn, "readinto") else "read"
-    return (f"rendr {rendr.__version__} from {where} (compiled={compiled}, receiver uses "
-            f"Conn.{reader}); Python {platform.python_version()}; loop {loop_label(use_uvloop)}; "
+    return (f"rendr {rendr.__version__} from {where} (compiled={compiled}{note}); "
+            f"Python {platform.python_version()}; loop {loop_label(use_uvloop)}; "
             f"{os.cpu_count()} CPUs")
 
 

@@ -343,7 +343,8 @@ def run_two_process(args: argparse.Namespace) -> int:
     common = ["--no-uvloop"] if args.no_uvloop else []
     wrap = (tp.strace_prefix(args.strace_receiver, args.strace_calls)
             if args.strace_receiver else None)
-    print(tp.header(not args.no_uvloop))
+    head = tp.header(not args.no_uvloop, f", receiver uses Conn.{tp.bulk_reader()}")
+    print(head)
     print(f"two processes: sender on CPU {cpu_send}, receiver on CPU {cpu_recv}; "
           f"{args.size_mib} MiB per transfer; {args.repeat} interleaved pairs", flush=True)
     recv = tp.Worker(__file__, "recv", common, cpu=cpu_recv, wrap=wrap)
@@ -429,7 +430,7 @@ def run_two_process(args: argparse.Namespace) -> int:
           f"(limit {MAX_GAP_S}s)")
     if args.json:
         record = {
-            "header": tp.header(not args.no_uvloop), "loop": loop, "size": size,
+            "header": head, "loop": loop, "size": size,
             "integrity": vars(check), "pairs": [[vars(a), vars(b)] for a, b in pairs],
             "single": [vars(r) for r in single] if single else None, "strace": strace,
         }
