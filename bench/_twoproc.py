@@ -91,7 +91,7 @@ def header(use_uvloop: bool, note: str = "") -> str:
     compiled = getattr(rendr, "__compiled__", False)
     return (f"rendr {rendr.__version__} from {where} (compiled={compiled}{note}); "
             f"Python {platform.python_version()}; loop {loop_label(use_uvloop)}; "
-            f"{os.cpu_count()} CPUs")
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
 
 
 # ---------------------------------------------------------------------------- parent side

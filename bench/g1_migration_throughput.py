@@ -23,7 +23,8 @@ its own core when there are two, both on the same kind of loop (uvloop unless
 - secondary: the old single-process figure (both ends on one loop, one pair).
 
 ``--strace-receiver LOG`` runs the receiver under ``strace --seccomp-bpf`` (only the
-calls in ``--strace-calls`` stop the process) and prints those calls per transfer.
+calls in ``--strace-calls`` stop the process) and prints those calls per transfer;
+``--wrap-receiver CMD`` runs it under any other tool (``perf record ... --``).
 
 Usage::
 
@@ -341,8 +342,9 @@ def run_two_process(args: argparse.Namespace) -> int:
     size = args.size_mib * MIB
     cpu_send, cpu_recv = (None, None) if args.no_pin else tp.core_plan()
     common = ["--no-uvloop"] if args.no_uvloop else []
-    wrap = (tp.strace_prefix(args.strace_receiver, args.strace_calls)
-            if args.strace_receiver else None)
+    wrap = tp.split_wrap(args.wrap_receiver)
+    if args.strace_receiver:
+        wrap = [*tp.strace_prefix(args.strace_receiver, args.strace_calls), *(wrap or [])]
     head = tp.header(not args.no_uvloop, f", receiver uses Conn.{tp.bulk_reader()}")
     print(head)
     print(f"two processes: sender on CPU {cpu_send}, receiver on CPU {cpu_recv}; "
@@ -455,6 +457,8 @@ def main() -> int:
                         help="run the receiver under strace, log to LOG, count per transfer")
     parser.add_argument("--strace-calls", default="brk,mmap,munmap,mremap,madvise",
                         help="syscalls strace stops on (default: %(default)s)")
+    parser.add_argument("--wrap-receiver", metavar="CMD",
+                        help='run the receiver under CMD, e.g. "perf record -e minor-faults -g --"')
     parser.add_argument("--role", choices=["recv", "send"], help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
