@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import sys
@@ -260,6 +261,10 @@ def run(args: argparse.Namespace) -> int:
           f"{max(vs_raw):.2f}), max {args.max_ratio}")
     print(f"  P50 ratio rendr/streams, median paired: {r_streams:.2f} ({min(vs_streams):.2f}-"
           f"{max(vs_streams):.2f}), max 1.0")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"header": tp.header(use_uvloop), "mode": mode, "loop": loop,
+                       "results": results}, f, indent=1)
     ok = r_raw <= args.max_ratio and r_streams <= 1.0
     print("RTT PASS" if ok else "RTT FAIL")
     return 0 if ok else 1
@@ -275,6 +280,7 @@ def main() -> int:
     parser.add_argument("--single-process", action="store_true",
                         help="old method: client and server on one loop in one process")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
+    parser.add_argument("--json", metavar="PATH", help="also write every measurement here")
     parser.add_argument("--role", choices=["client", "server"], help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
