@@ -228,13 +228,23 @@ async def rendr_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """1 MiB writes over two paths, ``migrate()`` at the marks, ``write_eof``, wait for done."""
     size, verify = msg["size"], msg["verify"]
     block = payload_block()
+    # before dialing: hashing 1 GiB blocks this loop for ~0.7 s, longer than the peer's
+    # dead-path timeout, and the peer would rightly reset both paths
+    expect = repeated_digest(block, size).hex() if verify else None
     dialer = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in msg["ports"]])
     conn = await dialer.dial()
+    t0 = time.perf_counter()
+    events: list[str] = []  # migrations and path losses, with their cause
+
+    def on_event(ev: rendr.Event) -> None:
+        if ev.kind in (rendr.EventKind.MIGRATION, rendr.EventKind.PATH_DOWN):
+            events.append(f"{ev.kind}:{ev.cause}@{time.perf_counter() - t0:.2f}s")
+
+    conn.on_event(on_event)
     for _ in range(200):
         if sum(p.state == "up" for p in conn.stats().paths) >= 2:
             break
         await asyncio.sleep(0.01)
-    expect = repeated_digest(block, size).hex() if verify else None  # outside the window
     mv = memoryview(block)
     marks = [int(size * f) for f in MARKS]
     migrations = 0
@@ -261,7 +271,7 @@ async def rendr_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     await conn.close()
     return {"elapsed": end - start, "usage": usage, "answer_ok": answer == b"done",
             "migrations": migrations, "migration_count": stats.migration_count,
-            "recv_dups": stats.recv_dups, "expect": expect}
+            "recv_dups": stats.recv_dups, "expect": expect, "events": events}
 
 
 HANDLERS: dict[str, tp.Handler] = {"raw_recv": raw_recv, "raw_send": raw_send,
@@ -385,6 +395,10 @@ def run_two_process(args: argparse.Namespace) -> int:
                       max(statistics.median(r.faults_per_mib("recv") for r in raws), MIB / size))
     rendr_runs = [check, *rens]
     mig_ok = all(r.migrations_ok and r.recv["migration_count"] == len(MARKS) for r in rendr_runs)
+    for r in rendr_runs:
+        if not (r.migrations_ok and r.recv["migration_count"] == len(MARKS)):
+            print(f"  migrations other than the {len(MARKS)} forced ones (sender's events): "
+                  f"{' '.join(r.send['events'])}")
     gap = max(float(r.recv["max_gap"]) for r in rendr_runs)
     basic_ok = all(r.ok_basic() for r in [check, *raws, *rens])
     ratio_med = statistics.median(ratios)
