@@ -2,7 +2,8 @@
 """Summarise several ``--json`` files of the G1 and echo gates (figures for the docs).
 
 Ratios are only ever formed inside one run (paired reps, same process pair); across
-runs the script reports the median of the per-run figures and their range.
+runs the script reports the median of the per-run figures and their range (for a
+single file: over its pairs or rounds).
 
 Usage::
 
@@ -87,6 +88,15 @@ def main() -> int:
     if not runs:
         print(__doc__)
         return 2
+    if len(runs) == 1:  # one run: spread over its pairs / rounds instead
+        run = runs[0]
+        if "pairs" in run:
+            runs = [{**run, "pairs": [p]} for p in run["pairs"]]
+        else:
+            n = len(next(iter(run["results"].values())))
+            runs = [{**run, "results": {k: [v[i]] for k, v in run["results"].items()}}
+                    for i in range(n)]
+        print("(one run: median and range over its pairs / rounds)")
     (g1 if "pairs" in runs[0] else rtt)(runs)
     return 0
 
