@@ -36,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import hashlib
 import json
@@ -165,7 +166,8 @@ async def rendr_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """Accept one Conn, read everything (hashing only with ``verify``), answer ``done``."""
     verify = msg["verify"]
     ln = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"),
-                            rendr.ListenSpec("tcp", "127.0.0.1:0"))
+                            rendr.ListenSpec("tcp", "127.0.0.1:0"),
+                            config=rendr.FlowConfig().replace(**msg.get("knobs", {})))
     say({"ports": [p for _, p in ln.addrs]})
     conn = await ln.accept()
     usage0 = tp.Usage.now()
@@ -231,7 +233,8 @@ async def rendr_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     # before dialing: hashing 1 GiB blocks this loop for ~0.7 s, longer than the peer's
     # dead-path timeout, and the peer would rightly reset both paths
     expect = repeated_digest(block, size).hex() if verify else None
-    dialer = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in msg["ports"]])
+    dialer = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in msg["ports"]],
+                          **msg.get("knobs", {}))
     conn = await dialer.dial()
     t0 = time.perf_counter()
     events: list[str] = []  # migrations and path losses, with their cause
@@ -308,21 +311,22 @@ class Rep:
         return self.recv["received"] == self.size and self.send.get("answer_ok", True)
 
 
-def transfer(recv: tp.Worker, send: tp.Worker, kind: str, size: int,
-             verify: bool = False) -> Rep:
-    ready = recv.call(cmd=f"{kind}_recv", size=size, verify=verify)
-    send.send(cmd=f"{kind}_send", size=size, ports=ready["ports"], verify=verify)
+def transfer(recv: tp.Worker, send: tp.Worker, kind: str, size: int, verify: bool = False,
+             knobs: dict[str, Any] | None = None) -> Rep:
+    knobs = knobs or {}
+    ready = recv.call(cmd=f"{kind}_recv", size=size, verify=verify, knobs=knobs)
+    send.send(cmd=f"{kind}_send", size=size, ports=ready["ports"], verify=verify, knobs=knobs)
     s = send.recv()
     r = recv.recv()
     return Rep(kind, size, s, r)
 
 
-async def one_process_pair(size: int) -> tuple[Rep, Rep]:
+async def one_process_pair(size: int, knobs: dict[str, Any]) -> tuple[Rep, Rep]:
     """The old method: both ends on one loop in this process (one raw, one rendr)."""
     out = []
     for kind in ("raw", "rendr"):
         ready: asyncio.Future[tp.Msg] = asyncio.get_running_loop().create_future()
-        msg = {"size": size, "verify": False}
+        msg = {"size": size, "verify": False, "knobs": knobs}
         recv_task = asyncio.create_task(HANDLERS[f"{kind}_recv"](msg, ready.set_result))
         ports = (await ready)["ports"]
         s = await HANDLERS[f"{kind}_send"]({**msg, "ports": ports}, print)
@@ -358,11 +362,12 @@ def run_two_process(args: argparse.Namespace) -> int:
     head = tp.header(not args.no_uvloop, f", receiver uses Conn.{tp.bulk_reader()}")
     print(head)
     print(f"two processes: sender on CPU {cpu_send}, receiver on CPU {cpu_recv}; "
-          f"{args.size_mib} MiB per transfer; {args.repeat} interleaved pairs", flush=True)
+          f"{args.size_mib} MiB per transfer; {args.repeat} interleaved pairs"
+          + (f"; FlowConfig overrides {args.knob}" if args.knob else ""), flush=True)
     recv = tp.Worker(__file__, "recv", common, cpu=cpu_recv, wrap=wrap)
     send = tp.Worker(__file__, "send", common, cpu=cpu_send)
     try:
-        check = transfer(recv, send, "rendr", size, verify=True)
+        check = transfer(recv, send, "rendr", size, verify=True, knobs=args.knob)
         sha_ok = (check.ok_basic() and check.recv["digest"] is not None
                   and check.recv["digest"] == check.send["expect"])
         print(f"  integrity run: rendr {check.rate / 1e6:8.1f} MB/s with SHA-256 on the "
@@ -372,7 +377,7 @@ def run_two_process(args: argparse.Namespace) -> int:
         pairs: list[tuple[Rep, Rep]] = []
         for i in range(args.repeat):
             raw = transfer(recv, send, "raw", size)
-            ren = transfer(recv, send, "rendr", size)
+            ren = transfer(recv, send, "rendr", size, knobs=args.knob)
             pairs.append((raw, ren))
             print(f"  pair {i + 1}: raw {raw.rate / 1e6:7.1f} MB/s  rendr {ren.rate / 1e6:7.1f} "
                   f"MB/s  ratio {ren.rate / raw.rate:.3f} | receiver CPU-s/GiB raw "
@@ -419,7 +424,7 @@ def run_two_process(args: argparse.Namespace) -> int:
 
     single: tuple[Rep, Rep] | None = None
     if not args.no_single:
-        single = runner.run(one_process_pair(size), use_uvloop=not args.no_uvloop)
+        single = runner.run(one_process_pair(size, args.knob), use_uvloop=not args.no_uvloop)
         s_raw, s_ren = single
         print(f"  secondary, one process (both ends on one loop, 1 pair): raw "
               f"{s_raw.rate / 1e6:.1f} MB/s, rendr {s_ren.rate / 1e6:.1f} MB/s, ratio "
@@ -446,7 +451,7 @@ def run_two_process(args: argparse.Namespace) -> int:
           f"(limit {MAX_GAP_S}s)")
     if args.json:
         record = {
-            "header": head, "loop": loop, "size": size,
+            "header": head, "loop": loop, "size": size, "knobs": args.knob,
             "integrity": vars(check), "pairs": [[vars(a), vars(b)] for a, b in pairs],
             "single": [vars(r) for r in single] if single else None, "strace": strace,
         }
@@ -473,11 +478,17 @@ def main() -> int:
                         help="syscalls strace stops on (default: %(default)s)")
     parser.add_argument("--wrap-receiver", metavar="CMD",
                         help='run the receiver under CMD, e.g. "perf record -e minor-faults -g --"')
+    parser.add_argument("--knob", metavar="NAME=VALUE", action="append", default=[],
+                        help="override a FlowConfig field on both ends (A/B experiments)")
     parser.add_argument("--role", choices=["recv", "send"], help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    try:
+        args.knob = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
+    except (ValueError, SyntaxError):
+        parser.error("--knob takes NAME=VALUE with a Python literal value")
     if args.role:
         return tp.serve(HANDLERS, use_uvloop=not args.no_uvloop, cpu=args.cpu)
     return run_two_process(args)
