@@ -24,7 +24,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +33,7 @@ from rendr.aio import runner
 
 Msg = dict[str, Any]
 Say = Callable[[Msg], None]
-Handler = Callable[[Msg, Say], Awaitable[Msg | None]]
+Handler = Callable[[Msg, Say], Coroutine[Any, Any, Msg | None]]
 
 
 # ---------------------------------------------------------------------------- cores
@@ -101,7 +101,7 @@ class Worker:
     """A child process running ``script --role ROLE`` and answering JSON lines."""
 
     def __init__(self, script: str, role: str, args: list[str], *, cpu: int | None,
-                 wrap: list[str] | None = None, timeout: float = 300.0) -> None:
+                 wrap: list[str] | None = None, timeout: float = 120.0) -> None:
         cmd = [*(wrap or []), sys.executable, os.path.abspath(script), "--role", role, *args]
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]

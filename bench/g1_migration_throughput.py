@@ -308,7 +308,7 @@ class Rep:
             self.send["migrations"] == len(MARKS) and self.send["migration_count"] == len(MARKS))
 
     def ok_basic(self) -> bool:
-        return self.recv["received"] == self.size and self.send.get("answer_ok", True)
+        return bool(self.recv["received"] == self.size and self.send.get("answer_ok", True))
 
 
 def transfer(recv: tp.Worker, send: tp.Worker, kind: str, size: int, verify: bool = False,
