@@ -24,7 +24,9 @@ its own core when there are two, both on the same kind of loop (uvloop unless
 
 ``--strace-receiver LOG`` runs the receiver under ``strace --seccomp-bpf`` (only the
 calls in ``--strace-calls`` stop the process) and prints those calls per transfer;
-``--wrap-receiver CMD`` runs it under any other tool (``perf record ... --``).
+``--wrap-receiver CMD`` runs it under any other tool (``perf record ... --``);
+``--knob NAME=VALUE`` overrides a ``FlowConfig`` field on both ends (A/B runs);
+``--json PATH`` keeps every measurement (``bench/summarize_runs.py`` reads them).
 
 Usage::
 
