@@ -1,80 +1,139 @@
 #!/usr/bin/env python3
-"""Small-message echo RTT through rendr against raw asyncio Protocol TCP, same loop, same run.
+"""Small-message echo RTT: rendr against raw asyncio Protocol TCP and asyncio streams.
 
-64-byte messages, one outstanding, client and server in one process on loopback.
-Prints P50/P99 for both and the ratio; exits non-zero if rendr's P50 exceeds
-``--max-ratio`` times the raw P50 (goal 1.5).  For context it also measures plain
-asyncio streams (StreamReader/StreamWriter with a task on each side, as an
-application without rendr would write it); that figure is not part of the verdict.
+64-byte messages, one outstanding, on loopback, all three on the same kind of loop in
+the same run (``--repeat`` rounds of raw, rendr, streams, interleaved). By default the
+client and the server run in separate processes, each pinned to its own core when
+there are two (as deployments run); ``--single-process`` keeps the old method (both
+ends on one loop in one process).
+
+- raw: ``asyncio.Protocol`` on both ends, the server echoes inside ``data_received``;
+- streams: ``asyncio.start_server`` with an echo task (``read``/``write``/``drain``), the
+  client ``write``/``drain``/``readexactly`` — what an application without rendr writes;
+- rendr: a listener with two loopback addresses, the dialer opens two paths; an echo
+  task on the server (``read``/``write``), the client ``write``/``readexactly``.
+
+Prints P50/P99 of each (median over rounds, min-max), CPU microseconds per round trip
+of each process (getrusage), and the median paired P50 ratios rendr/raw and
+rendr/streams. Verdict: rendr's P50 <= ``--max-ratio`` x raw and <= streams' P50.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import sys
 import time
 
+import _twoproc as tp
 import rendr
 from rendr.aio import runner
 
 MSG = b"x" * 64
+KINDS = ("raw", "rendr", "streams")
+
+
+# ---------------------------------------------------------------------------- servers
 
 
 class _Echo(asyncio.Protocol):
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.t = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.t.write(data)  # type: ignore[attr-defined]
-
-
-class _Client(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.buf = b""
-        self.waiter: asyncio.Future[None] | None = None
+    def __init__(self, lost: asyncio.Future[tp.Usage]) -> None:
+        self.lost = lost
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.t = transport
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        if len(self.buf) >= len(MSG) and self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
+        self.t.write(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(tp.Usage.now())
 
 
-async def raw_rtts(n: int) -> list[float]:
+async def serve_raw(say: tp.Say) -> tp.Msg:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_Echo, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    t, c = await loop.create_connection(_Client, "127.0.0.1", port)
-    out = []
-    for _ in range(n):
-        c.waiter = loop.create_future()
-        c.buf = b""
-        t0 = time.perf_counter()
-        t.write(MSG)
-        await c.waiter
-        out.append(time.perf_counter() - t0)
-    t.close()
+    lost: asyncio.Future[tp.Usage] = loop.create_future()
+    server = await loop.create_server(lambda: _Echo(lost), "127.0.0.1", 0)
+    usage0 = tp.Usage.now()
+    say({"ports": [server.sockets[0].getsockname()[1]]})
+    usage1 = await lost
     server.close()
-    return out
+    await server.wait_closed()
+    return {"usage": usage1.since(usage0)}
 
 
-async def streams_rtts(n: int) -> list[float]:
-    """asyncio streams: an echo task on the server, the client awaits each answer."""
+async def serve_streams(say: tp.Say) -> tp.Msg:
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[tp.Usage] = loop.create_future()
 
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while data := await r.read(65536):
             w.write(data)
             await w.drain()
+        lost.set_result(tp.Usage.now())
         w.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    usage0 = tp.Usage.now()
+    say({"ports": [server.sockets[0].getsockname()[1]]})
+    usage1 = await lost
+    server.close()
+    await server.wait_closed()
+    return {"usage": usage1.since(usage0)}
+
+
+async def serve_rendr(say: tp.Say) -> tp.Msg:
+    ln = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"),
+                            rendr.ListenSpec("tcp", "127.0.0.1:0"))
+    usage0 = tp.Usage.now()
+    say({"ports": [p for _, p in ln.addrs]})
+    srv = await ln.accept()
+    while data := await srv.read(65536):
+        await srv.write(data)
+    usage1 = tp.Usage.now()
+    await srv.close()
+    await ln.close()
+    return {"usage": usage1.since(usage0)}
+
+
+# ---------------------------------------------------------------------------- clients
+
+
+class _Client(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.got = 0
+        self.waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.t: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.got += len(data)
+        if self.got >= len(MSG) and self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def raw_rtts(ports: list[int], n: int) -> list[float]:
+    loop = asyncio.get_running_loop()
+    t, c = await loop.create_connection(_Client, "127.0.0.1", ports[0])
+    out = []
+    for _ in range(n):
+        c.waiter = loop.create_future()
+        c.got = 0
+        t0 = time.perf_counter()
+        t.write(MSG)
+        await c.waiter
+        out.append(time.perf_counter() - t0)
+    t.close()
+    return out
+
+
+async def streams_rtts(ports: list[int], n: int) -> list[float]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
     writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
                                                          socket.TCP_NODELAY, 1)
     out = []
@@ -86,23 +145,12 @@ async def streams_rtts(n: int) -> list[float]:
         out.append(time.perf_counter() - t0)
     writer.close()
     await writer.wait_closed()
-    server.close()
-    await server.wait_closed()
     return out
 
 
-async def rendr_rtts(n: int) -> list[float]:
-    ln = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"),
-                            rendr.ListenSpec("tcp", "127.0.0.1:0"))
-    d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for _, p in ln.addrs])
+async def rendr_rtts(ports: list[int], n: int) -> list[float]:
+    d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in ports])
     conn = await d.dial()
-    srv = await ln.accept()
-
-    async def echo() -> None:
-        while data := await srv.read(65536):
-            await srv.write(data)
-
-    task = asyncio.create_task(echo())
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -110,9 +158,11 @@ async def rendr_rtts(n: int) -> list[float]:
         await conn.readexactly(len(MSG))
         out.append(time.perf_counter() - t0)
     await conn.close()
-    await task
-    await ln.close()
     return out
+
+
+SERVERS = {"raw": serve_raw, "streams": serve_streams, "rendr": serve_rendr}
+CLIENTS = {"raw": raw_rtts, "streams": streams_rtts, "rendr": rendr_rtts}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -120,25 +170,102 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
-async def run(args: argparse.Namespace) -> int:
-    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    raw_p50, ren_p50, raw_p99, ren_p99, str_p50 = [], [], [], [], []
-    for _ in range(args.repeat):
-        r = (await raw_rtts(args.samples + 500))[500:]
-        m = (await rendr_rtts(args.samples + 500))[500:]
-        str_p50.append(statistics.median((await streams_rtts(args.samples + 500))[500:]))
-        raw_p50.append(statistics.median(r))
-        ren_p50.append(statistics.median(m))
-        raw_p99.append(pct(r, 0.99))
-        ren_p99.append(pct(m, 0.99))
-    rp50, mp50 = statistics.median(raw_p50), statistics.median(ren_p50)
-    ratio = mp50 / rp50
-    print(f"echo RTT 64 B (loop={loop_name}, {args.samples} samples x {args.repeat}): "
-          f"raw Protocol P50 {rp50 * 1e6:.0f} us P99 {statistics.median(raw_p99) * 1e6:.0f} us; "
-          f"rendr P50 {mp50 * 1e6:.0f} us P99 {statistics.median(ren_p99) * 1e6:.0f} us; "
-          f"P50 ratio {ratio:.2f} (max {args.max_ratio}); "
-          f"context: asyncio streams P50 {statistics.median(str_p50) * 1e6:.0f} us")
-    ok = ratio <= args.max_ratio
+async def serve(msg: tp.Msg, say: tp.Say) -> tp.Msg:
+    return await SERVERS[msg["kind"]](say)
+
+
+async def measure(msg: tp.Msg, say: tp.Say) -> tp.Msg:
+    """``warmup + samples`` round trips; P50/P99 of the samples after the warm-up."""
+    usage0 = tp.Usage.now()
+    rtts = await CLIENTS[msg["kind"]](msg["ports"], msg["warmup"] + msg["samples"])
+    usage = tp.Usage.now().since(usage0)
+    timed = rtts[msg["warmup"]:]
+    return {"p50": statistics.median(timed), "p99": pct(timed, 0.99), "usage": usage,
+            "round_trips": len(rtts)}
+
+
+HANDLERS: dict[str, tp.Handler] = {"serve": serve, "measure": measure}
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def one_round_two_process(client: tp.Worker, server: tp.Worker, kind: str,
+                          args: argparse.Namespace) -> tuple[tp.Msg, tp.Msg]:
+    ready = server.call(cmd="serve", kind=kind)
+    c = client.call(cmd="measure", kind=kind, ports=ready["ports"], samples=args.samples,
+                    warmup=args.warmup)
+    return c, server.recv()
+
+
+async def one_round_one_process(kind: str, args: argparse.Namespace) -> tuple[tp.Msg, tp.Msg]:
+    ready: asyncio.Future[tp.Msg] = asyncio.get_running_loop().create_future()
+    server_task = asyncio.create_task(serve({"kind": kind}, ready.set_result))
+    ports = (await ready)["ports"]
+    c = await measure({"kind": kind, "ports": ports, "samples": args.samples,
+                       "warmup": args.warmup}, print)
+    return c, await server_task
+
+
+def fmt(xs: list[float], scale: float = 1e6) -> str:
+    m = statistics.median(xs) * scale
+    return f"{m:.0f} ({min(xs) * scale:.0f}-{max(xs) * scale:.0f})"
+
+
+def run(args: argparse.Namespace) -> int:
+    use_uvloop = not args.no_uvloop
+    print(tp.header(use_uvloop))
+    results: dict[str, list[tuple[tp.Msg, tp.Msg]]] = {k: [] for k in KINDS}
+    if args.single_process:
+        mode = "one process"
+        print("one process: client and server on one loop", flush=True)
+
+        async def rounds() -> None:
+            for _ in range(args.repeat):
+                for kind in KINDS:
+                    results[kind].append(await one_round_one_process(kind, args))
+
+        runner.run(rounds(), use_uvloop=use_uvloop)
+    else:
+        mode = "two processes"
+        cpu_client, cpu_server = (None, None) if args.no_pin else tp.core_plan()
+        print(f"two processes: client on CPU {cpu_client}, server on CPU {cpu_server}",
+              flush=True)
+        common = ["--no-uvloop"] if args.no_uvloop else []
+        server = tp.Worker(__file__, "server", common, cpu=cpu_server)
+        client = tp.Worker(__file__, "client", common, cpu=cpu_client)
+        try:
+            for _ in range(args.repeat):
+                for kind in KINDS:
+                    results[kind].append(one_round_two_process(client, server, kind, args))
+        finally:
+            client.close()
+            server.close()
+
+    loop = tp.loop_label(use_uvloop)
+    print(f"echo RTT 64 B ({mode}, loop={loop}, {args.samples} samples after {args.warmup} "
+          f"warm-up x {args.repeat} rounds; median over rounds (min-max)):")
+    p50 = {k: [c["p50"] for c, _ in results[k]] for k in KINDS}
+    for kind in KINDS:
+        name = {"raw": "raw Protocol", "streams": "asyncio streams", "rendr": "rendr"}[kind]
+        cpu_c = [c["usage"]["cpu_s"] / c["round_trips"] for c, _ in results[kind]]
+        cpu_s = [s["usage"]["cpu_s"] / c["round_trips"] for c, s in results[kind]]
+        cpu = (f"client {fmt(cpu_c)} us, server {fmt(cpu_s)} us" if not args.single_process
+               else f"the process {fmt(cpu_c)} us")
+        print(f"  {name:16} P50 {fmt(p50[kind]):>14} us   P99 "
+              f"{fmt([c['p99'] for c, _ in results[kind]]):>16} us   CPU per round trip: {cpu}")
+    vs_raw = [m / r for m, r in zip(p50["rendr"], p50["raw"], strict=True)]
+    vs_streams = [m / s for m, s in zip(p50["rendr"], p50["streams"], strict=True)]
+    r_raw, r_streams = statistics.median(vs_raw), statistics.median(vs_streams)
+    print(f"  P50 ratio rendr/raw, median paired: {r_raw:.2f} ({min(vs_raw):.2f}-"
+          f"{max(vs_raw):.2f}), max {args.max_ratio}")
+    print(f"  P50 ratio rendr/streams, median paired: {r_streams:.2f} ({min(vs_streams):.2f}-"
+          f"{max(vs_streams):.2f}), max 1.0")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"header": tp.header(use_uvloop), "mode": mode, "loop": loop,
+                       "results": results}, f, indent=1)
+    ok = r_raw <= args.max_ratio and r_streams <= 1.0
     print("RTT PASS" if ok else "RTT FAIL")
     return 0 if ok else 1
 
@@ -146,11 +273,22 @@ async def run(args: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=5000)
+    parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--max-ratio", type=float, default=1.5)
+    parser.add_argument("--max-ratio", type=float, default=1.7)
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--single-process", action="store_true",
+                        help="old method: client and server on one loop in one process")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
+    parser.add_argument("--json", metavar="PATH", help="also write every measurement here")
+    parser.add_argument("--role", choices=["client", "server"], help=argparse.SUPPRESS)
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    return runner.run(run(args), use_uvloop=not args.no_uvloop)
+    if args.repeat < 1 or args.samples < 1:
+        parser.error("--repeat and --samples must be at least 1")
+    if args.role:
+        return tp.serve(HANDLERS, use_uvloop=not args.no_uvloop, cpu=args.cpu)
+    return run(args)
 
 
 if __name__ == "__main__":
