@@ -126,6 +126,7 @@ class Flow:
         self._send_limit = self.config.send_buffer_min
         self._rate_t0 = now
         self._rate_acked0 = 0
+        self._ack_limited = False
         self._eof_offset: int | None = None
         self._fin_pending = False
         self._fin_acked = False
@@ -348,7 +349,8 @@ class Flow:
 
     def _autotune(self, acked: int) -> None:
         """Size the send buffer to ~4 bandwidth-delay products of the active path
-        (delivery rate over the last interval times the path's minimum RTT)."""
+        (delivery rate over the last interval times the path's minimum RTT), but not
+        below what the ACK clock needed lately: see :meth:`_ack_clock_limited`."""
         now = self._now
         path = self.paths.get(self.active) if self.active is not None else None
         min_rtt = path.rtt.min_rtt if path is not None else None
@@ -362,7 +364,23 @@ class Flow:
         self._rate_acked0 = acked
         cfg = self.config
         target = int(4 * rate * min_rtt)
+        if self._ack_limited:
+            target = max(target, self._send_limit)  # it was needed: keep it
+        else:
+            target = max(target, self._send_limit * 3 // 4)  # decay towards the BDP
+        self._ack_limited = False
         self._send_limit = max(cfg.send_buffer_min, min(cfg.send_buffer, target))
+
+    def _ack_clock_limited(self) -> None:
+        """The application wants to write more, the send buffer is full, and all of it
+        is already in flight: only ACKs can make room, so the buffer (not the path, not
+        the peer's window) limits the rate.  The minimum RTT underestimates the time an
+        ACK takes under load (it includes the peer's processing and socket queues), so
+        grow the buffer (twice as large, up to ``send_buffer``)."""
+        self._ack_limited = True
+        cap = self.config.send_buffer
+        if self._send_limit < cap:
+            self._send_limit = min(cap, 2 * self._send_limit)
 
     def _handle_fin(self, path: PathState, body: memoryview) -> None:
         final = decode_u64(body)
@@ -494,10 +512,13 @@ class Flow:
         Raises:
             RendrError: after ``send_eof()``/``close()``, or when the flow ended.
         """
+        self._check_open()  # a failed flow reports its failure first
         if self._eof_offset is not None:
             raise RendrError("cannot write after write_eof()/close()")
-        self._check_open()
         take = min(self.send_space, len(data))
+        if take < len(data) and self._sendbuf and self._next_new >= self._sendbuf.end:
+            self._ack_clock_limited()
+            take = min(self.send_space, len(data))
         if take <= 0:
             return 0
         if not self._sendbuf:
