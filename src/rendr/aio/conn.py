@@ -54,7 +54,7 @@ class _PathSink:
         self._loop = conn._loop
         self._pid = path_id
 
-    def carrier_data(self, data: bytes) -> None:
+    def carrier_data(self, data: bytes | memoryview) -> None:
         if self._flow.receive(self._pid, data, self._loop.time()):
             self._conn._flush()
         else:

@@ -21,7 +21,7 @@ class HandshakeCollector:
         self._lost: tuple[BaseException | None] | None = None
         self._paused = False
 
-    def carrier_data(self, data: bytes) -> None:
+    def carrier_data(self, data: Buffer) -> None:
         if self.future.done():
             self.parser.feed(data)
             return

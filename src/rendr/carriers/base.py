@@ -33,7 +33,7 @@ Buffer = bytes | memoryview
 class CarrierSink(Protocol):
     """What a carrier reports to."""
 
-    def carrier_data(self, data: bytes) -> None:
+    def carrier_data(self, data: Buffer) -> None:
         """Bytes arrived (never empty; must not be mutated by the sink)."""
 
     def carrier_lost(self, exc: BaseException | None) -> None:
@@ -50,11 +50,11 @@ class _Buffering:
     """Sink used until the real one is set: remembers everything for replay."""
 
     def __init__(self) -> None:
-        self.data: list[bytes] = []
+        self.data: list[Buffer] = []
         self.lost: tuple[BaseException | None] | None = None
         self.paused = False
 
-    def carrier_data(self, data: bytes) -> None:
+    def carrier_data(self, data: Buffer) -> None:
         self.data.append(data)
 
     def carrier_lost(self, exc: BaseException | None) -> None:
