@@ -183,6 +183,7 @@ async def run(args: argparse.Namespace) -> int:
     size = args.size_mib * 1024 * 1024
     block = payload_block()
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    print(f"G1: loop={loop_name}, rendr.__compiled__={rendr.__compiled__}", flush=True)
     marks = [0.3, 0.5, 0.7]
     # 1. integrity: the receiver hashes every byte it reads
     check = await rendr_transfer(size, block, marks, verify=True)

@@ -133,7 +133,8 @@ async def run(args: argparse.Namespace) -> int:
         ren_p99.append(pct(m, 0.99))
     rp50, mp50 = statistics.median(raw_p50), statistics.median(ren_p50)
     ratio = mp50 / rp50
-    print(f"echo RTT 64 B (loop={loop_name}, {args.samples} samples x {args.repeat}): "
+    print(f"echo RTT 64 B (loop={loop_name}, rendr.__compiled__={rendr.__compiled__}, "
+          f"{args.samples} samples x {args.repeat}): "
           f"raw Protocol P50 {rp50 * 1e6:.0f} us P99 {statistics.median(raw_p99) * 1e6:.0f} us; "
           f"rendr P50 {mp50 * 1e6:.0f} us P99 {statistics.median(ren_p99) * 1e6:.0f} us; "
           f"P50 ratio {ratio:.2f} (max {args.max_ratio}); "
