@@ -53,15 +53,15 @@ def _say(message: str) -> None:
 
 
 def _remove_stale_artifacts() -> None:
-    """Delete compiled engine files an earlier build left beside the sources."""
+    """Delete the compiled files an earlier build left beside the sources (all of them:
+    the package has no other extension modules) and in setuptools' build/lib*."""
     patterns = [os.path.join(SRC, "*__mypyc*"),
-                os.path.join(CORE, NATIVE.SOURCES_RECORD)]
-    for base in [CORE, *glob.glob(os.path.join(HERE, "build", "lib*", "rendr", "core"))]:
-        for module in NATIVE.ENGINE_MODULES:
-            patterns += [os.path.join(base, f"{module}.*.so"), os.path.join(base, f"{module}.so"),
-                         os.path.join(base, f"{module}.*.pyd"), os.path.join(base, f"{module}.pyd")]
-    patterns += glob.glob(os.path.join(HERE, "build", "lib*", "*__mypyc*"))
-    removed = [path for pattern in patterns for path in glob.glob(pattern)]
+                os.path.join(CORE, NATIVE.SOURCES_RECORD),
+                os.path.join(HERE, "build", "lib*", "*__mypyc*")]
+    built = glob.glob(os.path.join(HERE, "build", "lib*", "rendr"))
+    for base in [os.path.join(SRC, "rendr"), *built]:
+        patterns += [os.path.join(base, "**", "*.so"), os.path.join(base, "**", "*.pyd")]
+    removed = sorted({path for pattern in patterns for path in glob.glob(pattern, recursive=True)})
     for path in removed:
         os.remove(path)
     if removed:

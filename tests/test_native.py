@@ -59,18 +59,23 @@ def _fake_build(directory: Path, names: list[str], record: dict[str, str] | None
 
 
 def test_stale_modules(tmp_path: Path) -> None:
-    assert _native.stale_modules(str(tmp_path), ["a", "b"]) == []  # nothing compiled
+    stale = _native.stale_modules
+    (tmp_path / "c.py").write_text("X = 'never compiled'\n")
+    assert stale(str(tmp_path)) == []  # nothing compiled
     _fake_build(tmp_path, ["a", "b"], None)
-    assert _native.stale_modules(str(tmp_path), ["a", "b"]) == ["a", "b"]  # no record
+    assert stale(str(tmp_path)) == ["a", "b"]  # no record
     digests = {n: _native.source_digest(str(tmp_path / f"{n}.py")) for n in ("a", "b")}
     _fake_build(tmp_path, ["a", "b"], digests)
-    assert _native.stale_modules(str(tmp_path), ["a", "b"]) == []  # as built
+    assert _native.compiled_modules(str(tmp_path)) == ["a", "b"]
+    assert stale(str(tmp_path)) == []  # as built
     (tmp_path / "b.py").write_text("X = 'edited'\n")
-    assert _native.stale_modules(str(tmp_path), ["a", "b"]) == ["b"]
+    assert stale(str(tmp_path)) == ["b"]
     (tmp_path / "b.py").unlink()  # a compiled module alone is all there is: used
-    assert _native.stale_modules(str(tmp_path), ["a", "b"]) == []
+    assert stale(str(tmp_path)) == []
+    (tmp_path / f"c{SUFFIX}").write_bytes(b"left over from another build")
+    assert stale(str(tmp_path)) == ["c"]  # not in the record
     (tmp_path / _native.SOURCES_RECORD).write_text("garbage\n")
-    assert _native.stale_modules(str(tmp_path), ["a", "b"]) == ["a"]
+    assert stale(str(tmp_path)) == ["a", "c"]
 
 
 def test_record_round_trip() -> None:
@@ -80,11 +85,11 @@ def test_record_round_trip() -> None:
 
 def test_source_only_finder_skips_compiled_modules(tmp_path: Path) -> None:
     _fake_build(tmp_path, ["a"], None)
-    finder = _native.SourceOnlyFinder("pkg", ["a"])
+    finder = _native.SourceOnlyFinder("pkg")
     spec = finder.find_spec("pkg.a", [str(tmp_path)])
     assert spec is not None and spec.origin == str(tmp_path / "a.py")
     assert isinstance(spec.loader, importlib.machinery.SourceFileLoader)
-    assert finder.find_spec("pkg.other", [str(tmp_path)]) is None
+    assert finder.find_spec("pkg.missing", [str(tmp_path)]) is None
     assert finder.find_spec("elsewhere.a", [str(tmp_path)]) is None
 
 

@@ -2,11 +2,12 @@
 
 The build (``setup.py``) may compile the modules named in :data:`ENGINE_MODULES` and
 records the SHA-256 of each source it compiled in :data:`SOURCES_RECORD` beside them.
-When ``rendr.core`` is imported, :func:`guard` checks that record: compiled modules
-whose ``.py`` changed since they were built (an edited editable install), or that
-have no record at all, are stale.  Then *every* engine module is loaded from its
-source (compiled modules call each other directly, so a mix would run old code) and a
-warning says how to rebuild.  A stale build never shadows edited code.
+When ``rendr.core`` is imported, :func:`guard` checks every compiled module there
+against that record: one whose ``.py`` changed since it was built (an edited editable
+install), or that the record does not list (left over from another build), is stale.
+Then *every* module of ``rendr.core`` is loaded from its source (compiled modules call
+each other directly, so a mix would run old code) and a warning says how to rebuild.
+A stale build never shadows edited code.
 
 This module must stay interpreted and use the standard library only: ``setup.py``
 reads it before anything is built.
@@ -73,23 +74,31 @@ def parse_record(text: str) -> dict[str, str]:
     return record
 
 
-def compiled_files(directory: str, name: str) -> list[str]:
-    """The extension modules for ``name`` in ``directory`` that this interpreter loads."""
-    return [
-        path
-        for suffix in importlib.machinery.EXTENSION_SUFFIXES
-        if os.path.exists(path := os.path.join(directory, name + suffix))
-    ]
+def compiled_modules(directory: str) -> list[str]:
+    """The modules in ``directory`` that exist as an extension this interpreter loads."""
+    try:
+        files = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    names = []
+    for f in files:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:  # e.g. .cpython-311-...so, .so
+            name = f[: -len(suffix)]
+            if f.endswith(suffix) and name.isidentifier():
+                names.append(name)
+                break
+    return sorted(set(names))
 
 
-def stale_modules(directory: str, names: Sequence[str] = ENGINE_MODULES) -> list[str]:
+def stale_modules(directory: str) -> list[str]:
     """The compiled modules in ``directory`` that must not be used.
 
-    A compiled module is stale when its ``.py`` is present and differs from the source
-    it was compiled from, or when the build's record of its sources is missing or
-    unreadable.  A compiled module without a ``.py`` beside it is all there is: used.
+    A compiled module is stale when a ``.py`` beside it differs from the source it was
+    compiled from, or is not in the build's record (missing or unreadable record: all
+    are).  A compiled module without a ``.py`` beside it is all there is: used.
     """
-    compiled = [name for name in names if compiled_files(directory, name)]
+    compiled = [name for name in compiled_modules(directory)
+                if os.path.exists(os.path.join(directory, name + ".py"))]
     if not compiled:
         return []
     try:
@@ -97,25 +106,20 @@ def stale_modules(directory: str, names: Sequence[str] = ENGINE_MODULES) -> list
             record = parse_record(f.read())
     except (OSError, ValueError):
         return compiled
-    stale = []
-    for name in compiled:
-        source = os.path.join(directory, name + ".py")
-        if os.path.exists(source) and record.get(name) != source_digest(source):
-            stale.append(name)
-    return stale
+    return [name for name in compiled
+            if record.get(name) != source_digest(os.path.join(directory, name + ".py"))]
 
 
 class SourceOnlyFinder:
-    """A meta-path finder that loads the named modules of one package from ``.py`` only."""
+    """A meta-path finder that loads the modules of one package from their ``.py``."""
 
-    def __init__(self, package: str, names: Sequence[str]) -> None:
+    def __init__(self, package: str) -> None:
         self.package = package
-        self.names = frozenset(names)
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
         parent, _, name = fullname.rpartition(".")
-        if parent != self.package or name not in self.names:
+        if parent != self.package:
             return None
         for directory in path or ():
             source = os.path.join(directory, name + ".py")
@@ -131,7 +135,7 @@ def guard(package_dir: str) -> list[str]:
     """
     stale = stale_modules(package_dir)
     if stale and not any(isinstance(f, SourceOnlyFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, SourceOnlyFinder(PACKAGE, ENGINE_MODULES))
+        sys.meta_path.insert(0, SourceOnlyFinder(PACKAGE))
         warnings.warn(
             f"rendr: the compiled engine in {package_dir} is stale (built from other "
             f"sources than {', '.join(m + '.py' for m in stale)}): running the pure-Python "
