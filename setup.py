@@ -98,8 +98,9 @@ class BuildExt(build_ext):
         except Exception as exc:  # compiler, linker or platform errors (they vary)
             if not self.optional:
                 raise
-            _say(f"compiling the engine failed ({type(exc).__name__}: {exc}); "
-                 "installing the pure-Python engine instead")
+            detail = str(exc) if len(str(exc)) < 300 else str(exc)[:300] + "..."
+            _say(f"compiling the engine failed ({type(exc).__name__}: {detail}); "
+                 "building the pure-Python engine instead")
             self._drop_extensions()
             return
         self._write_record()
