@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 
+import rendr
 from rendr.core.flow import Flow
 from rendr.core.types import Role
 
@@ -104,6 +105,8 @@ def main() -> int:
     parser.add_argument("--bulk-mib", type=int, default=512)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
+    print(f"engine cost (rendr.__compiled__={rendr.__compiled__}, "
+          f"Python {sys.version.split()[0]})", flush=True)
     rtts = [ping_pong(args.messages) for _ in range(args.repeat)]
     bulks = [bulk(args.bulk_mib * MIB) for _ in range(args.repeat)]
     print(f"engine ping-pong (64 B, {args.messages} x {args.repeat}): "

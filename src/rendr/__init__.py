@@ -5,6 +5,7 @@ today) rendr swaps without the application seeing a reset, an exception, EOF
 or a zero-length read.  See the README for a quick start.
 """
 
+from ._native import is_compiled as _is_compiled
 from ._version import __version__
 from .admin import AdminConn
 from .aio import Conn, Dialer, Listener, listen, listen_tcp
@@ -28,6 +29,9 @@ from .errors import (
     ZombieFlow,
 )
 from .spec import ListenSpec, PathSpec
+
+__compiled__: bool = _is_compiled()
+"""Whether the engine (``rendr.core``) that runs is the mypyc-compiled build."""
 
 __all__ = [
     "AdminConn",
@@ -55,6 +59,7 @@ __all__ = [
     "RendrError",
     "State",
     "ZombieFlow",
+    "__compiled__",
     "__version__",
     "listen",
     "listen_tcp",

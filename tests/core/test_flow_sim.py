@@ -455,18 +455,29 @@ def test_sim_is_deterministic() -> None:
     assert run(1) != run(2)
 
 
+def _stick_timer(sim: Sim, side: Side, at: float) -> None:
+    """From now on ``side``'s engine timer reads ``at`` (a stuck deadline), through the
+    simulator's seam: a compiled Flow cannot have a method replaced on an instance."""
+    engine_timer = sim._engine_timer
+
+    def stuck(s: Side) -> float | None:
+        return at if s is side else engine_timer(s)
+
+    sim._engine_timer = stuck  # type: ignore[method-assign]
+
+
 def test_sim_refuses_a_spinning_engine_timer() -> None:
     sim = Sim()
     sim.add_path(0.010)
     sim.run(1.0)
-    sim.dialer.get_timer = lambda: 0.5  # type: ignore[method-assign]  # a stuck deadline
+    _stick_timer(sim, D, 0.5)
     sim.write(D, b"x")  # any input re-reads get_timer()
     with pytest.raises(SimError, match="DIALER engine timer spins"):
         sim.run(2.0)
     polled = Sim(spin_poll=0.25)
     polled.add_path(0.010)
     polled.run(1.0)
-    polled.dialer.get_timer = lambda: 0.5  # type: ignore[method-assign]
+    _stick_timer(polled, D, 0.5)
     polled.write(D, b"x")
     polled.run(2.0)  # tolerated: re-run (at the latest) every 0.25 s, and counted
     assert polled.timer_spins[D] > 0 and polled.timer_spins[L] == 0 and polled.now == 2.0

@@ -194,6 +194,12 @@ class Hello:
         result = body[_HELLO.size] if ack else Result.OK
         return cls(bytes(flow_id), path_id, mode, kind, caps, window, result)
 
+    def __reduce__(self) -> tuple[type[Hello], tuple[bytes, int, int, int, int, int, int]]:
+        # copy and pickle rebuild through __init__: compiled (mypyc), a frozen dataclass
+        # cannot be restored field by field
+        return (type(self), (self.flow_id, self.path_id, self.mode, self.kind, self.caps,
+                             self.recv_window, self.result))
+
 
 @dataclass(frozen=True)
 class Join:
@@ -213,6 +219,9 @@ class Join:
             raise ProtocolError("short JOIN")
         flow_id, path_id = _JOIN.unpack_from(body, 0)
         return cls(bytes(flow_id), path_id)
+
+    def __reduce__(self) -> tuple[type[Join], tuple[bytes, int]]:
+        return (type(self), (self.flow_id, self.path_id))  # see Hello.__reduce__
 
 
 @dataclass(frozen=True)
@@ -235,6 +244,9 @@ class JoinAck:
             raise ProtocolError("short JOIN_ACK")
         flow_id, path_id, result = _JOIN_ACK.unpack_from(body, 0)
         return cls(bytes(flow_id), path_id, result)
+
+    def __reduce__(self) -> tuple[type[JoinAck], tuple[bytes, int, int]]:
+        return (type(self), (self.flow_id, self.path_id, self.result))  # see Hello.__reduce__
 
 
 def encode_ack(cum: int, max_offset: int, flags: int, ranges: list[tuple[int, int]]) -> bytes:

@@ -320,10 +320,15 @@ class Sim:
         for pid, abort in flow.closes():
             self._close_end(side, pid, abort)
         self.events[side].extend(flow.events())
-        self._timers[side] = flow.get_timer()
+        self._timers[side] = self._engine_timer(side)
         if flow.wants_transmit() and not self._flush_scheduled[side]:
             self._flush_scheduled[side] = True
             self.at(now, lambda: self._flush(side))
+
+    def _engine_timer(self, side: Side) -> float | None:
+        """``side``'s ``get_timer()`` (a seam: a test may fake a stuck deadline here; the
+        engine itself may be compiled, and compiled instances take no patched methods)."""
+        return self.flows[side].get_timer()
 
     def _flush(self, side: Side) -> None:
         self._flush_scheduled[side] = False
