@@ -33,6 +33,8 @@ logger = logging.getLogger("rendr.conn")
 
 EventCallback = Callable[[Event], object]
 
+_SMALL_WRITE = 64 * 1024  # bytes objects up to this size are queued as they are
+
 
 def classify(exc: BaseException | None) -> Cause:
     """Map a carrier's end to a path-death cause (never to an application EOF)."""
@@ -57,8 +59,10 @@ class _PathSink:
     def carrier_data(self, data: Buffer) -> None:
         if self._flow.receive(self._pid, data, self._loop.time()):
             self._conn._flush()
-        else:
-            self._conn._wake()
+        else:  # only stream data arrived: wake the reader, nothing else changed
+            waiter = self._conn._read_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     def carrier_lost(self, exc: BaseException | None) -> None:
         self._conn._carriers.pop(self._pid, None)
@@ -201,6 +205,17 @@ class Conn:
             hook()
         self._close_hooks.clear()
 
+    async def _wait_readable(self) -> None:
+        """Wait until the flow is readable (the caller found nothing to read)."""
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            raise RuntimeError("read() called while another task is already reading")
+        fut = self._read_waiter = self._loop.create_future()
+        try:
+            await fut
+        finally:
+            self._read_waiter = None
+
     async def _wait(self, which: str) -> None:
         fut: asyncio.Future[None] = self._loop.create_future()
         if which == "read":
@@ -246,13 +261,14 @@ class Conn:
             return b""
         flow = self._flow
         while True:
-            self._raise_if_unusable()
+            if self._local_closed:
+                raise ConnClosed("connection is closed")
             data = flow.read(n)
             if data is not None:
                 if flow.ack_due:
                     self._flush()  # a window update
                 return data
-            await self._wait("read")
+            await self._wait_readable()
 
     async def readinto(self, buffer: bytearray | memoryview) -> int:
         """Read into ``buffer`` (any writable bytes-like object); return how many bytes.
@@ -283,7 +299,7 @@ class Conn:
                 if flow.ack_due:
                     self._flush()  # a window update
                 return n
-            await self._wait("read")
+            await self._wait_readable()
 
     async def readexactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes.
@@ -312,13 +328,18 @@ class Conn:
             ConnClosed: after ``close()``/``write_eof()`` or the peer's close.
             MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed.
         """
-        self._raise_if_unusable()
+        if self._local_closed:
+            raise ConnClosed("connection is closed")
         flow = self._flow
-        view = memoryview(data)
-        if not (view.readonly and isinstance(view.obj, bytes)):
-            view = memoryview(bytes(view))  # the caller may reuse a mutable buffer
-        if view.ndim != 1 or view.itemsize != 1:
-            view = view.cast("B")
+        view: Buffer
+        if type(data) is bytes and len(data) <= _SMALL_WRITE:
+            view = data  # immutable; a partial take copies at most this much
+        else:
+            view = memoryview(data)
+            if not (view.readonly and isinstance(view.obj, bytes)):
+                view = memoryview(bytes(view))  # the caller may reuse a mutable buffer
+            if view.ndim != 1 or view.itemsize != 1:
+                view = view.cast("B")
         total = len(view)
         sent = 0
         while True:
