@@ -34,6 +34,7 @@ logger = logging.getLogger("rendr.conn")
 EventCallback = Callable[[Event], object]
 
 _SMALL_WRITE = 64 * 1024  # bytes objects up to this size are queued as they are
+_TIMER_RESOLUTION = 0.001  # event loops' timer granularity (uvloop: 1 ms)
 
 
 def classify(exc: BaseException | None) -> Cause:
@@ -154,7 +155,17 @@ class Conn:
         if at != self._timer_at:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = self._loop.call_at(at, self._on_timer) if at is not None else None
+            if at is None:
+                self._timer = None
+            else:
+                fire = at
+                now = self._loop.time()
+                if now < at < now + _TIMER_RESOLUTION:
+                    # uvloop's clock and timers tick in milliseconds: a deadline less
+                    # than a tick away would fire "early" again and again (the loop's
+                    # time stands still within the tick) until the tick passes
+                    fire = now + _TIMER_RESOLUTION
+                self._timer = self._loop.call_at(fire, self._on_timer)
             self._timer_at = at
         if self._soon is None and flow.wants_transmit():
             self._soon = self._loop.call_soon(self._flush_soon)
