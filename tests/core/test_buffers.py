@@ -407,3 +407,32 @@ def test_out_of_order_then_in_order() -> None:
     assert rb.receive(0, memoryview(STREAM)[0:10]) == 30
     assert rb.sack_ranges(16) == []
     assert drain(rb) == STREAM[:30]
+
+
+def test_small_out_of_order_pieces_from_reused_buffers_are_copied() -> None:
+    """A carrier's receive buffer is reused once unreferenced: a small piece held across
+    a gap must not pin it (copied); a large one is kept as a view (no copy)."""
+    buf = bytearray(b"s" * 100 + b"L" * (128 * 1024))
+    view = memoryview(buf).toreadonly()
+    rb = ReceiveBuffer()
+    rb.receive(1000, view[:100])  # out of order: offset 0 not yet received
+    rb.receive(5000, view[100:])
+    held = sorted(rb._ooo.items())
+    assert held[0][1].obj is not buf and bytes(held[0][1]) == b"s" * 100  # copied
+    assert held[1][1].obj is buf  # kept as a view
+    buf[0:100] = b"x" * 100  # the carrier may reuse what nothing refers to
+    rb.receive(0, memoryview(b"0" * 1000))
+    got = rb.read(1100)
+    got += rb.read(1100 - len(got))
+    assert got == b"0" * 1000 + b"s" * 100
+
+
+def test_readinto_copies_across_pieces_and_splits_the_last() -> None:
+    rb = ReceiveBuffer()
+    rb.receive(0, memoryview(b"abc"))
+    rb.receive(3, memoryview(b"defgh"))
+    dest = bytearray(5)
+    assert rb.readinto(memoryview(dest)) == 5 and dest == b"abcde"
+    assert rb.read_offset == 5 and rb.ready_bytes == 3
+    assert rb.readinto(memoryview(dest)) == 3 and dest[:3] == b"fgh"
+    assert rb.readinto(memoryview(dest)) == 0

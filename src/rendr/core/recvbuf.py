@@ -6,8 +6,10 @@ an old path while new data already arrives on the new one) and possibly twice
 queue that the application reads; bytes above the next expected offset wait in
 a reorder store.  In-order pieces are kept without copying: they must not be
 mutated while referenced (``bytes``, or read-only views of a carrier's receive
-buffer, which the carrier reuses only once unreferenced).  Out-of-order pieces
-from such buffers are copied, so a long-held gap never pins a carrier's buffer.
+buffer, which the carrier reuses only once unreferenced).  Small out-of-order
+pieces from such buffers are copied, so many tiny pieces held across a gap never
+pin many carrier buffers; large ones (a planned migration's new-path data) are
+kept as views.
 
 Reading copies each byte once, into a fresh ``bytes`` (:meth:`ReceiveBuffer.read`)
 or into the caller's buffer (:meth:`ReceiveBuffer.readinto`), except that a
@@ -21,6 +23,9 @@ from collections import deque
 from .rangeset import RangeSet
 
 __all__ = ["ReceiveBuffer"]
+
+_PIN_MIN = 64 * 1024
+"""Out-of-order pieces smaller than this are copied rather than kept as views."""
 
 
 class ReceiveBuffer:
@@ -92,7 +97,9 @@ class ReceiveBuffer:
             dup = True
             self.dup_bytes += end - offset - got
         self.dups += dup
-        keep = piece if isinstance(piece.obj, bytes) else memoryview(piece.tobytes())
+        keep = piece
+        if len(piece) < _PIN_MIN and not isinstance(piece.obj, bytes):
+            keep = memoryview(piece.tobytes())  # a small piece must not pin a whole buffer
         for s, e in novel:
             self._ooo[s] = keep[s - offset : e - offset]
             self._ooo_ranges.add(s, e)
