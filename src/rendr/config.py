@@ -49,13 +49,13 @@ class FlowConfig:
     recv_window: int = 8 * MIB
     """Flow-control window: bytes the peer may send beyond what the application read."""
 
-    max_frame: int = 256 * KIB
-    """Largest DATA payload on stream carriers."""
+    max_frame: int = 1 * MIB
+    """Largest DATA payload on stream carriers (a stream carrier reads up to 1 MiB at
+    once, so larger frames mean fewer pieces per read)."""
 
     write_burst: int = 1 * MIB
     """Most bytes one flush writes to one path before yielding to the event loop (one
-    ``writelines`` of up to four 256 KiB frames: fewer loop iterations per byte; see
-    docs/benchmarks.md)."""
+    ``writelines`` per flush: fewer loop iterations per byte; see docs/benchmarks.md)."""
 
     ack_delay: float = 0.005
     """Longest time received data waits before it is acknowledged."""

@@ -32,13 +32,14 @@ from collections import deque
 
 __all__ = ["BUFFER_SIZE", "ReadBuffers"]
 
-BUFFER_SIZE = 256 * 1024
-"""Size of one receive buffer (the most one socket read brings in)."""
+BUFFER_SIZE = 1024 * 1024
+"""Size of one receive buffer (the most one socket read brings in).  1 MiB reads cost
+a quarter of the per-read work of 256 KiB ones (docs/benchmarks.md)."""
 
 MIN_READ = 32 * 1024
 """A read gets at least this much room: a shorter tail starts the next buffer."""
 
-SPARES = 8
+SPARES = 4
 """Free buffers kept for reuse, shared by all carriers of a process."""
 
 RETIRED = 32

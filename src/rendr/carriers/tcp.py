@@ -30,7 +30,7 @@ logger = logging.getLogger("rendr.carriers.tcp")
 
 WRITE_HIGH = 512 * 1024
 WRITE_LOW = 128 * 1024
-READ_BURST = 512 * 1024
+READ_BURST = 2 * 1024 * 1024
 """Bytes read in one event-loop iteration before reading pauses until the next."""
 COPY_MAX = 16 * 1024
 """Reads up to this size are handed on as ``bytes`` copies, larger ones as views."""
