@@ -65,7 +65,8 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._loop = asyncio.get_running_loop()
-        self._join_writes = type(transport).writelines is asyncio.WriteTransport.writelines
+        self._join_writes = (getattr(type(transport), "writelines", None)
+                             is asyncio.WriteTransport.writelines)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
