@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from functools import partial
 from typing import Final
 
 from ..config import FlowConfig
@@ -201,7 +200,14 @@ class Flow:
         self._check_close_done(now)
 
     def _make_deframer(self, path_id: int) -> StreamDeframer:
-        return StreamDeframer(partial(self._on_data, path_id), partial(self._on_frame, path_id))
+        # closures, not functools.partial: compiled (mypyc), they call the handlers natively
+        def on_data(offset: int, piece: memoryview) -> None:
+            self._on_data(path_id, offset, piece)
+
+        def on_frame(ftype: int, body: memoryview) -> None:
+            self._on_frame(path_id, ftype, body)
+
+        return StreamDeframer(on_data, on_frame)
 
     def path_failed(self, path_id: int, cause: Cause, now: float, detail: str = "") -> None:
         """The driver reports that a carrier failed (reset, EOF, OS error).
