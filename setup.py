@@ -24,6 +24,7 @@ import platform
 import shutil
 import sys
 import sysconfig
+import time
 from typing import Any
 
 from setuptools import setup
@@ -93,6 +94,7 @@ class BuildExt(build_ext):
     optional = False
 
     def run(self) -> None:
+        start = time.monotonic()
         try:
             super().run()
         except Exception as exc:  # compiler, linker or platform errors (they vary)
@@ -104,6 +106,8 @@ class BuildExt(build_ext):
             self._drop_extensions()
             return
         self._write_record()
+        if self.extensions:
+            _say(f"C compiler: {time.monotonic() - start:.1f} s")
 
     def _drop_extensions(self) -> None:
         """Remove whatever part of the compiled engine did get built."""
@@ -153,6 +157,7 @@ def _extensions() -> tuple[list[Any], bool]:
     from mypyc.build import mypycify
 
     _say(f"compiling the engine with mypyc: {', '.join(NATIVE.ENGINE_MODULES)}")
+    start = time.monotonic()
     try:
         extensions = mypycify(ENGINE_SOURCES, opt_level="3", debug_level="0",
                               target_dir=os.path.join("build", "mypyc"))
@@ -161,6 +166,7 @@ def _extensions() -> tuple[list[Any], bool]:
             raise
         _say(f"mypyc failed ({exc!r}): pure-Python engine")
         return [], False
+    _say(f"mypyc (type check and C generation): {time.monotonic() - start:.1f} s")
     return extensions, setting == "auto"
 
 

@@ -57,7 +57,8 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 def test_version_subprocess() -> None:
     proc = _run_cli("--version")
     assert proc.returncode == 0
-    assert proc.stdout.strip() == f"rendr, version {rendr.__version__}"
+    engine = "compiled engine" if rendr.__compiled__ else "pure-Python engine"
+    assert proc.stdout.strip() == f"rendr, version {rendr.__version__} ({engine})"
 
 
 def test_bad_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

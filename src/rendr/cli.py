@@ -305,9 +305,12 @@ def _report(result: DemoResult) -> None:
 
 # --------------------------------------------------------------------------- commands
 
+_ENGINE = "compiled engine" if rendr.__compiled__ else "pure-Python engine"
+
 
 @click.group(name="rendr", context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(rendr.__version__, "--version", prog_name="rendr")
+@click.version_option(rendr.__version__, "--version", prog_name="rendr",
+                      message=f"%(prog)s, version %(version)s ({_ENGINE})")
 @click.option("-v", "--verbose", count=True,
               help="Log rendr's internals (-v: info, -vv: debug).")
 def cli(verbose: int) -> None:
@@ -339,7 +342,7 @@ def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop
     connection migrated.
     """
     _, loop_name = loop_factory(use_uvloop)
-    console.print(f"rendr {rendr.__version__} demo, event loop: {loop_name}")
+    console.print(f"rendr {rendr.__version__} demo, event loop: {loop_name}, {_ENGINE}")
     try:
         result = run(_demo(size_mib * MIB, n_paths, kill_at, timeout), use_uvloop=use_uvloop)
     except (OSError, rendr.RendrError) as exc:  # could not even set the demo up

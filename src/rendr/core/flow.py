@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from functools import partial
+from typing import Final
 
 from ..config import FlowConfig
 from ..errors import (
@@ -86,20 +86,21 @@ from .wire import (
 __all__ = ["Flow"]
 
 
-logger = logging.getLogger("rendr.flow")
+logger: Final = logging.getLogger("rendr.flow")
 
 Buffer = bytes | memoryview
 
-# frame types as plain ints (the dispatch in Flow._on_frame compares them)
-_ACK = int(FrameType.ACK)
-_FIN = int(FrameType.FIN)
-_PING = int(FrameType.PING)
-_PONG = int(FrameType.PONG)
-_ACTIVATE = int(FrameType.ACTIVATE)
-_PATH_CLOSE = int(FrameType.PATH_CLOSE)
-_CLOSE = int(FrameType.CLOSE)
-_HANDSHAKE_FRAMES = frozenset({FrameType.HELLO, FrameType.HELLO_ACK, FrameType.JOIN,
-                               FrameType.JOIN_ACK})
+# Frame types as plain ints (the dispatch in Flow._on_frame compares them).  Final: a
+# compiled build (mypyc) reads them as native constants, not module globals.
+_ACK: Final = int(FrameType.ACK)
+_FIN: Final = int(FrameType.FIN)
+_PING: Final = int(FrameType.PING)
+_PONG: Final = int(FrameType.PONG)
+_ACTIVATE: Final = int(FrameType.ACTIVATE)
+_PATH_CLOSE: Final = int(FrameType.PATH_CLOSE)
+_CLOSE: Final = int(FrameType.CLOSE)
+_HANDSHAKE_FRAMES: Final = frozenset({int(FrameType.HELLO), int(FrameType.HELLO_ACK),
+                                      int(FrameType.JOIN), int(FrameType.JOIN_ACK)})
 
 
 class Flow:
@@ -200,7 +201,14 @@ class Flow:
         self._check_close_done(now)
 
     def _make_deframer(self, path_id: int) -> StreamDeframer:
-        return StreamDeframer(partial(self._on_data, path_id), partial(self._on_frame, path_id))
+        # closures, not functools.partial: compiled (mypyc), they call the handlers natively
+        def on_data(offset: int, piece: memoryview) -> None:
+            self._on_data(path_id, offset, piece)
+
+        def on_frame(ftype: int, body: memoryview) -> None:
+            self._on_frame(path_id, ftype, body)
+
+        return StreamDeframer(on_data, on_frame)
 
     def path_failed(self, path_id: int, cause: Cause, now: float, detail: str = "") -> None:
         """The driver reports that a carrier failed (reset, EOF, OS error).

@@ -12,23 +12,25 @@ gathered in a small side buffer.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from ..errors import ProtocolError
 from .wire import DATA_HEADER, HEADER, MAX_CONTROL_BODY, FrameType
 
 __all__ = ["StreamDeframer"]
 
-_DATA = int(FrameType.DATA)
-_HEADER_SIZE = HEADER.size
-_unpack_word = HEADER.unpack_from
-_DATA_HEADER_SIZE = DATA_HEADER.size
-_unpack_data_header = DATA_HEADER.unpack_from
+# Final: a compiled build (mypyc) reads these as native constants, not module globals
+_DATA: Final = int(FrameType.DATA)
+_HEADER_SIZE: Final = HEADER.size
+_unpack_word: Final = HEADER.unpack_from
+_DATA_HEADER_SIZE: Final = DATA_HEADER.size
+_unpack_data_header: Final = DATA_HEADER.unpack_from
 
 # parser stages
-_HEAD = 0
-_DATA_OFFSET = 1
-_BODY = 2
-_PAYLOAD = 3
+_HEAD: Final = 0
+_DATA_OFFSET: Final = 1
+_BODY: Final = 2
+_PAYLOAD: Final = 3
 
 DataCallback = Callable[[int, memoryview], None]
 FrameCallback = Callable[[int, memoryview], None]
@@ -73,7 +75,8 @@ class StreamDeframer:
             stage = self._stage
             if stage == _HEAD and not self._acc and n - pos >= _DATA_HEADER_SIZE:
                 # fast path: a whole header in hand, no partial state
-                word, offset = _unpack_data_header(mv, pos)
+                header: tuple[int, int] = _unpack_data_header(mv, pos)  # typed: native ints
+                word, offset = header
                 ftype = word >> 24
                 length = word & 0xFFFFFF
                 if ftype == _DATA and length > 8:
@@ -129,7 +132,8 @@ class StreamDeframer:
     def _unit(self, unit: memoryview) -> None:
         stage = self._stage
         if stage == _HEAD:
-            (word,) = _unpack_word(unit, 0)
+            head: tuple[int] = _unpack_word(unit, 0)
+            (word,) = head
             ftype = word >> 24
             length = word & 0xFFFFFF
             self._ftype = ftype

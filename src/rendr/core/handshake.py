@@ -9,12 +9,14 @@ and belongs to the flow.
 
 from __future__ import annotations
 
+from typing import Final
+
 from ..errors import HandshakeError
 from .wire import HEADER, MAX_CONTROL_BODY, PREFACE_STRUCT, parse_preface
 
 __all__ = ["HandshakeParser"]
 
-_PREFACE_SIZE = PREFACE_STRUCT.size
+_PREFACE_SIZE: Final = PREFACE_STRUCT.size
 
 
 class HandshakeParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
 from .framing import StreamDeframer
 from .types import PathStatus
@@ -10,8 +11,8 @@ from .types import PathStatus
 __all__ = ["PathState", "RttEstimator"]
 
 # RFC 6298, 2.3
-K_ALPHA = 1 / 8
-K_BETA = 1 / 4
+K_ALPHA: Final = 1 / 8
+K_BETA: Final = 1 / 4
 
 
 class RttEstimator:

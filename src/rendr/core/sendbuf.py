@@ -9,10 +9,11 @@ stream of 1-byte writes does not become millions of chunks.
 from __future__ import annotations
 
 from bisect import bisect_right
+from typing import Final
 
 __all__ = ["SendBuffer"]
 
-_COALESCE_BELOW = 16 * 1024
+_COALESCE_BELOW: Final = 16 * 1024
 
 
 class SendBuffer:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from ..errors import HandshakeError, ProtocolError
 
@@ -44,15 +45,16 @@ __all__ = [
     "parse_preface",
 ]
 
-MAGIC = b"RNDR"
-VERSION = 0
-PREFACE_STRUCT = struct.Struct("!4sBBH")
-PREFACE = PREFACE_STRUCT.pack(MAGIC, VERSION, 0, 0)
-HEADER = struct.Struct("!I")
-DATA_HEADER = struct.Struct("!IQ")
-MAX_BODY = (1 << 24) - 1
-MAX_CONTROL_BODY = 64 * 1024
-EXTENSION_MIN = 0x80
+# Final: a compiled build (mypyc) reads these as native constants, not module globals
+MAGIC: Final = b"RNDR"
+VERSION: Final = 0
+PREFACE_STRUCT: Final = struct.Struct("!4sBBH")
+PREFACE: Final = PREFACE_STRUCT.pack(MAGIC, VERSION, 0, 0)
+HEADER: Final = struct.Struct("!I")
+DATA_HEADER: Final = struct.Struct("!IQ")
+MAX_BODY: Final = (1 << 24) - 1
+MAX_CONTROL_BODY: Final = 64 * 1024
+EXTENSION_MIN: Final = 0x80
 
 
 class FrameType(enum.IntEnum):
@@ -104,21 +106,22 @@ class CloseCode(enum.IntEnum):
     INTERNAL = 6
 
 
-ACK_FIN = 0x01
+ACK_FIN: Final = 0x01
 """ACK flag: the sender's FIN and every byte before it were received."""
-ACK_PROBE = 0x02
+ACK_PROBE: Final = 0x02
 """ACK flag: please acknowledge promptly (sent after a failover, before re-sending)."""
-MAX_ACK_RANGES = 16
+MAX_ACK_RANGES: Final = 16
 
-_HELLO = struct.Struct("!16sIBBHI")
-_JOIN = struct.Struct("!16sI")
-_JOIN_ACK = struct.Struct("!16sIB")
-_ACK_HEAD = struct.Struct("!QQBB")
-_RANGE = struct.Struct("!QQ")
-_U64 = struct.Struct("!Q")
-_U32 = struct.Struct("!I")
-_ACTIVATE = struct.Struct("!III")
-_CLOSE_HEAD = struct.Struct("!H")
+_HELLO: Final = struct.Struct("!16sIBBHI")
+_JOIN: Final = struct.Struct("!16sI")
+_JOIN_ACK: Final = struct.Struct("!16sIB")
+_ACK_HEAD: Final = struct.Struct("!QQBB")
+_RANGE: Final = struct.Struct("!QQ")
+_U64: Final = struct.Struct("!Q")
+_U32: Final = struct.Struct("!I")
+_ACTIVATE: Final = struct.Struct("!III")
+_CLOSE_HEAD: Final = struct.Struct("!H")
+_DATA_WORD: Final = int(FrameType.DATA) << 24
 
 
 def encode_frame(ftype: int, body: bytes = b"") -> bytes:
@@ -130,7 +133,7 @@ def encode_frame(ftype: int, body: bytes = b"") -> bytes:
 
 def data_header(offset: int, length: int) -> bytes:
     """The 12-byte header of a DATA frame carrying ``length`` payload bytes."""
-    return DATA_HEADER.pack((FrameType.DATA << 24) | (length + 8), offset)
+    return DATA_HEADER.pack(_DATA_WORD | (length + 8), offset)
 
 
 def parse_preface(buf: bytes | bytearray | memoryview) -> None:
