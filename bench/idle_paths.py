@@ -8,7 +8,8 @@ buffer per carrier.  This opens ``--flows`` flows with ``--paths`` paths each
 data), lets everything go idle (PINGs only) and reports, per path end:
 
 - Python heap (``tracemalloc``) held after idling, against the baseline before the
-  flows were opened;
+  flows were opened, per path end besides the process-wide pool of spare receive
+  buffers (a few MiB, shared by all carriers);
 - receive-buffer bytes still held by carriers (should be 0 when idle) and the
   shared pool's spares.
 
@@ -78,13 +79,15 @@ async def run(args: argparse.Namespace) -> int:
     rx_held = sum(c._rx.held for conn in (x for pair in pairs for x in pair)
                   for c in conn._carriers.values() if hasattr(c, "_rx"))
     spares, retired = rxbuf.pool_stats() if rxbuf is not None else (0, 0)
-    per_path = (held - base) / ends
+    pool = spares * rxbuf.BUFFER_SIZE if rxbuf is not None else 0
+    per_path = (held - base - pool) / ends  # the shared pool is per process, not per path
     print(f"idle paths (loop={loop_name}, compiled={getattr(rendr, '__compiled__', False)}): "
           f"{args.flows} flows x {args.paths} paths, {args.mib} MiB each; "
           f"peak during traffic {(peak - base) / 2**20:.1f} MiB; after {args.idle:g} s idle: "
-          f"{(held - base) / 2**20:.2f} MiB for {ends} path ends = "
-          f"{per_path / 1024:.1f} KiB per path end; carrier receive buffers held "
-          f"{rx_held} B; pool spares {spares} (retired {retired})")
+          f"{(held - base) / 2**20:.2f} MiB, of which the process-wide pool of spare "
+          f"receive buffers {pool / 2**20:.0f} MiB ({spares} spares, {retired} retired); "
+          f"{per_path / 1024:.1f} KiB per path end besides the pool; carrier receive "
+          f"buffers held {rx_held} B")
     for client, server in pairs:
         client.abort()
         server.abort()
