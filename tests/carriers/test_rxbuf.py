@@ -129,6 +129,16 @@ class _Sink:
         pass
 
 
+def _connected() -> tuple[TcpCarrier, _FakeTransport, _Sink]:
+    """A TCP carrier on a fake transport (must run inside a loop), reporting to a sink."""
+    carrier = TcpCarrier()
+    transport = _FakeTransport()
+    carrier.connection_made(transport)  # type: ignore[arg-type]
+    sink = _Sink()
+    carrier.set_sink(sink)
+    return carrier, transport, sink
+
+
 def _feed(carrier: TcpCarrier, data: bytes) -> None:
     room = carrier.get_buffer(-1)
     room[: len(data)] = data
@@ -136,11 +146,7 @@ def _feed(carrier: TcpCarrier, data: bytes) -> None:
 
 
 async def test_tcp_carrier_reads_at_most_a_burst_per_loop_iteration() -> None:
-    carrier = TcpCarrier()
-    transport = _FakeTransport()
-    carrier.connection_made(transport)  # type: ignore[arg-type]
-    sink = _Sink()
-    carrier.set_sink(sink)
+    carrier, transport, sink = _connected()
     chunk = os.urandom(128 * 1024)
     for _ in range(READ_BURST // len(chunk)):
         assert not transport.paused
@@ -152,11 +158,7 @@ async def test_tcp_carrier_reads_at_most_a_burst_per_loop_iteration() -> None:
 
 
 async def test_tcp_carrier_small_reads_are_copies_and_idle_holds_no_buffer() -> None:
-    carrier = TcpCarrier()
-    transport = _FakeTransport()
-    carrier.connection_made(transport)  # type: ignore[arg-type]
-    sink = _Sink()
-    carrier.set_sink(sink)
+    carrier, transport, sink = _connected()
     for i in range(50):
         _feed(carrier, b"ping %d" % i)
         assert isinstance(sink.data[-1], bytes)  # pins no buffer
