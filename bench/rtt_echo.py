@@ -54,16 +54,22 @@ class _Echo(asyncio.Protocol):
             self.lost.set_result(tp.Usage.now())
 
 
-async def serve_raw(say: tp.Say) -> tp.Msg:
-    loop = asyncio.get_running_loop()
-    lost: asyncio.Future[tp.Usage] = loop.create_future()
-    server = await loop.create_server(lambda: _Echo(lost), "127.0.0.1", 0)
+async def _serve_until_lost(server: asyncio.Server, lost: asyncio.Future[tp.Usage],
+                            say: tp.Say) -> tp.Msg:
+    """Announce the server's port, wait until its one connection ends, return the usage."""
     usage0 = tp.Usage.now()
     say({"ports": [server.sockets[0].getsockname()[1]]})
     usage1 = await lost
     server.close()
     await server.wait_closed()
     return {"usage": usage1.since(usage0)}
+
+
+async def serve_raw(say: tp.Say) -> tp.Msg:
+    loop = asyncio.get_running_loop()
+    lost: asyncio.Future[tp.Usage] = loop.create_future()
+    server = await loop.create_server(lambda: _Echo(lost), "127.0.0.1", 0)
+    return await _serve_until_lost(server, lost, say)
 
 
 async def serve_streams(say: tp.Say) -> tp.Msg:
@@ -78,12 +84,7 @@ async def serve_streams(say: tp.Say) -> tp.Msg:
         w.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    usage0 = tp.Usage.now()
-    say({"ports": [server.sockets[0].getsockname()[1]]})
-    usage1 = await lost
-    server.close()
-    await server.wait_closed()
-    return {"usage": usage1.since(usage0)}
+    return await _serve_until_lost(server, lost, say)
 
 
 async def serve_rendr(say: tp.Say) -> tp.Msg:

@@ -304,7 +304,8 @@ class Conn:
             return 0
         flow = self._flow
         while True:
-            self._raise_if_unusable()
+            if self._local_closed:
+                raise ConnClosed("connection is closed")
             n = flow.readinto(dest)
             if n is not None:
                 if flow.ack_due:
