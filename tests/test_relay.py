@@ -367,3 +367,107 @@ async def test_rate_limit_applies_backpressure() -> None:
                 transport.abort()
     finally:
         await srv.close()
+
+
+# --------------------------------------------------------------------------- fin
+
+
+class _Exchange:
+    """Upstream handler: sends ``down`` at once, then records what it reads until EOF."""
+
+    def __init__(self, down: bytes) -> None:
+        self.down = down
+        self.got = bytearray()
+        self.eof = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(self.down)
+        await writer.drain()
+        while chunk := await reader.read(65536):
+            self.got += chunk
+        self.eof.set()
+        writer.write(b"after-eof")  # discarded by the relay after its FIN toward us
+        await writer.drain()
+
+
+async def _read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    """Everything until a clean EOF (a reset raises)."""
+    parts = []
+    while chunk := await reader.read(65536):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def test_fin_delivers_held_bytes_then_clean_eof_both_ways() -> None:
+    up, down = os.urandom(300_000), os.urandom(200_000)
+    handler = _Exchange(down)
+    srv = Server(handler)
+    upstream = await srv.start()
+    try:
+        async with TcpRelay(upstream) as relay, Client(relay.addr) as (reader, writer):
+            relay.set_delay(0.2)  # everything below is still held in the relay at the FIN
+            writer.write(up)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            assert relay.queued_bytes > 0
+            relay.fin()
+            assert await asyncio.wait_for(_read_to_eof(reader), 5) == down  # EOF, not RST
+            await asyncio.wait_for(handler.eof.wait(), 5)
+            assert handler.got == up
+            assert srv.errors == []
+            writer.write(b"late")  # we still may send: the relay reads and discards it
+            await writer.drain()
+            assert relay.connections == 1  # kept until this end closes its side too
+            writer.write_eof()
+            for _ in range(200):
+                if relay.connections == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert relay.connections == 0
+            assert handler.got == up  # nothing after the FIN reached the upstream
+    finally:
+        await srv.close()
+
+
+async def test_fin_toward_one_end_is_a_half_close() -> None:
+    handler = _Exchange(b"hello")
+    srv = Server(handler)
+    upstream = await srv.start()
+    try:
+        async with TcpRelay(upstream) as relay, Client(relay.addr) as (reader, writer):
+            assert await asyncio.wait_for(reader.readexactly(5), 5) == b"hello"
+            relay.fin(toward="client")
+            assert await asyncio.wait_for(reader.read(100), 5) == b""  # clean EOF
+            writer.write(b"still forwarded")  # the other direction still works
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            assert not handler.eof.is_set()  # the upstream got no FIN
+            writer.write_eof()  # our own FIN is relayed as usual
+            await asyncio.wait_for(handler.eof.wait(), 5)
+            assert handler.got == b"still forwarded"
+            for _ in range(200):
+                if relay.connections == 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert relay.connections == 0
+        with pytest.raises(ValueError):
+            relay.fin(toward="sideways")
+    finally:
+        await srv.close()
+
+
+async def test_fin_toward_upstream_then_both_ends_close(echo_server: Server,
+                                                       echo_relay: TcpRelay) -> None:
+    async with Client(echo_relay.addr) as (reader, writer):
+        await _roundtrip(reader, writer, b"x")
+        echo_relay.fin(toward="upstream")
+        # the echo server reads a clean EOF and half-closes back: relayed as usual
+        assert await asyncio.wait_for(reader.read(100), 5) == b""
+        assert echo_relay.connections == 1  # we have not finished sending yet
+        writer.write_eof()
+        for _ in range(200):
+            if echo_relay.connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert echo_relay.connections == 0
+    assert echo_server.errors == []

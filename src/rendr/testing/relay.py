@@ -13,6 +13,7 @@ time::
         relay.set_rate(1_000_000)        # 1 MB/s per direction per connection
         relay.blackhole()                # silence: nothing forwarded, no FIN/RST
         relay.forward()                  # outage over: held bytes are delivered
+        relay.fin()                      # clean EOF (FIN) to both sides, after held bytes
         relay.kill()                     # RST both sides of every connection
 
 Fault model
@@ -36,6 +37,17 @@ Fault model
     ``(on, 0)`` on both sockets, which are then closed, so both peers get a
     TCP RST (``ConnectionResetError``), not a clean EOF.  The listener keeps
     running, so new connections work normally.
+``fin(toward="both")``
+    Clean end of every current connection, as a middlebox or host that closes
+    it gracefully: a FIN (``shutdown(SHUT_WR)``) toward the client, the
+    upstream or both, each after the bytes the relay still holds for that end
+    (delayed, rate-limited or blackholed bytes come first; a FIN held by a
+    blackhole is delivered by :meth:`TcpRelay.forward`).  Whatever arrives
+    for an end after its FIN is discarded.  Toward one end only, it is a
+    half-close: that end can still send to the other.  The relay keeps
+    reading (and discarding) until each end closes its side too, then closes
+    its sockets (closing a socket with unread input would send an RST instead;
+    a reset from either end resets the other, as always).
 ``set_delay(seconds)``
     One-way delay added to every chunk in each direction (an echo round trip
     therefore grows by ``2 * seconds``).  The delay is stamped when the relay
@@ -123,6 +135,7 @@ class _Side(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.eof = True
         self.outgoing.feed_eof()
+        self.pipe.maybe_finish_graceful()
         return True  # keep the transport half-open
 
     def pause_writing(self) -> None:
@@ -172,6 +185,7 @@ class _Direction:
         self.queued = 0
         self.over_high = False
         self.eof_sent = False
+        self.eof_queued = False  # no data after the EOF marker: what follows is discarded
         self.timer: asyncio.TimerHandle | None = None
         self.timer_when = math.inf
         self.tokens = 0.0
@@ -200,7 +214,7 @@ class _Direction:
         )
 
     def feed(self, data: bytes) -> None:
-        if self.pipe.closing:
+        if self.pipe.closing or self.eof_queued:
             return
         if self._fast_path_ok():
             assert self.dst.transport is not None
@@ -214,16 +228,22 @@ class _Direction:
         self.pump()
 
     def feed_eof(self) -> None:
-        if self.pipe.closing:
+        """The source's EOF, or a FIN fault: EOF toward ``dst`` after what is queued."""
+        if self.pipe.closing or self.eof_queued:
             return
+        self.eof_queued = True
         self.queue.append((self.relay._loop_time() + self.relay._delay, None))
         self.pump()
 
     def update_reading(self) -> None:
+        relay, pipe = self.relay, self.pipe
+        if self.eof_queued:  # after a FIN toward dst: read and discard (unless blackholed)
+            self.src.set_reading(not (relay._blackholed or pipe.closing))
+            return
         self.src.set_reading(
             not (
-                self.relay._blackholed
-                or self.pipe.closing
+                relay._blackholed
+                or pipe.closing
                 or self.over_high
                 or self.dst.write_paused
                 or not self.dst.usable
@@ -371,8 +391,11 @@ class _Pipe:
         self._maybe_done()
 
     def maybe_finish_graceful(self) -> None:
-        """Close both sockets once EOF has been relayed in both directions."""
-        if self.c2u.eof_sent and self.u2c.eof_sent and not self.closing:
+        """Close both sockets once EOF has been relayed in both directions and both ends
+        finished sending (after a FIN fault, an end may still send: a socket closed with
+        unread input would reset the connection instead of closing it)."""
+        if (self.c2u.eof_sent and self.u2c.eof_sent and self.client.eof
+                and self.upstream.eof and not self.closing):
             self.closing = True
             self.relay._unregister(self)
             for side in (self.client, self.upstream):
@@ -420,7 +443,7 @@ class _Pipe:
 
 
 class TcpRelay:
-    """Loopback TCP relay with injectable faults (blackhole, kill, delay, rate).
+    """Loopback TCP relay with injectable faults (blackhole, fin, kill, delay, rate).
 
     Args:
         upstream: ``(host, port)`` every accepted connection is forwarded to.
@@ -561,6 +584,20 @@ class TcpRelay:
         for pipe in list(self._pipes):
             pipe.c2u.update_reading()
             pipe.u2c.update_reading()
+
+    def fin(self, toward: str = "both") -> None:
+        """End every current connection cleanly: a FIN toward ``"client"``, ``"upstream"``
+        or ``"both"``, after the bytes held for that end; keep listening (see the module
+        docstring)."""
+        if toward not in ("both", "client", "upstream"):
+            raise ValueError(f"toward must be 'both', 'client' or 'upstream', got {toward!r}")
+        pipes = list(self._pipes)
+        log.debug("relay %s: fin %d connection(s) toward %s", self._name, len(pipes), toward)
+        for pipe in pipes:
+            if toward != "upstream":
+                pipe.u2c.feed_eof()
+            if toward != "client":
+                pipe.c2u.feed_eof()
 
     def kill(self) -> None:
         """Reset (RST) both sides of every current connection; keep listening."""

@@ -11,8 +11,10 @@ backlog exceeds ``sndbuf``.  A pipe delivers every byte in order or dies::
 
     sim = Sim(FlowConfig(migration_budget=3.0), seed=1)
     p1 = sim.add_path(0.010, rate=10e6)
+    p2 = sim.add_path(0.020, rate=10e6)
     sim.write(Side.DIALER, payload, close=True)
     sim.at(0.5, lambda: sim.kill(p1))        # RST: in-flight bytes lost, both ends told
+    sim.at(0.7, lambda: sim.fin(p2))         # FIN: in-flight bytes delivered, then EOF
     sim.at(2.0, lambda: sim.add_path(0.01))  # the dialer re-dials
     assert sim.run_until(lambda: sim.eof[Side.LISTENER], max_time=60)
 
@@ -206,6 +208,18 @@ class Sim:
         if not path.dead:
             self._reset(path, near)
             self.at(self.now, lambda: self._notify(near, path, Cause.RESET))
+
+    def fin(self, pid: int, near: Side = Side.DIALER) -> None:
+        """End the carrier cleanly from ``near``'s end (TCP FIN: the host or a middlebox
+        closed it): ``near``'s engine is told now that its carrier ended (``Cause.EOF``)
+        and that end takes nothing more; what ``near`` already sent is delivered in
+        order, then the far end is told ``Cause.EOF`` (if the path is not blackholed)."""
+        path = self.paths[pid]
+        if path.dead or path.closed[near]:
+            return
+        self._close_end(near, pid, abort=False)  # the FIN queues behind what is in flight
+        self.at(self.now, lambda: self.call(
+            near, lambda f, now: f.path_failed(pid, Cause.EOF, now, "sim fin")))
 
     def blackhole(self, pid: int) -> None:
         """From now on deliver nothing on the path, either way, and report nothing."""
