@@ -1,10 +1,21 @@
 """Fixtures for loopback integration tests: a listener with two addresses, a TCP
-fault relay in front of each, and a dialer whose paths go through the relays."""
+fault relay in front of each, and a dialer whose paths go through the relays.
+
+Every test here runs on the default loop and on uvloop, and is bounded on its own
+loop: a test still running after three quarters of its pytest-timeout (120 s by
+default, ``@pytest.mark.timeout(s)`` per test) is cancelled and fails with the stack
+it was stuck in, and the run goes on.  A loop that never gets back to its tasks (a
+blocking call) is ended by pytest-timeout's thread method (pyproject.toml), which
+stops the whole run with every thread's stack: its signal method cannot interrupt a
+hung uvloop."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import functools
+import inspect
+import io
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,3 +127,57 @@ def pytest_asyncio_loop_factories(
         return factories
     factories["uvloop"] = uvloop.new_event_loop
     return factories
+
+
+def _here(item: pytest.Item) -> bool:
+    return Path(__file__).parent in Path(item.path).parents
+
+
+def loop_bound(item: pytest.Item) -> float | None:
+    """Seconds a loopback test may run on its loop: 3/4 of its pytest-timeout."""
+    marker = item.get_closest_marker("timeout")
+    total: object = marker.args[0] if marker is not None and marker.args else None
+    if total is None:
+        total = item.config.getoption("timeout", None) or item.config.getini("timeout")
+    try:
+        seconds = float(total)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return 0.75 * seconds if seconds > 0 else None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """Run each coroutine test of this directory under :func:`loop_bound`."""
+    func = getattr(item, "obj", None)
+    bound = loop_bound(item) if _here(item) else None
+    if bound is None or func is None or not inspect.iscoroutinefunction(func):
+        return (yield)
+
+    @functools.wraps(func)
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        task = asyncio.ensure_future(func(*args, **kwargs))
+        stuck: list[str] = []
+
+        def expire() -> None:
+            out = io.StringIO()
+            task.print_stack(file=out)
+            stuck.append(out.getvalue())
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(bound, expire)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if not stuck:
+                raise
+        finally:
+            timer.cancel()
+        pytest.fail(f"still running after {bound:g} s on its event loop: cancelled "
+                    f"(tests/aio/conftest.py)\n{stuck[0]}", pytrace=False)
+
+    item.obj = bounded  # type: ignore[attr-defined]
+    try:
+        return (yield)
+    finally:
+        item.obj = func  # type: ignore[attr-defined]
