@@ -35,7 +35,7 @@ class Scheduler(abc.ABC):
         """A path the dialer should make active now (None: stay)."""
         return None
 
-    def on_switch(self, now: float) -> None:
+    def on_switch(self, now: float) -> None:  # noqa: B027 (optional hook)
         """The active path changed (for any reason) at ``now``."""
 
 

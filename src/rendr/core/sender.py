@@ -234,9 +234,8 @@ class StreamSender:
         self._rate_acked0 = acked
         cfg = self.config
         target = int(4 * rate * min_rtt)
-        if self._ack_limited:
-            target = max(target, self.limit)  # it was needed: keep it
-        else:
-            target = max(target, self.limit * 3 // 4)  # decay towards the BDP
+        # keep a size the ACK clock needed lately; otherwise decay towards the BDP
+        floor = self.limit if self._ack_limited else self.limit * 3 // 4
+        target = max(target, floor)
         self._ack_limited = False
         self.limit = max(cfg.send_buffer_min, min(cfg.send_buffer, target))
