@@ -1,10 +1,8 @@
-"""``Conn``: the application's stable connection, an asyncio driver around a :class:`Flow`.
+"""``Conn``: the application's stable connection, a byte-stream API over a :class:`Flow`.
 
-The driver only moves bytes, time and events: carrier bytes go into the engine,
-then one :meth:`Conn._flush` writes what the engine wants written (one
-``writelines`` per path), closes the carriers it wants closed, dispatches
-events, wakes waiting readers and writers, and re-arms the single timer at
-``flow.get_timer()``.  Every protocol decision lives in the engine.
+A ``Conn`` turns the engine's calls into awaitable reads and writes; its
+:class:`~rendr.aio.driver.FlowDriver` moves carrier bytes, time and events in and
+out of the engine.  Every protocol decision lives in the engine.
 """
 
 from __future__ import annotations
@@ -21,6 +19,8 @@ from ..spec import PathSpec
 from .driver import EventCallback, FlowDriver
 
 __all__ = ["Conn"]
+
+_SMALL_WRITE = 64 * 1024  # bytes objects up to this size are queued as they are
 
 
 class Conn:
@@ -141,11 +141,10 @@ class Conn:
         flow = self._flow
         view: Buffer
         if type(data) is bytes and len(data) <= _SMALL_WRITE:
-            view = data  # immutable; a partial take copies at most this much
+            view = data  # a partial take slices at most this much
         else:
+            # not copied here: the engine copies what it takes of a mutable buffer
             view = memoryview(data)
-            if not (view.readonly and isinstance(view.obj, bytes)):
-                view = memoryview(bytes(view))  # the caller may reuse a mutable buffer
             if view.ndim != 1 or view.itemsize != 1:
                 view = view.cast("B")
         total = len(view)
@@ -160,7 +159,7 @@ class Conn:
                 self._driver.flush()
             if sent >= total:
                 return
-            await self._wait("write")
+            await self._driver.wait_writable()
             self._raise_if_unusable()
 
     async def write_eof(self) -> None:
@@ -175,10 +174,7 @@ class Conn:
         Returns early if the flow ends; raises like ``write()`` if it failed.
         """
         self._raise_if_unusable()
-        while not self._flow.flushed and self._flow.state is not State.CLOSED:
-            fut: asyncio.Future[None] = self._loop.create_future()
-            self._drain_waiters.append(fut)
-            await fut
+        await self._driver.wait_flushed()
         if self._flow.error is not None:
             raise self._flow.error
 
@@ -191,29 +187,19 @@ class Conn:
             self._local_closed = True
             self._flow.close(self._loop.time())
             self._driver.flush()
-        await asyncio.shield(self._closed)
-        self._cleanup()
+        await asyncio.shield(self._driver.closed)
+        self._driver.stop()
 
     def abort(self, code: int = CloseCode.APPLICATION, reason: str = "") -> None:
         """End the flow at once; the peer's read/write raise :class:`~rendr.ConnAborted`."""
         self._local_closed = True
         self._flow.abort(self._loop.time(), code, reason)
         self._driver.flush()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._soon is not None:
-            self._soon.cancel()
-            self._soon = None
-        if self._dialer is not None:
-            self._dialer.stop()
+        self._driver.stop()
 
     async def wait_closed(self) -> None:
         """Wait until the flow has ended (either side closed it, or it failed)."""
-        await asyncio.shield(self._closed)
+        await asyncio.shield(self._driver.closed)
 
     async def __aenter__(self) -> Conn:
         return self
@@ -233,11 +219,12 @@ class Conn:
 
     def on_event(self, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback(event)`` for every :class:`~rendr.Event`; returns an unsubscribe."""
-        self._callbacks.append(callback)
+        callbacks = self._driver.callbacks
+        callbacks.append(callback)
 
         def unsubscribe() -> None:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
+            if callback in callbacks:
+                callbacks.remove(callback)
 
         return unsubscribe
 
@@ -267,9 +254,7 @@ class Conn:
             HandshakeError, OSError: the path could not be opened.
         """
         self._raise_if_unusable()
-        if self._dialer is None:
-            raise RendrError("only the dialer opens paths (the listener never dials)")
-        return await self._dialer.add_path(spec)
+        return await self._driver.owner.add_path(spec)
 
     async def remove_path(self, path_id: int) -> None:
         """Retire a path cleanly (migrating away first if it is active).
@@ -279,8 +264,7 @@ class Conn:
         """
         self._raise_if_unusable()
         self._flow.remove_path(path_id, self._loop.time())
-        if self._dialer is not None:
-            self._dialer.forget(path_id)
+        self._driver.owner.forget(path_id)
         self._driver.flush()
 
     async def set_mode(self, mode: Mode) -> None:
