@@ -1,10 +1,11 @@
 """G4/G5 on a real network: silent path loss under load, then path recovery.
 
 Runs the scenario of ``bench/g4_g5_netns.py`` in-process in a short form (the
-scenario code lives in that script and is imported from it): two rendr
-connections (echo every 10 ms + a shaped bulk transfer) over two veth paths
-between two network namespaces; the active path is black-holed with nftables
-mid-transfer, later restored, re-added explicitly and migrated to.
+scenario code lives in the package ``bench/g4g5``, importable as ``g4g5``: see
+``tests/conftest.py``): two rendr connections (echo every 10 ms + a shaped bulk
+transfer) over two veth paths between two network namespaces; the active path is
+black-holed with nftables mid-transfer, later restored, re-added explicitly and
+migrated to.
 
 The netns tests need root, iproute2 and nftables and are skipped otherwise; the
 tests of the measurement and verdict logic run everywhere.
@@ -13,39 +14,18 @@ tests of the measurement and verdict logic run everywhere.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from g4g5.analysis import analyze_echo
+from g4g5.params import KIB, MIB, quick_params
+from g4g5.probes import host_of
+from g4g5.record import RunResult
+from g4g5.report import report_run
+from g4g5.run import run_in_netns
+from g4g5.traffic import ECHO_SIZE, echo_message
 from rendr.testing.netns import unavailable_reason
-
-KIB = 1024
-MIB = 1024 * 1024
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "g4_g5_netns.py"
-
-
-def _load_gate() -> ModuleType:
-    name = "_rendr_bench_g4_g5_netns"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-gate = _load_gate()
-
 
 # --------------------------------------------------------------------------- pure logic
 
@@ -68,7 +48,7 @@ def _echo_trace(drop_at: float, resume_at: float, rtt: float = 0.002,
 
 def test_analyze_echo_measures_from_drop_to_first_fresh_answer() -> None:
     sent, recv = _echo_trace(drop_at=1.0, resume_at=1.7)
-    a = gate.analyze_echo(sent, recv, t0=1.0, t1=1.015)
+    a = analyze_echo(sent, recv, t0=1.0, t1=1.015)
     assert a.failover == pytest.approx(0.7)  # the request sent at 1.02, answered at 1.7
     assert a.first_any_after == pytest.approx(0.7)
     assert a.stuck == 2  # sent at 1.00 and 1.01, before the drop completed
@@ -84,29 +64,28 @@ def test_analyze_echo_ignores_stale_answers_after_the_drop() -> None:
     # drop is ever answered: that is no recovery
     sent = [0.00, 0.01, 0.02, 0.03, 0.04]
     recv: list[float | None] = [0.002, 0.012, 0.05, None, None]
-    a = gate.analyze_echo(sent, recv, t0=0.015, t1=0.025)
+    a = analyze_echo(sent, recv, t0=0.015, t1=0.025)
     assert a.failover is None
     assert a.first_any_after == pytest.approx(0.035)
     assert a.stuck == 1
     # a fresh answer is what counts, however late
     recv[3] = 0.9
     recv[4] = 0.9
-    a = gate.analyze_echo(sent, recv, t0=0.015, t1=0.025)
+    a = analyze_echo(sent, recv, t0=0.015, t1=0.025)
     assert a.failover == pytest.approx(0.885)
 
 
 def test_echo_messages_differ_and_are_checkable() -> None:
-    m0, m1 = gate.echo_message(0), gate.echo_message(1)
-    assert len(m0) == len(m1) == gate.ECHO_SIZE
+    m0, m1 = echo_message(0), echo_message(1)
+    assert len(m0) == len(m1) == ECHO_SIZE
     assert m0 != m1 and m0[8:] != m1[8:]
     assert int.from_bytes(m1[:8], "big") == 1
 
 
-def _passing_result() -> Any:
-    r = gate.RunResult(drop_index=0, bulk_in_flight_at_drop=True, echo_ok=True, sha_ok=True,
-                       echo_active_index_after=1, g5_ran=True,
-                       g5_checks={"a": True, "b": True})
-    r.echo = gate.analyze_echo(*_echo_trace(1.0, 1.6), t0=1.0, t1=1.015)
+def _passing_result() -> RunResult:
+    r = RunResult(drop_index=0, bulk_in_flight_at_drop=True, echo_ok=True, sha_ok=True,
+                  echo_active_index_after=1, g5_ran=True, g5_checks={"a": True, "b": True})
+    r.echo = analyze_echo(*_echo_trace(1.0, 1.6), t0=1.0, t1=1.015)
     return r
 
 
@@ -124,7 +103,7 @@ def _passing_result() -> Any:
         ({"g5_checks": {"a": True, "recv_dups unchanged": False}}, True, False),
     ],
 )
-def test_verdicts(change: dict[str, object], g4_ok: bool, g5_ok: bool) -> None:
+def test_verdicts(change: dict[str, Any], g4_ok: bool, g5_ok: bool) -> None:
     r = dataclasses.replace(_passing_result(), **change)
     assert r.g4_pass is g4_ok
     assert r.g5_pass is g5_ok
@@ -138,7 +117,7 @@ def test_failover_limit_verdict(resume: float | None, ok: bool) -> None:
         recv = [x if x is not None and x < 1e8 else None for x in recv]
     else:
         sent, recv = _echo_trace(1.0, resume, end=max(3.0, resume + 1))
-    r.echo = gate.analyze_echo(sent, recv, t0=1.0, t1=1.015)
+    r.echo = analyze_echo(sent, recv, t0=1.0, t1=1.015)
     assert r.g4_pass is ok
 
 
@@ -167,11 +146,11 @@ def _loops() -> list[object]:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("loop", _loops())
 def test_g4_g5_failover_and_recovery(netns_ok: None, loop: str) -> None:
-    p = gate.quick_params(bulk_bytes=32 * MIB, rate="100mbit", settle_after_recovery=0.5,
-                          recovery_wait=10.0, bulk_timeout=20.0, redial_limit=12.0)
-    r = gate.run_in_netns(p, use_uvloop=(loop == "uvloop"))
+    p = quick_params(bulk_bytes=32 * MIB, rate="100mbit", settle_after_recovery=0.5,
+                     recovery_wait=10.0, bulk_timeout=20.0, redial_limit=12.0)
+    r = run_in_netns(p, use_uvloop=(loop == "uvloop"))
     lines: list[str] = []
-    gate.report_run(1, r, lines.append)
+    report_run(1, r, lines.append)
     report = "\n".join(lines)
 
     # no exception surfaced to the application, nothing hung
@@ -203,7 +182,7 @@ def test_g4_g5_failover_and_recovery(netns_ok: None, loop: str) -> None:
     # ... add_path over the recovered address gave a new path, migrate made it active
     assert r.added_path_id is not None, report
     assert r.added_path_id not in (r.redial_path_id, r.echo_active_after), report
-    assert gate.host_of(r.added_remote) == r.drop_addr, report
+    assert host_of(r.added_remote) == r.drop_addr, report
     assert r.g5_active_client == r.added_path_id, report
     assert r.g5_active_server == r.added_path_id, report
     # ... 256 KiB came back byte-exact, over that path
