@@ -13,7 +13,6 @@ tests of the measurement and verdict logic run everywhere.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from g4g5.analysis import analyze_echo
 from g4g5.params import KIB, MIB, quick_params
 from g4g5.probes import host_of
-from g4g5.record import RunResult
+from g4g5.record import BulkResult, Drop, EchoResult, Recovery, RunResult
 from g4g5.report import report_run
 from g4g5.run import run_in_netns
 from g4g5.traffic import ECHO_SIZE, echo_message
@@ -83,9 +82,10 @@ def test_echo_messages_differ_and_are_checkable() -> None:
 
 
 def _passing_result() -> RunResult:
-    r = RunResult(drop_index=0, bulk_in_flight_at_drop=True, echo_ok=True, sha_ok=True,
-                  echo_active_index_after=1, g5_ran=True, g5_checks={"a": True, "b": True})
-    r.echo = analyze_echo(*_echo_trace(1.0, 1.6), t0=1.0, t1=1.015)
+    r = RunResult(drop=Drop(index=0), echo=EchoResult(ok=True, active_index_after=1),
+                  bulk=BulkResult(in_flight_at_drop=True, sha_ok=True),
+                  g5=Recovery(ran=True, checks={"a": True, "b": True}))
+    r.echo.timing = analyze_echo(*_echo_trace(1.0, 1.6), t0=1.0, t1=1.015)
     return r
 
 
@@ -93,18 +93,21 @@ def _passing_result() -> RunResult:
     ("change", "g4_ok", "g5_ok"),
     [
         ({}, True, True),
-        ({"sha_ok": False}, False, True),
-        ({"echo_ok": False}, False, True),
-        ({"bulk_in_flight_at_drop": False}, False, True),
-        ({"echo_active_index_after": 0}, False, True),
-        ({"drop_index": None}, False, True),
+        ({"bulk.sha_ok": False}, False, True),
+        ({"echo.ok": False}, False, True),
+        ({"bulk.in_flight_at_drop": False}, False, True),
+        ({"echo.active_index_after": 0}, False, True),
+        ({"drop.index": None}, False, True),
         ({"errors": ["echo-reader: ConnAborted"]}, False, False),
-        ({"g5_ran": False}, True, False),
-        ({"g5_checks": {"a": True, "recv_dups unchanged": False}}, True, False),
+        ({"g5.ran": False}, True, False),
+        ({"g5.checks": {"a": True, "recv_dups unchanged": False}}, True, False),
     ],
 )
 def test_verdicts(change: dict[str, Any], g4_ok: bool, g5_ok: bool) -> None:
-    r = dataclasses.replace(_passing_result(), **change)
+    r = _passing_result()
+    for path, value in change.items():  # "group.field" or a field of the run itself
+        *group, name = path.split(".")
+        setattr(getattr(r, group[0]) if group else r, name, value)
     assert r.g4_pass is g4_ok
     assert r.g5_pass is g5_ok
 
@@ -117,7 +120,7 @@ def test_failover_limit_verdict(resume: float | None, ok: bool) -> None:
         recv = [x if x is not None and x < 1e8 else None for x in recv]
     else:
         sent, recv = _echo_trace(1.0, resume, end=max(3.0, resume + 1))
-    r.echo = analyze_echo(sent, recv, t0=1.0, t1=1.015)
+    r.echo.timing = analyze_echo(sent, recv, t0=1.0, t1=1.015)
     assert r.g4_pass is ok
 
 
@@ -156,48 +159,48 @@ def test_g4_g5_failover_and_recovery(netns_ok: None, loop: str) -> None:
     # no exception surfaced to the application, nothing hung
     assert r.errors == [], report
     # G4: the active path was dropped while the bulk transfer was in flight
-    assert r.drop_index is not None, report
-    assert r.bulk_in_flight_at_drop, report
-    assert r.bulk_received_at_drop < p.bulk_bytes, report
+    assert r.drop.index is not None, report
+    assert r.bulk.in_flight_at_drop, report
+    assert r.bulk.received_at_drop < p.bulk_bytes, report
     # ... the engine noticed (liveness timeout) and failed over on both connections
     assert any(c.startswith("echo:") and ":timeout" in c for c in r.path_down_causes), report
     assert any(c.startswith("bulk:") and ":timeout" in c for c in r.path_down_causes), report
-    assert r.echo_active_index_after is not None, report
-    assert r.echo_active_index_after != r.drop_index, report
+    assert r.echo.active_index_after is not None, report
+    assert r.echo.active_index_after != r.drop.index, report
     # ... echo answers resumed within the limit
-    assert r.echo is not None and r.failover is not None, report
+    assert r.echo.timing is not None and r.failover is not None, report
     assert 0.0 < r.failover <= 5.0, report
     # ... and every echo answer came back, correct and in order
-    assert r.echo_ok, report
-    assert r.echo_sent == r.echo_received > 100, report
+    assert r.echo.ok, report
+    assert r.echo.sent == r.echo.received > 100, report
     # ... every bulk byte arrived: same SHA-256 on both ends, right length
-    assert r.sha_ok, report
-    assert r.sha_server == r.sha_expected, report
-    assert r.bulk_received == p.bulk_bytes, report
+    assert r.bulk.sha_ok, report
+    assert r.bulk.sha_server == r.bulk.sha_expected, report
+    assert r.bulk.received == p.bulk_bytes, report
     assert r.g4_pass, report
 
     # G5: the dialer re-dialed the recovered path on its own
-    assert r.g5_ran, report
-    assert r.redial_s is not None and r.redial_s <= p.redial_limit, report
+    assert r.g5.ran, report
+    assert r.g5.redial_s is not None and r.g5.redial_s <= p.redial_limit, report
     # ... add_path over the recovered address gave a new path, migrate made it active
-    assert r.added_path_id is not None, report
-    assert r.added_path_id not in (r.redial_path_id, r.echo_active_after), report
-    assert host_of(r.added_remote) == r.drop_addr, report
-    assert r.g5_active_client == r.added_path_id, report
-    assert r.g5_active_server == r.added_path_id, report
+    assert r.g5.added_path_id is not None, report
+    assert r.g5.added_path_id not in (r.g5.redial_path_id, r.echo.active_after), report
+    assert host_of(r.g5.added_remote) == r.drop.addr, report
+    assert r.g5.active_client == r.g5.added_path_id, report
+    assert r.g5.active_server == r.g5.added_path_id, report
     # ... 256 KiB came back byte-exact, over that path
-    assert r.g5_bytes == 256 * KIB and r.g5_echo_exact, report
-    assert r.g5_path_sent >= 256 * KIB, report
-    assert r.g5_path_received >= 256 * KIB, report
-    assert r.g5_server_path_received >= 256 * KIB, report
+    assert r.g5.echo_size == 256 * KIB and r.g5.echo_exact, report
+    assert r.g5.path_sent >= 256 * KIB, report
+    assert r.g5.path_received >= 256 * KIB, report
+    assert r.g5.server_path_received >= 256 * KIB, report
     # ... without duplicates or reordering during the clean migration
-    assert r.g5_dups_client[0] == r.g5_dups_client[1], report
-    assert r.g5_dups_server[0] == r.g5_dups_server[1], report
-    assert r.g5_hwm_client[0] == r.g5_hwm_client[1], report
-    assert r.g5_hwm_server[0] == r.g5_hwm_server[1], report
+    assert r.g5.dups_client[0] == r.g5.dups_client[1], report
+    assert r.g5.dups_server[0] == r.g5.dups_server[1], report
+    assert r.g5.hwm_client[0] == r.g5.hwm_client[1], report
+    assert r.g5.hwm_server[0] == r.g5.hwm_server[1], report
     # ... and a migration back to the re-dialed path with 256 KiB in flight sends
     # nothing twice and stays byte-exact
-    assert r.g5_load_inflight > 0, report
-    assert r.g5_load_exact, report
-    assert r.g5_load_dups == (0, 0), report
+    assert r.g5.load.inflight > 0, report
+    assert r.g5.load.exact, report
+    assert r.g5.load.dups == (0, 0), report
     assert r.g5_pass, report

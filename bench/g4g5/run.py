@@ -102,8 +102,8 @@ class Run:
         r.loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
         block = bulk_block()
         expect_digest = repeated_digest(block, p.bulk_bytes)
-        r.sha_expected = expect_digest.hex()
-        r.bulk_bytes = p.bulk_bytes
+        r.bulk.sha_expected = expect_digest.hex()
+        r.bulk.size = p.bulk_bytes
         with topo.enter("server"):
             ln = await rendr.listen(
                 *[rendr.ListenSpec("tcp", f"{link.server_addr}:0") for link in topo.paths],
@@ -132,7 +132,7 @@ class Run:
                 raise RuntimeError("cannot map the echo active path to a topology path")
             await scenarios.align(self, bulk, idx)
             await scenarios.g4(self, echo, bulk, block, expect_digest)
-            if not r.errors and r.drop_index is not None:
+            if not r.errors and r.drop.index is not None:
                 await scenarios.g5(self, echo, ports)
         except Exception as exc:
             self.error(f"scenario: {type(exc).__name__}: {exc}")
