@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from g4g5.analysis import analyze_echo
+import rendr
+from g4g5.analysis import (
+    analyze_echo,
+    first_migration_after,
+    longest_stall,
+    migration_causes,
+    path_down_causes,
+)
 from g4g5.params import KIB, MIB, quick_params
 from g4g5.probes import host_of
 from g4g5.record import BulkResult, Drop, EchoResult, Recovery, RunResult
@@ -79,6 +86,29 @@ def test_echo_messages_differ_and_are_checkable() -> None:
     assert len(m0) == len(m1) == ECHO_SIZE
     assert m0 != m1 and m0[8:] != m1[8:]
     assert int.from_bytes(m1[:8], "big") == 1
+
+
+def test_longest_stall_counts_only_before_the_end() -> None:
+    samples = [(0.0, 0), (0.1, 10), (0.2, 10), (0.5, 10), (0.6, 20), (0.7, 30), (2.0, 30)]
+    assert longest_stall(samples, total=30) == pytest.approx(0.4)  # 10 bytes from 0.1 to 0.5
+    assert longest_stall([], total=30) == 0.0
+
+
+def test_engine_events_relative_to_the_drop() -> None:
+    kind = rendr.EventKind
+    events = [
+        (9.0, "bulk", rendr.Event(kind=kind.MIGRATION, at=0.0, old_path=1, new_path=2,
+                                  cause="explicit")),
+        (10.7, "echo", rendr.Event(kind=kind.PATH_DOWN, at=0.0, path_id=1, cause="timeout")),
+        (10.702, "echo", rendr.Event(kind=kind.MIGRATION, at=0.0, old_path=1, new_path=2,
+                                     cause="death")),
+    ]
+    assert first_migration_after(events, "echo", 10.0) == pytest.approx(0.702)
+    assert first_migration_after(events, "bulk", 10.0) is None
+    assert path_down_causes(events, 10.0) == ["echo:1:timeout@+700ms"]
+    assert migration_causes(events, 10.0) == ["bulk:1->2:explicit@-1000ms",
+                                              "echo:1->2:death@+702ms"]
+    assert migration_causes(events, None) == ["bulk:1->2:explicit", "echo:1->2:death"]
 
 
 def _passing_result() -> RunResult:
