@@ -42,11 +42,6 @@ polling), :mod:`.scenarios` (the G4 drop and G5 recovery phases), :mod:`.run` (o
 run on a fresh topology), :mod:`.analysis` (pure measurement logic), :mod:`.report`
 (printed figures), :mod:`.cli` (flags, repeats, exit status).
 
-Usage (``bench/`` on ``sys.path``, as for any script in it)::
-
-    sudo python bench/g4_g5_netns.py --quick          # CI: 64 MiB at 200 mbit, 1 run
-    sudo python bench/g4_g5_netns.py                  # full: 512 MiB at 1 gbit
-    sudo python bench/g4_g5_netns.py --quick --repeat 5   # median failover over 5 runs
-    sudo python bench/g4_g5_netns.py --quick --debug --log-file /tmp/rendr.log
-    cd bench && sudo python -m g4g5 --quick           # the same, as a package
+Run it with ``python3 bench/g4_g5_netns.py [flags]`` (its docstring has examples) or,
+from ``bench/``, ``python3 -m g4g5 [flags]``; ``--help`` lists the flags.
 """
