@@ -24,6 +24,7 @@ own module behind a small interface:
 - :mod:`.scheduler`: which path carries data (PRIME today);
 - :mod:`.recovery`: in-flight ranges, re-sending what a dead path carried, the
   replay hold;
+- :mod:`.migration`: the active path; path arrival, death, failover, retirement;
 - :mod:`.lifecycle`: the state table, budget and linger deadlines, zombie guard.
 
 Sending.  New data goes where the scheduler says (PRIME: the active path).  When
@@ -53,7 +54,6 @@ from typing import Final
 from ..config import FlowConfig
 from ..errors import (
     ConnAborted,
-    LastPathError,
     MigrationBudgetExceeded,
     ProtocolError,
     RendrError,
@@ -61,14 +61,15 @@ from ..errors import (
 )
 from .events import Event, EventKind
 from .framing import StreamDeframer
-from .lifecycle import Lifecycle, ZombieGuard
+from .lifecycle import Lifecycle
+from .migration import QUALITY, Migration
 from .path import PathState
 from .paths import PathSet
 from .receiver import MUST_FLUSH, NEW_BYTES, StreamReceiver
 from .recovery import Recovery
 from .scheduler import Scheduler, make_scheduler
 from .sender import StreamSender
-from .stats import ConnStats, PathStats
+from .stats import ConnStats
 from .types import Cause, Mode, PathStatus, Role, State
 from .wire import (
     ACK_FIN,
@@ -78,13 +79,9 @@ from .wire import (
     FrameType,
     data_header,
     decode_ack,
-    decode_activate,
     decode_close,
-    decode_path_close,
     decode_u64,
-    encode_activate,
     encode_close,
-    encode_path_close,
     encode_u64,
 )
 
@@ -107,10 +104,6 @@ _CLOSE: Final = int(FrameType.CLOSE)
 _HANDSHAKE_FRAMES: Final = frozenset({int(FrameType.HELLO), int(FrameType.HELLO_ACK),
                                       int(FrameType.JOIN), int(FrameType.JOIN_ACK)})
 
-# why a path became active (MIGRATION events' ``cause``)
-_FIRST: Final = "first"
-_DEATH: Final = "death"
-_PEER: Final = "peer"
 
 
 class Flow:
@@ -140,19 +133,17 @@ class Flow:
         self._paths = PathSet(cfg)
         self.paths = self._paths.by_id
         """Every path by id (``PathState``; ids are never reused)."""
-        self.active: int | None = None
-        self._had_active = False
-        self._epoch = 0
-        self.migration_count = 0
         self._sender = StreamSender(cfg, peer_window, now)
         self._receiver = StreamReceiver(cfg, now)
         self._recovery = Recovery()
         self._scheduler: Scheduler = make_scheduler(mode, cfg, now)
         self._life = Lifecycle(self._name)
-        self._zombie = ZombieGuard(cfg.zombie_max_migrations, cfg.zombie_window)
         self._events: deque[Event] = deque()
+        self._migration = Migration(
+            role=role, name=self._name, config=cfg, paths=self._paths, sender=self._sender,
+            receiver=self._receiver, recovery=self._recovery, scheduler=self._scheduler,
+            life=self._life, events=self._events, on_zombie=self._on_zombie)
         self._timer_at: float | None = None
-        self._close_pending = False
 
     # ------------------------------------------------------------------ state
 
@@ -189,15 +180,7 @@ class Flow:
                          deframer=self._make_deframer(path_id),
                          rtt_window=self.config.rtt_window)
         self._paths.add(path)
-        self._receiver.ack_needed = True
-        self._emit(EventKind.PATH_UP, now, path_id=path_id,
-                   detail=f"{transport} {local_addr} -> {remote_addr}")
-        logger.debug("flow %s: path %d up (%s %s -> %s)", self._name, path_id,
-                     transport, local_addr, remote_addr)
-        current = self._paths.get(self.active)
-        if current is None or not current.alive:
-            self._activate(path_id, _DEATH if self._had_active else _FIRST, now)
-        self._life.path_up()
+        self._migration.attached(path, now)
         self._check_close_done(now)
 
     def _make_deframer(self, path_id: int) -> StreamDeframer:
@@ -216,21 +199,7 @@ class Flow:
 
         This never ends the flow; it kills the path and fails over.
         """
-        path = self._paths.get(path_id)
-        if path is None or path.status is PathStatus.DOWN:
-            return
-        if self._life.closed:
-            self._retire(path, now)
-            return
-        if path.status is PathStatus.RETIRING or path.status is PathStatus.REMOVED:
-            # A retired path's carrier ended.  After a clean EOF everything sent on it
-            # before the PATH_CLOSE exchange was delivered (the stream is ordered); after
-            # a reset it may not have been: re-send what is still unacknowledged.
-            self._retire(path, now)
-            if cause is not Cause.EOF:
-                Recovery.on_path_lost(path, self._sender)
-            return
-        self._path_died(path, cause, now, detail)
+        self._migration.carrier_failed(path_id, cause, now, detail)
 
     def set_path_blocked(self, path_id: int, blocked: bool) -> None:
         """The carrier's write buffer is full (``True``) or drained again (``False``)."""
@@ -246,14 +215,7 @@ class Flow:
         Raises:
             RendrError: not the dialer, flow closed, or the path is not up.
         """
-        if self.role is not Role.DIALER:
-            raise RendrError("only the dialer chooses the active path")
-        self._life.check_open()
-        path = self._paths.get(path_id)
-        if path is None or not path.alive:
-            raise RendrError(f"path {path_id} is not up")
-        if path_id != self.active:
-            self._activate(path_id, "explicit", now)
+        self._migration.migrate(path_id, now)
 
     def remove_path(self, path_id: int, now: float) -> None:
         """Retire a path cleanly (PATH_CLOSE); migrate away first if it is active.
@@ -262,23 +224,17 @@ class Flow:
             LastPathError: it is the only live path.
             RendrError: the path is not up or the flow is closed.
         """
-        self._life.check_open()
-        path = self._paths.get(path_id)
-        if path is None or not path.alive:
-            raise RendrError(f"path {path_id} is not up")
-        best = self._paths.best_alive(exclude=path_id)
-        if best is None:
-            raise LastPathError(f"path {path_id} is the last path")
-        if self.active == path_id:
-            self._activate(best.id, "explicit", now)
-        self._start_retiring(path, now)
+        self._migration.remove(path_id, now)
 
-    def _start_retiring(self, path: PathState, now: float) -> None:
-        """Send PATH_CLOSE on ``path`` and wait (bounded) for the peer's answer."""
-        path.status = PathStatus.RETIRING
-        path.retire_by = now + 2 * self._paths.dead_time(path)
-        path.outbox.append(encode_path_close(path.id))
-        path.path_close_sent = True
+    @property
+    def active(self) -> int | None:
+        """The active path's id (None before the first path)."""
+        return self._migration.active
+
+    @property
+    def migration_count(self) -> int:
+        """Active-path changes after the first."""
+        return self._migration.count
 
     # ------------------------------------------------------------------ input
 
@@ -312,7 +268,7 @@ class Flow:
             return 0
         flags = self._receiver.on_data(offset, piece, now)
         if flags & NEW_BYTES:
-            self._zombie.progress()
+            self._migration.zombie.progress()
         return flags
 
     def _on_frame(self, path_id: int, ftype: int, body: memoryview, now: float) -> None:
@@ -330,9 +286,9 @@ class Flow:
         elif ftype == _FIN:
             self._receiver.on_fin(decode_u64(body))
         elif ftype == _ACTIVATE:
-            self._handle_activate(body, now)
+            self._migration.on_activate(body, now)
         elif ftype == _PATH_CLOSE:
-            self._handle_path_close(path, body, now)
+            self._migration.on_path_close(path, body, now)
         elif ftype == _CLOSE:
             self._handle_close(body, now)
         elif ftype in _HANDSHAKE_FRAMES:
@@ -350,41 +306,10 @@ class Flow:
         if sender.on_ack(cum, max_offset, ranges, bool(flags & ACK_FIN)):
             active = self._paths.get(self.active)
             sender.autotune(now, active.rtt.min_rtt if active is not None else None)
-            self._zombie.progress()
+            self._migration.zombie.progress()
             Recovery.on_cumulative_ack(self._paths, cum)
         if sender.fin_acked:
             self._check_close_done(now)
-
-    def _handle_activate(self, body: memoryview, now: float) -> None:
-        path_id, epoch, dead_path = decode_activate(body)
-        if self.role is Role.DIALER:
-            raise ProtocolError("ACTIVATE sent to the dialer")
-        dead = self._paths.get(dead_path) if dead_path else None
-        if dead is not None and dead.alive and dead_path != path_id:
-            # the dialer found this path dead first: fail over now, re-send what we
-            # had in flight there, rather than wait for our own liveness timer
-            self._path_died(dead, Cause.PEER, now, "declared dead by the dialer")
-            if self._life.closed:
-                return
-        if epoch <= self._epoch:
-            return  # stale: a later ACTIVATE already arrived on another path
-        self._epoch = epoch
-        target = self._paths.get(path_id)
-        if target is not None and target.alive and path_id != self.active:
-            self._activate(path_id, _PEER, now)
-
-    def _handle_path_close(self, path: PathState, body: memoryview, now: float) -> None:
-        if decode_path_close(body) != path.id:
-            raise ProtocolError("PATH_CLOSE for another path")
-        if path.status is PathStatus.UP:
-            # Peer retires this path: acknowledge everything first, on this same path, so
-            # the peer does not re-send what it carried, then answer and close.
-            path.status = PathStatus.RETIRING
-            path.retire_by = now + 2 * self._paths.dead_time(path)
-            path.outbox.append(self._receiver.build_ack())
-            path.outbox.append(encode_path_close(path.id))
-            path.path_close_sent = True
-        self._retire(path, now)
 
     def _handle_close(self, body: memoryview, now: float) -> None:
         code, reason = decode_close(body)
@@ -547,15 +472,7 @@ class Flow:
 
     def closes(self) -> list[tuple[int, bool]]:
         """Carriers to close now: ``[(path_id, abort), ...]`` (abort: reset, don't flush)."""
-        if not self._close_pending:
-            return []
-        self._close_pending = False
-        out: list[tuple[int, bool]] = []
-        for path in self._paths:
-            if path.close_requested:
-                out.append((path.id, path.close_requested == "abort"))
-                path.close_requested = None
-        return out
+        return self._paths.take_closes()
 
     def events(self) -> list[Event]:
         """Take every pending event."""
@@ -593,28 +510,21 @@ class Flow:
         busy = (not self._sender.idle
                 or now - self._receiver.last_data_at < cfg.idle_ping_interval)
         interval = cfg.ping_interval if busy else cfg.idle_ping_interval
+        migration = self._migration
         for path in list(self._paths):
             if path.status is PathStatus.UP:
                 since = path.unanswered_since
                 if self._paths.check(path, now, interval):
                     waited = 0.0 if since is None else now - since
-                    self._path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
+                    migration.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
                     if life.closed:
                         return
-            elif path.status is PathStatus.RETIRING and now >= path.retire_by:
-                # the peer never answered our PATH_CLOSE: the path is dead, not retired
-                path.close_requested = "abort"
-                self._close_pending = True
-                self._retire(path, now)
-                Recovery.on_path_lost(path, self._sender)
-            elif path.status is PathStatus.REMOVED and path.inflight and now >= path.retire_by:
-                logger.debug("flow %s: path %d retired with data never acknowledged",
-                             self._name, path.id)
-                Recovery.on_path_lost(path, self._sender)
+            else:
+                migration.on_timer(path, now)
         if self.role is Role.DIALER:
             better = self._scheduler.switch_to(self._paths, self.active, now)
             if better is not None:
-                self._activate(better, "quality", now)
+                migration.activate(better, QUALITY, now)
         if life.budget_at is not None and now >= life.budget_at:
             budget = cfg.migration_budget
             self._abort(CloseCode.BUDGET_EXCEEDED, "migration budget exceeded", now,
@@ -660,79 +570,6 @@ class Flow:
         else:
             self._receiver.ack_at = None  # add_path() asks for a fresh ACK
 
-    def _activate(self, path_id: int, cause: str, now: float) -> None:
-        old = self.active
-        old_path = self._paths.get(old)
-        self.active = path_id
-        self._had_active = True
-        self._scheduler.on_switch(now)
-        if cause != _FIRST:
-            self.migration_count += 1
-            self._emit(EventKind.MIGRATION, now, old_path=old, new_path=path_id, cause=cause)
-            logger.info("flow %s: migration %s -> %d (%s)", self._name, old, path_id, cause)
-            if self.role is Role.DIALER:
-                self._epoch += 1
-                dead = old if old_path is not None and old_path.status is PathStatus.DOWN else 0
-                self.paths[path_id].outbox.append(
-                    encode_activate(path_id, self._epoch, dead or 0))
-        self._receiver.ack_needed = True
-        sender = self._sender
-        if sender.eof_offset is not None and (old_path is None or not old_path.alive):
-            sender.fin_lost()
-        if cause == _DEATH:
-            exceeded = self._zombie.strike(now)
-            if exceeded:
-                window = self.config.zombie_window
-                self._abort(CloseCode.ZOMBIE, "migrations move no data", now,
-                            ZombieFlow(f"{exceeded} death-driven migrations within "
-                                       f"{window:g} s moved no application data"))
-            elif sender.retx_queued:
-                self._recovery.hold(now, self.paths[path_id].rtt.srtt, self.config.ack_delay)
-                self._receiver.request_probe()
-
-    def _fail_over(self, from_id: int, cause: str, now: float) -> None:
-        """``from_id`` stops carrying data: make the best live path active, if any."""
-        if self.active == from_id:
-            best = self._paths.best_alive()
-            if best is not None:
-                self._activate(best.id, cause, now)
-
-    def _path_died(self, path: PathState, cause: Cause, now: float, detail: str) -> None:
-        path.status = PathStatus.DOWN
-        path.down_cause = str(cause)
-        path.outbox = []
-        path.close_requested = "abort"
-        self._close_pending = True
-        requeued = Recovery.on_path_lost(path, self._sender)
-        logger.info("flow %s: path %d down (%s%s), %d bytes to re-send", self._name, path.id,
-                    cause, f": {detail}" if detail else "", requeued)
-        self._emit(EventKind.PATH_DOWN, now, path_id=path.id, cause=str(cause), detail=detail)
-        self._receiver.ack_needed = True
-        self._fail_over(path.id, _DEATH, now)
-        self._check_no_paths(now)
-
-    def _check_no_paths(self, now: float) -> None:
-        """With no live path left, run the migration budget."""
-        if not self._paths.any_alive():
-            self._life.no_path(now, self.config.migration_budget)
-
-    def _retire(self, path: PathState, now: float) -> None:
-        """The path leaves the flow cleanly.  What it carried stays attributed to it: it
-        was (or will be) delivered before the PATH_CLOSE exchange; see path_failed()."""
-        if path.status is PathStatus.REMOVED:
-            return
-        path.status = PathStatus.REMOVED
-        path.down_cause = str(Cause.REMOVED)
-        # What it carried should be acknowledged soon; if not (the carrier died after
-        # the PATH_CLOSE exchange, with data still in flight), re-send it then.
-        path.retire_by = now + 2 * self._paths.dead_time(path)
-        if path.close_requested is None:
-            path.close_requested = "graceful"
-            self._close_pending = True
-        self._emit(EventKind.PATH_DOWN, now, path_id=path.id, cause=str(Cause.REMOVED))
-        self._fail_over(path.id, _PEER, now)
-        self._check_no_paths(now)
-
     def _check_close_done(self, now: float) -> None:
         # CLOSE(0) must be able to reach the peer (which may still wait for the ACK of
         # its own FIN): with no live path, wait for one (bounded by linger).
@@ -761,12 +598,15 @@ class Flow:
                 path.status = PathStatus.REMOVED
                 path.down_cause = str(Cause.CLOSED)
                 path.close_requested = "graceful"
-                self._close_pending = True
+                self._paths.close_pending = True
         self._emit(EventKind.CLOSED, now, error=error,
                    detail="" if error is None else str(error))
 
     def _emit(self, kind: EventKind, now: float, **fields: object) -> None:
         self._events.append(Event(kind, now, **fields))  # type: ignore[arg-type]
+
+    def _on_zombie(self, error: ZombieFlow, now: float) -> None:
+        self._abort(CloseCode.ZOMBIE, "migrations move no data", now, error)
 
     # ------------------------------------------------------------------ stats
 
@@ -782,18 +622,7 @@ class Flow:
 
     def stats(self, now: float) -> ConnStats:
         """A snapshot of the flow's counters."""
-        paths = [
-            PathStats(
-                id=p.id, transport=p.transport, local_addr=p.local_addr,
-                remote_addr=p.remote_addr, state=str(p.status), srtt=p.rtt.srtt,
-                rttvar=p.rtt.rttvar if p.rtt.srtt is not None else None,
-                bytes_sent=p.bytes_sent, bytes_received=p.bytes_received,
-                frames_sent=p.frames_sent, frames_received=p.frames_received,
-                retransmits=p.retransmits, last_recv_age=now - p.last_recv_at,
-                down_cause=p.down_cause,
-            )
-            for p in sorted(self._paths, key=lambda p: p.id)
-        ]
+        paths = [p.stats(now) for p in sorted(self._paths, key=lambda p: p.id)]
         return ConnStats(
             flow_id=self.flow_id, state=self.state, mode=self.mode, active_path=self.active,
             paths=paths, recv_queue_hwm=self.recv_queue_hwm, recv_dups=self.recv_dups,

@@ -23,11 +23,13 @@ __all__ = ["PathSet"]
 class PathSet:
     """Every path of one flow, by id (ids are never reused)."""
 
-    __slots__ = ("by_id", "config")
+    __slots__ = ("by_id", "close_pending", "config")
 
     def __init__(self, config: FlowConfig) -> None:
         self.config = config
         self.by_id: dict[int, PathState] = {}
+        self.close_pending = False
+        """Some path's ``close_requested`` is set: the driver has carriers to close."""
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -68,6 +70,18 @@ class PathSet:
                 if best is None or score < best_score:
                     best, best_score = p, score
         return best
+
+    def take_closes(self) -> list[tuple[int, bool]]:
+        """The carriers to close now, ``[(path_id, abort), ...]``, each once."""
+        if not self.close_pending:
+            return []
+        self.close_pending = False
+        out: list[tuple[int, bool]] = []
+        for path in self.by_id.values():
+            if path.close_requested:
+                out.append((path.id, path.close_requested == "abort"))
+                path.close_requested = None
+        return out
 
     def closable(self) -> list[PathState]:
         """Paths a CLOSE frame can still reach (live, or retiring)."""
