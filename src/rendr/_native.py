@@ -31,6 +31,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "framing",
     "handshake",
     "lifecycle",
+    "migration",
     "path",
     "paths",
     "rangeset",
