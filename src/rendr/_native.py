@@ -32,6 +32,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "handshake",
     "lifecycle",
     "migration",
+    "packetizer",
     "path",
     "paths",
     "rangeset",
