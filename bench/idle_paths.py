@@ -77,7 +77,7 @@ async def run(args: argparse.Namespace) -> int:
     held, _ = tracemalloc.get_traced_memory()
     ends = 2 * args.flows * args.paths
     rx_held = sum(c._rx.held for conn in (x for pair in pairs for x in pair)
-                  for c in conn._carriers.values() if hasattr(c, "_rx"))
+                  for c in conn._driver.carriers.values() if hasattr(c, "_rx"))
     spares, retired = rxbuf.pool_stats() if rxbuf is not None else (0, 0)
     pool = spares * rxbuf.BUFFER_SIZE if rxbuf is not None else 0
     per_path = (held - base - pool) / ends  # the shared pool is per process, not per path

@@ -73,7 +73,7 @@ async def test_reader_far_behind_gets_every_byte_intact(pair: Pair) -> None:
 
 
 def _rx_held(conn: rendr.Conn) -> int:
-    return sum(c._rx.held for c in conn._carriers.values() if hasattr(c, "_rx"))
+    return sum(c._rx.held for c in conn._driver.carriers.values() if hasattr(c, "_rx"))
 
 
 async def test_idle_paths_hold_no_receive_buffer(pair: Pair) -> None:

@@ -72,13 +72,15 @@ class Recorder:
         self.events: list[tuple[str, int, bytes]] = []
         self.deframer = StreamDeframer(self.on_data, self.on_frame)
 
-    def on_data(self, offset: int, piece: memoryview) -> None:
+    def on_data(self, offset: int, piece: memoryview, now: float) -> int:
         assert isinstance(piece, memoryview)
         assert len(piece) > 0, "empty DATA piece handed out"
         self.events.append(("data", offset, bytes(piece)))
+        return 1
 
-    def on_frame(self, ftype: int, body: memoryview) -> None:
+    def on_frame(self, ftype: int, body: memoryview, now: float) -> int:
         self.events.append(("frame", ftype, bytes(body)))
+        return 2
 
     def feed_chunks(self, chunks: list[bytes]) -> None:
         for c in chunks:
@@ -198,7 +200,7 @@ def test_large_data_frame_is_handed_out_as_it_arrives() -> None:
 def test_payload_of_bytes_input_is_not_copied() -> None:
     stream = data_header(0, 1000) + _payload(1000, 1) + encode_frame(0x81, b"ext")
     seen: list[memoryview] = []
-    d = StreamDeframer(lambda o, p: seen.append(p), lambda t, b: None)
+    d = StreamDeframer(lambda o, p, t: seen.append(p) or 0, lambda t, b, n: 0)
     d.feed(stream)
     assert len(seen) == 1
     assert seen[0].obj is stream  # a view into the caller's bytes, no copy
@@ -230,14 +232,14 @@ def test_control_frame_at_size_limit() -> None:
 @pytest.mark.parametrize("ftype", [FrameType.ACK, FrameType.CLOSE, 0x80, 0xFF])
 def test_oversized_control_frame(ftype: int) -> None:
     header = bytes([ftype]) + (MAX_CONTROL_BODY + 1).to_bytes(3, "big")
-    d = StreamDeframer(lambda o, p: None, lambda t, b: None)
+    d = StreamDeframer(lambda o, p, t: 0, lambda t, b, n: 0)
     with pytest.raises(ProtocolError, match="too large"):
         d.feed(header)  # refused at the header, before any body byte
 
 
 def test_oversized_control_frame_with_split_header() -> None:
     header = bytes([FrameType.PING]) + ((1 << 24) - 1).to_bytes(3, "big")
-    d = StreamDeframer(lambda o, p: None, lambda t, b: None)
+    d = StreamDeframer(lambda o, p, t: 0, lambda t, b, n: 0)
     d.feed(header[:2])
     with pytest.raises(ProtocolError):
         d.feed(header[2:])
@@ -246,13 +248,13 @@ def test_oversized_control_frame_with_split_header() -> None:
 @pytest.mark.parametrize("length", [0, 1, 7, 8])
 def test_data_frame_without_payload(length: int) -> None:
     frame = bytes([FrameType.DATA]) + length.to_bytes(3, "big") + bytes(length)
-    d = StreamDeframer(lambda o, p: pytest.fail("no piece expected"), lambda t, b: None)
+    d = StreamDeframer(lambda o, p, t: pytest.fail("no piece expected"), lambda t, b, n: 0)
     with pytest.raises(ProtocolError, match="without payload"):
         d.feed(frame)
 
 
 def test_empty_data_via_encoder() -> None:
-    d = StreamDeframer(lambda o, p: None, lambda t, b: None)
+    d = StreamDeframer(lambda o, p, t: 0, lambda t, b, n: 0)
     with pytest.raises(ProtocolError):
         d.feed(data_header(42, 0))
 

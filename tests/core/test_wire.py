@@ -225,8 +225,8 @@ def test_ack_encoder_keeps_at_most_16_lowest_ranges() -> None:
 def _deframe_one(frame: bytes) -> tuple[int, bytes]:
     """Run an encoded control frame through the real stream parser."""
     got: list[tuple[int, bytes]] = []
-    d = StreamDeframer(lambda o, p: pytest.fail("unexpected DATA"),
-                       lambda t, b: got.append((t, bytes(b))))
+    d = StreamDeframer(lambda o, p, n: pytest.fail("unexpected DATA"),
+                       lambda t, b, n: got.append((t, bytes(b))) or 0)
     d.feed(frame)
     assert len(got) == 1
     return got[0]
@@ -423,7 +423,7 @@ def _listener_flow() -> Flow:
 
 def _control_frames(buffers: list[bytes | memoryview]) -> list[tuple[int, bytes]]:
     got: list[tuple[int, bytes]] = []
-    d = StreamDeframer(lambda o, p: None, lambda t, b: got.append((t, bytes(b))))
+    d = StreamDeframer(lambda o, p, n: 0, lambda t, b, n: got.append((t, bytes(b))) or 0)
     d.feed(b"".join(bytes(b) for b in buffers))
     return got
 

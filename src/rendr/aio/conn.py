@@ -1,82 +1,26 @@
-"""``Conn``: the application's stable connection, an asyncio driver around a :class:`Flow`.
+"""``Conn``: the application's stable connection, a byte-stream API over a :class:`Flow`.
 
-The driver only moves bytes, time and events: carrier bytes go into the engine,
-then one :meth:`Conn._flush` writes what the engine wants written (one
-``writelines`` per path), closes the carriers it wants closed, dispatches
-events, wakes waiting readers and writers, and re-arms the single timer at
-``flow.get_timer()``.  Every protocol decision lives in the engine.
+A ``Conn`` turns the engine's calls into awaitable reads and writes; its
+:class:`~rendr.aio.driver.FlowDriver` moves carrier bytes, time and events in and
+out of the engine.  Every protocol decision lives in the engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from ..carriers.base import Buffer, Carrier
-from ..core.events import Event, EventKind
-from ..core.flow import Flow
+from ..carriers.base import Buffer
 from ..core.stats import ConnStats
-from ..core.types import Cause, Mode, Role, State
+from ..core.types import Mode, Role, State
 from ..core.wire import CloseCode
-from ..errors import ConnClosed, ModeSwitchIllegal, ModeUnavailable, RendrError
+from ..errors import ConnClosed, ModeSwitchIllegal, ModeUnavailable
 from ..spec import PathSpec
-from .handshake import HandshakeCollector
-
-if TYPE_CHECKING:
-    from .dialer import DialSession
+from .driver import EventCallback, FlowDriver
 
 __all__ = ["Conn"]
 
-logger = logging.getLogger("rendr.conn")
-
-EventCallback = Callable[[Event], object]
-
 _SMALL_WRITE = 64 * 1024  # bytes objects up to this size are queued as they are
-_TIMER_RESOLUTION = 0.001  # event loops' timer granularity (uvloop: 1 ms)
-
-
-def classify(exc: BaseException | None) -> Cause:
-    """Map a carrier's end to a path-death cause (never to an application EOF)."""
-    if exc is None:
-        return Cause.EOF
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return Cause.TIMEOUT
-    return Cause.RESET
-
-
-class _PathSink:
-    """Routes one carrier's reports into the connection's engine."""
-
-    __slots__ = ("_conn", "_flow", "_loop", "_pid")
-
-    def __init__(self, conn: Conn, path_id: int) -> None:
-        self._conn = conn
-        self._flow = conn._flow
-        self._loop = conn._loop
-        self._pid = path_id
-
-    def carrier_data(self, data: Buffer) -> None:
-        if self._flow.receive(self._pid, data, self._loop.time()):
-            self._conn._flush()
-        else:  # only stream data arrived: wake the reader, nothing else changed
-            waiter = self._conn._read_waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-
-    def carrier_lost(self, exc: BaseException | None) -> None:
-        self._conn._carriers.pop(self._pid, None)
-        self._flow.path_failed(self._pid, classify(exc), self._loop.time(),
-                               "" if exc is None else repr(exc))
-        self._conn._flush()
-
-    def carrier_pause(self) -> None:
-        self._flow.set_path_blocked(self._pid, True)
-
-    def carrier_resume(self) -> None:
-        self._flow.set_path_blocked(self._pid, False)
-        self._conn._flush()
 
 
 class Conn:
@@ -92,159 +36,11 @@ class Conn:
     ``read()`` calls from several tasks (nor concurrent ``write()`` calls).
     """
 
-    def __init__(self, flow: Flow, loop: asyncio.AbstractEventLoop,
-                 dialer: DialSession | None = None) -> None:
-        self._flow = flow
-        self._loop = loop
-        self._dialer = dialer
-        self._carriers: dict[int, Carrier] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
-        self._flushing = False
-        self._again = False
-        self._soon: asyncio.Handle | None = None
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._write_waiter: asyncio.Future[None] | None = None
-        self._closed: asyncio.Future[None] = loop.create_future()
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._callbacks: list[EventCallback] = []
-        self._close_hooks: list[Callable[[], None]] = []
+    def __init__(self, driver: FlowDriver) -> None:
+        self._driver = driver
+        self._flow = driver.flow
+        self._loop = driver.loop
         self._local_closed = False
-
-    # ---------------------------------------------------------------- driver
-
-    def _attach(self, path_id: int, carrier: Carrier, collector: HandshakeCollector) -> None:
-        """Make a carrier whose handshake completed path ``path_id`` of this flow."""
-        self._flow.add_path(path_id, now=self._loop.time(), transport=carrier.transport,
-                            local_addr=carrier.local_addr, remote_addr=carrier.remote_addr)
-        self._carriers[path_id] = carrier
-        collector.handoff(carrier, _PathSink(self, path_id))
-        self._flush()
-
-    def _flush(self) -> None:
-        if self._flushing:
-            self._again = True
-            return
-        self._flushing = True
-        flow = self._flow
-        try:
-            while True:
-                self._again = False
-                now = self._loop.time()
-                carriers = self._carriers
-                for pid, buffers in flow.transmits(now):
-                    carrier = carriers.get(pid)
-                    if carrier is not None:
-                        carrier.write(buffers)
-                for pid, abort in flow.closes():
-                    carrier = carriers.pop(pid, None)
-                    if carrier is not None:
-                        if abort:
-                            carrier.abort()
-                        else:
-                            carrier.close()
-                events = flow.events()
-                if events:
-                    self._dispatch(events)
-                if not self._again:
-                    break
-        finally:
-            self._flushing = False
-        self._wake()
-        at = flow.get_timer()
-        if at != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            if at is None:
-                self._timer = None
-            else:
-                fire = at
-                now = self._loop.time()
-                if now < at < now + _TIMER_RESOLUTION:
-                    # uvloop's clock and timers tick in milliseconds: a deadline less
-                    # than a tick away would fire "early" again and again (the loop's
-                    # time stands still within the tick) until the tick passes
-                    fire = now + _TIMER_RESOLUTION
-                self._timer = self._loop.call_at(fire, self._on_timer)
-            self._timer_at = at
-        if self._soon is None and flow.wants_transmit():
-            self._soon = self._loop.call_soon(self._flush_soon)
-
-    def _flush_soon(self) -> None:
-        self._soon = None
-        self._flush()
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self._flow.handle_timer(self._loop.time())
-        self._flush()
-
-    def _wake(self) -> None:
-        flow = self._flow
-        w = self._read_waiter
-        if w is not None and not w.done() and flow.readable:
-            w.set_result(None)
-        w = self._write_waiter
-        if w is not None and not w.done() and (flow.send_space > 0 or flow.state is State.CLOSED):
-            w.set_result(None)
-        if self._drain_waiters and (flow.flushed or flow.state is State.CLOSED):
-            for w in self._drain_waiters:
-                if not w.done():
-                    w.set_result(None)
-            self._drain_waiters.clear()
-
-    def _dispatch(self, events: list[Event]) -> None:
-        for event in events:
-            if self._dialer is not None:
-                self._dialer.on_event(event)
-            for callback in list(self._callbacks):
-                try:
-                    callback(event)
-                except Exception:
-                    logger.exception("rendr event callback %r failed", callback)
-            if event.kind is EventKind.CLOSED:
-                self._on_flow_closed()
-
-    def _on_flow_closed(self) -> None:
-        for carrier in self._carriers.values():
-            carrier.close()
-        self._carriers.clear()
-        if not self._closed.done():
-            self._closed.set_result(None)
-        for hook in self._close_hooks:
-            hook()
-        self._close_hooks.clear()
-
-    async def _wait_readable(self) -> None:
-        """Wait until the flow is readable (the caller found nothing to read)."""
-        waiter = self._read_waiter
-        if waiter is not None and not waiter.done():
-            raise RuntimeError("read() called while another task is already reading")
-        fut = self._read_waiter = self._loop.create_future()
-        try:
-            await fut
-        finally:
-            self._read_waiter = None
-
-    async def _wait(self, which: str) -> None:
-        fut: asyncio.Future[None] = self._loop.create_future()
-        if which == "read":
-            if self._read_waiter is not None and not self._read_waiter.done():
-                raise RuntimeError("read() called while another task is already reading")
-            self._read_waiter = fut
-        else:
-            if self._write_waiter is not None and not self._write_waiter.done():
-                raise RuntimeError("write() called while another task is already writing")
-            self._write_waiter = fut
-        self._wake()
-        try:
-            await fut
-        finally:
-            if which == "read":
-                self._read_waiter = None
-            else:
-                self._write_waiter = None
 
     def _raise_if_unusable(self) -> None:
         if self._local_closed:
@@ -277,9 +73,9 @@ class Conn:
             data = flow.read(n)
             if data is not None:
                 if flow.ack_due:
-                    self._flush()  # a window update
+                    self._driver.flush()  # a window update
                 return data
-            await self._wait_readable()
+            await self._driver.wait_readable()
 
     async def readinto(self, buffer: bytearray | memoryview) -> int:
         """Read into ``buffer`` (any writable bytes-like object); return how many bytes.
@@ -309,9 +105,9 @@ class Conn:
             n = flow.readinto(dest)
             if n is not None:
                 if flow.ack_due:
-                    self._flush()  # a window update
+                    self._driver.flush()  # a window update
                 return n
-            await self._wait_readable()
+            await self._driver.wait_readable()
 
     async def readexactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes.
@@ -345,11 +141,10 @@ class Conn:
         flow = self._flow
         view: Buffer
         if type(data) is bytes and len(data) <= _SMALL_WRITE:
-            view = data  # immutable; a partial take copies at most this much
+            view = data  # a partial take slices at most this much
         else:
+            # not copied here: the engine copies what it takes of a mutable buffer
             view = memoryview(data)
-            if not (view.readonly and isinstance(view.obj, bytes)):
-                view = memoryview(bytes(view))  # the caller may reuse a mutable buffer
             if view.ndim != 1 or view.itemsize != 1:
                 view = view.cast("B")
         total = len(view)
@@ -361,17 +156,17 @@ class Conn:
                 raise ConnClosed("write after write_eof()")
             if sent < total:
                 sent += flow.send(view[sent:] if sent else view, self._loop.time())
-                self._flush()
+                self._driver.flush()
             if sent >= total:
                 return
-            await self._wait("write")
+            await self._driver.wait_writable()
             self._raise_if_unusable()
 
     async def write_eof(self) -> None:
         """Half-close: the peer reads ``b""`` after everything written; reading goes on."""
         self._raise_if_unusable()
         self._flow.send_eof(self._loop.time())
-        self._flush()
+        self._driver.flush()
 
     async def drain(self) -> None:
         """Wait until the peer has acknowledged everything written so far.
@@ -379,10 +174,7 @@ class Conn:
         Returns early if the flow ends; raises like ``write()`` if it failed.
         """
         self._raise_if_unusable()
-        while not self._flow.flushed and self._flow.state is not State.CLOSED:
-            fut: asyncio.Future[None] = self._loop.create_future()
-            self._drain_waiters.append(fut)
-            await fut
+        await self._driver.wait_flushed()
         if self._flow.error is not None:
             raise self._flow.error
 
@@ -394,30 +186,20 @@ class Conn:
         if not self._local_closed:
             self._local_closed = True
             self._flow.close(self._loop.time())
-            self._flush()
-        await asyncio.shield(self._closed)
-        self._cleanup()
+            self._driver.flush()
+        await asyncio.shield(self._driver.closed)
+        self._driver.stop()
 
     def abort(self, code: int = CloseCode.APPLICATION, reason: str = "") -> None:
         """End the flow at once; the peer's read/write raise :class:`~rendr.ConnAborted`."""
         self._local_closed = True
         self._flow.abort(self._loop.time(), code, reason)
-        self._flush()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._soon is not None:
-            self._soon.cancel()
-            self._soon = None
-        if self._dialer is not None:
-            self._dialer.stop()
+        self._driver.flush()
+        self._driver.stop()
 
     async def wait_closed(self) -> None:
         """Wait until the flow has ended (either side closed it, or it failed)."""
-        await asyncio.shield(self._closed)
+        await asyncio.shield(self._driver.closed)
 
     async def __aenter__(self) -> Conn:
         return self
@@ -437,11 +219,12 @@ class Conn:
 
     def on_event(self, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback(event)`` for every :class:`~rendr.Event`; returns an unsubscribe."""
-        self._callbacks.append(callback)
+        callbacks = self._driver.callbacks
+        callbacks.append(callback)
 
         def unsubscribe() -> None:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
+            if callback in callbacks:
+                callbacks.remove(callback)
 
         return unsubscribe
 
@@ -454,7 +237,7 @@ class Conn:
         """
         self._raise_if_unusable()
         self._flow.migrate(path_id, self._loop.time())
-        self._flush()
+        self._driver.flush()
 
     @property
     def active_path(self) -> int:
@@ -471,9 +254,7 @@ class Conn:
             HandshakeError, OSError: the path could not be opened.
         """
         self._raise_if_unusable()
-        if self._dialer is None:
-            raise RendrError("only the dialer opens paths (the listener never dials)")
-        return await self._dialer.add_path(spec)
+        return await self._driver.owner.add_path(spec)
 
     async def remove_path(self, path_id: int) -> None:
         """Retire a path cleanly (migrating away first if it is active).
@@ -483,9 +264,8 @@ class Conn:
         """
         self._raise_if_unusable()
         self._flow.remove_path(path_id, self._loop.time())
-        if self._dialer is not None:
-            self._dialer.forget(path_id)
-        self._flush()
+        self._driver.owner.forget(path_id)
+        self._driver.flush()
 
     async def set_mode(self, mode: Mode) -> None:
         """Switch the flow's mode live (RACE and BOND are not available yet)."""

@@ -10,7 +10,6 @@ runs with no path at all), until the path is removed or the flow ends.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 from collections.abc import Sequence
@@ -20,12 +19,12 @@ from ..carriers.base import Carrier, TransportFactory, get_transport
 from ..carriers.streams import StreamsCarrier
 from ..config import FlowConfig
 from ..core.events import Event, EventKind
-from ..core.flow import Flow
-from ..core.types import Mode, Role, State
-from ..core.wire import PREFACE, CloseCode, FrameType, Hello, Join, JoinAck, Kind, Result
-from ..errors import HandshakeError, ModeUnavailable, RendrError, ZombieFlow
+from ..core.session import DialerHandshake
+from ..core.types import Mode, State
+from ..errors import HandshakeError, ModeUnavailable, RendrError
 from ..spec import PathSpec
 from .conn import Conn
+from .driver import FlowDriver
 from .handshake import exchange
 
 __all__ = ["DialSession", "Dialer"]
@@ -97,16 +96,21 @@ class _Slot:
 
 
 class DialSession:
-    """The dialer side of one flow: its slots, supervisors and re-dials."""
+    """The dialer side of one flow: its slots, supervisors and re-dials.
+
+    It is the :class:`~rendr.aio.driver.PathOwner` of the flow's driver; the
+    handshake decisions are :class:`~rendr.core.session.DialerHandshake`'s.
+    """
 
     def __init__(self, dialer: Dialer, flow_id: bytes) -> None:
         self.dialer = dialer
         self.config = dialer.config
         self.flow_id = flow_id
         self.loop = asyncio.get_running_loop()
+        self.handshake = DialerHandshake(flow_id, dialer.mode, dialer.config)
+        self.driver: FlowDriver | None = None
         self.conn: Conn | None = None
         self.slots: list[_Slot] = []
-        self._ids = itertools.count(1)
         self._stopped = False
 
     async def _open(self, spec: PathSpec) -> Carrier:
@@ -156,51 +160,35 @@ class DialSession:
         return self.conn
 
     async def _hello(self, carrier: Carrier) -> None:
-        path_id = next(self._ids)
-        cfg = self.config
-        hello = Hello(self.flow_id, path_id, self.dialer.mode, Kind.STREAM, 0, cfg.recv_window)
-        ftype, body, collector = await exchange(carrier, [PREFACE, hello.encode()],
-                                                cfg.handshake_timeout)
-        if ftype != FrameType.HELLO_ACK:
-            raise HandshakeError(f"expected HELLO_ACK, got frame type 0x{ftype:02x}")
-        ack = Hello.decode(body, ack=True)
-        if ack.result != Result.OK:
-            raise HandshakeError(f"listener refused the flow: {_result_name(ack.result)}")
-        if ack.flow_id != self.flow_id or ack.path_id != path_id:
-            raise HandshakeError("HELLO_ACK for another flow or path")
-        flow = Flow(role=Role.DIALER, flow_id=self.flow_id, mode=Mode(ack.mode), config=cfg,
-                    now=self.loop.time(), peer_window=ack.recv_window)
-        self.conn = Conn(flow, self.loop, dialer=self)
-        self.conn._attach(path_id, carrier, collector)
+        hs = self.handshake
+        path_id = hs.next_path_id()
+        ftype, body, collector = await exchange(carrier, hs.hello(path_id),
+                                                self.config.handshake_timeout)
+        flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
+        self.driver = FlowDriver(flow, self.loop, self)
+        self.conn = Conn(self.driver)
+        self.driver.attach(path_id, carrier, collector)
 
     async def _join(self, carrier: Carrier, fatal_if_unknown: bool = True) -> int:
-        assert self.conn is not None
-        path_id = next(self._ids)
-        ftype, body, collector = await exchange(
-            carrier, [PREFACE, Join(self.flow_id, path_id).encode()],
-            self.config.handshake_timeout)
-        if ftype != FrameType.JOIN_ACK:
-            raise HandshakeError(f"expected JOIN_ACK, got frame type 0x{ftype:02x}")
-        ack = JoinAck.decode(body)
-        if ack.result == Result.UNKNOWN_FLOW:
-            flow = self.conn._flow
-            if fatal_if_unknown and not any(p.alive for p in flow.paths.values()):
-                # no path left and the listener says it never heard of us: the peer
-                # lost the flow (restarted); waiting out the budget is pointless
-                flow.fail(ZombieFlow("the listener no longer knows this flow"),
-                          self.loop.time(), CloseCode.ZOMBIE)
-                self.conn._flush()
-            raise HandshakeError("listener does not know the flow (UNKNOWN_FLOW)")
-        if ack.result != Result.OK:
-            raise HandshakeError(f"listener refused the path: {_result_name(ack.result)}")
-        if self._closed:
+        driver = self.driver
+        assert driver is not None
+        hs = self.handshake
+        path_id = hs.next_path_id()
+        ftype, body, collector = await exchange(carrier, hs.join(path_id),
+                                                self.config.handshake_timeout)
+        try:
+            hs.on_join_ack(ftype, body, path_id, self.loop.time(),
+                           fatal_if_unknown=fatal_if_unknown)
+        finally:
+            driver.flush()  # the flow may have failed (the listener forgot it)
+        if self._stopped:
             raise HandshakeError("flow closed")
-        self.conn._attach(path_id, carrier, collector)
+        driver.attach(path_id, carrier, collector)
         return path_id
 
     @property
     def _closed(self) -> bool:
-        return self._stopped or self.conn is None or self.conn._flow.state is State.CLOSED
+        return self._stopped or self.driver is None or self.driver.flow.state is State.CLOSED
 
     async def _supervise(self, slot: _Slot, first: asyncio.Future[Carrier] | Carrier | None,
                          failed: bool = False) -> None:
@@ -254,9 +242,7 @@ class DialSession:
         """Dial ``spec`` now and attach it; keep re-dialing it when it dies."""
         if self._closed:
             raise RendrError("flow is closed")
-        live = sum(1 for p in self.conn._flow.paths.values() if p.alive) if self.conn else 0
-        if live >= self.config.max_paths:
-            raise RendrError(f"flow already has {live} paths (max_paths)")
+        self.handshake.check_room()
         carrier = await self._open(spec)
         try:
             path_id = await self._join(carrier, fatal_if_unknown=False)
@@ -291,11 +277,4 @@ class DialSession:
         for slot in self.slots:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()
-
-
-def _result_name(code: int) -> str:
-    try:
-        return Result(code).name
-    except ValueError:
-        return f"result {code}"
 

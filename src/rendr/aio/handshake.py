@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from ..carriers.base import Buffer, Carrier, CarrierSink
 from ..core.handshake import HandshakeParser
@@ -56,7 +57,7 @@ class HandshakeCollector:
             sink.carrier_lost(self._lost[0])
 
 
-async def exchange(carrier: Carrier, opening: list[Buffer], timeout: float
+async def exchange(carrier: Carrier, opening: Sequence[Buffer], timeout: float
                    ) -> tuple[int, bytes, HandshakeCollector]:
     """Write ``opening`` and wait for the peer's preface and first frame.
 

@@ -18,17 +18,39 @@ from ..carriers.base import Carrier
 from ..carriers.streams import StreamsCarrier
 from ..carriers.tcp import TcpCarrier
 from ..config import FlowConfig
-from ..core.flow import Flow
-from ..core.types import Mode, PathStatus, Role, State
-from ..core.wire import PREFACE, VERSION, FrameType, Hello, Join, JoinAck, Kind, Result
-from ..errors import ConnClosed, HandshakeError, ProtocolError
-from ..spec import ListenSpec
+from ..core.events import Event, EventKind
+from ..core.session import ListenerHandshake
+from ..core.wire import PREFACE, VERSION, FrameType, Join
+from ..errors import ConnClosed, HandshakeError, ProtocolError, RendrError
+from ..spec import ListenSpec, PathSpec
 from .conn import Conn
+from .driver import FlowDriver
 from .handshake import HandshakeCollector
 
 __all__ = ["Listener", "listen", "listen_tcp"]
 
 logger = logging.getLogger("rendr.listener")
+
+
+class _Accepted:
+    """The listener as the :class:`~rendr.aio.driver.PathOwner` of one accepted flow."""
+
+    def __init__(self, listener: Listener, flow_id: bytes) -> None:
+        self._listener = listener
+        self._flow_id = flow_id
+
+    def on_event(self, event: Event) -> None:
+        if event.kind is EventKind.CLOSED:
+            self._listener._forget(self._flow_id)
+
+    async def add_path(self, spec: PathSpec) -> int:
+        raise RendrError("only the dialer opens paths (the listener never dials)")
+
+    def forget(self, path_id: int) -> None:
+        pass  # the listener never re-dials
+
+    def stop(self) -> None:
+        pass
 
 
 class Listener:
@@ -41,7 +63,8 @@ class Listener:
         self.config = config
         self._loop = asyncio.get_running_loop()
         self._servers: list[asyncio.AbstractServer] = []
-        self._flows: dict[bytes, Conn] = {}
+        self._session = ListenerHandshake(config)
+        self._drivers: dict[bytes, FlowDriver] = {}
         self._join_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._queue: asyncio.Queue[Conn | None] = asyncio.Queue(backlog)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,92 +102,54 @@ class Listener:
         try:
             ftype, body = await asyncio.wait_for(collector.future,
                                                  self.config.handshake_timeout)
-            if ftype == FrameType.HELLO:
-                self._on_hello(carrier, collector, Hello.decode(body))
-            elif ftype == FrameType.JOIN:
-                await self._on_join(carrier, collector, Join.decode(body))
-            else:
-                raise ProtocolError(f"carrier opened with frame type 0x{ftype:02x}")
+            if ftype == FrameType.JOIN and not self._session.knows(Join.decode(body).flow_id):
+                await self._wait_for_hello(Join.decode(body).flow_id)
+            decision = self._session.decide(ftype, body, self._loop.time(),
+                                            queue_full=self._queue.full())
         except HandshakeError as exc:
             if exc.peer_version is not None:
                 carrier.write([PREFACE])  # let the peer see which version we speak
             logger.info("rejected carrier from %s: %s", carrier.remote_addr, exc)
             carrier.close()
+            return
         except (ProtocolError, asyncio.TimeoutError) as exc:
             logger.info("rejected carrier from %s: %r", carrier.remote_addr, exc)
             carrier.abort()
-
-    def _on_hello(self, carrier: Carrier, collector: HandshakeCollector, hello: Hello) -> None:
-        cfg = self.config
-        result = Result.OK
-        if self._closed:
-            result = Result.BUSY
-        elif hello.mode != Mode.PRIME:
-            result = Result.BAD_MODE
-        elif hello.kind != Kind.STREAM:
-            result = Result.BAD_KIND
-        elif hello.flow_id in self._flows:
-            result = Result.DUPLICATE_PATH
-        elif self._queue.full():
-            result = Result.BUSY
-        ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind, 0, cfg.recv_window,
-                    result)
-        carrier.write([PREFACE, ack.encode(ack=True)])
-        if result != Result.OK:
-            logger.info("refused flow %s: %s", hello.flow_id.hex()[:8], result.name)
+            return
+        carrier.write(decision.reply)
+        flow = decision.flow
+        if flow is None:
             carrier.close()
             return
-        flow = Flow(role=Role.LISTENER, flow_id=hello.flow_id, mode=Mode(hello.mode),
-                    config=cfg, now=self._loop.time(), peer_window=hello.recv_window)
-        conn = Conn(flow, self._loop)
-        flow_id = hello.flow_id
-        self._flows[flow_id] = conn
-        conn._close_hooks.append(lambda: self._forget(flow_id))
-        conn._attach(hello.path_id, carrier, collector)
-        for waiter in self._join_waiters.pop(flow_id, []):
-            if not waiter.done():
-                waiter.set_result(None)
-        self._queue.put_nowait(conn)
+        if decision.new:
+            driver = FlowDriver(flow, self._loop, _Accepted(self, flow.flow_id))
+            self._drivers[flow.flow_id] = driver
+            driver.attach(decision.path_id, carrier, collector)
+            for waiter in self._join_waiters.pop(flow.flow_id, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._queue.put_nowait(Conn(driver))
+        else:
+            self._drivers[flow.flow_id].attach(decision.path_id, carrier, collector)
+
+    async def _wait_for_hello(self, flow_id: bytes) -> None:
+        """A JOIN may overtake its flow's HELLO: wait (``join_wait``) for the flow."""
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._join_waiters.setdefault(flow_id, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, self.config.join_wait)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiters = self._join_waiters.get(flow_id, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._join_waiters.pop(flow_id, None)
 
     def _forget(self, flow_id: bytes) -> None:
-        self._flows.pop(flow_id, None)
-
-    async def _on_join(self, carrier: Carrier, collector: HandshakeCollector,
-                       join: Join) -> None:
-        conn = self._flows.get(join.flow_id)
-        if conn is None:
-            # the JOIN may have overtaken its flow's HELLO: wait a little for it
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            self._join_waiters.setdefault(join.flow_id, []).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, self.config.join_wait)
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                waiters = self._join_waiters.get(join.flow_id, [])
-                if waiter in waiters:
-                    waiters.remove(waiter)
-                if not waiters:
-                    self._join_waiters.pop(join.flow_id, None)
-            conn = self._flows.get(join.flow_id)
-        flow = conn._flow if conn is not None else None
-        if conn is None or flow is None:
-            result = Result.UNKNOWN_FLOW
-        elif flow.state is State.CLOSED:
-            result = Result.FLOW_CLOSED
-        elif join.path_id in flow.paths:
-            result = Result.DUPLICATE_PATH
-        elif sum(p.status is PathStatus.UP for p in flow.paths.values()) >= self.config.max_paths:
-            result = Result.TOO_MANY_PATHS
-        else:
-            result = Result.OK
-        carrier.write([PREFACE, JoinAck(join.flow_id, join.path_id, result).encode()])
-        if result != Result.OK or conn is None:
-            logger.info("refused JOIN of path %d to flow %s: %s", join.path_id,
-                        join.flow_id.hex()[:8], result.name)
-            carrier.close()
-            return
-        conn._attach(join.path_id, carrier, collector)
+        self._session.forget(flow_id)
+        self._drivers.pop(flow_id, None)
 
     async def accept(self) -> Conn:
         """Wait for the next new connection.
@@ -194,6 +179,7 @@ class Listener:
         if self._closed:
             return
         self._closed = True
+        self._session.closed = True
         for server in self._servers:
             server.close()
         for task in list(self._tasks):
@@ -213,7 +199,7 @@ class Listener:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"<rendr.Listener {self.addrs} v{VERSION} flows={len(self._flows)}>"
+        return f"<rendr.Listener {self.addrs} v{VERSION} flows={len(self._drivers)}>"
 
 
 async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: int = 128,

@@ -1,7 +1,9 @@
 """Incremental parser for frames on byte-stream carriers.
 
 A :class:`StreamDeframer` is fed whatever the carrier delivered and calls back
-for each DATA payload piece and each complete control frame.  DATA payloads are
+for each DATA payload piece and each complete control frame; the callbacks
+return flags (ints) that :meth:`StreamDeframer.feed` ORs together and returns,
+so what a feed changed comes back as a value, not as state left on the receiver.  DATA payloads are
 handed out *as they arrive* — a 256 KiB frame split over several reads becomes
 several ``on_data(offset, piece)`` calls — so payload bytes are never copied or
 reassembled here: because data is sequenced by byte offset, every piece is
@@ -32,16 +34,18 @@ _DATA_OFFSET: Final = 1
 _BODY: Final = 2
 _PAYLOAD: Final = 3
 
-DataCallback = Callable[[int, memoryview], None]
-FrameCallback = Callable[[int, memoryview], None]
+DataCallback = Callable[[int, memoryview, float], int]
+"""``on_data(offset, piece, now) -> flags``"""
+FrameCallback = Callable[[int, memoryview, float], int]
+"""``on_frame(frame_type, body, now) -> flags``"""
 
 
 class StreamDeframer:
     """Parse the frames of one stream carrier (after its preface).
 
     Args:
-        on_data: called with ``(offset, payload_piece)`` for DATA payload bytes.
-        on_frame: called with ``(frame_type, body)`` for every other frame.
+        on_data: called with ``(offset, payload_piece, now)`` for DATA payload bytes.
+        on_frame: called with ``(frame_type, body, now)`` for every other frame.
 
     The memoryviews passed to the callbacks are only valid during the call
     unless the caller keeps a reference to the underlying buffer (pieces of
@@ -61,8 +65,9 @@ class StreamDeframer:
         self._data_left = 0
         self._data_offset = 0
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Consume ``data``, calling back for every piece and frame it completes.
+    def feed(self, data: bytes | bytearray | memoryview, now: float = 0.0) -> int:
+        """Consume ``data``, calling back for every piece and frame it completes, with
+        ``now``; return the callbacks' flags ORed together.
 
         Raises:
             ProtocolError: the bytes are not valid rendr framing.
@@ -70,6 +75,7 @@ class StreamDeframer:
         mv = memoryview(data)
         n = len(mv)
         pos = 0
+        flags = 0
         on_data = self._on_data
         while pos < n:
             stage = self._stage
@@ -91,14 +97,14 @@ class StreamDeframer:
                         self._data_offset = offset + take
                     pos = start + take
                     if take:
-                        on_data(offset, mv[start:pos])
+                        flags |= on_data(offset, mv[start:pos], now)
                     continue
                 if ftype != _DATA and n - pos - _HEADER_SIZE >= length:
                     start = pos + _HEADER_SIZE
                     pos = start + length
                     if length > MAX_CONTROL_BODY:
                         raise ProtocolError(f"control frame 0x{ftype:02x} too large ({length} B)")
-                    self._on_frame(ftype, mv[start:pos])
+                    flags |= self._on_frame(ftype, mv[start:pos], now)
                     continue
             if stage == _PAYLOAD:
                 take = min(self._data_left, n - pos)
@@ -108,7 +114,7 @@ class StreamDeframer:
                 if self._data_left == 0:
                     self._stage = _HEAD
                     self._need = _HEADER_SIZE
-                on_data(offset, mv[pos : pos + take])
+                flags |= on_data(offset, mv[pos : pos + take], now)
                 pos += take
                 continue
             need = self._need
@@ -117,19 +123,20 @@ class StreamDeframer:
                 self._acc += mv[pos : pos + take]
                 pos += take
                 if len(self._acc) < need:
-                    return
+                    return flags
                 unit = memoryview(bytes(self._acc))
                 self._acc.clear()
-                self._unit(unit)
+                flags |= self._unit(unit, now)
             elif n - pos >= need:
                 unit = mv[pos : pos + need]
                 pos += need
-                self._unit(unit)
+                flags |= self._unit(unit, now)
             else:
                 self._acc += mv[pos:]
-                return
+                return flags
+        return flags
 
-    def _unit(self, unit: memoryview) -> None:
+    def _unit(self, unit: memoryview, now: float) -> int:
         stage = self._stage
         if stage == _HEAD:
             head: tuple[int] = _unpack_word(unit, 0)
@@ -144,7 +151,7 @@ class StreamDeframer:
                 self._stage = _DATA_OFFSET
                 self._need = 8
             elif length == 0:
-                self._on_frame(ftype, unit[:0])
+                return self._on_frame(ftype, unit[:0], now)
             else:
                 if length > MAX_CONTROL_BODY:
                     raise ProtocolError(f"control frame 0x{ftype:02x} too large ({length} B)")
@@ -156,4 +163,5 @@ class StreamDeframer:
         else:  # _BODY
             self._stage = _HEAD
             self._need = _HEADER_SIZE
-            self._on_frame(self._ftype, unit)
+            return self._on_frame(self._ftype, unit, now)
+        return 0

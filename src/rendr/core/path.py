@@ -6,6 +6,7 @@ from collections import deque
 from typing import Final
 
 from .framing import StreamDeframer
+from .stats import PathStats
 from .types import PathStatus
 
 __all__ = ["PathState", "RttEstimator"]
@@ -101,3 +102,16 @@ class PathState:
         if srtt is None:
             return 1e9 + self.id
         return srtt + self.rtt.rttvar
+
+    def stats(self, now: float) -> PathStats:
+        """A snapshot of the path's counters."""
+        rtt = self.rtt
+        return PathStats(
+            id=self.id, transport=self.transport, local_addr=self.local_addr,
+            remote_addr=self.remote_addr, state=str(self.status), srtt=rtt.srtt,
+            rttvar=rtt.rttvar if rtt.srtt is not None else None,
+            bytes_sent=self.bytes_sent, bytes_received=self.bytes_received,
+            frames_sent=self.frames_sent, frames_received=self.frames_received,
+            retransmits=self.retransmits, last_recv_age=now - self.last_recv_at,
+            down_cause=self.down_cause,
+        )

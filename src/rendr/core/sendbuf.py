@@ -32,7 +32,7 @@ class SendBuffer:
         self._starts: list[int] = []
         self._datas: list[bytes | memoryview] = []
         self._head = 0
-        self._tail: list[bytes] = []
+        self._tail: list[bytes | memoryview] = []
         self._tail_start = 0
 
     def __len__(self) -> int:
@@ -46,7 +46,7 @@ class SendBuffer:
         if n < _COALESCE_BELOW:
             if not self._tail:
                 self._tail_start = self.end
-            self._tail.append(bytes(data))
+            self._tail.append(data)  # joined (once) when first needed for a frame
         else:
             self._seal()
             self._starts.append(self.end)

@@ -1,0 +1,269 @@
+"""The asyncio driver of one :class:`Flow`: carriers in, one flush out, one timer.
+
+The driver only moves bytes, time and events: carrier bytes go into the engine,
+then one :meth:`FlowDriver.flush` writes what the engine wants written (one
+``writelines`` per path), closes the carriers it wants closed, dispatches
+events, wakes waiting readers and writers, and re-arms the single timer at
+``flow.get_timer()``.  Every protocol decision lives in the engine.
+
+Whoever opened the flow's paths (a dialer session, or the listener) is its
+:class:`PathOwner`: told every event, asked to open or forget paths.  The
+application's :class:`~rendr.aio.conn.Conn` sits on top of a driver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+from ..carriers.base import Buffer, Carrier, CarrierSink
+from ..core.events import Event, EventKind
+from ..core.flow import Flow
+from ..core.types import Cause, State
+from ..spec import PathSpec
+
+__all__ = ["EventCallback", "FlowDriver", "PathOwner", "classify"]
+
+logger = logging.getLogger("rendr.conn")
+
+EventCallback = Callable[[Event], object]
+
+_TIMER_RESOLUTION = 0.001  # event loops' timer granularity (uvloop: 1 ms)
+
+
+class PathOwner(Protocol):
+    """What a connection needs from whoever opens its paths (dialer or listener)."""
+
+    def on_event(self, event: Event) -> None:
+        """Every engine event (a path went down, the flow closed...)."""
+
+    async def add_path(self, spec: PathSpec) -> int:
+        """Open another path now; return its id (only a dialer can)."""
+
+    def forget(self, path_id: int) -> None:
+        """The path was removed on purpose: do not open it again."""
+
+    def stop(self) -> None:
+        """The connection is done: stop opening paths."""
+
+
+class HandshakeHandoff(Protocol):
+    """A carrier's handshake sink, which gives the carrier on to its path's sink."""
+
+    def handoff(self, carrier: Carrier, sink: CarrierSink) -> None:
+        """Route the carrier to ``sink``, replaying what arrived meanwhile."""
+
+
+def classify(exc: BaseException | None) -> Cause:
+    """Map a carrier's end to a path-death cause (never to an application EOF)."""
+    if exc is None:
+        return Cause.EOF
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return Cause.TIMEOUT
+    return Cause.RESET
+
+
+class _PathSink:
+    """Routes one carrier's reports into the engine."""
+
+    __slots__ = ("_driver", "_flow", "_loop", "_pid")
+
+    def __init__(self, driver: FlowDriver, path_id: int) -> None:
+        self._driver = driver
+        self._flow = driver.flow
+        self._loop = driver.loop
+        self._pid = path_id
+
+    def carrier_data(self, data: Buffer) -> None:
+        if self._flow.receive(self._pid, data, self._loop.time()):
+            self._driver.flush()
+        else:  # only stream data arrived: wake the reader, nothing else changed
+            waiter = self._driver.read_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def carrier_lost(self, exc: BaseException | None) -> None:
+        self._driver.carriers.pop(self._pid, None)
+        self._flow.path_failed(self._pid, classify(exc), self._loop.time(),
+                               "" if exc is None else repr(exc))
+        self._driver.flush()
+
+    def carrier_pause(self) -> None:
+        self._flow.set_path_blocked(self._pid, True)
+
+    def carrier_resume(self) -> None:
+        self._flow.set_path_blocked(self._pid, False)
+        self._driver.flush()
+
+
+class FlowDriver:
+    """Drives one engine on an asyncio loop (see the module docstring).
+
+    Attributes:
+        flow: the engine.
+        carriers: the carrier of each attached path, by path id.
+        closed: resolved when the flow ends.
+    """
+
+    def __init__(self, flow: Flow, loop: asyncio.AbstractEventLoop, owner: PathOwner) -> None:
+        self.flow = flow
+        self.loop = loop
+        self.owner = owner
+        self.carriers: dict[int, Carrier] = {}
+        self.read_waiter: asyncio.Future[None] | None = None
+        self.write_waiter: asyncio.Future[None] | None = None
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.callbacks: list[EventCallback] = []
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flushing = False
+        self._again = False
+        self._soon: asyncio.Handle | None = None
+
+    def attach(self, path_id: int, carrier: Carrier, handshake: HandshakeHandoff) -> None:
+        """Make a carrier whose handshake completed path ``path_id`` of the flow."""
+        self.flow.add_path(path_id, now=self.loop.time(), transport=carrier.transport,
+                           local_addr=carrier.local_addr, remote_addr=carrier.remote_addr)
+        self.carriers[path_id] = carrier
+        handshake.handoff(carrier, _PathSink(self, path_id))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write, close, dispatch and re-arm: what the engine wants after any input."""
+        if self._flushing:
+            self._again = True
+            return
+        self._flushing = True
+        flow = self.flow
+        try:
+            while True:
+                self._again = False
+                now = self.loop.time()
+                carriers = self.carriers
+                for pid, buffers in flow.transmits(now):
+                    carrier = carriers.get(pid)
+                    if carrier is not None:
+                        carrier.write(buffers)
+                for pid, abort in flow.closes():
+                    carrier = carriers.pop(pid, None)
+                    if carrier is not None:
+                        if abort:
+                            carrier.abort()
+                        else:
+                            carrier.close()
+                events = flow.events()
+                if events:
+                    self._dispatch(events)
+                if not self._again:
+                    break
+        finally:
+            self._flushing = False
+        self.wake()
+        self._arm_timer(flow.get_timer())
+        if self._soon is None and flow.wants_transmit():
+            self._soon = self.loop.call_soon(self._flush_soon)
+
+    def _arm_timer(self, at: float | None) -> None:
+        if at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        if at is None:
+            self._timer = None
+        else:
+            fire = at
+            now = self.loop.time()
+            if now < at < now + _TIMER_RESOLUTION:
+                # uvloop's clock and timers tick in milliseconds: a deadline less than a
+                # tick away would fire "early" again and again (the loop's time stands
+                # still within the tick) until the tick passes
+                fire = now + _TIMER_RESOLUTION
+            self._timer = self.loop.call_at(fire, self._on_timer)
+        self._timer_at = at
+
+    def _flush_soon(self) -> None:
+        self._soon = None
+        self.flush()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.flow.handle_timer(self.loop.time())
+        self.flush()
+
+    def wake(self) -> None:
+        """Wake the reader, writer and drainers whose condition now holds."""
+        flow = self.flow
+        w = self.read_waiter
+        if w is not None and not w.done() and flow.readable:
+            w.set_result(None)
+        w = self.write_waiter
+        if w is not None and not w.done() and (flow.send_space > 0 or flow.state is State.CLOSED):
+            w.set_result(None)
+        if self.drain_waiters and (flow.flushed or flow.state is State.CLOSED):
+            for w in self.drain_waiters:
+                if not w.done():
+                    w.set_result(None)
+            self.drain_waiters.clear()
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            self.owner.on_event(event)
+            for callback in list(self.callbacks):
+                try:
+                    callback(event)
+                except Exception:
+                    logger.exception("rendr event callback %r failed", callback)
+            if event.kind is EventKind.CLOSED:
+                self._on_flow_closed()
+
+    def _on_flow_closed(self) -> None:
+        for carrier in self.carriers.values():
+            carrier.close()
+        self.carriers.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def wait_readable(self) -> None:
+        """Wait until the flow is readable (the caller found nothing to read)."""
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            raise RuntimeError("read() called while another task is already reading")
+        fut = self.read_waiter = self.loop.create_future()
+        try:
+            await fut
+        finally:
+            self.read_waiter = None
+
+    async def wait_writable(self) -> None:
+        """Wait until the send buffer has room (or the flow ended)."""
+        waiter = self.write_waiter
+        if waiter is not None and not waiter.done():
+            raise RuntimeError("write() called while another task is already writing")
+        fut = self.write_waiter = self.loop.create_future()
+        self.wake()
+        try:
+            await fut
+        finally:
+            self.write_waiter = None
+
+    async def wait_flushed(self) -> None:
+        """Wait until everything written was acknowledged (or the flow ended)."""
+        flow = self.flow
+        while not flow.flushed and flow.state is not State.CLOSED:
+            fut: asyncio.Future[None] = self.loop.create_future()
+            self.drain_waiters.append(fut)
+            await fut
+
+    def stop(self) -> None:
+        """The connection is done with the driver: cancel its timer and callbacks."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
+        self.owner.stop()

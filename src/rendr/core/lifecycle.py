@@ -1,0 +1,158 @@
+"""A flow's lifecycle: its states and their legal transitions, deadlines, and guards.
+
+States (:class:`~rendr.core.types.State`)::
+
+    HANDSHAKING --first path--> ACTIVE <--path / no path--> MIGRATING
+         |                        |                            |
+         +------- close() --------+--------> CLOSING <---------+
+                                                |
+    any state --- CLOSE, abort, budget, zombie, linger ---> CLOSED
+
+:data:`TRANSITIONS` is the whole table; :meth:`Lifecycle.to` refuses anything
+else (a bug, not a peer's doing).  Deadlines: the *migration budget* runs while
+no path is alive; *linger* bounds ``close()``.  :class:`ZombieGuard` ends a flow
+whose death-driven migrations keep failing to move any data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+from ..errors import RendrError
+from .types import State
+
+__all__ = ["TRANSITIONS", "Lifecycle", "ZombieGuard"]
+
+logger: Final = logging.getLogger("rendr.flow")
+
+TRANSITIONS: Final[dict[State, frozenset[State]]] = {
+    State.HANDSHAKING: frozenset({State.ACTIVE, State.CLOSING, State.CLOSED}),
+    State.ACTIVE: frozenset({State.MIGRATING, State.CLOSING, State.CLOSED}),
+    State.MIGRATING: frozenset({State.ACTIVE, State.CLOSING, State.CLOSED}),
+    State.CLOSING: frozenset({State.CLOSED}),
+    State.CLOSED: frozenset(),
+}
+"""Every legal state change (anything else is an engine bug)."""
+
+
+class Lifecycle:
+    """The state of one flow and its flow-wide deadlines.
+
+    Attributes:
+        state: the current :class:`State`.
+        error: why the flow failed (None: open, or ended cleanly).
+        close_requested: the application called ``close()``.
+        peer_closed: the peer sent CLOSE.
+        budget_at: when the migration budget runs out (None: a path is alive).
+        linger_at: when ``close()`` gives up waiting for the peer's ACK.
+    """
+
+    __slots__ = ("budget_at", "close_requested", "error", "linger_at", "name", "peer_closed",
+                 "state")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = State.HANDSHAKING
+        self.error: RendrError | None = None
+        self.close_requested = False
+        self.peer_closed = False
+        self.budget_at: float | None = None
+        self.linger_at: float | None = None
+
+    @property
+    def closed(self) -> bool:
+        """The flow ended."""
+        return self.state is State.CLOSED
+
+    def to(self, state: State) -> None:
+        """Move to ``state`` (no-op if already there).
+
+        Raises:
+            RuntimeError: the transition is not in :data:`TRANSITIONS`.
+        """
+        current = self.state
+        if state is current:
+            return
+        if state not in TRANSITIONS[current]:
+            raise RuntimeError(f"illegal flow state change {current} -> {state}")
+        logger.debug("flow %s: state %s -> %s", self.name, current, state)
+        self.state = state
+
+    def check_open(self) -> None:
+        """Raise the flow's error (or "closed") if it ended."""
+        if self.state is State.CLOSED:
+            raise self.error if self.error is not None else RendrError("flow is closed")
+
+    def path_up(self) -> None:
+        """A path is alive: stop the budget; leave HANDSHAKING/MIGRATING."""
+        self.budget_at = None
+        if self.state is State.HANDSHAKING or self.state is State.MIGRATING:
+            self.to(State.ACTIVE)
+
+    def no_path(self, now: float, budget: float) -> None:
+        """No path is alive: run the migration budget (once)."""
+        if self.state is State.CLOSED:
+            return
+        if self.budget_at is None:
+            self.budget_at = now + budget
+        if self.state is not State.CLOSING:
+            self.to(State.MIGRATING)
+
+    def request_close(self, now: float, linger: float) -> bool:
+        """``close()``: go CLOSING with a linger deadline; False if already asked or ended."""
+        if self.state is State.CLOSED or self.close_requested:
+            return False
+        self.close_requested = True
+        self.linger_at = now + linger
+        self.to(State.CLOSING)
+        return True
+
+    def finish(self, error: RendrError | None) -> bool:
+        """Go CLOSED with ``error``; False if it already was."""
+        if self.state is State.CLOSED:
+            return False
+        self.error = error
+        self.to(State.CLOSED)
+        self.budget_at = self.linger_at = None
+        return True
+
+    def deadline(self) -> float | None:
+        """The earlier of the budget and linger deadlines."""
+        b, g = self.budget_at, self.linger_at
+        if b is None:
+            return g
+        return b if g is None or b < g else g
+
+
+class ZombieGuard:
+    """Counts death-driven migrations that move no application data.
+
+    Each failover is a strike; any progress (bytes delivered to the application, or
+    acknowledged by the peer) clears them.  ``limit`` strikes within ``window``
+    seconds, and the next one ends the flow (0 disables the guard).
+    """
+
+    __slots__ = ("_strikes", "limit", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._strikes: list[float] = []
+
+    def progress(self) -> None:
+        """Data moved: forget the strikes."""
+        if self._strikes:
+            self._strikes.clear()
+
+    def strike(self, now: float) -> int:
+        """A death-driven migration at ``now``: return 0, or the number of migrations
+        within the window if that is too many (the flow is a zombie)."""
+        if not self.limit:
+            return 0
+        strikes = [t for t in self._strikes if now - t < self.window]
+        if len(strikes) >= self.limit:
+            return len(strikes) + 1
+        strikes.append(now)
+        self._strikes = strikes
+        return 0

@@ -1,0 +1,148 @@
+"""The flow's paths: registry, choice of the best one, and liveness (PING/PONG).
+
+:class:`PathSet` holds every :class:`PathState` of a flow by id and answers the
+questions the rest of the engine asks about them: which are alive, which live
+path is best (lowest smoothed RTT plus jitter), when the next liveness deadline
+is, and which paths stopped answering.  A path is declared dead only when its
+oldest unanswered PING is older than its dead time (``dead_timeout``, or more on
+a slow path): the application's own traffic pattern never kills a path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ..config import FlowConfig
+from .path import PathState
+from .types import PathStatus
+from .wire import FrameType, encode_u64
+
+__all__ = ["PathSet"]
+
+
+class PathSet:
+    """Every path of one flow, by id (ids are never reused)."""
+
+    __slots__ = ("by_id", "close_pending", "config")
+
+    def __init__(self, config: FlowConfig) -> None:
+        self.config = config
+        self.by_id: dict[int, PathState] = {}
+        self.close_pending = False
+        """Some path's ``close_requested`` is set: the driver has carriers to close."""
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+    def __iter__(self) -> Iterator[PathState]:
+        return iter(self.by_id.values())
+
+    def __contains__(self, path_id: int) -> bool:
+        return path_id in self.by_id
+
+    def get(self, path_id: int | None) -> PathState | None:
+        """The path with this id, or None."""
+        return None if path_id is None else self.by_id.get(path_id)
+
+    def add(self, path: PathState) -> None:
+        """Register a new path."""
+        self.by_id[path.id] = path
+
+    def alive(self) -> list[PathState]:
+        """The paths that can carry new data, in id order of attachment."""
+        return [p for p in self.by_id.values() if p.status is PathStatus.UP]
+
+    def any_alive(self) -> bool:
+        """Whether at least one path can carry data."""
+        return any(p.status is PathStatus.UP for p in self.by_id.values())
+
+    def count_alive(self) -> int:
+        """How many paths can carry data."""
+        return sum(p.status is PathStatus.UP for p in self.by_id.values())
+
+    def best_alive(self, exclude: int | None = None) -> PathState | None:
+        """The live path with the lowest score (RTT plus jitter), other than ``exclude``."""
+        best: PathState | None = None
+        best_score = 0.0
+        for p in self.by_id.values():
+            if p.status is PathStatus.UP and p.id != exclude:
+                score = p.score()
+                if best is None or score < best_score:
+                    best, best_score = p, score
+        return best
+
+    def take_closes(self) -> list[tuple[int, bool]]:
+        """The carriers to close now, ``[(path_id, abort), ...]``, each once."""
+        if not self.close_pending:
+            return []
+        self.close_pending = False
+        out: list[tuple[int, bool]] = []
+        for path in self.by_id.values():
+            if path.close_requested:
+                out.append((path.id, path.close_requested == "abort"))
+                path.close_requested = None
+        return out
+
+    def closable(self) -> list[PathState]:
+        """Paths a CLOSE frame can still reach (live, or retiring)."""
+        return [p for p in self.by_id.values()
+                if p.status is PathStatus.UP or p.status is PathStatus.RETIRING]
+
+    # ------------------------------------------------------------------ liveness
+
+    def dead_time(self, path: PathState) -> float:
+        """How long ``path``'s oldest PING may go unanswered before it is dead."""
+        rtt = path.rtt
+        if rtt.srtt is None:
+            return self.config.dead_timeout
+        return max(self.config.dead_timeout, 3 * rtt.srtt + 4 * rtt.rttvar)
+
+    def probe_quiet(self, now: float) -> None:
+        """The flow goes from idle to busy: PING every live path that has been quiet
+        for a busy PING interval, so a path that died while the flow was idle is found
+        about ``dead_timeout`` after this write, not a keepalive later.  A path heard
+        from just now is not probed again (chatty request/response traffic would
+        otherwise send a PING with every request)."""
+        interval = self.config.ping_interval
+        for path in self.by_id.values():
+            if path.status is PathStatus.UP:
+                due = path.last_recv_at + interval
+                if due < path.next_ping_at:
+                    path.next_ping_at = due if due > now else now
+
+    def restart_waits(self, now: float) -> None:
+        """Our own event loop stalled: what the peer sent may be waiting unread in
+        socket buffers, so restart every liveness wait rather than kill healthy paths."""
+        for path in self.by_id.values():
+            if path.unanswered_since is not None:
+                path.unanswered_since = now
+
+    def check(self, path: PathState, now: float, interval: float) -> bool:
+        """Run ``path``'s liveness deadlines at ``now``: return True if it is dead;
+        otherwise queue a PING on it when one is due (every ``interval``)."""
+        if (path.unanswered_since is not None
+                and now - path.unanswered_since >= self.dead_time(path)):
+            return True
+        if now >= path.next_ping_at or path.next_ping_at - now > interval:
+            path.outbox.append(encode_u64(FrameType.PING, int(now * 1e6)))
+            if path.unanswered_since is None:
+                path.unanswered_since = now
+            path.next_ping_at = now + interval
+        return False
+
+    def deadline(self) -> float | None:
+        """The earliest liveness or retirement deadline of any path."""
+        at: float | None = None
+        for path in self.by_id.values():
+            if path.status is not PathStatus.UP:
+                if ((path.status is PathStatus.RETIRING
+                     or (path.status is PathStatus.REMOVED and path.inflight))
+                        and (at is None or path.retire_by < at)):
+                    at = path.retire_by
+                continue
+            t = path.next_ping_at
+            if path.unanswered_since is not None:
+                t = min(t, path.unanswered_since + self.dead_time(path))
+            if at is None or t < at:
+                at = t
+        return at

@@ -1,0 +1,134 @@
+"""The sans-I/O handshake decisions (core/session.py): every result code, both sides."""
+
+from __future__ import annotations
+
+import pytest
+
+from rendr.config import FlowConfig
+from rendr.core.session import DialerHandshake, ListenerHandshake
+from rendr.core.types import Cause, Mode, State
+from rendr.core.wire import PREFACE, FrameType, Hello, Join, JoinAck, Kind, Result
+from rendr.errors import HandshakeError, ProtocolError, ZombieFlow
+
+FLOW = bytes(range(16))
+
+
+def _hello(flow_id: bytes = FLOW, mode: int = Mode.PRIME, kind: int = Kind.STREAM) -> Hello:
+    return Hello(flow_id, 1, mode, kind, 0, 1 << 20)
+
+
+def _answer(reply: list[bytes]) -> bytes:
+    assert reply[0] == PREFACE
+    return reply[1][4:]  # the frame body after its 4-byte header
+
+
+def test_hello_creates_a_flow_and_answers_ok() -> None:
+    hs = ListenerHandshake(FlowConfig())
+    d = hs.on_hello(_hello(), 0.0)
+    assert d.ok and d.new and d.flow is not None and d.path_id == 1
+    assert hs.knows(FLOW)
+    assert Hello.decode(_answer(d.reply), ack=True).result == Result.OK
+
+
+@pytest.mark.parametrize(("hello", "closed", "full", "result"), [
+    (_hello(mode=Mode.RACE), False, False, Result.BAD_MODE),
+    (_hello(kind=Kind.STREAM + 1), False, False, Result.BAD_KIND),
+    (_hello(), True, False, Result.BUSY),
+    (_hello(), False, True, Result.BUSY),
+])
+def test_hello_refusals(hello: Hello, closed: bool, full: bool, result: Result) -> None:
+    hs = ListenerHandshake(FlowConfig())
+    hs.closed = closed
+    d = hs.on_hello(hello, 0.0, queue_full=full)
+    assert d.result == result and d.flow is None and not hs.knows(FLOW)
+    assert Hello.decode(_answer(d.reply), ack=True).result == result
+
+
+def test_second_hello_for_a_known_flow_is_refused() -> None:
+    hs = ListenerHandshake(FlowConfig())
+    hs.on_hello(_hello(), 0.0)
+    assert hs.on_hello(_hello(), 0.0).result == Result.DUPLICATE_PATH
+
+
+def test_join_results() -> None:
+    hs = ListenerHandshake(FlowConfig(max_paths=2))
+    assert hs.on_join(Join(FLOW, 2)).result == Result.UNKNOWN_FLOW
+    flow = hs.on_hello(_hello(), 0.0).flow
+    assert flow is not None
+    flow.add_path(1, now=0.0)
+    assert hs.on_join(Join(FLOW, 1)).result == Result.DUPLICATE_PATH
+    ok = hs.on_join(Join(FLOW, 2))
+    assert ok.ok and ok.flow is flow and not ok.new
+    assert JoinAck.decode(_answer(ok.reply)).result == Result.OK
+    flow.add_path(2, now=0.0)
+    assert hs.on_join(Join(FLOW, 3)).result == Result.TOO_MANY_PATHS
+    flow.abort(0.0)
+    assert hs.on_join(Join(FLOW, 3)).result == Result.FLOW_CLOSED
+    hs.forget(FLOW)
+    assert hs.on_join(Join(FLOW, 3)).result == Result.UNKNOWN_FLOW
+
+
+def test_decide_dispatches_and_refuses_other_first_frames() -> None:
+    hs = ListenerHandshake(FlowConfig())
+    assert hs.decide(FrameType.HELLO, _hello().encode()[4:], 0.0).ok
+    assert hs.decide(FrameType.JOIN, Join(FLOW, 2).encode()[4:], 0.0).ok
+    with pytest.raises(ProtocolError):
+        hs.decide(FrameType.PING, b"\0" * 8, 0.0)
+
+
+def _dialer_with_flow() -> DialerHandshake:
+    dh = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
+    pid = dh.next_path_id()
+    ack = Hello(FLOW, pid, Mode.PRIME, Kind.STREAM, 0, 1 << 20, Result.OK)
+    flow = dh.on_hello_ack(FrameType.HELLO_ACK, ack.encode(ack=True)[4:], pid, 0.0)
+    flow.add_path(pid, now=0.0)
+    return dh
+
+
+def test_dialer_reads_hello_ack() -> None:
+    dh = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
+    assert dh.next_path_id() == 1 and dh.next_path_id() == 2  # never reused
+    refused = Hello(FLOW, 3, Mode.PRIME, Kind.STREAM, 0, 1, Result.BUSY).encode(ack=True)[4:]
+    with pytest.raises(HandshakeError, match="BUSY"):
+        dh.on_hello_ack(FrameType.HELLO_ACK, refused, 3, 0.0)
+    other = Hello(FLOW, 9, Mode.PRIME, Kind.STREAM, 0, 1, Result.OK).encode(ack=True)[4:]
+    with pytest.raises(HandshakeError, match="another"):
+        dh.on_hello_ack(FrameType.HELLO_ACK, other, 3, 0.0)
+    with pytest.raises(HandshakeError):
+        dh.on_hello_ack(FrameType.JOIN_ACK, other, 3, 0.0)
+    assert dh.flow is None
+
+
+def test_dialer_join_ack_ok_and_refused() -> None:
+    dh = _dialer_with_flow()
+    dh.on_join_ack(FrameType.JOIN_ACK, JoinAck(FLOW, 2, Result.OK).encode()[4:], 2, 0.0)
+    with pytest.raises(HandshakeError, match="TOO_MANY_PATHS"):
+        dh.on_join_ack(FrameType.JOIN_ACK,
+                       JoinAck(FLOW, 3, Result.TOO_MANY_PATHS).encode()[4:], 3, 0.0)
+    with pytest.raises(HandshakeError, match="another"):
+        dh.on_join_ack(FrameType.JOIN_ACK, JoinAck(FLOW, 9, Result.OK).encode()[4:], 3, 0.0)
+
+
+def test_unknown_flow_with_no_live_path_is_a_zombie() -> None:
+    dh = _dialer_with_flow()
+    flow = dh.flow
+    assert flow is not None
+    unknown = JoinAck(FLOW, 2, Result.UNKNOWN_FLOW).encode()[4:]
+    with pytest.raises(HandshakeError):  # a live path left: the flow goes on
+        dh.on_join_ack(FrameType.JOIN_ACK, unknown, 2, 0.0)
+    assert flow.state is not State.CLOSED
+    flow.path_failed(1, Cause.RESET, 0.1)
+    with pytest.raises(HandshakeError):
+        dh.on_join_ack(FrameType.JOIN_ACK, unknown, 2, 0.2, fatal_if_unknown=False)
+    assert flow.state is not State.CLOSED
+    with pytest.raises(HandshakeError):
+        dh.on_join_ack(FrameType.JOIN_ACK, unknown, 2, 0.3)
+    assert flow.state is State.CLOSED and isinstance(flow.error, ZombieFlow)
+
+
+def test_check_room() -> None:
+    dh = _dialer_with_flow()
+    dh.check_room()
+    dh.config = FlowConfig(max_paths=1)
+    with pytest.raises(Exception, match="max_paths"):
+        dh.check_room()
