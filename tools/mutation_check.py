@@ -65,20 +65,20 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         name="carrier-eof-is-app-eof",
         file="src/rendr/core/flow.py",
-        find="        self._path_died(path, cause, now, detail)\n",
+        find="        self._migration.carrier_failed(path_id, cause, now, detail)\n",
         replace="        if cause is Cause.EOF:\n"
                 "            self._finish(None, now)  # MUTANT: a carrier EOF ends the flow\n"
                 "            return\n"
-                "        self._path_died(path, cause, now, detail)\n",
+                "        self._migration.carrier_failed(path_id, cause, now, detail)\n",
         tests=(f"{PROMISES}::test_carrier_fin_mid_transfer_never_ends_the_flow",
                f"{PROMISES}::test_fin_of_every_path_waits_for_a_new_one", CARRIER_EOF),
         breaks="engine: Flow.path_failed(Cause.EOF) ends the flow (reader gets b'')",
     ),
     Mutant(
         name="conn-carrier-eof-is-app-eof",
-        file="src/rendr/aio/conn.py",
-        find="        self._conn._carriers.pop(self._pid, None)\n",
-        replace="        self._conn._carriers.pop(self._pid, None)\n"
+        file="src/rendr/aio/driver.py",
+        find="        self._driver.carriers.pop(self._pid, None)\n",
+        replace="        self._driver.carriers.pop(self._pid, None)\n"
                 "        if exc is None:  # MUTANT: the driver closes the conn on carrier EOF\n"
                 "            self._flow.abort(self._loop.time())\n",
         tests=(CARRIER_EOF,),
@@ -86,11 +86,11 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="sack-ignored",
-        file="src/rendr/core/flow.py",
-        find="for ms, me in self._peer_sacked.missing(s, e):",
-        replace="for ms, me in [(s, e)]:  # MUTANT: requeue what the peer SACKed too",
+        file="src/rendr/core/sender.py",
+        find="for ms, me in self._peer_sacked.missing(start, end):",
+        replace="for ms, me in [(start, end)]:  # MUTANT: requeue what the peer SACKed too",
         tests=(f"{PROMISES}::test_failover_resends_nothing_the_peer_sacked",),
-        breaks="_requeue re-sends the whole in-flight range of a dead path",
+        breaks="StreamSender.on_lost re-sends the whole in-flight range of a dead path",
     ),
     Mutant(
         name="duplicate-delivered",
@@ -121,9 +121,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="no-replay",
-        file="src/rendr/core/flow.py",
-        find="                    self._retx.add(ms, me)\n",
-        replace="                    pass  # MUTANT: nothing is queued for re-sending\n",
+        file="src/rendr/core/sender.py",
+        find="            self._retx.add(ms, me)\n",
+        replace="            pass  # MUTANT: nothing is queued for re-sending\n",
         tests=(f"{FLOW_SIM}::test_kill_active_path_with_data_in_flight",
                f"{PROMISES}::test_carrier_fin_mid_transfer_never_ends_the_flow",
                f"{LOOPBACK}::test_rst_kill_of_active_path_mid_transfer_is_invisible"),
@@ -131,8 +131,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="no-liveness",
-        file="src/rendr/core/flow.py",
-        find="and now - path.unanswered_since >= self._dead_time(path)):",
+        file="src/rendr/core/paths.py",
+        find="and now - path.unanswered_since >= self.dead_time(path)):",
         replace="and False):  # MUTANT: unanswered PINGs never kill a path",
         tests=(f"{FLOW_SIM}::test_blackhole_active_path_detected_by_liveness",
                f"{LOOPBACK}::test_blackholed_active_path_fails_over_within_a_second"),
@@ -140,29 +140,30 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         name="migrate-resends-in-flight",
-        file="src/rendr/core/flow.py",
-        find='            self._activate(path_id, "explicit", now)\n',
-        replace="            if self.active is not None:  # MUTANT: planned move re-sends\n"
-                "                self._requeue(self.paths[self.active])\n"
-                '            self._activate(path_id, "explicit", now)\n',
+        file="src/rendr/core/migration.py",
+        find="            self.activate(path_id, EXPLICIT, now)\n",
+        replace="            old = self.paths.get(self.active)  # MUTANT: planned move re-sends\n"
+                "            if old is not None:\n"
+                "                Recovery.on_path_lost(old, self.sender)\n"
+                "            self.activate(path_id, EXPLICIT, now)\n",
         tests=(f"{FLOW_SIM}::test_explicit_migrate_mid_transfer",
                f"{LOOPBACK}::test_explicit_migrate_mid_transfer_sends_nothing_twice"),
         breaks="migrate() re-sends the old path's in-flight data (sent twice)",
     ),
     Mutant(
         name="budget-never-fires",
-        file="src/rendr/core/flow.py",
-        find="self._budget_at = now + self.config.migration_budget",
-        replace="self._budget_at = None  # MUTANT: no deadline without paths",
+        file="src/rendr/core/lifecycle.py",
+        find="self.budget_at = now + budget",
+        replace="self.budget_at = None  # MUTANT: no deadline without paths",
         tests=(f"{FLOW_SIM}::test_all_paths_killed_budget_fires",
                f"{LOOPBACK}::test_budget_exhaustion_raises"),
         breaks="with no path left the flow waits forever (no MigrationBudgetExceeded)",
     ),
     Mutant(
         name="replay-not-held",
-        file="src/rendr/core/flow.py",
-        find="self._replay_hold_at = now + min(max(hold, 0.01), 0.25)",
-        replace="self._replay_hold_at = None  # MUTANT: re-send before the fresh ACK",
+        file="src/rendr/core/recovery.py",
+        find="self.hold_until = now + min(max(hold, _HOLD_MIN), _HOLD_MAX)",
+        replace="self.hold_until = None  # MUTANT: re-send before the fresh ACK",
         tests=(f"{FLOW_SIM}::test_failover_under_load_resends_nothing_the_peer_has",),
         breaks="failover re-sends before the peer's fresh ACK (delivered bytes twice)",
     ),
@@ -185,8 +186,9 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
 
 
 def _copy_tree(dest: Path) -> None:
-    for name in ("src", "tests"):
-        shutil.copytree(ROOT / name, dest / name, ignore=_ignore)
+    for name in ("src", "tests", "bench"):  # tests/conftest.py puts bench/ on sys.path
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, dest / name, ignore=_ignore)
     shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
 
 

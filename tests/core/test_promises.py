@@ -6,7 +6,7 @@ against an engine that breaks it (``tools/mutation_check.py`` applies those brea
 - a carrier's EOF (FIN) only kills a path: it never ends the flow, never reaches the
   reader as ``b""`` (mutant: Cause.EOF treated as the application's EOF);
 - what the peer SACKed is not sent again when the path that carried it dies
-  (mutant: ``_requeue`` ignoring the peer's SACK ranges);
+  (mutant: the sender re-queueing a dead path's in-flight ranges, SACKed or not);
 - duplicate and overlapping pieces never reach the application (mutants: the
   receive buffer delivering a duplicate; trimming an overlapping piece off by one).
 """
