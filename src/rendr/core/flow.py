@@ -101,6 +101,7 @@ _PONG: Final = int(FrameType.PONG)
 _ACTIVATE: Final = int(FrameType.ACTIVATE)
 _PATH_CLOSE: Final = int(FrameType.PATH_CLOSE)
 _CLOSE: Final = int(FrameType.CLOSE)
+_CLOSED: Final = State.CLOSED
 _HANDSHAKE_FRAMES: Final = frozenset({int(FrameType.HELLO), int(FrameType.HELLO_ACK),
                                       int(FrameType.JOIN), int(FrameType.JOIN_ACK)})
 
@@ -171,7 +172,7 @@ class Flow:
         Raises:
             RendrError: the flow is closed or the path id is already used.
         """
-        if self._life.closed:
+        if self._life.state is _CLOSED:
             raise RendrError("flow is closed")
         if path_id in self._paths:
             raise RendrError(f"path {path_id} already exists")
@@ -264,7 +265,7 @@ class Flow:
 
     def _on_data(self, path_id: int, offset: int, piece: memoryview, now: float) -> int:
         self.paths[path_id].frames_received += 1
-        if self._life.closed:
+        if self._life.state is _CLOSED:
             return 0
         flags = self._receiver.on_data(offset, piece, now)
         if flags & NEW_BYTES:
@@ -313,7 +314,7 @@ class Flow:
 
     def _handle_close(self, body: memoryview, now: float) -> None:
         code, reason = decode_close(body)
-        if self._life.closed:
+        if self._life.state is _CLOSED:
             return
         self._life.peer_closed = True
         self._finish(None if code == CloseCode.NO_ERROR else ConnAborted(code, reason), now)
@@ -343,7 +344,7 @@ class Flow:
     @property
     def readable(self) -> bool:
         """Whether ``read()`` would return something (data, EOF or an error)."""
-        return self._receiver.readable or self._life.closed
+        return self._receiver.readable or self._life.state is _CLOSED
 
     @property
     def at_eof(self) -> bool:
@@ -381,7 +382,7 @@ class Flow:
 
     def send_eof(self, now: float) -> None:
         """Finish the sending direction: the peer reads ``b""`` after the last byte."""
-        if not self._life.closed:
+        if self._life.state is not _CLOSED:
             self._sender.send_eof()
 
     def read(self, max_bytes: int) -> bytes | None:
@@ -420,11 +421,11 @@ class Flow:
             return False
         if self._life.error is not None:
             raise self._life.error
-        return not self._life.closed
+        return self._life.state is not _CLOSED
 
     def close(self, now: float) -> None:
         """Graceful close: FIN, wait (``linger``) for the peer's ACK, then CLOSE(0)."""
-        if self._life.closed or self._life.close_requested:
+        if self._life.state is _CLOSED or self._life.close_requested:
             return
         self._sender.send_eof()
         self._life.request_close(now, self.config.linger)
@@ -445,13 +446,13 @@ class Flow:
 
         Write each list with one ``writelines`` call, in the order given.
         """
-        if not self._life.closed:
+        if self._life.state is not _CLOSED:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
-            for path in self._scheduler.senders(self._paths, self.active):
+            for path in self._scheduler.senders(self._paths, self._migration.active):
                 self._fill(path)
         out: list[tuple[int, list[Buffer]]] = []
-        for path in self._paths:
+        for path in self._paths.by_id.values():
             if path.outbox:
                 out.append((path.id, path.outbox))
                 path.outbox = []
@@ -459,9 +460,9 @@ class Flow:
 
     def wants_transmit(self) -> bool:
         """Whether more data could be written right now (flush again soon)."""
-        if self._life.closed:
+        if self._life.state is _CLOSED:
             return False
-        if not self._scheduler.senders(self._paths, self.active):
+        if not self._scheduler.senders(self._paths, self._migration.active):
             return False
         return self._sender.has_data(not self._recovery.held)
 
@@ -484,21 +485,31 @@ class Flow:
 
     def get_timer(self) -> float | None:
         """The earliest time :meth:`handle_timer` must be called, or None."""
-        if self._life.closed:
+        if self._life.state is _CLOSED:
             self._timer_at = None
             return None
+        # inlined (a call per deadline costs more than the comparison in pure Python)
         at = self._receiver.ack_at
-        hold = self._recovery.hold_until if self._sender.retx_queued else None
-        for deadline in (self._life.deadline(), hold, self._paths.deadline()):
-            if deadline is not None and (at is None or deadline < at):
-                at = deadline
+        life = self._life
+        t = life.budget_at
+        if t is not None and (at is None or t < at):
+            at = t
+        t = life.linger_at
+        if t is not None and (at is None or t < at):
+            at = t
+        t = self._recovery.hold_until
+        if t is not None and (at is None or t < at) and self._sender.retx_queued:
+            at = t
+        t = self._paths.deadline()
+        if t is not None and (at is None or t < at):
+            at = t
         self._timer_at = at
         return at
 
     def handle_timer(self, now: float) -> None:
         """Run every deadline that is due at ``now``."""
         life = self._life
-        if life.closed:
+        if life.state is _CLOSED:
             return
         if self._timer_at is not None and now - self._timer_at > self.config.stall_grace:
             logger.debug("flow %s: timer %.3fs late, event loop stalled", self._name,
@@ -517,7 +528,7 @@ class Flow:
                 if self._paths.check(path, now, interval):
                     waited = 0.0 if since is None else now - since
                     migration.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
-                    if life.closed:
+                    if life.state is _CLOSED:
                         return
             else:
                 migration.on_timer(path, now)
@@ -541,7 +552,7 @@ class Flow:
         """Queue DATA frames on ``path``: re-sends first, then new bytes, at most
         ``write_burst`` bytes in frames of at most ``max_frame``; then the FIN if due."""
         sender = self._sender
-        with_retx = not self._recovery.held
+        with_retx = self._recovery.hold_until is None  # not held
         if sender.has_data(with_retx):
             budget = self.config.write_burst
             max_frame = self.config.max_frame
@@ -555,7 +566,7 @@ class Flow:
                 outbox.extend(sender.view(s, e))
                 Recovery.on_sent(path, s, e, resend)
                 budget -= e - s
-        if sender.fin_ready():
+        if sender.fin_pending and sender.fin_ready():
             path.outbox.append(encode_u64(FrameType.FIN, sender.eof_offset or 0))
             path.fin_sent = True
             sender.fin_pending = False
@@ -585,7 +596,7 @@ class Flow:
             path.outbox.append(frame)
 
     def _abort(self, code: int, reason: str, now: float, error: RendrError | None) -> None:
-        if not self._life.closed:
+        if self._life.state is not _CLOSED:
             self._send_close(code, reason)
             self._finish(error, now)
 
