@@ -13,10 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
-from ..carriers.address import parse_address
-from ..carriers.base import Carrier
+from ..carriers.base import Carrier, CarrierServer, get_listen_factory
 from ..carriers.streams import StreamsCarrier
-from ..carriers.tcp import TcpCarrier
 from ..config import FlowConfig
 from ..core.events import Event, EventKind
 from ..core.session import ListenerHandshake
@@ -62,7 +60,7 @@ class Listener:
     def __init__(self, config: FlowConfig, backlog: int = 128) -> None:
         self.config = config
         self._loop = asyncio.get_running_loop()
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[CarrierServer] = []
         self._session = ListenerHandshake(config)
         self._drivers: dict[bytes, FlowDriver] = {}
         self._join_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
@@ -72,16 +70,10 @@ class Listener:
         self.addrs: list[tuple[str, int]] = []
 
     async def _bind(self, spec: ListenSpec) -> None:
-        if spec.transport != "tcp":
-            raise ValueError(f"cannot listen on transport {spec.transport!r} (only 'tcp'; "
-                             "other carriers can be handed in with handle_stream())")
-        host, port = parse_address(spec.address)
-        server = await self._loop.create_server(
-            lambda: TcpCarrier(on_connect=self._on_carrier), host or None, port,
-            reuse_address=True)
+        listen = get_listen_factory(spec.transport)
+        server, addr = await listen(spec.address, self._on_carrier)
         self._servers.append(server)
-        name = server.sockets[0].getsockname()
-        self.addrs.append((name[0], name[1]))
+        self.addrs.append(addr)
 
     def _on_carrier(self, carrier: Carrier) -> None:
         if self._closed:

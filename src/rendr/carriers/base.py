@@ -5,7 +5,9 @@ happens to a *sink* (the flow driver, or a handshake collector before that):
 bytes received, write backpressure, and loss.  Loss is only ever reported —
 never raised — and the engine decides what it means (a dead path, not an EOF).
 
-Built-in carriers: ``"tcp"`` (:mod:`rendr.carriers.tcp`).  Any connected asyncio
+Built-in carriers: ``"tcp"`` (:mod:`rendr.carriers.tcp`), for dialing and listening.
+One registry holds, per transport name, its dial factory, its listen factory (if
+it can listen) and its kind (stream or datagram).  Any connected asyncio
 stream pair can be a carrier through :class:`~rendr.carriers.streams.StreamsCarrier`,
 so an embedder can run paths over TLS, an SSH channel or a relay by registering a
 factory with :func:`register_transport`.
@@ -15,16 +17,24 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import enum
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, Union
 
 __all__ = [
     "Carrier",
+    "CarrierKind",
+    "CarrierServer",
     "CarrierSink",
+    "ListenFactory",
+    "Transport",
     "TransportFactory",
+    "get_listen_factory",
     "get_transport",
     "register_transport",
     "registered_transports",
+    "transport_kind",
 ]
 
 Buffer = bytes | memoryview
@@ -116,28 +126,93 @@ TransportFactory = Callable[
 ]
 """``async factory(address) -> Carrier | (reader, writer)``: open one carrier."""
 
-_REGISTRY: dict[str, TransportFactory] = {}
+
+class CarrierKind(enum.Enum):
+    """What a carrier moves: a byte stream (TCP, TLS...) or datagrams (UDP, later)."""
+
+    STREAM = "stream"
+    DATAGRAM = "datagram"
 
 
-def register_transport(name: str, factory: TransportFactory) -> None:
-    """Make ``PathSpec(name, address)`` open carriers with ``factory(address)``.
+class CarrierServer(Protocol):
+    """What a listen factory returns: something that accepts carriers until closed."""
+
+    def close(self) -> None:
+        """Stop accepting."""
+
+    async def wait_closed(self) -> None:
+        """Wait until it stopped."""
+
+
+ListenFactory = Callable[
+    [str, Callable[[Carrier], None]], Awaitable["tuple[CarrierServer, tuple[str, int]]"]
+]
+"""``async listen(address, on_carrier) -> (server, bound_address)``: accept carriers on
+``address``, calling ``on_carrier(carrier)`` for each (its handshake not done yet)."""
+
+
+@dataclass(frozen=True)
+class Transport:
+    """One registry entry: how to dial (and, optionally, listen) with a carrier kind."""
+
+    name: str
+    dial: TransportFactory
+    listen: ListenFactory | None = None
+    kind: CarrierKind = CarrierKind.STREAM
+
+
+_REGISTRY: dict[str, Transport] = {}
+
+
+def register_transport(name: str, factory: TransportFactory, *,
+                       listen: ListenFactory | None = None,
+                       kind: CarrierKind = CarrierKind.STREAM) -> None:
+    """Make ``PathSpec(name, address)`` open carriers with ``factory(address)`` and,
+    with ``listen``, ``ListenSpec(name, address)`` accept them.
 
     The factory may return a :class:`Carrier` or a connected asyncio
     ``(StreamReader, StreamWriter)`` pair (TLS, an SSH channel, a relay...).
     Registering an existing name replaces it.
     """
-    _REGISTRY[name] = factory
+    _REGISTRY[name] = Transport(name, factory, listen, kind)
 
 
 def get_transport(name: str, overrides: dict[str, TransportFactory] | None = None
                   ) -> TransportFactory:
-    """The factory for ``name``: ``overrides`` first, then the registry.
+    """The dial factory for ``name``: ``overrides`` first, then the registry.
 
     Raises:
         KeyError: unknown transport name.
     """
     if overrides and name in overrides:
         return overrides[name]
+    return _entry(name).dial
+
+
+def get_listen_factory(name: str) -> ListenFactory:
+    """The listen factory for ``name``.
+
+    Raises:
+        KeyError: unknown transport name.
+        ValueError: the transport can only dial.
+    """
+    entry = _entry(name)
+    if entry.listen is None:
+        raise ValueError(f"transport {name!r} cannot listen (only dial); hand its "
+                         "carriers in with Listener.handle_stream() instead")
+    return entry.listen
+
+
+def transport_kind(name: str) -> CarrierKind:
+    """Whether ``name``'s carriers are streams or datagrams.
+
+    Raises:
+        KeyError: unknown transport name.
+    """
+    return _entry(name).kind
+
+
+def _entry(name: str) -> Transport:
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from .address import format_address, parse_address
-from .base import Buffer, Carrier, register_transport
+from .base import Buffer, Carrier, CarrierKind, register_transport
 from .rxbuf import ReadBuffers
 
 __all__ = ["TcpCarrier", "connect_tcp"]
@@ -185,4 +185,15 @@ async def connect_tcp(address: str) -> TcpCarrier:
     return protocol
 
 
-register_transport("tcp", connect_tcp)
+async def listen_tcp(address: str, on_carrier: Callable[[Carrier], None]
+                     ) -> tuple[asyncio.AbstractServer, tuple[str, int]]:
+    """Accept TCP carriers on ``"host:port"`` (port 0: any free port)."""
+    host, port = parse_address(address)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: TcpCarrier(on_connect=on_carrier),
+                                      host or None, port, reuse_address=True)
+    name = server.sockets[0].getsockname()
+    return server, (name[0], name[1])
+
+
+register_transport("tcp", connect_tcp, listen=listen_tcp, kind=CarrierKind.STREAM)

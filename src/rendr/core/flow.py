@@ -528,7 +528,7 @@ class Flow:
                 if self._paths.check(path, now, interval):
                     waited = 0.0 if since is None else now - since
                     migration.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
-                    if life.state is _CLOSED:
+                    if life.closed:  # (a property: mypy must not narrow the state)
                         return
             else:
                 migration.on_timer(path, now)
