@@ -13,19 +13,9 @@ order: ``transmits(now)``, ``closes()``, ``events()``, then re-arm one timer at
 (after letting other callbacks run) — one flush writes at most
 ``config.write_burst`` bytes per path.
 
-``Flow`` is a thin facade.  It dispatches frames and wires the parts, each in its
-own module behind a small interface:
-
-- :mod:`.sender` (:class:`StreamSender`): the send buffer, next range to send,
-  the peer's ACKs, flow control, buffer autotuning;
-- :mod:`.receiver` (:class:`StreamReceiver`): reordering, the advertised window,
-  the ACK policy, reads;
-- :mod:`.paths` (:class:`PathSet`): the path registry, best path, liveness;
-- :mod:`.scheduler`: which path carries data (PRIME today);
-- :mod:`.recovery`: in-flight ranges, re-sending what a dead path carried, the
-  replay hold;
-- :mod:`.migration`: the active path; path arrival, death, failover, retirement;
-- :mod:`.lifecycle`: the state table, budget and linger deadlines, zombie guard.
+``Flow`` is a thin facade: it dispatches frames and wires the parts, each in its
+own module behind a small interface (``sender``, ``receiver``, ``paths``,
+``scheduler``, ``recovery``, ``migration``, ``lifecycle``; docs/architecture.md).
 
 Sending.  New data goes where the scheduler says (PRIME: the active path).  When
 a path dies, what it carried and the peer has not acknowledged is queued for
@@ -62,7 +52,7 @@ from ..errors import (
 from .events import Event, EventKind
 from .framing import StreamDeframer
 from .lifecycle import Lifecycle
-from .migration import QUALITY, Migration
+from .migration import Migration
 from .path import PathState
 from .paths import PathSet
 from .receiver import MUST_FLUSH, NEW_BYTES, StreamReceiver
@@ -521,21 +511,9 @@ class Flow:
         busy = (not self._sender.idle
                 or now - self._receiver.last_data_at < cfg.idle_ping_interval)
         interval = cfg.ping_interval if busy else cfg.idle_ping_interval
-        migration = self._migration
-        for path in list(self._paths):
-            if path.status is PathStatus.UP:
-                since = path.unanswered_since
-                if self._paths.check(path, now, interval):
-                    waited = 0.0 if since is None else now - since
-                    migration.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
-                    if life.closed:  # (a property: mypy must not narrow the state)
-                        return
-            else:
-                migration.on_timer(path, now)
-        if self.role is Role.DIALER:
-            better = self._scheduler.switch_to(self._paths, self.active, now)
-            if better is not None:
-                migration.activate(better, QUALITY, now)
+        self._migration.on_timer(now, interval)
+        if life.closed:  # (a property: mypy must not narrow the state)
+            return
         if life.budget_at is not None and now >= life.budget_at:
             budget = cfg.migration_budget
             self._abort(CloseCode.BUDGET_EXCEEDED, "migration budget exceeded", now,

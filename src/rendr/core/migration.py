@@ -182,7 +182,27 @@ class Migration:
             path.outbox.append(encode_path_close(path.id))
         self.retire(path, now)
 
-    def on_timer(self, path: PathState, now: float) -> None:
+    def on_timer(self, now: float, interval: float) -> None:
+        """Run the paths' deadlines: liveness (PING every ``interval``; a path whose
+        oldest PING went unanswered too long is dead), retirement, and the dialer's
+        quality moves."""
+        paths = self.paths
+        for path in list(paths):
+            if path.status is PathStatus.UP:
+                since = path.unanswered_since
+                if paths.check(path, now, interval):
+                    waited = 0.0 if since is None else now - since
+                    self.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
+                    if self.life.closed:
+                        return
+            else:
+                self._retirement_timer(path, now)
+        if self.role is Role.DIALER:
+            better = self.scheduler.switch_to(paths, self.active, now)
+            if better is not None:
+                self.activate(better, QUALITY, now)
+
+    def _retirement_timer(self, path: PathState, now: float) -> None:
         """Run the retirement deadline of a path that is not up."""
         if path.status is PathStatus.RETIRING and now >= path.retire_by:
             # the peer never answered our PATH_CLOSE: the path is dead, not retired
