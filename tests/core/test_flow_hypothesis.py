@@ -138,8 +138,8 @@ def apply(sim: Sim, f: Fault, sc: Scenario, losses: list[str]) -> None:
         if path.blackholed:
             sim.unblackhole(pid)
     elif f.kind == "migrate":
-        dp = sim.dialer.paths[pid]
-        if sim.dialer.state is not State.CLOSED and dp.alive:
+        dp = sim.dialer.paths.get(pid)  # a dead path leaves the engine's table
+        if sim.dialer.state is not State.CLOSED and dp is not None and dp.alive:
             sim.migrate(pid)
     elif both_open(sim):  # add: the dialer re-dials (a closed flow takes no new path)
         sim.add_path(f.delay, rate=f.rate)

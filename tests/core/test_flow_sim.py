@@ -364,7 +364,7 @@ def test_remove_non_active_path_no_dups() -> None:
     for side in Side:
         (down,) = kinds(sim, side, EventKind.PATH_DOWN)
         assert (down.path_id, down.cause) == (p1, "removed")
-        assert sim.flows[side].paths[p1].status is PathStatus.REMOVED
+        assert sim.flows[side].find_path(p1).status is PathStatus.REMOVED
         assert all(m.cause != "death" for m in kinds(sim, side, EventKind.MIGRATION))
     assert sim.paths[p1].closed == [True, True] and not sim.paths[p1].dead  # graceful
     assert_no_errors(sim)
@@ -562,7 +562,7 @@ def test_removing_blackholed_path_resends_its_in_flight_data() -> None:
     assert_exact(sim.received[L], data)
     down = [e for e in kinds(sim, D, EventKind.PATH_DOWN) if e.path_id == p1]
     assert len(down) == 1 and down[0].at < 0.06 + 3.0
-    assert sim.dialer.paths[p1].status is not PathStatus.UP
+    assert sim.dialer.find_path(p1).status is not PathStatus.UP
 
 
 def test_close_without_live_path_waits_for_one() -> None:

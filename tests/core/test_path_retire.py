@@ -17,6 +17,6 @@ def test_unanswered_path_close_does_not_leave_the_path_hanging() -> None:
     sim.blackhole(other)
     sim.remove_path(D, other)
     sim.run(3.0)
-    assert sim.dialer.paths[other].status.value == "removed"
+    assert sim.dialer.find_path(other).status.value == "removed"
     assert sim.dialer.active == active
     assert sim.dialer.get_timer() is not None and sim.dialer.get_timer() > sim.now - 1

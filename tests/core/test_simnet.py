@@ -51,7 +51,7 @@ def test_fin_delivers_what_is_in_flight_then_eof(near: Side) -> None:
     sim.run(2.0)
     assert sim.eof[near.other] and sim.received[near.other] == data
     assert seen["in_flight"] > 64 * 1024, "the FIN must queue behind bytes in flight"
-    far_got = sim.flows[near.other].paths[p1].bytes_received - seen["received_before"]
+    far_got = sim.flows[near.other].find_path(p1).bytes_received - seen["received_before"]
     assert far_got == seen["in_flight"], "every byte in flight before the FIN arrived"
     assert downs(sim, near, p1) == [("eof", t_fin)]
     assert downs(sim, near.other, p1) == [("eof", pytest.approx(seen["eof_due"]))]

@@ -123,7 +123,8 @@ class Flow:
         self._name = flow_id.hex()[:8]
         self._paths = PathSet(cfg)
         self.paths = self._paths.by_id
-        """Every path by id (``PathState``; ids are never reused)."""
+        """The paths the flow works with, by id (``PathState``): up, retiring, or gone
+        with work left.  Paths that left are pruned (see :meth:`find_path`)."""
         self._sender = StreamSender(cfg, peer_window, now)
         self._receiver = StreamReceiver(cfg, now)
         self._recovery = Recovery()
@@ -164,8 +165,8 @@ class Flow:
         """
         if self._life.state is _CLOSED:
             raise RendrError("flow is closed")
-        if path_id in self._paths:
-            raise RendrError(f"path {path_id} already exists")
+        if path_id in self._paths or self._paths.used(path_id):
+            raise RendrError(f"path {path_id} already exists (ids are never reused)")
         path = PathState(path_id, transport=transport, local_addr=local_addr,
                          remote_addr=remote_addr, now=now,
                          deframer=self._make_deframer(path_id),
@@ -191,6 +192,18 @@ class Flow:
         This never ends the flow; it kills the path and fails over.
         """
         self._migration.carrier_failed(path_id, cause, now, detail)
+
+    def find_path(self, path_id: int) -> PathState | None:
+        """A path by id: one the flow works with (:attr:`paths`) or one of the latest
+        that left it (kept for statistics); None if unknown or long gone."""
+        path = self._paths.get(path_id)
+        if path is None:
+            path = next((p for p in self._paths.history if p.id == path_id), None)
+        return path
+
+    def path_id_used(self, path_id: int) -> bool:
+        """Whether ``path_id`` was ever attached to this flow (ids are never reused)."""
+        return self._paths.used(path_id)
 
     def set_path_blocked(self, path_id: int, blocked: bool) -> None:
         """The carrier's write buffer is full (``True``) or drained again (``False``)."""
@@ -611,7 +624,8 @@ class Flow:
 
     def stats(self, now: float) -> ConnStats:
         """A snapshot of the flow's counters."""
-        paths = [p.stats(now) for p in sorted(self._paths, key=lambda p: p.id)]
+        known = list(self._paths.history) + list(self._paths)
+        paths = [p.stats(now) for p in sorted(known, key=lambda p: p.id)]
         return ConnStats(
             flow_id=self.flow_id, state=self.state, mode=self.mode, active_path=self.active,
             paths=paths, recv_queue_hwm=self.recv_queue_hwm, recv_dups=self.recv_dups,

@@ -262,6 +262,7 @@ class Migration:
         path.outbox = []
         path.close_requested = "abort"
         self.paths.close_pending = True
+        self.paths.gone()
         requeued = Recovery.on_path_lost(path, self.sender)
         logger.info("flow %s: path %d down (%s%s), %d bytes to re-send", self.name, path.id,
                     cause, f": {detail}" if detail else "", requeued)
@@ -277,6 +278,7 @@ class Migration:
             return
         path.status = PathStatus.REMOVED
         path.down_cause = str(Cause.REMOVED)
+        self.paths.gone()
         # What it carried should be acknowledged soon; if not (the carrier died after
         # the PATH_CLOSE exchange, with data still in flight), re-send it then.
         path.retire_by = now + 2 * self.paths.dead_time(path)

@@ -10,26 +10,37 @@ a slow path): the application's own traffic pattern never kills a path.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from typing import Final
 
 from ..config import FlowConfig
 from .path import PathState
+from .rangeset import RangeSet
 from .types import PathStatus
 from .wire import FrameType, encode_u64
 
-__all__ = ["PathSet"]
+__all__ = ["HISTORY", "PathSet"]
+
+HISTORY: Final = 32
+"""Paths that left the flow kept for statistics (the latest ones)."""
 
 
 class PathSet:
     """Every path of one flow, by id (ids are never reused)."""
 
-    __slots__ = ("by_id", "close_pending", "config")
+    __slots__ = ("_gone", "_used", "by_id", "close_pending", "config", "history")
 
     def __init__(self, config: FlowConfig) -> None:
         self.config = config
         self.by_id: dict[int, PathState] = {}
+        """The paths the engine still works with: up, retiring, or gone with work left."""
+        self.history: deque[PathState] = deque(maxlen=HISTORY)
+        """The latest paths that left (for statistics), at most :data:`HISTORY`."""
         self.close_pending = False
         """Some path's ``close_requested`` is set: the driver has carriers to close."""
+        self._gone = False
+        self._used = RangeSet()  # every id ever attached (ids are mostly consecutive)
 
     def __len__(self) -> int:
         return len(self.by_id)
@@ -47,6 +58,26 @@ class PathSet:
     def add(self, path: PathState) -> None:
         """Register a new path."""
         self.by_id[path.id] = path
+        self._used.add(path.id, path.id + 1)
+
+    def used(self, path_id: int) -> bool:
+        """Whether ``path_id`` was ever attached (ids are never reused)."""
+        return self._used.contains(path_id)
+
+    def gone(self) -> None:
+        """A path went down or was removed: prune at the next :meth:`take_closes`."""
+        self._gone = True
+
+    def _prune(self) -> None:
+        """Move paths that need no more work (down or removed, carrier closed, nothing
+        in flight) out of :attr:`by_id` into the bounded :attr:`history`: per-event
+        work then depends on the live paths, not on every path the flow ever had."""
+        self._gone = False
+        by_id = self.by_id
+        for pid in [pid for pid, p in by_id.items()
+                    if (p.status is PathStatus.DOWN or p.status is PathStatus.REMOVED)
+                    and p.close_requested is None and not p.inflight]:
+            self.history.append(by_id.pop(pid))
 
     def alive(self) -> list[PathState]:
         """The paths that can carry new data, in id order of attachment."""
@@ -74,6 +105,8 @@ class PathSet:
     def take_closes(self) -> list[tuple[int, bool]]:
         """The carriers to close now, ``[(path_id, abort), ...]``, each once."""
         if not self.close_pending:
+            if self._gone:
+                self._prune()
             return []
         self.close_pending = False
         out: list[tuple[int, bool]] = []
@@ -81,6 +114,8 @@ class PathSet:
             if path.close_requested:
                 out.append((path.id, path.close_requested == "abort"))
                 path.close_requested = None
+        if self._gone:
+            self._prune()
         return out
 
     def closable(self) -> list[PathState]:

@@ -40,7 +40,8 @@ class StreamReceiver:
                  "last_data_at")
 
     def __init__(self, config: FlowConfig, now: float) -> None:
-        self._buf = ReceiveBuffer()
+        # out-of-order data may cost (payload plus per-fragment overhead) two windows
+        self._buf = ReceiveBuffer(reorder_budget=2 * config.recv_window)
         self._window = config.recv_window
         self.ack_delay = config.ack_delay
         self._advertised_max = config.recv_window

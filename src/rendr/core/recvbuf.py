@@ -19,10 +19,23 @@ piece which is a whole ``bytes`` object is handed out as it is.
 from __future__ import annotations
 
 from collections import deque
+from typing import Final
 
+from ..errors import ProtocolError
 from .rangeset import RangeSet
 
-__all__ = ["ReceiveBuffer"]
+__all__ = ["FRAGMENT_OVERHEAD", "ReceiveBuffer"]
+
+FRAGMENT_OVERHEAD: Final = 400
+"""Bytes an out-of-order fragment costs besides its payload (dict entry, view, range):
+counted against the reorder budget, so a peer sending tiny fragments runs out of
+budget long before it runs the listener out of memory."""
+
+MAX_GAPS: Final = 1024
+"""The most disjoint out-of-order ranges a stream holds.  Honest reordering (data
+from a new path ahead of what a dead path lost) leaves a few gaps, one per failover;
+every piece beside a held range merges with it.  Past this the peer is fragmenting
+on purpose: each insert would shift ever more ranges."""
 
 _PIN_MIN = 64 * 1024
 """Out-of-order pieces smaller than this are copied rather than kept as views."""
@@ -40,10 +53,13 @@ class ReceiveBuffer:
         highest: one past the highest byte offset ever received.
     """
 
-    __slots__ = ("_ooo", "_ooo_bytes", "_ooo_ranges", "_ready", "dup_bytes", "dups",
-                 "highest", "offset", "read_offset", "ready_bytes", "reorder_hwm")
+    __slots__ = ("_budget", "_ooo", "_ooo_bytes", "_ooo_cost", "_ooo_ranges", "_ready",
+                 "dup_bytes", "dups", "highest", "offset", "read_offset", "ready_bytes",
+                 "reorder_hwm")
 
-    def __init__(self) -> None:
+    def __init__(self, reorder_budget: int = 0) -> None:
+        self._budget = reorder_budget  # 0: unbounded
+        self._ooo_cost = 0
         self.offset = 0
         self.highest = 0
         self.read_offset = 0
@@ -104,12 +120,19 @@ class ReceiveBuffer:
             self._ooo[s] = keep[s - offset : e - offset]
             self._ooo_ranges.add(s, e)
             self._ooo_bytes += e - s
+            self._ooo_cost += e - s + FRAGMENT_OVERHEAD
+        if self._budget and (self._ooo_cost > self._budget
+                             or len(self._ooo_ranges) > MAX_GAPS):
+            raise ProtocolError(
+                f"out-of-order data beyond the reorder budget ({len(self._ooo)} fragments, "
+                f"{len(self._ooo_ranges)} gaps, {self._ooo_cost} B accounted)")
         start = self.offset
         ooo = self._ooo
         while self.offset in ooo:
             p = ooo.pop(self.offset)
             self._ready.append(p)
             self.offset += len(p)
+            self._ooo_cost -= len(p) + FRAGMENT_OVERHEAD
         moved = self.offset - start
         if moved:
             self._ooo_ranges.remove_below(self.offset)

@@ -127,7 +127,7 @@ class ListenerHandshake:
             result = Result.UNKNOWN_FLOW
         elif flow.state is State.CLOSED:
             result = Result.FLOW_CLOSED
-        elif join.path_id in flow.paths:
+        elif flow.path_id_used(join.path_id):
             result = Result.DUPLICATE_PATH
         elif sum(p.alive for p in flow.paths.values()) >= self.config.max_paths:
             result = Result.TOO_MANY_PATHS
