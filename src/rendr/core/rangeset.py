@@ -18,6 +18,14 @@ class RangeSet:
         for s, e in ranges or []:
             self.add(s, e)
 
+    @staticmethod
+    def from_sorted(ranges: list[tuple[int, int]]) -> RangeSet:
+        """A set of ``ranges`` that are already sorted, disjoint and non-adjacent
+        (not checked: linear, for validated input)."""
+        out = RangeSet()
+        out._ranges = list(ranges)
+        return out
+
     def __bool__(self) -> bool:
         return bool(self._ranges)
 

@@ -179,16 +179,17 @@ class StreamSender:
         Raises:
             ProtocolError: it acknowledged bytes never sent.
         """
-        if cum > self.next_new:
+        if cum > self.next_new or (ranges and ranges[-1][1] > self.next_new):
             raise ProtocolError("peer acknowledged bytes never sent")
         buf = self._buf
         progressed = cum > buf.base
         if progressed:
             buf.ack(cum)
             self._retx.remove_below(cum)
-        self._peer_sacked = RangeSet(ranges)
-        for s, e in ranges:
-            self._retx.subtract(s, e)
+        self._peer_sacked = RangeSet.from_sorted(ranges)  # validated by decode_ack
+        if self._retx:
+            for s, e in ranges:
+                self._retx.subtract(s, e)
         if max_offset > self.peer_max:
             self.peer_max = max_offset
         if fin and self.eof_offset is not None and cum == self.eof_offset:

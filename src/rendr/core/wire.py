@@ -110,6 +110,8 @@ ACK_FIN: Final = 0x01
 """ACK flag: the sender's FIN and every byte before it were received."""
 ACK_PROBE: Final = 0x02
 """ACK flag: please acknowledge promptly (sent after a failover, before re-sending)."""
+MAX_REASON: Final = 1024
+"""The most bytes of a CLOSE reason (longer ones are cut by the receiver)."""
 MAX_ACK_RANGES: Final = 16
 
 _HELLO: Final = struct.Struct("!16sIBBHI")
@@ -267,9 +269,16 @@ def decode_ack(body: bytes | memoryview) -> tuple[int, int, int, list[tuple[int,
     cum, max_offset, flags, n = _ACK_HEAD.unpack_from(body, 0)
     if len(body) < _ACK_HEAD.size + n * _RANGE.size:
         raise ProtocolError("truncated ACK ranges")
-    ranges = [
-        _RANGE.unpack_from(body, _ACK_HEAD.size + i * _RANGE.size) for i in range(n)
-    ]
+    ranges: list[tuple[int, int]] = []
+    prev = cum
+    for i in range(n):
+        start, end = _RANGE.unpack_from(body, _ACK_HEAD.size + i * _RANGE.size)
+        # ascending, disjoint, non-adjacent, non-empty, above cum (docs/wire.md)
+        if start <= prev or end <= start:
+            raise ProtocolError(f"ACK range {i} [{start}, {end}) is out of order, empty "
+                                f"or not above {prev}")
+        ranges.append((start, end))
+        prev = end
     return cum, max_offset, flags, ranges
 
 
@@ -322,7 +331,7 @@ def decode_path_close(body: bytes | memoryview) -> int:
 
 def encode_close(code: int, reason: str = "") -> bytes:
     """CLOSE: end the flow. Code 0 after both FINs is clean; anything else aborts."""
-    raw = reason.encode("utf-8")[:1024].decode("utf-8", "ignore").encode("utf-8")
+    raw = reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore").encode("utf-8")
     return encode_frame(FrameType.CLOSE, _CLOSE_HEAD.pack(code) + raw)
 
 
@@ -331,4 +340,7 @@ def decode_close(body: bytes | memoryview) -> tuple[int, str]:
     if len(body) < 2:
         raise ProtocolError("short CLOSE")
     (code,) = _CLOSE_HEAD.unpack_from(body, 0)
-    return code, bytes(body[2:]).decode("utf-8", "replace")
+    reason = bytes(body[2 : 2 + MAX_REASON]).decode("utf-8", "replace")
+    if not reason.isprintable():  # terminal escapes and other controls never reach users
+        reason = "".join(ch if ch.isprintable() else "\ufffd" for ch in reason)
+    return code, reason

@@ -1,0 +1,67 @@
+"""Issue 6: malformed ACKs and hostile CLOSE reasons."""
+
+from __future__ import annotations
+
+import pytest
+
+from rendr.config import FlowConfig
+from rendr.core.flow import Flow
+from rendr.core.types import Role, State
+from rendr.core.wire import _ACK_HEAD, _RANGE, FrameType, decode_close, encode_ack, encode_frame
+from rendr.errors import ConnAborted, ProtocolError
+
+MIB = 1 << 20
+
+
+def _raw_ack(cum: int, ranges: list[tuple[int, int]]) -> bytes:
+    body = _ACK_HEAD.pack(cum, 8 * MIB, 0, len(ranges)) + b"".join(
+        _RANGE.pack(s, e) for s, e in ranges)
+    return encode_frame(FrameType.ACK, body)
+
+
+def _sender_with_data_in_flight() -> Flow:
+    flow = Flow(role=Role.DIALER, flow_id=b"F" * 16, config=FlowConfig(), now=0.0,
+                peer_window=8 * MIB)
+    flow.add_path(1, now=0.0)
+    flow.send(b"d" * 100_000, 0.0)
+    flow.transmits(0.0)
+    return flow
+
+
+@pytest.mark.parametrize("ranges", [
+    [(5000, 4000)],                      # empty / reversed
+    [(3000, 4000), (1000, 2000)],        # descending
+    [(1000, 3000), (2000, 4000)],        # overlapping
+    [(1000, 2000), (2000, 3000)],        # adjacent (must have been one range)
+    [(500, 2000)],                       # not above the cumulative ACK (cum 1000)
+    [(2000, 200_000)],                   # beyond what was sent
+])
+def test_bogus_sack_ranges_are_a_protocol_error(ranges: list[tuple[int, int]]) -> None:
+    flow = _sender_with_data_in_flight()
+    flow.receive(1, _raw_ack(1000, ranges), 0.01)
+    assert flow.state is State.CLOSED and isinstance(flow.error, ProtocolError)
+
+
+def test_valid_sack_ranges_are_accepted() -> None:
+    flow = _sender_with_data_in_flight()
+    flow.receive(1, _raw_ack(1000, [(2000, 3000), (5000, 100_000)]), 0.01)
+    assert flow.state is not State.CLOSED
+
+
+def test_close_reason_is_capped_and_sanitised() -> None:
+    evil = "\x1b]0;owned\x07\x1b[2J" + "A" * 5000
+    body = encode_frame(FrameType.CLOSE, b"\x00\x05" + evil.encode())[4:]
+    code, reason = decode_close(body)
+    assert code == 5
+    assert len(reason) <= 1024  # characters read from the first 1024 bytes
+    assert all(ch.isprintable() for ch in reason)
+    flow = _sender_with_data_in_flight()
+    flow.receive(1, encode_frame(FrameType.CLOSE, b"\x00\x05" + evil.encode()), 0.01)
+    assert isinstance(flow.error, ConnAborted) and "\x1b" not in str(flow.error)
+
+
+def test_own_acks_stay_valid() -> None:
+    ack = encode_ack(10, 20, 0, [(12, 14), (16, 18)])
+    flow = _sender_with_data_in_flight()
+    flow.receive(1, ack, 0.01)
+    assert flow.state is not State.CLOSED
