@@ -65,3 +65,56 @@ def test_own_acks_stay_valid() -> None:
     flow = _sender_with_data_in_flight()
     flow.receive(1, ack, 0.01)
     assert flow.state is not State.CLOSED
+
+
+def test_bytes_before_the_handshake_answer_are_bounded() -> None:
+    """A JOIN waiting for its flow's HELLO must not buffer what follows it without
+    limit (it was `leftover += bytes`, quadratic and unbounded)."""
+    import asyncio
+
+    from rendr.aio.handshake import HandshakeCollector
+    from rendr.core.handshake import HandshakeParser
+    from rendr.core.wire import PREFACE, Join
+    from rendr.errors import HandshakeError
+
+    opening = PREFACE + Join(b"F" * 16, 2).encode()
+    parser = HandshakeParser(max_leftover=64 * 1024)
+    assert parser.feed(opening + b"x" * 1000) is not None
+    with pytest.raises(HandshakeError):
+        for _ in range(100):
+            parser.feed(b"y" * 4096)
+    assert len(parser.leftover) <= 64 * 1024
+
+    class Sink:
+        def __init__(self) -> None:
+            self.data = 0
+            self.lost: list[BaseException | None] = []
+
+        def carrier_data(self, data: bytes | memoryview) -> None:
+            self.data += len(data)
+
+        def carrier_lost(self, exc: BaseException | None) -> None:
+            self.lost.append(exc)
+
+        def carrier_pause(self) -> None:
+            pass
+
+        def carrier_resume(self) -> None:
+            pass
+
+    class FakeCarrier:
+        def set_sink(self, sink: Sink) -> None:
+            self.sink = sink
+
+    loop = asyncio.new_event_loop()
+    try:
+        collector = HandshakeCollector(loop, max_leftover=64 * 1024)
+        collector.carrier_data(opening)
+        for _ in range(8 * 1024):  # 32 MiB
+            collector.carrier_data(b"z" * 4096)
+        assert len(collector.parser.leftover) <= 64 * 1024
+        sink = Sink()
+        collector.handoff(FakeCarrier(), sink)  # type: ignore[arg-type]
+        assert sink.data == 0 and isinstance(sink.lost[0], HandshakeError)
+    finally:
+        loop.close()

@@ -16,15 +16,20 @@ class HandshakeCollector:
     """A carrier sink that parses the preface and first frame, then keeps buffering
     until :meth:`handoff` gives the carrier to its real sink."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.parser = HandshakeParser()
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_leftover: int = 0) -> None:
+        self.parser = HandshakeParser(max_leftover)
         self.future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._lost: tuple[BaseException | None] | None = None
         self._paused = False
 
     def carrier_data(self, data: Buffer) -> None:
+        if self._lost is not None:
+            return  # overflowed (or ended): keep nothing more
         if self.future.done():
-            self.parser.feed(data)
+            try:
+                self.parser.feed(data)
+            except HandshakeError as exc:
+                self._lost = (exc,)  # the carrier fails at handoff
             return
         try:
             frame = self.parser.feed(data)
@@ -49,7 +54,7 @@ class HandshakeCollector:
     def handoff(self, carrier: Carrier, sink: CarrierSink) -> None:
         """Route the carrier to ``sink``, replaying leftover bytes, pause state and loss."""
         carrier.set_sink(sink)
-        if self.parser.leftover:
+        if self.parser.leftover and self._lost is None:
             sink.carrier_data(self.parser.leftover)
         if self._paused:
             sink.carrier_pause()

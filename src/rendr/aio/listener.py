@@ -29,6 +29,8 @@ __all__ = ["Listener", "listen", "listen_tcp"]
 
 logger = logging.getLogger("rendr.listener")
 
+_MAX_EARLY = 64 * 1024  # bytes a carrier may send after its first frame, before our answer
+
 
 class _Accepted:
     """The listener as the :class:`~rendr.aio.driver.PathOwner` of one accepted flow."""
@@ -89,7 +91,8 @@ class Listener:
         self._on_carrier(StreamsCarrier(reader, writer, transport=transport))
 
     async def _handshake(self, carrier: Carrier) -> None:
-        collector = HandshakeCollector(self._loop)
+        # a dialer waits for our answer before sending more: bound what may come early
+        collector = HandshakeCollector(self._loop, max_leftover=_MAX_EARLY)
         carrier.set_sink(collector)
         try:
             ftype, body = await asyncio.wait_for(collector.future,

@@ -22,24 +22,34 @@ _PREFACE_SIZE: Final = PREFACE_STRUCT.size
 class HandshakeParser:
     """Collect a carrier's preface and first frame."""
 
-    __slots__ = ("_buf", "_preface_ok", "frame", "leftover")
+    __slots__ = ("_buf", "_extra", "_preface_ok", "frame", "max_leftover")
 
-    def __init__(self) -> None:
+    def __init__(self, max_leftover: int = 0) -> None:
         self._buf = bytearray()
+        self._extra = bytearray()
         self._preface_ok = False
+        self.max_leftover = max_leftover  # 0: unbounded
         self.frame: tuple[int, bytes] | None = None
-        self.leftover = b""
+
+    @property
+    def leftover(self) -> bytes:
+        """What followed the first frame (it belongs to the flow)."""
+        return bytes(self._extra)
 
     def feed(self, data: bytes | bytearray | memoryview) -> tuple[int, bytes] | None:
         """Add bytes; return ``(frame_type, body)`` once the first frame is complete.
 
-        Bytes fed after completion are appended to :attr:`leftover`.
+        Bytes fed after completion are appended to :attr:`leftover`, at most
+        ``max_leftover`` of them (a peer must wait for the answer to its first frame).
 
         Raises:
             HandshakeError: not a rendr peer, another wire version, or an oversized frame.
         """
         if self.frame is not None:
-            self.leftover += bytes(data)
+            if self.max_leftover and len(self._extra) + len(data) > self.max_leftover:
+                raise HandshakeError(f"more than {self.max_leftover} B sent before the "
+                                     "answer to the first frame")
+            self._extra += data
             return None
         buf = self._buf
         buf += data
@@ -58,6 +68,9 @@ class HandshakeParser:
         if len(buf) < head_end + length:
             return None
         self.frame = (ftype, bytes(buf[head_end : head_end + length]))
-        self.leftover = bytes(buf[head_end + length :])
+        self._extra += buf[head_end + length :]
+        if self.max_leftover and len(self._extra) > self.max_leftover:
+            raise HandshakeError(f"more than {self.max_leftover} B sent before the "
+                                 "answer to the first frame")
         buf.clear()
         return self.frame
