@@ -118,3 +118,33 @@ def test_bytes_before_the_handshake_answer_are_bounded() -> None:
         assert sink.data == 0 and isinstance(sink.lost[0], HandshakeError)
     finally:
         loop.close()
+
+
+def test_pings_to_a_peer_that_never_reads_queue_one_pong() -> None:
+    """Control replies obey backpressure: while the carrier is blocked (the peer does
+    not read), PINGs are answered once, with the latest, when it drains."""
+    from rendr.core.wire import decode_u64, encode_u64
+
+    flow = Flow(role=Role.LISTENER, flow_id=b"F" * 16, config=FlowConfig(), now=0.0,
+                peer_window=8 * MIB)
+    flow.add_path(1, now=0.0)
+    flow.transmits(0.0)
+    flow.set_path_blocked(1, True)
+    pings = b"".join(encode_u64(FrameType.PING, i) for i in range(100_000))
+    flow.receive(1, pings, 0.01)
+    queued = sum(len(b) for _, bufs in flow.transmits(0.01) for b in bufs)
+    assert queued < 1024  # was 100,000 PONGs: 1.2 MB
+    flow.set_path_blocked(1, False)
+    from rendr.core.framing import StreamDeframer
+
+    pongs: list[int] = []
+
+    def on_frame(ftype: int, body: memoryview, now: float) -> int:
+        if ftype == FrameType.PONG:
+            pongs.append(decode_u64(body))
+        return 0
+
+    deframer = StreamDeframer(lambda o, p, n: 0, on_frame)
+    for _, bufs in flow.transmits(0.02):
+        deframer.feed(b"".join(bytes(b) for b in bufs))
+    assert pongs == [99_999]

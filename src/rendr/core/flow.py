@@ -210,6 +210,9 @@ class Flow:
         path = self._paths.get(path_id)
         if path is not None:
             path.blocked = blocked
+            if not blocked and path.pong_owed is not None:
+                path.outbox.append(encode_u64(FrameType.PONG, path.pong_owed))
+                path.pong_owed = None
 
     def migrate(self, path_id: int, now: float) -> None:
         """Make ``path_id`` the active path for both directions (dialer only).
@@ -282,7 +285,10 @@ class Flow:
         if ftype == _ACK:
             self._handle_ack(path, body, now)
         elif ftype == _PING:
-            path.outbox.append(encode_u64(FrameType.PONG, decode_u64(body)))
+            if path.blocked:  # the peer is not reading: answer the latest PING, later
+                path.pong_owed = decode_u64(body)
+            else:
+                path.outbox.append(encode_u64(FrameType.PONG, decode_u64(body)))
         elif ftype == _PONG:
             sample = now - decode_u64(body) / 1e6
             if 0 <= sample < 600:

@@ -78,6 +78,7 @@ class PathState:
         self.inflight: deque[tuple[int, int]] = deque()
         self.outbox: list[bytes | memoryview] = []
         self.blocked = False
+        self.pong_owed: int | None = None  # a PING to answer once the carrier drains
         self.last_recv_at = now
         self.next_ping_at = now
         self.unanswered_since: float | None = None
