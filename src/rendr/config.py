@@ -121,6 +121,20 @@ class FlowConfig:
     max_paths: int = 16
     """Most paths one flow may have at once."""
 
+    # ---- listener caps (hostile peers; see docs/hardening.md) ----
+
+    max_flows: int = 1024
+    """Listener: most flows at once; a HELLO beyond it is refused (BUSY)."""
+
+    max_pending: int = 256
+    """Listener: most carriers in their handshake at once; more are closed at once."""
+
+    max_pending_per_source: int = 32
+    """Listener: most carriers in their handshake at once from one IP address."""
+
+    first_frame_timeout: float = 3.0
+    """Listener: a carrier must send its preface and HELLO/JOIN within this time."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

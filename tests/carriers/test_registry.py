@@ -46,10 +46,10 @@ def test_a_registered_listen_factory_serves_a_listener() -> None:
     name (here: TCP again) accepts flows, and its bound address is reported."""
     calls: list[str] = []
 
-    async def listen(address: str, on_carrier: Callable[[Carrier], None]
+    async def listen(address: str, on_carrier: Callable[[Carrier], None], backlog: int
                      ) -> tuple[CarrierServer, tuple[str, int]]:
         calls.append(address)
-        return await listen_tcp(address, on_carrier)
+        return await listen_tcp(address, on_carrier, backlog)
 
     register_transport("tcp-again", connect_tcp, listen=listen)
 

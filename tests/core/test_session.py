@@ -132,3 +132,24 @@ def test_check_room() -> None:
     dh.config = FlowConfig(max_paths=1)
     with pytest.raises(Exception, match="max_paths"):
         dh.check_room()
+
+
+def test_pending_handshake_caps() -> None:
+    hs = ListenerHandshake(FlowConfig(max_pending=3, max_pending_per_source=2))
+    assert hs.admit("10.0.0.1") and hs.admit("10.0.0.1")
+    assert not hs.admit("10.0.0.1")  # per source
+    assert hs.admit("10.0.0.2")
+    assert not hs.admit("10.0.0.3")  # in total
+    hs.handshake_done("10.0.0.1")
+    assert hs.admit("10.0.0.1") and hs.pending == 3
+    for src in ("10.0.0.1", "10.0.0.1", "10.0.0.2"):
+        hs.handshake_done(src)
+    assert hs.pending == 0 and hs.admit("10.0.0.3")
+
+
+def test_flows_cap() -> None:
+    hs = ListenerHandshake(FlowConfig(max_flows=1))
+    assert hs.on_hello(_hello(), 0.0).ok
+    assert hs.on_hello(_hello(bytes(16)), 0.0).result == Result.BUSY
+    hs.forget(FLOW)
+    assert hs.on_hello(_hello(bytes(16)), 0.0).ok

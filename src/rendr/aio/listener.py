@@ -32,6 +32,12 @@ logger = logging.getLogger("rendr.listener")
 _MAX_EARLY = 64 * 1024  # bytes a carrier may send after its first frame, before our answer
 
 
+def _host_of(address: str) -> str:
+    """The host part of ``"host:port"`` / ``"[v6]:port"`` (the whole text otherwise)."""
+    host, sep, port = address.rpartition(":")
+    return host.strip("[]") if sep and port.isdigit() else address
+
+
 class _Accepted:
     """The listener as the :class:`~rendr.aio.driver.PathOwner` of one accepted flow."""
 
@@ -67,21 +73,23 @@ class Listener:
         self._drivers: dict[bytes, FlowDriver] = {}
         self._join_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._queue: asyncio.Queue[Conn | None] = asyncio.Queue(backlog)
+        self._backlog = backlog
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.addrs: list[tuple[str, int]] = []
 
     async def _bind(self, spec: ListenSpec) -> None:
         listen = get_listen_factory(spec.transport)
-        server, addr = await listen(spec.address, self._on_carrier)
+        server, addr = await listen(spec.address, self._on_carrier, self._backlog)
         self._servers.append(server)
         self.addrs.append(addr)
 
     def _on_carrier(self, carrier: Carrier) -> None:
-        if self._closed:
+        source = _host_of(carrier.remote_addr)
+        if self._closed or not self._session.admit(source):
             carrier.abort()
             return
-        task = self._loop.create_task(self._handshake(carrier))
+        task = self._loop.create_task(self._handshake(carrier, source))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -90,13 +98,19 @@ class Listener:
         """Serve a carrier that the embedder accepted itself (TLS, SSH channel, relay...)."""
         self._on_carrier(StreamsCarrier(reader, writer, transport=transport))
 
-    async def _handshake(self, carrier: Carrier) -> None:
+    async def _handshake(self, carrier: Carrier, source: str) -> None:
+        try:
+            await self._answer(carrier)
+        finally:
+            self._session.handshake_done(source)
+
+    async def _answer(self, carrier: Carrier) -> None:
         # a dialer waits for our answer before sending more: bound what may come early
         collector = HandshakeCollector(self._loop, max_leftover=_MAX_EARLY)
         carrier.set_sink(collector)
         try:
             ftype, body = await asyncio.wait_for(collector.future,
-                                                 self.config.handshake_timeout)
+                                                 self.config.first_frame_timeout)
             if ftype == FrameType.JOIN and not self._session.knows(Join.decode(body).flow_id):
                 await self._wait_for_hello(Join.decode(body).flow_id)
             decision = self._session.decide(ftype, body, self._loop.time(),

@@ -145,10 +145,11 @@ class CarrierServer(Protocol):
 
 
 ListenFactory = Callable[
-    [str, Callable[[Carrier], None]], Awaitable["tuple[CarrierServer, tuple[str, int]]"]
+    [str, Callable[[Carrier], None], int], Awaitable["tuple[CarrierServer, tuple[str, int]]"]
 ]
-"""``async listen(address, on_carrier) -> (server, bound_address)``: accept carriers on
-``address``, calling ``on_carrier(carrier)`` for each (its handshake not done yet)."""
+"""``async listen(address, on_carrier, backlog) -> (server, bound_address)``: accept
+carriers on ``address`` (at most ``backlog`` waiting in the kernel), calling
+``on_carrier(carrier)`` for each (its handshake not done yet)."""
 
 
 @dataclass(frozen=True)

@@ -185,13 +185,14 @@ async def connect_tcp(address: str) -> TcpCarrier:
     return protocol
 
 
-async def listen_tcp(address: str, on_carrier: Callable[[Carrier], None]
+async def listen_tcp(address: str, on_carrier: Callable[[Carrier], None], backlog: int = 128
                      ) -> tuple[asyncio.AbstractServer, tuple[str, int]]:
     """Accept TCP carriers on ``"host:port"`` (port 0: any free port)."""
     host, port = parse_address(address)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: TcpCarrier(on_connect=on_carrier),
-                                      host or None, port, reuse_address=True)
+                                      host or None, port, reuse_address=True,
+                                      backlog=backlog)
     name = server.sockets[0].getsockname()
     return server, (name[0], name[1])
 

@@ -74,6 +74,31 @@ class ListenerHandshake:
         self.config = config
         self.flows: dict[bytes, Flow] = {}
         self.closed = False
+        self.pending = 0
+        self._pending_from: dict[str, int] = {}
+
+    def admit(self, source: str) -> bool:
+        """A carrier from ``source`` (an IP address) starts its handshake: False if
+        the listener-wide or per-source cap on pending handshakes refuses it (close
+        it at once).  Call :meth:`handshake_done` when it ends either way."""
+        cfg = self.config
+        from_source = self._pending_from.get(source, 0)
+        if self.pending >= cfg.max_pending or from_source >= cfg.max_pending_per_source:
+            logger.info("refused a carrier from %s: %d handshakes pending (%d from it)",
+                        source, self.pending, from_source)
+            return False
+        self.pending += 1
+        self._pending_from[source] = from_source + 1
+        return True
+
+    def handshake_done(self, source: str) -> None:
+        """An admitted carrier's handshake ended (accepted, refused or failed)."""
+        self.pending -= 1
+        left = self._pending_from.get(source, 1) - 1
+        if left:
+            self._pending_from[source] = left
+        else:
+            self._pending_from.pop(source, None)
 
     def decide(self, ftype: int, body: bytes, now: float, *, queue_full: bool = False
                ) -> Decision:
@@ -103,7 +128,7 @@ class ListenerHandshake:
             result = Result.BAD_KIND
         elif hello.flow_id in self.flows:
             result = Result.DUPLICATE_PATH
-        elif queue_full:
+        elif queue_full or len(self.flows) >= cfg.max_flows:
             result = Result.BUSY
         else:
             result = Result.OK
