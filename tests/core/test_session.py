@@ -153,3 +153,32 @@ def test_flows_cap() -> None:
     assert hs.on_hello(_hello(bytes(16)), 0.0).result == Result.BUSY
     hs.forget(FLOW)
     assert hs.on_hello(_hello(bytes(16)), 0.0).ok
+
+
+def test_the_migration_budget_is_negotiated_to_the_smaller() -> None:
+    """Both ends use the same budget: the dialer's 5 s against the listener's 90 s
+    (before: the dialer gave up after 5 s, the listener's flow lived on for 90)."""
+    from rendr.core.wire import CAP_BUDGET
+
+    dh = DialerHandshake(FLOW, Mode.PRIME, FlowConfig(migration_budget=5.0))
+    opening = dh.hello(1)
+    hello = Hello.decode(opening[1][4:])
+    assert hello.caps & CAP_BUDGET and hello.budget_ms == 5000
+    lh = ListenerHandshake(FlowConfig(migration_budget=90.0))
+    d = lh.on_hello(hello, 0.0)
+    assert d.flow is not None and d.flow.config.migration_budget == 5.0
+    flow = dh.on_hello_ack(FrameType.HELLO_ACK, d.reply[1][4:], 1, 0.0)
+    assert flow.config.migration_budget == 5.0
+    # the other way round: the listener's smaller budget wins on both ends
+    dh2 = DialerHandshake(FLOW, Mode.PRIME, FlowConfig(migration_budget=90.0))
+    lh2 = ListenerHandshake(FlowConfig(migration_budget=2.5))
+    d2 = lh2.on_hello(Hello.decode(dh2.hello(1)[1][4:]), 0.0)
+    assert d2.flow is not None and d2.flow.config.migration_budget == 2.5
+    assert dh2.on_hello_ack(FrameType.HELLO_ACK, d2.reply[1][4:], 1, 0.0
+                            ).config.migration_budget == 2.5
+
+
+def test_a_hello_without_a_budget_keeps_each_ends_own() -> None:
+    lh = ListenerHandshake(FlowConfig(migration_budget=7.0))
+    d = lh.on_hello(_hello(), 0.0)  # an older dialer: no CAP_BUDGET
+    assert d.flow is not None and d.flow.config.migration_budget == 7.0

@@ -240,16 +240,18 @@ flow_ids = st.binary(min_size=16, max_size=16)
 
 
 @FAST
-@given(flow_ids, u32, u8, u8, u16, u32, u8)
+@given(flow_ids, u32, u8, u8, u16, u32, u8, u32)
 def test_hello_round_trip(flow_id: bytes, path_id: int, mode: int, kind: int, caps: int,
-                          window: int, result: int) -> None:
-    hello = Hello(flow_id, path_id, mode, kind, caps, window)
+                          window: int, result: int, budget: int) -> None:
+    extra = 4 if caps & 1 else 0  # CAP_BUDGET: a u32 budget follows
+    budget = budget if extra else 0
+    hello = Hello(flow_id, path_id, mode, kind, caps, window, budget_ms=budget)
     ftype, body = _deframe_one(hello.encode())
-    assert ftype == FrameType.HELLO and len(body) == 28
+    assert ftype == FrameType.HELLO and len(body) == 28 + extra
     assert Hello.decode(body) == hello
-    ack = Hello(flow_id, path_id, mode, kind, caps, window, result)
+    ack = Hello(flow_id, path_id, mode, kind, caps, window, result, budget)
     ftype, body = _deframe_one(ack.encode(ack=True))
-    assert ftype == FrameType.HELLO_ACK and len(body) == 29
+    assert ftype == FrameType.HELLO_ACK and len(body) == 29 + extra
     decoded = Hello.decode(body, ack=True)
     assert decoded == ack
     assert decoded.result == result

@@ -24,7 +24,17 @@ from ..config import FlowConfig
 from ..errors import HandshakeError, ProtocolError, RendrError, ZombieFlow
 from .flow import Flow
 from .types import Mode, Role, State
-from .wire import PREFACE, CloseCode, FrameType, Hello, Join, JoinAck, Kind, Result
+from .wire import (
+    CAP_BUDGET,
+    PREFACE,
+    CloseCode,
+    FrameType,
+    Hello,
+    Join,
+    JoinAck,
+    Kind,
+    Result,
+)
 
 __all__ = ["Decision", "DialerHandshake", "ListenerHandshake", "result_name"]
 
@@ -132,12 +142,18 @@ class ListenerHandshake:
             result = Result.BUSY
         else:
             result = Result.OK
-        ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind, 0, cfg.recv_window,
-                    result)
+        # the migration budget: the smaller of the two ends' (both then use it)
+        budget_ms = int(cfg.migration_budget * 1000)
+        if hello.caps & CAP_BUDGET and hello.budget_ms:
+            budget_ms = min(budget_ms, hello.budget_ms)
+        ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind,
+                    hello.caps & CAP_BUDGET, cfg.recv_window, result, budget_ms)
         decision = Decision(result, [PREFACE, ack.encode(ack=True)], path_id=hello.path_id)
         if result != Result.OK:
             logger.info("refused flow %s: %s", hello.flow_id.hex()[:8], result.name)
             return decision
+        if budget_ms != int(cfg.migration_budget * 1000):
+            cfg = cfg.replace(migration_budget=budget_ms / 1000)
         flow = Flow(role=Role.LISTENER, flow_id=hello.flow_id, mode=Mode(hello.mode),
                     config=cfg, now=now, peer_window=hello.recv_window)
         self.flows[hello.flow_id] = flow
@@ -198,7 +214,9 @@ class DialerHandshake:
 
     def hello(self, path_id: int) -> list[bytes]:
         """The opening bytes of the flow's first carrier."""
-        hello = Hello(self.flow_id, path_id, self.mode, Kind.STREAM, 0, self.config.recv_window)
+        cfg = self.config
+        hello = Hello(self.flow_id, path_id, self.mode, Kind.STREAM, CAP_BUDGET, cfg.recv_window,
+                      budget_ms=int(cfg.migration_budget * 1000))
         return [PREFACE, hello.encode()]
 
     def on_hello_ack(self, ftype: int, body: bytes, path_id: int, now: float) -> Flow:
@@ -214,8 +232,11 @@ class DialerHandshake:
             raise HandshakeError(f"listener refused the flow: {result_name(ack.result)}")
         if ack.flow_id != self.flow_id or ack.path_id != path_id:
             raise HandshakeError("HELLO_ACK for another flow or path")
+        cfg = self.config
+        if ack.caps & CAP_BUDGET and ack.budget_ms:  # the agreed budget (an older
+            cfg = cfg.replace(migration_budget=ack.budget_ms / 1000)  # listener: ours)
         self.flow = Flow(role=Role.DIALER, flow_id=self.flow_id, mode=Mode(ack.mode),
-                         config=self.config, now=now, peer_window=ack.recv_window)
+                         config=cfg, now=now, peer_window=ack.recv_window)
         return self.flow
 
     def join(self, path_id: int) -> list[bytes]:

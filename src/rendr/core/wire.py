@@ -115,6 +115,9 @@ MAX_REASON: Final = 1024
 MAX_ACK_RANGES: Final = 16
 
 _HELLO: Final = struct.Struct("!16sIBBHI")
+_BUDGET: Final = struct.Struct("!I")
+CAP_BUDGET: Final = 0x0001
+"""HELLO caps bit: a u32 migration budget in milliseconds follows the fixed fields."""
 _JOIN: Final = struct.Struct("!16sI")
 _JOIN_ACK: Final = struct.Struct("!16sIB")
 _ACK_HEAD: Final = struct.Struct("!QQBB")
@@ -164,9 +167,11 @@ class Hello:
         path_id: the dialer-assigned id of the path this carrier becomes.
         mode: requested (HELLO) or granted (HELLO_ACK) :class:`~rendr.Mode` value.
         kind: :class:`Kind` value.
-        caps: capability bits (none defined in v0; unknown bits are ignored).
+        caps: capability bits (:data:`CAP_BUDGET`; unknown bits are ignored).
         recv_window: the sender's initial receive window in bytes.
         result: :class:`Result` (HELLO_ACK only; 0 in HELLO).
+        budget_ms: with :data:`CAP_BUDGET`, the migration budget in milliseconds:
+            proposed (HELLO) or agreed (HELLO_ACK); 0 without it.
     """
 
     flow_id: bytes
@@ -176,34 +181,40 @@ class Hello:
     caps: int
     recv_window: int
     result: int = Result.OK
+    budget_ms: int = 0
 
     def encode(self, ack: bool = False) -> bytes:
-        """Encode as HELLO or, with ``ack``, as HELLO_ACK (which appends the result byte)."""
-        if ack:
-            body = _HELLO.pack(
-                self.flow_id, self.path_id, self.mode, self.kind, self.caps, self.recv_window
-            ) + bytes([self.result])
-            return encode_frame(FrameType.HELLO_ACK, body)
+        """Encode as HELLO or, with ``ack``, as HELLO_ACK (which appends the result byte);
+        with :data:`CAP_BUDGET` in ``caps``, the budget follows."""
         body = _HELLO.pack(
-            self.flow_id, self.path_id, self.mode, self.kind, self.caps, self.recv_window
-        )
-        return encode_frame(FrameType.HELLO, body)
+            self.flow_id, self.path_id, self.mode, self.kind, self.caps, self.recv_window)
+        if ack:
+            body += bytes([self.result])
+        if self.caps & CAP_BUDGET:
+            body += _BUDGET.pack(self.budget_ms)
+        return encode_frame(FrameType.HELLO_ACK if ack else FrameType.HELLO, body)
 
     @classmethod
     def decode(cls, body: bytes | memoryview, ack: bool = False) -> Hello:
-        """Decode a HELLO or HELLO_ACK body."""
+        """Decode a HELLO or HELLO_ACK body (bytes after the known fields are ignored)."""
         need = _HELLO.size + (1 if ack else 0)
         if len(body) < need:
             raise ProtocolError("short HELLO")
         flow_id, path_id, mode, kind, caps, window = _HELLO.unpack_from(body, 0)
         result = body[_HELLO.size] if ack else Result.OK
-        return cls(bytes(flow_id), path_id, mode, kind, caps, window, result)
+        budget_ms = 0
+        if caps & CAP_BUDGET:
+            if len(body) < need + _BUDGET.size:
+                raise ProtocolError("HELLO announces a budget it does not carry")
+            (budget_ms,) = _BUDGET.unpack_from(body, need)
+        return cls(bytes(flow_id), path_id, mode, kind, caps, window, result, budget_ms)
 
-    def __reduce__(self) -> tuple[type[Hello], tuple[bytes, int, int, int, int, int, int]]:
+    def __reduce__(self) -> tuple[type[Hello], tuple[bytes, int, int, int, int, int, int,
+                                                     int]]:
         # copy and pickle rebuild through __init__: compiled (mypyc), a frozen dataclass
         # cannot be restored field by field
         return (type(self), (self.flow_id, self.path_id, self.mode, self.kind, self.caps,
-                             self.recv_window, self.result))
+                             self.recv_window, self.result, self.budget_ms))
 
 
 @dataclass(frozen=True)
