@@ -24,7 +24,7 @@ from ..core.types import Mode, State
 from ..errors import HandshakeError, ModeUnavailable, RendrError
 from ..spec import PathSpec
 from .conn import Conn
-from .driver import FlowDriver
+from .driver import EventCallback, FlowDriver
 from .handshake import exchange
 
 __all__ = ["DialSession", "Dialer"]
@@ -39,6 +39,8 @@ class Dialer:
         mode: :class:`~rendr.Mode` (only PRIME is available yet).
         paths: the paths to use; at least one.
         transports: per-dialer transport factories, consulted before the registry.
+        on_event: called with every :class:`~rendr.Event` of every flow this dialer
+            opens, from the first PATH_UP on (``Conn.on_event`` subscribes later).
         config: a :class:`~rendr.FlowConfig`; keyword arguments override its fields
             (``migration_budget=90.0``, ``ping_interval=0.1``, ``dead_timeout=0.6``,
             ``send_buffer``, ``recv_window``, ``linger``, ... see FlowConfig).
@@ -46,7 +48,9 @@ class Dialer:
 
     def __init__(self, mode: Mode = Mode.PRIME, paths: Sequence[PathSpec] = (), *,
                  transports: dict[str, TransportFactory] | None = None,
-                 config: FlowConfig | None = None, **knobs: Any) -> None:
+                 config: FlowConfig | None = None, on_event: EventCallback | None = None,
+                 **knobs: Any) -> None:
+        self.on_event = on_event
         self.mode = Mode(mode)
         self.paths = list(paths)
         self.transports = dict(transports or {})
@@ -166,6 +170,8 @@ class DialSession:
                                                 self.config.handshake_timeout)
         flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
         self.driver = FlowDriver(flow, self.loop, self)
+        if self.dialer.on_event is not None:  # before the first path: it sees PATH_UP
+            self.driver.callbacks.append(self.dialer.on_event)
         self.conn = Conn(self.driver)
         self.driver.attach(path_id, carrier, collector)
 

@@ -22,7 +22,7 @@ from ..core.wire import PREFACE, VERSION, FrameType, Join
 from ..errors import ConnClosed, HandshakeError, ProtocolError, RendrError
 from ..spec import ListenSpec, PathSpec
 from .conn import Conn
-from .driver import FlowDriver
+from .driver import EventCallback, FlowDriver
 from .handshake import HandshakeCollector
 
 __all__ = ["Listener", "listen", "listen_tcp"]
@@ -65,7 +65,9 @@ class Listener:
     Use ``await accept()`` or ``async for conn in listener``.
     """
 
-    def __init__(self, config: FlowConfig, backlog: int = 128) -> None:
+    def __init__(self, config: FlowConfig, backlog: int = 128,
+                 on_event: EventCallback | None = None) -> None:
+        self._on_event = on_event
         self.config = config
         self._loop = asyncio.get_running_loop()
         self._servers: list[CarrierServer] = []
@@ -132,6 +134,8 @@ class Listener:
             return
         if decision.new:
             driver = FlowDriver(flow, self._loop, _Accepted(self, flow.flow_id))
+            if self._on_event is not None:  # before the first path: it sees PATH_UP
+                driver.callbacks.append(self._on_event)
             self._drivers[flow.flow_id] = driver
             driver.attach(decision.path_id, carrier, collector)
             for waiter in self._join_waiters.pop(flow.flow_id, []):
@@ -212,15 +216,16 @@ class Listener:
 
 
 async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: int = 128,
-                 **knobs: Any) -> Listener:
+                 on_event: EventCallback | None = None, **knobs: Any) -> Listener:
     """Listen on every spec, with one bridge table (so one flow can span them all).
 
-    Keyword arguments override :class:`~rendr.FlowConfig` fields.
+    ``on_event`` is called with every :class:`~rendr.Event` of every accepted flow, from
+    its first PATH_UP on.  Keyword arguments override :class:`~rendr.FlowConfig` fields.
     """
     if not specs:
         raise ValueError("listen() needs at least one ListenSpec")
     cfg = (config or FlowConfig()).replace(**knobs) if knobs else (config or FlowConfig())
-    listener = Listener(cfg, backlog)
+    listener = Listener(cfg, backlog, on_event)
     try:
         for spec in specs:
             await listener._bind(spec)
@@ -231,6 +236,7 @@ async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: 
 
 
 async def listen_tcp(address: str, *, config: FlowConfig | None = None, backlog: int = 128,
-                     **knobs: Any) -> Listener:
-    """Listen for rendr connections over TCP on ``"host:port"``."""
-    return await listen(ListenSpec("tcp", address), config=config, backlog=backlog, **knobs)
+                     on_event: EventCallback | None = None, **knobs: Any) -> Listener:
+    """Listen for rendr connections over TCP on ``"host:port"`` (see :func:`listen`)."""
+    return await listen(ListenSpec("tcp", address), config=config, backlog=backlog,
+                        on_event=on_event, **knobs)
