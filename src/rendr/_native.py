@@ -27,6 +27,7 @@ from types import ModuleType
 __all__ = ["ENGINE_MODULES", "SOURCES_RECORD", "guard", "is_compiled", "stale_modules"]
 
 ENGINE_MODULES: tuple[str, ...] = (
+    "builder",
     "flow",
     "framing",
     "handshake",

@@ -49,6 +49,7 @@ from ..errors import (
     RendrError,
     ZombieFlow,
 )
+from .builder import fill_stream
 from .events import Event, EventKind
 from .framing import StreamDeframer
 from .lifecycle import Lifecycle
@@ -67,7 +68,6 @@ from .wire import (
     EXTENSION_MIN,
     CloseCode,
     FrameType,
-    data_header,
     decode_ack,
     decode_close,
     decode_u64,
@@ -196,10 +196,7 @@ class Flow:
     def find_path(self, path_id: int) -> PathState | None:
         """A path by id: one the flow works with (:attr:`paths`) or one of the latest
         that left it (kept for statistics); None if unknown or long gone."""
-        path = self._paths.get(path_id)
-        if path is None:
-            path = next((p for p in self._paths.history if p.id == path_id), None)
-        return path
+        return self._paths.find(path_id)
 
     def path_id_used(self, path_id: int) -> bool:
         """Whether ``path_id`` was ever attached to this flow (ids are never reused)."""
@@ -246,16 +243,10 @@ class Flow:
     # ------------------------------------------------------------------ input
 
     def receive(self, path_id: int, data: Buffer, now: float) -> bool:
-        """Bytes that arrived on a carrier (after its handshake).
-
-        ``data`` must not be mutated afterwards (payload is kept without copying).
-
-        Returns:
-            What changed: False when the bytes were only stream data that changed
-            nothing but what is readable (no frame to send, no event, no new
-            deadline): the driver may then skip its flush and just wake a waiting
-            reader.  True otherwise.
-        """
+        """Bytes that arrived on a carrier (after its handshake); ``data`` must not be
+        mutated afterwards (payload is kept without copying).  Returns what changed:
+        False when only what is readable did (no frame to send, no event, no new
+        deadline; the driver may just wake a reader instead of flushing)."""
         path = self._paths.get(path_id)
         if path is None or path.status is PathStatus.DOWN or path.status is PathStatus.REMOVED:
             return False
@@ -458,8 +449,9 @@ class Flow:
         if self._life.state is not _CLOSED:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
+            with_retx = self._recovery.hold_until is None  # the replay is not held
             for path in self._scheduler.senders(self._paths, self._migration.active):
-                self._fill(path)
+                fill_stream(path, self._sender, with_retx, self.config)
         out: list[tuple[int, list[Buffer]]] = []
         for path in self._paths.by_id.values():
             if path.outbox:
@@ -545,34 +537,8 @@ class Flow:
 
     # --------------------------------------------------------------- internal
 
-    def _fill(self, path: PathState) -> None:
-        """Queue DATA frames on ``path``: re-sends first, then new bytes, at most
-        ``write_burst`` bytes in frames of at most ``max_frame``; then the FIN if due."""
-        sender = self._sender
-        with_retx = self._recovery.hold_until is None  # not held
-        if sender.has_data(with_retx):
-            budget = self.config.write_burst
-            max_frame = self.config.max_frame
-            outbox = path.outbox
-            while budget > 0:
-                s, e, resend = sender.next_range(max_frame if max_frame < budget else budget,
-                                                 with_retx)
-                if s == e:
-                    break
-                outbox.append(data_header(s, e - s))
-                outbox.extend(sender.view(s, e))
-                Recovery.on_sent(path, s, e, resend)
-                budget -= e - s
-        if sender.fin_pending and sender.fin_ready():
-            path.outbox.append(encode_u64(FrameType.FIN, sender.eof_offset or 0))
-            path.fin_sent = True
-            sender.fin_pending = False
-
     def _send_ack(self) -> None:
-        path = self._paths.get(self.active)
-        if path is None or not path.alive:
-            alive = self._paths.alive()
-            path = alive[0] if alive else None
+        path = self._paths.ack_path(self._migration.active)
         if path is not None:
             path.outbox.append(self._receiver.build_ack())
         else:
@@ -583,30 +549,19 @@ class Flow:
         # its own FIN): with no live path, wait for one (bounded by linger).
         if (self._life.close_requested and self._sender.flushed
                 and self._sender.eof_offset is not None and self._paths.any_alive()):
-            self._send_close(CloseCode.NO_ERROR, "")
+            self._paths.broadcast(encode_close(CloseCode.NO_ERROR, ""))
             self._finish(None, now)
-
-    def _send_close(self, code: int, reason: str) -> None:
-        """CLOSE on every path that can still carry it."""
-        frame = encode_close(code, reason)
-        for path in self._paths.closable():
-            path.outbox.append(frame)
 
     def _abort(self, code: int, reason: str, now: float, error: RendrError | None) -> None:
         if self._life.state is not _CLOSED:
-            self._send_close(code, reason)
+            self._paths.broadcast(encode_close(code, reason))
             self._finish(error, now)
 
     def _finish(self, error: RendrError | None, now: float) -> None:
         if not self._life.finish(error):
             return
         self._receiver.ack_at = None
-        for path in self._paths:
-            if path.status is PathStatus.UP or path.status is PathStatus.RETIRING:
-                path.status = PathStatus.REMOVED
-                path.down_cause = str(Cause.CLOSED)
-                path.close_requested = "graceful"
-                self._paths.close_pending = True
+        self._paths.end_all(str(Cause.CLOSED))
         self._emit(EventKind.CLOSED, now, error=error,
                    detail="" if error is None else str(error))
 

@@ -118,6 +118,34 @@ class PathSet:
             self._prune()
         return out
 
+    def find(self, path_id: int) -> PathState | None:
+        """A path by id, here or among the latest that left (:attr:`history`)."""
+        path = self.by_id.get(path_id)
+        if path is None:
+            path = next((p for p in self.history if p.id == path_id), None)
+        return path
+
+    def ack_path(self, active: int | None) -> PathState | None:
+        """Where an ACK goes: the active path if it is up, else the first live one."""
+        path = self.by_id.get(active) if active is not None else None
+        if path is None or path.status is not PathStatus.UP:
+            path = next((p for p in self.by_id.values() if p.status is PathStatus.UP), None)
+        return path
+
+    def broadcast(self, frame: bytes) -> None:
+        """Queue ``frame`` (a CLOSE) on every path that can still carry it."""
+        for path in self.closable():
+            path.outbox.append(frame)
+
+    def end_all(self, cause: str) -> None:
+        """The flow ended: every live or retiring path is removed, its carrier closed."""
+        for path in self.by_id.values():
+            if path.status is PathStatus.UP or path.status is PathStatus.RETIRING:
+                path.status = PathStatus.REMOVED
+                path.down_cause = cause
+                path.close_requested = "graceful"
+                self.close_pending = True
+
     def closable(self) -> list[PathState]:
         """Paths a CLOSE frame can still reach (live, or retiring)."""
         return [p for p in self.by_id.values()

@@ -1,0 +1,40 @@
+"""Building what a path sends: DATA frames from the stream sender, then the FIN.
+
+The stream-carrier counterpart of aioquic's ``packet_builder``: one call fills one
+path's outbox with at most ``write_burst`` bytes of DATA in frames of at most
+``max_frame`` (ranges queued for re-sending first, unless the replay is held), and
+the FIN once every byte before it went out.  Datagram carriers will build packets
+with :class:`~rendr.core.packetizer.DatagramPacketizer` instead.
+"""
+
+from __future__ import annotations
+
+from ..config import FlowConfig
+from .path import PathState
+from .recovery import Recovery
+from .sender import StreamSender
+from .wire import FrameType, data_header, encode_u64
+
+__all__ = ["fill_stream"]
+
+
+def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
+                config: FlowConfig) -> None:
+    """Queue DATA frames (and the FIN, if due) on ``path``'s outbox."""
+    if sender.has_data(with_retx):
+        budget = config.write_burst
+        max_frame = config.max_frame
+        outbox = path.outbox
+        while budget > 0:
+            s, e, resend = sender.next_range(max_frame if max_frame < budget else budget,
+                                             with_retx)
+            if s == e:
+                break
+            outbox.append(data_header(s, e - s))
+            outbox.extend(sender.view(s, e))
+            Recovery.on_sent(path, s, e, resend)
+            budget -= e - s
+    if sender.fin_pending and sender.fin_ready():
+        path.outbox.append(encode_u64(FrameType.FIN, sender.eof_offset or 0))
+        path.fin_sent = True
+        sender.fin_pending = False
