@@ -25,7 +25,7 @@ class FlowConfig:
     """How long the flow may have no live path at all before read/write raise
     :class:`~rendr.MigrationBudgetExceeded`. Counted from the death of the last path."""
 
-    ping_interval: float = 0.1
+    ping_interval: float = 0.05
     """PING period on every path while the flow is busy (data unacknowledged or
     recently received)."""
 
@@ -34,7 +34,17 @@ class FlowConfig:
 
     dead_timeout: float = 0.6
     """A path on which a PING got no answer — and nothing else arrived — for this long
-    (or ``3*srtt + 4*rttvar`` if larger) is declared dead and failed over."""
+    (or ``3*srtt + 4*rttvar`` if larger) is declared dead: its carrier is closed and
+    what it carried is re-sent on another path."""
+
+    suspect_timeout: float = 0.2
+    """A path on which a PING got no answer — and nothing else arrived — for this long
+    (or ``2*srtt + 4*rttvar`` if larger) is *suspect*: if it is the active path and
+    another live path is not suspect, the flow moves there at once and re-sends what
+    the suspect path carried, but keeps the suspect path.  If it answers again it is a
+    backup like any other; if it stays silent until its dead time it is dead.  A quiet
+    path is never suspected while anything arrives on it (ACKs of a slow, saturated
+    path count), and the RTT terms stretch both times on slow or jittery paths."""
 
     send_buffer: int = 8 * MIB
     """Most bytes written but not yet acknowledged that one connection may hold;
@@ -152,6 +162,8 @@ class FlowConfig:
             object.__setattr__(self, "send_buffer_min", self.send_buffer)
         if self.ping_interval <= 0 or self.idle_ping_interval <= 0 or self.dead_timeout <= 0:
             raise ValueError("ping intervals and dead_timeout must be positive")
+        if not 0 < self.suspect_timeout <= self.dead_timeout:
+            raise ValueError("suspect_timeout must be positive and at most dead_timeout")
 
     def replace(self, **changes: Any) -> FlowConfig:
         """A copy with some fields changed (unknown names raise TypeError)."""

@@ -25,7 +25,7 @@ from ..errors import HandshakeError, ModeUnavailable, RendrError
 from ..spec import PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
-from .handshake import exchange
+from .handshake import exchange, named
 
 __all__ = ["DialSession", "Dialer"]
 
@@ -81,11 +81,23 @@ async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
                        timeout: float) -> Carrier:
     """Open one carrier for ``spec`` with its transport factory, within ``timeout``."""
     factory = get_transport(spec.transport, transports)
-    opened = await asyncio.wait_for(factory(spec.address), timeout)
+    try:
+        opened = await asyncio.wait_for(factory(spec.address), timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        raise TimeoutError(f"connect {spec.transport} {spec.address}: "
+                           f"no answer within {timeout:g} s") from None
+    except OSError as exc:
+        # OSError(errno, text) is the errno's own subclass (ConnectionRefusedError, ...)
+        raise OSError(exc.errno, f"connect {spec.transport} {spec.address}: "
+                                 f"{exc.strerror or exc}") from exc
     if isinstance(opened, Carrier):
         return opened
     reader, writer = opened
     return StreamsCarrier(reader, writer, transport=spec.transport)
+
+
+def _route(carrier: Carrier) -> str:
+    return f"{carrier.transport} {carrier.local_addr} -> {carrier.remote_addr}"
 
 
 class _Slot:
@@ -166,9 +178,11 @@ class DialSession:
     async def _hello(self, carrier: Carrier) -> None:
         hs = self.handshake
         path_id = hs.next_path_id()
+        label = f"HELLO on path {path_id} ({_route(carrier)})"
         ftype, body, collector = await exchange(carrier, hs.hello(path_id),
-                                                self.config.handshake_timeout)
-        flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
+                                                self.config.handshake_timeout, label)
+        with named(label):
+            flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
         self.driver = FlowDriver(flow, self.loop, self)
         if self.dialer.on_event is not None:  # before the first path: it sees PATH_UP
             self.driver.callbacks.append(self.dialer.on_event)
@@ -180,11 +194,13 @@ class DialSession:
         assert driver is not None
         hs = self.handshake
         path_id = hs.next_path_id()
+        label = f"JOIN of path {path_id} ({_route(carrier)})"
         ftype, body, collector = await exchange(carrier, hs.join(path_id),
-                                                self.config.handshake_timeout)
+                                                self.config.handshake_timeout, label)
         try:
-            hs.on_join_ack(ftype, body, path_id, self.loop.time(),
-                           fatal_if_unknown=fatal_if_unknown)
+            with named(label):
+                hs.on_join_ack(ftype, body, path_id, self.loop.time(),
+                               fatal_if_unknown=fatal_if_unknown)
         finally:
             driver.flush()  # the flow may have failed (the listener forgot it)
         if self._stopped:

@@ -52,6 +52,9 @@ class PathOwner(Protocol):
 class HandshakeHandoff(Protocol):
     """A carrier's handshake sink, which gives the carrier on to its path's sink."""
 
+    rtt: float | None
+    """A round trip measured during the handshake (None where there was none)."""
+
     def handoff(self, carrier: Carrier, sink: CarrierSink) -> None:
         """Route the carrier to ``sink``, replaying what arrived meanwhile."""
 
@@ -126,7 +129,8 @@ class FlowDriver:
     def attach(self, path_id: int, carrier: Carrier, handshake: HandshakeHandoff) -> None:
         """Make a carrier whose handshake completed path ``path_id`` of the flow."""
         self.flow.add_path(path_id, now=self.loop.time(), transport=carrier.transport,
-                           local_addr=carrier.local_addr, remote_addr=carrier.remote_addr)
+                           local_addr=carrier.local_addr, remote_addr=carrier.remote_addr,
+                           rtt=handshake.rtt)
         self.carriers[path_id] = carrier
         handshake.handoff(carrier, _PathSink(self, path_id))
         self.flush()

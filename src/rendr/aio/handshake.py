@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 from ..carriers.base import Buffer, Carrier, CarrierSink
 from ..core.handshake import HandshakeParser
 from ..errors import HandshakeError
 
-__all__ = ["HandshakeCollector", "exchange"]
+__all__ = ["HandshakeCollector", "exchange", "named"]
+
+
+@contextlib.contextmanager
+def named(label: str) -> Iterator[None]:
+    """Prefix a :class:`HandshakeError` raised inside with ``label`` (which path, which
+    addresses, which step); its subclasses and other errors pass unchanged."""
+    try:
+        yield
+    except HandshakeError as exc:
+        if type(exc) is not HandshakeError:
+            raise
+        named_exc = HandshakeError(f"{label}: {exc}")
+        named_exc.peer_version = exc.peer_version
+        raise named_exc from exc
 
 
 class HandshakeCollector:
@@ -21,6 +36,7 @@ class HandshakeCollector:
         self.future: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         self._lost: tuple[BaseException | None] | None = None
         self._paused = False
+        self.rtt: float | None = None  # the dialer's opening frame -> the answer
 
     def carrier_data(self, data: Buffer) -> None:
         if self._lost is not None:
@@ -62,18 +78,24 @@ class HandshakeCollector:
             sink.carrier_lost(self._lost[0])
 
 
-async def exchange(carrier: Carrier, opening: Sequence[Buffer], timeout: float
-                   ) -> tuple[int, bytes, HandshakeCollector]:
-    """Write ``opening`` and wait for the peer's preface and first frame.
+async def exchange(carrier: Carrier, opening: Sequence[Buffer], timeout: float,
+                   label: str = "handshake") -> tuple[int, bytes, HandshakeCollector]:
+    """Write ``opening`` and wait for the peer's preface and first frame; the
+    collector's ``rtt`` is the time that took.
 
     Raises:
-        HandshakeError: wrong peer/version, carrier closed, or no answer within ``timeout``.
+        HandshakeError: wrong peer/version, carrier closed, or no answer within
+            ``timeout``; the message starts with ``label``.
     """
-    collector = HandshakeCollector(asyncio.get_running_loop())
+    loop = asyncio.get_running_loop()
+    collector = HandshakeCollector(loop)
     carrier.set_sink(collector)
+    t0 = loop.time()
     carrier.write(opening)
-    try:
-        ftype, body = await asyncio.wait_for(collector.future, timeout)
-    except asyncio.TimeoutError:
-        raise HandshakeError(f"no handshake answer within {timeout:g} s") from None
+    with named(label):
+        try:
+            ftype, body = await asyncio.wait_for(collector.future, timeout)
+        except asyncio.TimeoutError:
+            raise HandshakeError(f"no answer within {timeout:g} s") from None
+    collector.rtt = loop.time() - t0
     return ftype, body, collector

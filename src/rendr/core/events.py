@@ -15,6 +15,8 @@ class EventKind(enum.Enum):
 
     PATH_UP = "path_up"
     PATH_DOWN = "path_down"
+    PATH_SUSPECT = "path_suspect"
+    PATH_RESUMED = "path_resumed"
     MIGRATION = "migration"
     MODE_CHANGE = "mode_change"
     CLOSED = "closed"
@@ -30,13 +32,16 @@ class Event:
     Attributes:
         kind: what happened.
         at: engine time (the event loop's clock, seconds).
-        path_id: the path concerned (PATH_UP, PATH_DOWN).
+        path_id: the path concerned (PATH_UP, PATH_DOWN, PATH_SUSPECT: it stopped
+            answering for ``suspect_timeout``; PATH_RESUMED: a suspect path was heard
+            from again).
         old_path: the previous active path (MIGRATION; None if there was none).
         new_path: the new active path (MIGRATION).
         cause: why: a :class:`~rendr.core.types.Cause` value for PATH_DOWN
             ("reset", "eof", "timeout", ...); for MIGRATION "explicit" (migrate()),
-            "death" (failover), "quality" (PRIME found a clearly better path) or "peer"
-            (the listener following the dialer).
+            "death" (failover), "suspect" (the active path stopped answering and
+            another path took over before it was declared dead), "quality" (PRIME
+            found a clearly better path) or "peer" (the listener following the dialer).
         detail: free text (an OS error, a close reason).
         mode: the new mode (MODE_CHANGE).
         error: the exception the flow ended with (CLOSED; None for a clean close).

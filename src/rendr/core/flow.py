@@ -157,8 +157,11 @@ class Flow:
     # ------------------------------------------------------------------ paths
 
     def add_path(self, path_id: int, *, now: float, transport: str = "tcp",
-                 local_addr: str = "", remote_addr: str = "") -> None:
-        """Attach a carrier whose handshake completed as path ``path_id``.
+                 local_addr: str = "", remote_addr: str = "",
+                 rtt: float | None = None) -> None:
+        """Attach a carrier whose handshake completed as path ``path_id``; ``rtt`` is a
+        round trip measured during its handshake (the dialer's HELLO or JOIN and the
+        answer), the path's first RTT sample.
 
         Raises:
             RendrError: the flow is closed or the path id is already used.
@@ -171,6 +174,8 @@ class Flow:
                          remote_addr=remote_addr, now=now,
                          deframer=self._make_deframer(path_id),
                          rtt_window=self.config.rtt_window)
+        if rtt is not None:
+            path.rtt.update(rtt, now)
         self._paths.add(path)
         self._migration.attached(path, now)
         self._check_close_done(now)
@@ -252,6 +257,8 @@ class Flow:
             return False
         path.last_recv_at = now
         path.unanswered_since = None
+        if path.suspect:
+            self._migration.resumed(path, now)
         path.bytes_received += len(data)
         try:
             return bool(path.deframer.feed(data, now) & MUST_FLUSH)

@@ -44,6 +44,7 @@ DEATH: Final = "death"
 PEER: Final = "peer"
 EXPLICIT: Final = "explicit"
 QUALITY: Final = "quality"
+SUSPECT: Final = "suspect"
 
 ZombieHandler = Callable[[ZombieFlow, float], None]
 
@@ -92,6 +93,8 @@ class Migration:
         current = self.paths.get(self.active)
         if current is None or not current.alive:
             self.activate(path.id, DEATH if self.had_active else FIRST, now)
+        elif current.suspect:
+            self._leave_suspect(current, path, now)
         self.life.path_up()
 
     def carrier_failed(self, path_id: int, cause: Cause, now: float, detail: str) -> None:
@@ -195,6 +198,8 @@ class Migration:
                     self.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
                     if self.life.closed:
                         return
+                elif paths.newly_suspect(path, now):
+                    self._suspected(path, now)
             else:
                 self._retirement_timer(path, now)
         if self.role is Role.DIALER:
@@ -214,6 +219,31 @@ class Migration:
             logger.debug("flow %s: path %d retired with data never acknowledged",
                          self.name, path.id)
             Recovery.on_path_lost(path, self.sender)
+
+    def _suspected(self, path: PathState, now: float) -> None:
+        """``path`` stopped answering for its suspect time: if it is active, move to a
+        path that still answers (the suspect one stays up: it may come back)."""
+        waited = 0.0 if path.unanswered_since is None else now - path.unanswered_since
+        self.emit(EventKind.PATH_SUSPECT, now, path_id=path.id,
+                  detail=f"no answer for {waited:.3f}s")
+        logger.info("flow %s: path %d suspect (no answer for %.3fs)", self.name, path.id,
+                    waited)
+        if path.id == self.active:
+            best = self.paths.best_alive(exclude=path.id)
+            if best is not None and not best.suspect:
+                self._leave_suspect(path, best, now)
+
+    def _leave_suspect(self, path: PathState, to: PathState, now: float) -> None:
+        """Move off the suspect active ``path`` to ``to``; re-send what ``path`` carried
+        (after the replay hold: the peer's ACK tells what did arrive)."""
+        Recovery.on_path_lost(path, self.sender)
+        self.activate(to.id, SUSPECT, now)
+
+    def resumed(self, path: PathState, now: float) -> None:
+        """Something arrived on the suspect ``path``: it is a backup like any other."""
+        path.suspect = False
+        self.emit(EventKind.PATH_RESUMED, now, path_id=path.id)
+        logger.info("flow %s: path %d answers again", self.name, path.id)
 
     # ------------------------------------------------------------------- steps
 
@@ -237,16 +267,23 @@ class Migration:
         sender = self.sender
         if sender.eof_offset is not None and (old_path is None or not old_path.alive):
             sender.fin_lost()
-        if cause == DEATH:
+        if cause == SUSPECT:
+            self._hold_replay(path_id, now)
+        elif cause == DEATH:
             exceeded = self.zombie.strike(now)
             if exceeded:
                 window = self.config.zombie_window
                 self.on_zombie(ZombieFlow(f"{exceeded} death-driven migrations within "
                                           f"{window:g} s moved no application data"), now)
-            elif sender.retx_queued:
-                path = self.paths.by_id[path_id]
-                self.recovery.hold(now, path.rtt.srtt, self.config.ack_delay)
-                self.receiver.request_probe()
+            else:
+                self._hold_replay(path_id, now)
+
+    def _hold_replay(self, path_id: int, now: float) -> None:
+        """Re-sending after a failover waits for the peer's ACK (asked for now)."""
+        if self.sender.retx_queued:
+            path = self.paths.by_id[path_id]
+            self.recovery.hold(now, path.rtt.srtt, self.config.ack_delay)
+            self.receiver.request_probe()
 
     def fail_over(self, from_id: int, cause: str, now: float) -> None:
         """``from_id`` stops carrying data: make the best live path active, if any."""

@@ -82,6 +82,7 @@ class PathState:
         self.last_recv_at = now
         self.next_ping_at = now
         self.unanswered_since: float | None = None
+        self.suspect = False  # unanswered for its suspect time; see FlowConfig
         self.fin_sent = False
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -98,11 +99,13 @@ class PathState:
         return self.status is PathStatus.UP
 
     def score(self) -> float:
-        """Lower is better: smoothed RTT plus jitter (unknown RTT ranks last)."""
+        """Lower is better: smoothed RTT plus jitter (unknown RTT ranks after known
+        ones, suspect paths last)."""
         srtt = self.rtt.srtt
+        penalty = 1e12 if self.suspect else 0.0
         if srtt is None:
-            return 1e9 + self.id
-        return srtt + self.rtt.rttvar
+            return penalty + 1e9 + self.id
+        return penalty + srtt + self.rtt.rttvar
 
     def stats(self, now: float) -> PathStats:
         """A snapshot of the path's counters."""
@@ -114,5 +117,5 @@ class PathState:
             bytes_sent=self.bytes_sent, bytes_received=self.bytes_received,
             frames_sent=self.frames_sent, frames_received=self.frames_received,
             retransmits=self.retransmits, last_recv_age=now - self.last_recv_at,
-            down_cause=self.down_cause,
+            down_cause=self.down_cause, suspect=self.suspect,
         )

@@ -3,9 +3,12 @@
 :class:`PathSet` holds every :class:`PathState` of a flow by id and answers the
 questions the rest of the engine asks about them: which are alive, which live
 path is best (lowest smoothed RTT plus jitter), when the next liveness deadline
-is, and which paths stopped answering.  A path is declared dead only when its
-oldest unanswered PING is older than its dead time (``dead_timeout``, or more on
-a slow path): the application's own traffic pattern never kills a path.
+is, and which paths stopped answering.  A path is *suspect* when its oldest
+unanswered PING (with nothing else heard since) is older than its suspect time
+(``suspect_timeout``, or more on a slow path), and dead when it is older than its
+dead time (``dead_timeout``, or more): the application's own traffic pattern
+never kills a path, and anything arriving on it (an ACK of a saturated path)
+clears both.
 """
 
 from __future__ import annotations
@@ -160,6 +163,24 @@ class PathSet:
             return self.config.dead_timeout
         return max(self.config.dead_timeout, 3 * rtt.srtt + 4 * rtt.rttvar)
 
+    def suspect_time(self, path: PathState) -> float:
+        """How long ``path``'s oldest PING may go unanswered before it is suspect.
+        Without an RTT sample yet (a long path may not have answered its first PING),
+        it is the dead time: no early suspicion of a path not yet measured."""
+        rtt = path.rtt
+        if rtt.srtt is None:
+            return self.dead_time(path)
+        return min(max(self.config.suspect_timeout, 2 * rtt.srtt + 4 * rtt.rttvar),
+                   self.dead_time(path))
+
+    def newly_suspect(self, path: PathState, now: float) -> bool:
+        """Whether ``path`` becomes suspect at ``now`` (it is marked so)."""
+        since = path.unanswered_since
+        if path.suspect or since is None or now - since < self.suspect_time(path):
+            return False
+        path.suspect = True
+        return True
+
     def probe_quiet(self, now: float) -> None:
         """The flow goes from idle to busy: PING every live path that has been quiet
         for a busy PING interval, so a path that died while the flow was idle is found
@@ -204,8 +225,10 @@ class PathSet:
                     at = path.retire_by
                 continue
             t = path.next_ping_at
-            if path.unanswered_since is not None:
-                t = min(t, path.unanswered_since + self.dead_time(path))
+            since = path.unanswered_since
+            if since is not None:
+                wait = self.dead_time(path) if path.suspect else self.suspect_time(path)
+                t = min(t, since + wait)
             if at is None or t < at:
                 at = t
         return at

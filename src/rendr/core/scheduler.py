@@ -76,7 +76,7 @@ class PrimeScheduler(Scheduler):
         best_rtt = 0.0
         for p in paths:
             r = p.rtt.recent_min()
-            if (p.alive and p is not current_path and r is not None
+            if (p.alive and not p.suspect and p is not current_path and r is not None
                     and (best is None or r < best_rtt)):
                 best, best_rtt = p, r
         if (current is None or best is None or best_rtt > current * (1 - cfg.prime_hysteresis)

@@ -25,6 +25,8 @@ class PathStats:
         retransmits: payload bytes re-sent on this path after another path died.
         last_recv_age: seconds since anything arrived on the path.
         down_cause: why the path went down (None while up).
+        suspect: the path stopped answering for ``suspect_timeout`` and has not been
+            heard from since (it carries no data; see ``FlowConfig.suspect_timeout``).
     """
 
     id: int
@@ -41,6 +43,7 @@ class PathStats:
     retransmits: int
     last_recv_age: float
     down_cause: str | None = None
+    suspect: bool = False
 
 
 @dataclass(frozen=True)
