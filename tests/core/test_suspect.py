@@ -144,3 +144,28 @@ def test_failover_onto_a_slow_path_does_not_kill_it() -> None:
         assert not events(sim, side, EventKind.PATH_SUSPECT, slow), side
         assert not events(sim, side, EventKind.PATH_DOWN, slow), side
         assert [e.cause for e in events(sim, side, EventKind.PATH_DOWN, fast)] == ["timeout"]
+
+
+def test_listener_following_a_suspect_move_resends_what_it_had_in_flight() -> None:
+    """The dialer suspects the path first (the listener's own suspicion is slower
+    here); its ACTIVATE names the suspect path, so the listener re-sends its answers
+    that were in flight there now, not at its dead time (G4 saw 640 ms instead of
+    250 ms when the server only followed the move)."""
+    lcfg = FlowConfig(suspect_timeout=0.6, dead_timeout=1.5)
+    sim = Sim(FlowConfig(), listener_config=lcfg)
+    p1 = sim.add_path(0.0002)
+    sim.add_path(0.0002)
+    sim.run(1.0)
+    for i in range(50):  # request/answer every 10 ms: both ends busy
+        sim.at(1.0 + i * 0.01, lambda: sim.write(D, b"q"))
+        sim.at(1.0 + i * 0.01 + 0.001, lambda: sim.write(L, b"answer" * 100))
+    t_bh = 1.2012  # the answer written at 1.201 is in flight on p1
+    sim.at(t_bh, lambda: sim.blackhole(p1))
+    assert sim.run_until(lambda: bool(events(sim, L, EventKind.MIGRATION)), 2.0)
+    (mig,) = events(sim, L, EventKind.MIGRATION)
+    assert mig.cause == "peer" and mig.at < t_bh + 0.3
+    sim.run(mig.at + 0.05)
+    # every answer written on p1 before the listener moved has arrived
+    written = sum(1 for i in range(50) if 1.0 + i * 0.01 + 0.001 < mig.at)
+    assert written > 21 and len(sim.received[D]) >= 600 * written, len(sim.received[D])
+    assert not events(sim, L, EventKind.PATH_SUSPECT)

@@ -157,6 +157,7 @@ def test_golden_fin_ping_pong() -> None:
 def test_golden_activate() -> None:
     assert encode_activate(3, 0x0102) == h("30 00000c 00000003 00000102 00000000")
     assert encode_activate(3, 0x0102, 7) == h("30 00000c 00000003 00000102 00000007")
+    assert encode_activate(3, 0x0102, 0, 2) == h("30 000010 00000003 00000102 00000000 00000002")
 
 
 def test_golden_path_close() -> None:
@@ -321,8 +322,10 @@ def test_u64_frames_round_trip(ftype: int, value: int) -> None:
 def test_activate_round_trip(path_id: int, epoch: int, dead: int) -> None:
     ftype, body = _deframe_one(encode_activate(path_id, epoch, dead))
     assert ftype == FrameType.ACTIVATE and len(body) == 12
-    assert decode_activate(body) == (path_id, epoch, dead)
-    assert decode_activate(body[:8]) == (path_id, epoch, 0)  # early 8-byte form
+    assert decode_activate(body) == (path_id, epoch, dead, 0)
+    assert decode_activate(body[:8]) == (path_id, epoch, 0, 0)  # early 8-byte form
+    _, body = _deframe_one(encode_activate(path_id, epoch, dead, 5))
+    assert decode_activate(body) == (path_id, epoch, dead, 5)
 
 
 @FAST
@@ -364,7 +367,7 @@ def test_decoders_ignore_trailing_bytes() -> None:
     hello = Hello(FLOW, 1, 1, 0, 0, 100)
     assert Hello.decode(hello.encode()[4:] + b"\x00\x00") == hello
     assert decode_u64(bytes(8) + b"zz") == 0
-    assert decode_activate(bytes(12) + b"z") == (0, 0, 0)
+    assert decode_activate(bytes(12) + b"z") == (0, 0, 0, 0)
     assert decode_ack(encode_ack(1, 2, 0, [(3, 4)])[4:] + b"zz") == (1, 2, 0, [(3, 4)])
 
 

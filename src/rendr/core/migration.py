@@ -156,9 +156,16 @@ class Migration:
 
     def on_activate(self, body: memoryview, now: float) -> None:
         """The dialer's ACTIVATE frame (the listener follows the newest epoch)."""
-        path_id, epoch, dead_path = decode_activate(body)
+        path_id, epoch, dead_path, suspect_path = decode_activate(body)
         if self.role is Role.DIALER:
             raise ProtocolError("ACTIVATE sent to the dialer")
+        suspect = self.paths.get(suspect_path) if suspect_path else None
+        if (suspect is not None and suspect.alive and suspect_path != path_id
+                and suspect.inflight):
+            # the dialer left this path because it stopped answering: what we sent
+            # on it may never arrive; re-send it (after the replay hold) on the new one
+            Recovery.on_path_lost(suspect, self.sender)
+            self._hold_replay(path_id, now)
         dead = self.paths.get(dead_path) if dead_path else None
         if dead is not None and dead.alive and dead_path != path_id:
             # the dialer found this path dead first: fail over now, re-send what we
@@ -261,8 +268,9 @@ class Migration:
             if self.role is Role.DIALER:
                 self.epoch += 1
                 dead = old if old_path is not None and old_path.status is PathStatus.DOWN else 0
+                suspect = old if cause == SUSPECT else 0
                 self.paths.by_id[path_id].outbox.append(
-                    encode_activate(path_id, self.epoch, dead or 0))
+                    encode_activate(path_id, self.epoch, dead or 0, suspect or 0))
         self.receiver.ack_needed = True
         sender = self.sender
         if sender.eof_offset is not None and (old_path is None or not old_path.alive):
@@ -281,8 +289,9 @@ class Migration:
     def _hold_replay(self, path_id: int, now: float) -> None:
         """Re-sending after a failover waits for the peer's ACK (asked for now)."""
         if self.sender.retx_queued:
-            path = self.paths.by_id[path_id]
-            self.recovery.hold(now, path.rtt.srtt, self.config.ack_delay)
+            path = self.paths.get(path_id)
+            srtt = None if path is None else path.rtt.srtt
+            self.recovery.hold(now, srtt, self.config.ack_delay)
             self.receiver.request_probe()
 
     def fail_over(self, from_id: int, cause: str, now: float) -> None:

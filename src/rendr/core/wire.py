@@ -125,6 +125,7 @@ _RANGE: Final = struct.Struct("!QQ")
 _U64: Final = struct.Struct("!Q")
 _U32: Final = struct.Struct("!I")
 _ACTIVATE: Final = struct.Struct("!III")
+_ACTIVATE_SUSPECT: Final = struct.Struct("!IIII")
 _CLOSE_HEAD: Final = struct.Struct("!H")
 _DATA_WORD: Final = int(FrameType.DATA) << 24
 
@@ -306,25 +307,34 @@ def decode_u64(body: bytes | memoryview) -> int:
     return value
 
 
-def encode_activate(path_id: int, epoch: int, dead_path: int = 0) -> bytes:
+def encode_activate(path_id: int, epoch: int, dead_path: int = 0,
+                    suspect_path: int = 0) -> bytes:
     """ACTIVATE: the dialer's active path is now ``path_id`` (epoch orders them).
 
     ``dead_path`` (0 = none) names the path the dialer just declared dead, so the
     listener re-sends what it had in flight there at once instead of waiting for its
-    own liveness timer.
+    own liveness timer.  ``suspect_path`` (0 = none; the 16-byte form) names the path
+    the dialer left because it stopped answering: the listener re-sends what it had
+    in flight there too, but keeps the path.
     """
+    if suspect_path:
+        return encode_frame(FrameType.ACTIVATE,
+                            _ACTIVATE_SUSPECT.pack(path_id, epoch, dead_path, suspect_path))
     return encode_frame(FrameType.ACTIVATE, _ACTIVATE.pack(path_id, epoch, dead_path))
 
 
-def decode_activate(body: bytes | memoryview) -> tuple[int, int, int]:
-    """Decode an ACTIVATE body into (path_id, epoch, dead_path)."""
+def decode_activate(body: bytes | memoryview) -> tuple[int, int, int, int]:
+    """Decode an ACTIVATE body into (path_id, epoch, dead_path, suspect_path)."""
     if len(body) < 8:
         raise ProtocolError("short ACTIVATE")
     if len(body) < _ACTIVATE.size:  # the 8-byte form of early v0 drafts
         path_id, epoch = struct.unpack_from("!II", body, 0)
-        return path_id, epoch, 0
-    path_id, epoch, dead_path = _ACTIVATE.unpack_from(body, 0)
-    return path_id, epoch, dead_path
+        return path_id, epoch, 0, 0
+    if len(body) < _ACTIVATE_SUSPECT.size:
+        path_id, epoch, dead_path = _ACTIVATE.unpack_from(body, 0)
+        return path_id, epoch, dead_path, 0
+    path_id, epoch, dead_path, suspect_path = _ACTIVATE_SUSPECT.unpack_from(body, 0)
+    return path_id, epoch, dead_path, suspect_path
 
 
 def encode_path_close(path_id: int) -> bytes:
