@@ -101,6 +101,14 @@ class RangeSet:
         i = bisect_right(r, (value, float("inf"))) - 1
         return i >= 0 and r[i][0] <= value < r[i][1]
 
+    def start_of(self, value: int) -> int | None:
+        """The start of the range holding ``value`` (None if no range holds it)."""
+        r = self._ranges
+        i = bisect_right(r, (value, 1 << 62)) - 1
+        if i >= 0 and r[i][0] <= value < r[i][1]:
+            return r[i][0]
+        return None
+
     def missing(self, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of ``[start, end)`` that are *not* in the set, in order."""
         out: list[tuple[int, int]] = []

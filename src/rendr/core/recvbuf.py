@@ -37,6 +37,10 @@ from a new path ahead of what a dead path lost) leaves a few gaps, one per failo
 every piece beside a held range merges with it.  Past this the peer is fragmenting
 on purpose: each insert would shift ever more ranges."""
 
+MAX_COMPARE_PIECES: Final = 64
+"""Most buffered pieces one duplicate is compared against (from the newest back):
+the check costs bounded work per frame however the peer slices its data."""
+
 _PIN_MIN = 64 * 1024
 """Out-of-order pieces smaller than this are copied rather than kept as views."""
 
@@ -89,11 +93,13 @@ class ReceiveBuffer:
         if end <= cur:
             self.dups += 1
             self.dup_bytes += n
+            self._check_ready(offset, piece)
             return 0
         dup = False
         if offset < cur:
             dup = True
             self.dup_bytes += cur - offset
+            self._check_ready(offset, piece[: cur - offset])
             piece = piece[cur - offset :]
             offset = cur
         if end > self.highest:
@@ -112,6 +118,7 @@ class ReceiveBuffer:
         if got < end - offset:
             dup = True
             self.dup_bytes += end - offset - got
+            self._check_held(offset, end, piece, novel)
         self.dups += dup
         keep = piece
         if len(piece) < _PIN_MIN and not isinstance(piece.obj, bytes):
@@ -142,6 +149,51 @@ class ReceiveBuffer:
         if self._ooo_bytes > self.reorder_hwm:
             self.reorder_hwm = self._ooo_bytes
         return moved
+
+    # ------------------------------------------------ duplicates (RFC 9000, 2.2)
+
+    def _check_ready(self, offset: int, dup: memoryview) -> None:
+        """``dup`` (at ``offset``, below :attr:`offset`) must equal what the ready queue
+        still holds of those bytes (bytes already read are gone: not compared).
+
+        Raises:
+            ProtocolError: different bytes at an offset already received.
+        """
+        pos = self.offset  # end of the newest ready piece
+        for seen, p in enumerate(reversed(self._ready)):
+            start = pos - len(p)
+            if pos <= offset or seen == MAX_COMPARE_PIECES:
+                return
+            lo = max(start, offset)
+            hi = min(pos, offset + len(dup))
+            if lo < hi:
+                mv = p if isinstance(p, memoryview) else memoryview(p)
+                if mv[lo - start : hi - start] != dup[lo - offset : hi - offset]:
+                    raise ProtocolError(f"different bytes re-sent at offset {lo}")
+            pos = start
+
+    def _check_held(self, offset: int, end: int, piece: memoryview,
+                    novel: list[tuple[int, int]]) -> None:
+        """The parts of ``piece`` already held out of order must equal the held copy
+        (the held pieces of a range are chained by their start offsets; at most
+        MAX_COMPARE_PIECES of them are visited)."""
+        pos = offset
+        checked = 0
+        ooo = self._ooo
+        for s, e in [*novel, (end, end)]:
+            if pos < s:  # [pos, s) is held already, in one held range
+                at = self._ooo_ranges.start_of(pos)
+                while at is not None and at < s and checked < MAX_COMPARE_PIECES:
+                    held = ooo.get(at)
+                    if held is None:
+                        break
+                    checked += 1
+                    lo, hi = max(at, pos), min(at + len(held), s)
+                    if lo < hi and (held[lo - at : hi - at]
+                                    != piece[lo - offset : hi - offset]):
+                        raise ProtocolError(f"different bytes re-sent at offset {lo}")
+                    at += len(held)
+            pos = e
 
     def read(self, max_bytes: int) -> bytes:
         """Take up to ``max_bytes`` in-order bytes (``b""`` when none are ready)."""
