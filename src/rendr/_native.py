@@ -32,6 +32,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "framing",
     "handshake",
     "lifecycle",
+    "memory",
     "migration",
     "packetizer",
     "path",

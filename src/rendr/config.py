@@ -145,6 +145,14 @@ class FlowConfig:
     first_frame_timeout: float = 3.0
     """Listener: a carrier must send its preface and HELLO/JOIN within this time."""
 
+    listener_memory: int = 512 * MIB
+    """Listener: the most receive memory all its flows' windows together may promise.
+    Under pressure a flow's window stops growing (never below ``recv_window_floor``
+    beyond what its application read); see :class:`rendr.core.memory.MemoryBudget`."""
+
+    recv_window_floor: int = 128 * KIB
+    """Listener: the window every flow keeps whatever the memory pressure."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -158,6 +166,8 @@ class FlowConfig:
             raise ValueError("send_buffer must be >= 1 and recv_window >= max_frame")
         if self.recv_window >= 1 << 32:
             raise ValueError("recv_window must be below 4 GiB (a u32 on the wire)")
+        if not 0 < self.recv_window_floor <= self.recv_window:
+            raise ValueError("recv_window_floor must be in 1..recv_window")
         if self.send_buffer_min > self.send_buffer:
             object.__setattr__(self, "send_buffer_min", self.send_buffer)
         if self.ping_interval <= 0 or self.idle_ping_interval <= 0 or self.dead_timeout <= 0:

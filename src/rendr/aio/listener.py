@@ -17,6 +17,7 @@ from ..carriers.base import Carrier, CarrierServer, get_listen_factory
 from ..carriers.streams import StreamsCarrier
 from ..config import FlowConfig
 from ..core.events import Event, EventKind
+from ..core.memory import MemoryBudget
 from ..core.session import ListenerHandshake
 from ..core.wire import PREFACE, VERSION, FrameType, Join
 from ..errors import ConnClosed, HandshakeError, ProtocolError, RendrError
@@ -177,6 +178,12 @@ class Listener:
             self._queue.put_nowait(None)  # wake other acceptors too
             raise ConnClosed("listener is closed")
         return conn
+
+    @property
+    def memory(self) -> MemoryBudget:
+        """The receive-memory budget this listener's flows share (``promised`` bytes
+        now, out of ``limit``; see ``FlowConfig.listener_memory``)."""
+        return self._session.memory
 
     def __aiter__(self) -> Listener:
         return self

@@ -53,6 +53,7 @@ from .builder import fill_stream
 from .events import Event, EventKind
 from .framing import StreamDeframer
 from .lifecycle import Lifecycle
+from .memory import MemoryBudget
 from .migration import Migration
 from .path import PathState
 from .paths import PathSet
@@ -107,13 +108,16 @@ class Flow:
         config: tuning knobs.
         now: current time.
         peer_window: the peer's initial receive window (from the handshake).
+        memory: the listener-wide receive-memory budget this flow's windows draw on
+            (None: every window is ``config.recv_window``).
 
     Raises:
         ModeUnavailable: a mode without a scheduler yet.
     """
 
     def __init__(self, *, role: Role, flow_id: bytes, mode: Mode = Mode.PRIME,
-                 config: FlowConfig | None = None, now: float, peer_window: int) -> None:
+                 config: FlowConfig | None = None, now: float, peer_window: int,
+                 memory: MemoryBudget | None = None) -> None:
         cfg = config or FlowConfig()
         self.role = role
         self.flow_id = flow_id
@@ -126,7 +130,7 @@ class Flow:
         """The paths the flow works with, by id (``PathState``): up, retiring, or gone
         with work left.  Paths that left are pruned (see :meth:`find_path`)."""
         self._sender = StreamSender(cfg, peer_window, now)
-        self._receiver = StreamReceiver(cfg, now)
+        self._receiver = StreamReceiver(cfg, now, memory)
         self._recovery = Recovery()
         self._scheduler: Scheduler = make_scheduler(mode, cfg, now)
         self._life = Lifecycle(self._name)
@@ -239,6 +243,11 @@ class Flow:
     def active(self) -> int | None:
         """The active path's id (None before the first path)."""
         return self._migration.active
+
+    @property
+    def advertised_window(self) -> int:
+        """The receive window advertised so far, beyond what the application read."""
+        return self._receiver.advertised_window
 
     @property
     def migration_count(self) -> int:
@@ -568,6 +577,7 @@ class Flow:
         if not self._life.finish(error):
             return
         self._receiver.ack_at = None
+        self._receiver.release_memory()
         self._paths.end_all(str(Cause.CLOSED))
         self._emit(EventKind.CLOSED, now, error=error,
                    detail="" if error is None else str(error))

@@ -14,6 +14,7 @@ from typing import Final
 
 from ..config import FlowConfig
 from ..errors import ProtocolError
+from .memory import MemoryBudget
 from .recvbuf import ReceiveBuffer
 from .wire import ACK_FIN, ACK_PROBE, MAX_ACK_RANGES, encode_ack
 
@@ -35,16 +36,19 @@ class StreamReceiver:
         last_data_at: when the last DATA piece arrived.
     """
 
-    __slots__ = ("_ack_probe", "_ack_threshold", "_advertised_max", "_buf", "_unacked",
-                 "_window", "ack_at", "ack_delay", "ack_needed", "final_offset",
+    __slots__ = ("_ack_probe", "_ack_threshold", "_advertised_max", "_buf", "_memory",
+                 "_unacked", "_window", "ack_at", "ack_delay", "ack_needed", "final_offset",
                  "last_data_at")
 
-    def __init__(self, config: FlowConfig, now: float) -> None:
+    def __init__(self, config: FlowConfig, now: float,
+                 memory: MemoryBudget | None = None) -> None:
         # out-of-order data may cost (payload plus per-fragment overhead) two windows
         self._buf = ReceiveBuffer(reorder_budget=2 * config.recv_window)
         self._window = config.recv_window
         self.ack_delay = config.ack_delay
-        self._advertised_max = config.recv_window
+        self._memory = memory
+        self._advertised_max = (config.recv_window if memory is None
+                                else memory.grant(config.recv_window, memory.floor))
         self._ack_threshold = max(1, min(config.recv_window // 8, 1 << 20))
         self._unacked = 0
         self._ack_probe = False
@@ -107,8 +111,14 @@ class StreamReceiver:
     def build_ack(self) -> bytes:
         """The ACK frame to send now (clears what made it due)."""
         buf = self._buf
-        max_offset = max(self._advertised_max, buf.read_offset + self._window)
-        self._advertised_max = max_offset
+        max_offset = self._advertised_max
+        grow = buf.read_offset + self._window - max_offset
+        if grow > 0:
+            memory = self._memory
+            if memory is not None:
+                grow = memory.grant(grow, buf.read_offset + memory.floor - max_offset)
+            max_offset += grow
+            self._advertised_max = max_offset
         flags = 0
         if self.final_offset is not None and buf.offset == self.final_offset:
             flags |= ACK_FIN
@@ -156,17 +166,31 @@ class StreamReceiver:
         """Up to ``max_bytes`` ready bytes (``b""``: none ready)."""
         data = self._buf.read(max_bytes)
         if data:
-            self._after_read()
+            self._after_read(len(data))
         return data
 
     def readinto(self, dest: memoryview) -> int:
         """Copy ready bytes into ``dest``; return how many (0: none ready)."""
         n = self._buf.readinto(dest)
         if n:
-            self._after_read()
+            self._after_read(n)
         return n
 
-    def _after_read(self) -> None:
+    @property
+    def advertised_window(self) -> int:
+        """The window advertised so far, beyond what the application read."""
+        return self._advertised_max - self._buf.read_offset
+
+    def release_memory(self) -> None:
+        """The flow ended: give its promised memory back to the shared budget."""
+        memory = self._memory
+        if memory is not None:
+            memory.release(self._advertised_max - self._buf.read_offset)
+            self._memory = None
+
+    def _after_read(self, n: int) -> None:
+        if self._memory is not None:
+            self._memory.release(n)
         window = self._window
         if self._buf.read_offset + window - self._advertised_max >= window // 4:
             self.ack_needed = True  # the read opened the window by a quarter

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from ..config import FlowConfig
 from ..errors import HandshakeError, ProtocolError, RendrError, ZombieFlow
 from .flow import Flow
+from .memory import MemoryBudget
 from .types import Mode, Role, State
 from .wire import (
     CAP_BUDGET,
@@ -86,6 +87,7 @@ class ListenerHandshake:
         self.closed = False
         self.pending = 0
         self._pending_from: dict[str, int] = {}
+        self.memory = MemoryBudget(config.listener_memory, config.recv_window_floor)
 
     def admit(self, source: str) -> bool:
         """A carrier from ``source`` (an IP address) starts its handshake: False if
@@ -146,16 +148,21 @@ class ListenerHandshake:
         budget_ms = int(cfg.migration_budget * 1000)
         if hello.caps & CAP_BUDGET and hello.budget_ms:
             budget_ms = min(budget_ms, hello.budget_ms)
+        flow: Flow | None = None
+        window = cfg.recv_window
+        if result == Result.OK:
+            if budget_ms != int(cfg.migration_budget * 1000):
+                cfg = cfg.replace(migration_budget=budget_ms / 1000)
+            flow = Flow(role=Role.LISTENER, flow_id=hello.flow_id, mode=Mode(hello.mode),
+                        config=cfg, now=now, peer_window=hello.recv_window,
+                        memory=self.memory)
+            window = flow.advertised_window  # what the memory budget granted
         ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind,
-                    hello.caps & CAP_BUDGET, cfg.recv_window, result, budget_ms)
+                    hello.caps & CAP_BUDGET, window, result, budget_ms)
         decision = Decision(result, [PREFACE, ack.encode(ack=True)], path_id=hello.path_id)
-        if result != Result.OK:
+        if flow is None:
             logger.info("refused flow %s: %s", hello.flow_id.hex()[:8], result.name)
             return decision
-        if budget_ms != int(cfg.migration_budget * 1000):
-            cfg = cfg.replace(migration_budget=budget_ms / 1000)
-        flow = Flow(role=Role.LISTENER, flow_id=hello.flow_id, mode=Mode(hello.mode),
-                    config=cfg, now=now, peer_window=hello.recv_window)
         self.flows[hello.flow_id] = flow
         decision.flow = flow
         decision.new = True
