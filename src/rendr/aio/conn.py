@@ -17,6 +17,7 @@ from ..core.wire import CloseCode
 from ..errors import ConnClosed, ModeSwitchIllegal, ModeUnavailable
 from ..spec import PathSpec
 from .driver import EventCallback, FlowDriver
+from .events import EventStream
 
 __all__ = ["Conn"]
 
@@ -227,6 +228,18 @@ class Conn:
                 callbacks.remove(callback)
 
         return unsubscribe
+
+    def events(self, maxlen: int = 1024) -> EventStream:
+        """Every :class:`~rendr.Event` from now on, as an async iterator that ends after
+        the CLOSED event (or at once if the flow already ended)::
+
+            async for event in conn.events():
+                if event.kind is rendr.EventKind.MIGRATION: ...
+
+        At most ``maxlen`` events wait unread (older ones are dropped and counted in
+        the stream's ``dropped``); ``aclose()`` stops it early.
+        """
+        return EventStream(self.on_event, self.is_closed, maxlen)
 
     # -------------------------------------------------------- AdminConn
 
