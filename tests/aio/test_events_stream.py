@@ -44,3 +44,4 @@ async def test_unread_events_are_bounded() -> None:
         assert got[-1].kind is rendr.EventKind.CLOSED
     finally:
         await close_pair(pair)
+

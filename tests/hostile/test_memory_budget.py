@@ -36,7 +36,7 @@ def test_hello_acks_advertise_what_the_budget_grants() -> None:
     cfg = FlowConfig(listener_memory=20 * MIB, recv_window_floor=256 * KIB)
     hs = ListenerHandshake(cfg)
     windows = []
-    for i in range(100):
+    for _ in range(100):
         hello = Hello(os.urandom(16), 1, Mode.PRIME, Kind.STREAM, 0, 8 * MIB, 0, 0)
         decision = hs.decide(FrameType.HELLO, hello.encode()[4:], 0.0)
         assert decision.flow is not None

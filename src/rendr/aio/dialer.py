@@ -96,6 +96,10 @@ async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
     return StreamsCarrier(reader, writer, transport=spec.transport)
 
 
+_FAREWELLS: set[asyncio.Task[None]] = set()
+"""Farewell tasks running (a reference keeps each alive until it ends)."""
+
+
 def _route(carrier: Carrier) -> str:
     return f"{carrier.transport} {carrier.local_addr} -> {carrier.remote_addr}"
 
@@ -292,6 +296,42 @@ class DialSession:
                     slot.down.set()
         elif event.kind is EventKind.CLOSED:
             self.stop()
+            driver = self.driver
+            if driver is not None and driver.flow.undelivered_close is not None:
+                task = self.loop.create_task(self._farewell(driver.flow.undelivered_close))
+                _FAREWELLS.add(task)
+                task.add_done_callback(_FAREWELLS.discard)
+
+    async def _farewell(self, close_frame: bytes) -> None:
+        """The flow was aborted while no path could carry its CLOSE: keep trying to
+        deliver it (JOIN + CLOSE on a fresh carrier) for the migration budget, so the
+        listener ends its flow now instead of waiting out its own budget."""
+        cfg = self.config
+        deadline = self.loop.time() + cfg.migration_budget
+        backoff = cfg.redial_backoff
+        specs = [slot.spec for slot in self.slots] or list(self.dialer.paths)
+        while self.loop.time() < deadline:
+            for spec in specs:
+                carrier: Carrier | None = None
+                try:
+                    carrier = await self._open(spec)
+                    path_id = self.handshake.next_path_id()
+                    await exchange(carrier, [*self.handshake.join(path_id), close_frame],
+                                   cfg.handshake_timeout,
+                                   f"farewell JOIN of path {path_id} ({_route(carrier)})")
+                    # any answer will do: OK (the CLOSE follows the JOIN), or the
+                    # listener no longer knows the flow
+                    carrier.close()
+                    logger.info("flow %s: CLOSE delivered after the flow ended",
+                                self.flow_id.hex()[:8])
+                    return
+                except (OSError, HandshakeError) as exc:
+                    if carrier is not None:
+                        carrier.abort()
+                    logger.debug("flow %s: farewell over %s %s failed: %s",
+                                 self.flow_id.hex()[:8], spec.transport, spec.address, exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, cfg.redial_backoff_max)
 
     def stop(self) -> None:
         """Stop every supervisor (the flow ended or was closed)."""

@@ -140,6 +140,10 @@ class Flow:
             receiver=self._receiver, recovery=self._recovery, scheduler=self._scheduler,
             life=self._life, events=self._events, on_zombie=self._on_zombie)
         self._timer_at: float | None = None
+        self.undelivered_close: bytes | None = None
+        """The CLOSE frame of an abort that found no path to carry it (the dialer
+        delivers it later over a new carrier, so the listener need not wait out its
+        migration budget)."""
 
     # ------------------------------------------------------------------ state
 
@@ -570,7 +574,10 @@ class Flow:
 
     def _abort(self, code: int, reason: str, now: float, error: RendrError | None) -> None:
         if self._life.state is not _CLOSED:
-            self._paths.broadcast(encode_close(code, reason))
+            frame = encode_close(code, reason)
+            if not self._paths.closable():
+                self.undelivered_close = frame
+            self._paths.broadcast(frame)
             self._finish(error, now)
 
     def _finish(self, error: RendrError | None, now: float) -> None:
