@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--drop-after", type=float, default=1.0,
                         help="seconds of traffic before the drop")
     parser.add_argument("--failover-limit", type=float, default=5.0)
-    parser.add_argument("--failover-target", type=float, default=1.0)
+    parser.add_argument("--failover-target", type=float, default=0.3)
     parser.add_argument("--no-uvloop", action="store_true")
     parser.add_argument("--debug", action="store_true", help="DEBUG logging of rendr")
     parser.add_argument("--log-file", default=None, help="write logs here (default stderr)")

@@ -22,7 +22,7 @@ class Params:
     echo_interval: float = 0.010
     g5_bytes: int = 256 * KIB
     failover_limit: float = 5.0
-    failover_target: float = 1.0
+    failover_target: float = 0.3
     recovery_wait: float = 15.0
     """How long to wait for echo answers after the drop before declaring a hang."""
     redial_limit: float = 15.0

@@ -112,7 +112,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     diagnostics: list[str] = field(default_factory=list)
     failover_limit: float = 5.0
-    failover_target: float = 1.0
+    failover_target: float = 0.3
     redial_limit: float = 15.0
     drop: Drop = field(default_factory=Drop)
     echo: EchoResult = field(default_factory=EchoResult)
