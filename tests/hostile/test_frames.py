@@ -130,10 +130,11 @@ def test_pings_to_a_peer_that_never_reads_queue_one_pong() -> None:
     flow.add_path(1, now=0.0)
     flow.transmits(0.0)
     flow.set_path_blocked(1, True)
-    pings = b"".join(encode_u64(FrameType.PING, i) for i in range(100_000))
+    # 900 at once: within the PING budget (a flood beyond it ends the flow, below)
+    pings = b"".join(encode_u64(FrameType.PING, i) for i in range(900))
     flow.receive(1, pings, 0.01)
     queued = sum(len(b) for _, bufs in flow.transmits(0.01) for b in bufs)
-    assert queued < 1024  # was 100,000 PONGs: 1.2 MB
+    assert queued < 1024  # was one PONG per PING (100,000 PINGs: 1.2 MB)
     flow.set_path_blocked(1, False)
     from rendr.core.framing import StreamDeframer
 
@@ -147,4 +148,41 @@ def test_pings_to_a_peer_that_never_reads_queue_one_pong() -> None:
     deframer = StreamDeframer(lambda o, p, n: 0, on_frame)
     for _, bufs in flow.transmits(0.02):
         deframer.feed(b"".join(bytes(b) for b in bufs))
-    assert pongs == [99_999]
+    assert pongs == [899]
+
+
+def test_forged_pong_takes_no_rtt_sample_and_pings_do_not_leak_the_clock() -> None:
+    """A PONG must echo one of our outstanding PINGs: a forged token (it used to be
+    read as our clock, so a peer could set a 500 s RTT and stretch the dead time to
+    half an hour) yields no sample; PING tokens are opaque, not our clock."""
+    from rendr.core.wire import decode_u64, encode_u64
+
+    flow = _sender_with_data_in_flight()
+    path = flow.paths[1]
+    flow.handle_timer(0.06)
+    out = b"".join(bytes(b) for b in dict(flow.transmits(0.06)).get(1, []))
+    at = out.find(bytes([FrameType.PING, 0, 0, 8]))
+    assert at >= 0, "a PING went out"
+    token = decode_u64(out[at + 4 : at + 12])
+    assert abs(token - 0.06 * 1e6) > 1e9  # not our clock in microseconds
+    before = path.rtt.srtt
+    flow.receive(1, encode_u64(FrameType.PONG, int((0.06 - 500) * 1e6) & (2**64 - 1)), 0.07)
+    assert path.rtt.srtt == before  # forged: no sample
+    flow.receive(1, encode_u64(FrameType.PONG, token), 0.08)
+    assert path.rtt.srtt is not None and path.rtt.srtt < 0.1  # the real answer counts
+    assert flow.state is not State.CLOSED
+
+
+def test_ping_flood_ends_the_flow_but_an_honest_rate_does_not() -> None:
+    """Each PING is answered, so a flood costs the listener most: past 1,000 PINGs/s
+    (one-second bursts) on a path the flow ends with PROTOCOL_ERROR."""
+    from rendr.core.wire import encode_u64
+
+    honest = _sender_with_data_in_flight()
+    for i in range(3000):  # 900 PINGs/s for 3.3 s
+        honest.receive(1, encode_u64(FrameType.PING, i), 0.1 + i / 900)
+    assert honest.state is not State.CLOSED
+    flood = _sender_with_data_in_flight()
+    flood.receive(1, b"".join(encode_u64(FrameType.PING, i) for i in range(1500)), 0.1)
+    assert flood.state is State.CLOSED and isinstance(flood.error, ProtocolError)
+    assert "flood" in str(flood.error)

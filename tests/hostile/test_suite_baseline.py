@@ -33,12 +33,12 @@ the same.  ``migration_budget`` (90 s by default) is how long a listener keeps a
 whose attacker left: 1 s here, or the settle phase would last 90 s.
 
 The PING flood is paced to 250 PINGs per 10 ms per flow (about 20,000 PINGs/s on each
-of 2 flows, 200-400 times an honest peer's rate; measured: of 34,000 PINGs sent in
-1.5 s, 2,800 PONGs came back, so the listener's carrier was blocked and owed one PONG
-at a time).  The listener handles each frame in Python (2-3.5 us per PING, pure
-engine), and an unpaced flood starves its event loop: a gap of issue 6, kept visible
-by the strict xfail :func:`test_unpaced_ping_flood_starves_the_listener`, as is
-:func:`test_join_overflowing_at_handoff_is_closed_by_the_listener`.  Each test takes
+of 2 flows, 200-400 times an honest peer's rate); past the per-path control-frame
+budget (1,000 PINGs/s, 10,000 control frames/s, one-second bursts) the flooding flow
+ends with PROTOCOL_ERROR.  An unpaced flood used to starve the listener's loop
+(:func:`test_unpaced_ping_flood_does_not_starve_the_listener`), and a JOIN that
+overflowed at handoff leaked its socket
+(:func:`test_join_overflowing_at_handoff_is_closed_by_the_listener`).  Each test takes
 about 4 s (Linux only: /proc, and 127.0.0.x source addresses).
 """
 
@@ -616,13 +616,10 @@ def test_listener_under_every_attack_keeps_caps_rtt_and_baseline(loop: str) -> N
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, raises=(AssertionError, rendr.RendrError), reason=(
-    "issue 6: an unpaced PING flood (2 flows, as fast as the listener reads) starves the "
-    "listener's loop: each PING costs 2-3.5 us of Python and a carrier reads up to 2 MiB "
-    "(175,000 PINGs) per loop iteration; measured: median RTT 90-570 ms (0.4-1 ms "
-    "before), max 0.9-1.6 s, and the legitimate path declared dead (with this "
-    "listener's 1 s budget the flow then fails: MigrationBudgetExceeded)"))
-def test_unpaced_ping_flood_starves_the_listener() -> None:
+def test_unpaced_ping_flood_does_not_starve_the_listener() -> None:
+    """An unpaced PING flood (2 flows, as fast as the listener reads) used to starve
+    its loop (median RTT 90-570 ms, the legitimate path declared dead): the per-path
+    control-frame budget now ends the flooding flows with PROTOCOL_ERROR."""
     out = _run("asyncio", _scenario("asyncio", frozenset({"ping"}), paced=False, attack_s=1.0,
                                     settle=False))
     print("\n" + out.summary("asyncio"))
@@ -630,13 +627,10 @@ def test_unpaced_ping_flood_starves_the_listener() -> None:
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "issue 6: a JOIN whose early bytes pass 64 KiB after the JOIN was parsed (here: while "
-    "it waits for its flow's HELLO) is answered OK and attached, then fails at handoff; "
-    "aio/driver.py _PathSink.carrier_lost drops that carrier without closing it, so the "
-    "listener keeps its socket for as long as the attacker does (also after the flow "
-    "ended), one descriptor per JOIN, and max_paths counts live paths only"))
 def test_join_overflowing_at_handoff_is_closed_by_the_listener() -> None:
+    """A JOIN whose early bytes pass 64 KiB while it waits for its flow's HELLO is
+    attached, then fails at handoff: the listener closes its carrier (it used to keep
+    the socket, one descriptor per such JOIN)."""
     async def main() -> None:
         loop = asyncio.get_running_loop()
         ln = await rendr.listen_tcp("127.0.0.1:0", migration_budget=1.0)

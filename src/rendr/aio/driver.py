@@ -88,7 +88,15 @@ class _PathSink:
                 waiter.set_result(None)
 
     def carrier_lost(self, exc: BaseException | None) -> None:
-        self._driver.carriers.pop(self._pid, None)
+        carrier = self._driver.carriers.pop(self._pid, None)
+        if carrier is not None:
+            # the carrier may still be open (it failed at handoff: too many bytes
+            # before its answer; or only its read side ended): nothing would close
+            # it once it leaves the driver
+            if exc is None:
+                carrier.close()
+            else:
+                carrier.abort()
         self._flow.path_failed(self._pid, classify(exc), self._loop.time(),
                                "" if exc is None else repr(exc))
         self._driver.flush()

@@ -292,6 +292,9 @@ class Flow:
     def _on_frame(self, path_id: int, ftype: int, body: memoryview, now: float) -> None:
         path = self.paths[path_id]
         path.frames_received += 1
+        if not path.spend_control(ftype == _PING, now):
+            raise ProtocolError(f"control frame flood on path {path_id} (frame type "
+                                f"0x{ftype:02x})")
         # An if-chain, not a table of methods: plain calls, so the engine compiles (mypyc).
         if ftype == _ACK:
             self._handle_ack(path, body, now)
@@ -301,9 +304,7 @@ class Flow:
             else:
                 path.outbox.append(encode_u64(FrameType.PONG, decode_u64(body)))
         elif ftype == _PONG:
-            sample = now - decode_u64(body) / 1e6
-            if 0 <= sample < 600:
-                path.rtt.update(sample, now)
+            path.on_pong(decode_u64(body), now)
         elif ftype == _FIN:
             self._receiver.on_fin(decode_u64(body))
         elif ftype == _ACTIVATE:

@@ -11,6 +11,16 @@ from .types import PathStatus
 
 __all__ = ["PathState", "RttEstimator"]
 
+CONTROL_RATE: Final = 10_000.0
+"""Control (non-DATA) frames per second a path may carry on average, in bursts of as
+many (an honest peer sends an ACK per MiB or per ``ack_delay``, a PING every 50 ms)."""
+PING_RATE: Final = 1_000.0
+"""PINGs per second a path may carry on average, in bursts of as many: each one is
+answered, so a flood of them costs the most."""
+
+MAX_PINGS_OUTSTANDING: Final = 16
+"""PINGs remembered per path; an answer to an older one yields no RTT sample."""
+
 # RFC 6298, 2.3
 K_ALPHA: Final = 1 / 8
 K_BETA: Final = 1 / 4
@@ -79,6 +89,12 @@ class PathState:
         self.outbox: list[bytes | memoryview] = []
         self.blocked = False
         self.pong_owed: int | None = None  # a PING to answer once the carrier drains
+        self._ctl_credit = CONTROL_RATE  # token buckets of control frames and PINGs
+        self._ping_credit = PING_RATE
+        self._credit_at = now
+        # our PINGs not answered yet, oldest first: (opaque token, time sent); a PONG
+        # must echo one of them (an RTT sample is never taken from the peer's word)
+        self.pings: deque[tuple[int, float]] = deque(maxlen=MAX_PINGS_OUTSTANDING)
         self.last_recv_at = now
         self.next_ping_at = now
         self.unanswered_since: float | None = None
@@ -97,6 +113,33 @@ class PathState:
     def alive(self) -> bool:
         """Whether the path can carry new data."""
         return self.status is PathStatus.UP
+
+    def spend_control(self, is_ping: bool, now: float) -> bool:
+        """Count one control frame received at ``now``; False when the peer sends
+        them faster than :data:`CONTROL_RATE` (or PINGs faster than :data:`PING_RATE`)
+        for longer than a one-second burst: a flood, not a protocol."""
+        elapsed = now - self._credit_at
+        if elapsed > 0:
+            self._credit_at = now
+            self._ctl_credit = min(CONTROL_RATE, self._ctl_credit + elapsed * CONTROL_RATE)
+            self._ping_credit = min(PING_RATE, self._ping_credit + elapsed * PING_RATE)
+        self._ctl_credit -= 1
+        if is_ping:
+            self._ping_credit -= 1
+        return self._ctl_credit >= 0 and self._ping_credit >= 0
+
+    def on_pong(self, token: int, now: float) -> bool:
+        """The peer echoed ``token``: take an RTT sample if it is one of our PINGs
+        (that one and every older one are then answered).  False for a token we never
+        sent (forged or stale): no sample."""
+        pings = self.pings
+        for i, (t, sent_at) in enumerate(pings):
+            if t == token:
+                for _ in range(i + 1):
+                    pings.popleft()
+                self.rtt.update(now - sent_at, now)
+                return True
+        return False
 
     def score(self) -> float:
         """Lower is better: smoothed RTT plus jitter (unknown RTT ranks after known

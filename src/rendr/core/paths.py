@@ -13,6 +13,7 @@ clears both.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator
 from typing import Final
@@ -28,13 +29,20 @@ __all__ = ["HISTORY", "PathSet"]
 HISTORY: Final = 32
 """Paths that left the flow kept for statistics (the latest ones)."""
 
+_U64: Final = (1 << 64) - 1
+_TOKEN_MUL: Final = 0x9E3779B97F4A7C15  # odd: tokens of one flow never repeat
+
 
 class PathSet:
     """Every path of one flow, by id (ids are never reused)."""
 
-    __slots__ = ("_gone", "_used", "by_id", "close_pending", "config", "history")
+    __slots__ = ("_gone", "_ping_seq", "_token_key", "_used", "by_id", "close_pending",
+                 "config", "history")
 
     def __init__(self, config: FlowConfig) -> None:
+        # PING tokens are opaque (they used to be our clock in microseconds)
+        self._token_key = int.from_bytes(os.urandom(8), "big")
+        self._ping_seq = 0
         self.config = config
         self.by_id: dict[int, PathState] = {}
         """The paths the engine still works with: up, retiring, or gone with work left."""
@@ -208,7 +216,10 @@ class PathSet:
                 and now - path.unanswered_since >= self.dead_time(path)):
             return True
         if now >= path.next_ping_at or path.next_ping_at - now > interval:
-            path.outbox.append(encode_u64(FrameType.PING, int(now * 1e6)))
+            self._ping_seq += 1
+            token = (self._ping_seq * _TOKEN_MUL + self._token_key) & _U64
+            path.pings.append((token, now))
+            path.outbox.append(encode_u64(FrameType.PING, token))
             if path.unanswered_since is None:
                 path.unanswered_since = now
             path.next_ping_at = now + interval
