@@ -28,6 +28,7 @@ from .errors import (
     RendrError,
     ZombieFlow,
 )
+from .keys import generate_server_key, server_public_key
 from .spec import ListenSpec, PathSpec
 
 __compiled__: bool = _is_compiled()
@@ -61,8 +62,10 @@ __all__ = [
     "ZombieFlow",
     "__compiled__",
     "__version__",
+    "generate_server_key",
     "listen",
     "listen_tcp",
     "register_transport",
     "run",
+    "server_public_key",
 ]

@@ -131,6 +131,11 @@ class FlowConfig:
     max_paths: int = 16
     """Most paths one flow may have at once."""
 
+    encrypt: bool = True
+    """Encrypt every record (AES-256-GCM).  Records are authenticated either way;
+    turn encryption off only on carriers that bring their own confidentiality (TLS).
+    The flow is encrypted if either end asks for it."""
+
     # ---- listener caps (hostile peers; see docs/hardening.md) ----
 
     max_flows: int = 1024

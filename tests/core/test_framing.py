@@ -328,13 +328,13 @@ def test_handshake_parser_wrong_magic() -> None:
 
 def test_handshake_parser_wrong_version() -> None:
     p = HandshakeParser()
-    with pytest.raises(HandshakeError, match="version 1, we speak 0"):
-        p.feed(b"RNDR\x01\x00\x00\x00" + HELLO.encode())
+    with pytest.raises(HandshakeError, match="version 0, we speak 1"):
+        p.feed(b"RNDR\x00\x00\x00\x00" + HELLO.encode())
 
 
 def test_handshake_parser_waits_for_a_full_preface() -> None:
     p = HandshakeParser()
-    assert p.feed(b"RNDR\x00\x00\x00") is None  # 7 bytes: not judged yet
+    assert p.feed(b"RNDR\x01\x00\x00") is None  # 7 bytes: not judged yet
     assert p.frame is None
 
 

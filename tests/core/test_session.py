@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from rendr.config import FlowConfig
+from rendr.core.flow import Flow
 from rendr.core.session import DialerHandshake, ListenerHandshake
 from rendr.core.types import Cause, Mode, State
 from rendr.core.wire import PREFACE, FrameType, Hello, Join, JoinAck, Kind, Result
@@ -14,7 +17,23 @@ FLOW = bytes(range(16))
 
 
 def _hello(flow_id: bytes = FLOW, mode: int = Mode.PRIME, kind: int = Kind.STREAM) -> Hello:
-    return Hello(flow_id, 1, mode, kind, 0, 1 << 20)
+    """A v1 HELLO (with a key share) carrying these fields."""
+    hello = Hello.decode(DialerHandshake(flow_id, Mode.PRIME, FlowConfig()).hello(1)[1][4:])
+    return dataclasses.replace(hello, mode=mode, kind=kind)
+
+
+def _connected(max_paths: int = 16) -> tuple[ListenerHandshake, DialerHandshake, Flow]:
+    """Both ends after HELLO/HELLO_ACK: the listener, the dialer, the listener's flow."""
+    hs = ListenerHandshake(FlowConfig(max_paths=max_paths))
+    dh = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
+    d = hs.decide(FrameType.HELLO, dh.hello(dh.next_path_id())[1][4:], 0.0)
+    assert d.flow is not None
+    dh.on_hello_ack(FrameType.HELLO_ACK, d.reply[1][4:], 1, 0.0)
+    return hs, dh, d.flow
+
+
+def _join(dh: DialerHandshake, path_id: int) -> Join:
+    return Join.decode(dh.join(path_id)[1][4:])
 
 
 def _answer(reply: list[bytes]) -> bytes:
@@ -51,37 +70,45 @@ def test_second_hello_for_a_known_flow_is_refused() -> None:
 
 
 def test_join_results() -> None:
-    hs = ListenerHandshake(FlowConfig(max_paths=2))
-    assert hs.on_join(Join(FLOW, 2)).result == Result.UNKNOWN_FLOW
-    flow = hs.on_hello(_hello(), 0.0).flow
-    assert flow is not None
+    assert ListenerHandshake(FlowConfig()).on_join(Join(FLOW, 2)).result == Result.UNKNOWN_FLOW
+    hs, dh, flow = _connected(max_paths=2)
     flow.add_path(1, now=0.0)
-    assert hs.on_join(Join(FLOW, 1)).result == Result.DUPLICATE_PATH
-    ok = hs.on_join(Join(FLOW, 2))
+    assert hs.on_join(_join(dh, 1)).result == Result.DUPLICATE_PATH
+    ok = hs.on_join(_join(dh, 2))
     assert ok.ok and ok.flow is flow and not ok.new
     assert JoinAck.decode(_answer(ok.reply)).result == Result.OK
     flow.add_path(2, now=0.0)
-    assert hs.on_join(Join(FLOW, 3)).result == Result.TOO_MANY_PATHS
+    assert hs.on_join(_join(dh, 3)).result == Result.TOO_MANY_PATHS
     flow.abort(0.0)
-    assert hs.on_join(Join(FLOW, 3)).result == Result.FLOW_CLOSED
+    assert hs.on_join(_join(dh, 3)).result == Result.FLOW_CLOSED
     hs.forget(FLOW)
-    assert hs.on_join(Join(FLOW, 3)).result == Result.UNKNOWN_FLOW
+    assert hs.on_join(_join(dh, 3)).result == Result.UNKNOWN_FLOW
+
+
+def test_join_without_the_flow_keys_is_refused() -> None:
+    """Knowing the flow id (it travels in clear) opens nothing: a JOIN must carry a
+    MAC under the flow's JOIN key, bound to its path id (a captured JOIN replayed with
+    path id + 1 fails too)."""
+    hs, dh, _ = _connected()
+    assert hs.on_join(Join(FLOW, 2)).result == Result.AUTH_FAILED  # v0-style, no MAC
+    good = _join(dh, 2)
+    assert hs.on_join(dataclasses.replace(good, path_id=3)).result == Result.AUTH_FAILED
+    assert hs.on_join(dataclasses.replace(good, mac=bytes(16))).result == Result.AUTH_FAILED
+    assert hs.auth_failures == 3
+    assert hs.on_join(good).ok
 
 
 def test_decide_dispatches_and_refuses_other_first_frames() -> None:
-    hs = ListenerHandshake(FlowConfig())
-    assert hs.decide(FrameType.HELLO, _hello().encode()[4:], 0.0).ok
-    assert hs.decide(FrameType.JOIN, Join(FLOW, 2).encode()[4:], 0.0).ok
+    hs, dh, _ = _connected()
+    assert hs.decide(FrameType.JOIN, dh.join(2)[1][4:], 0.0).ok
     with pytest.raises(ProtocolError):
         hs.decide(FrameType.PING, b"\0" * 8, 0.0)
 
 
 def _dialer_with_flow() -> DialerHandshake:
-    dh = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
-    pid = dh.next_path_id()
-    ack = Hello(FLOW, pid, Mode.PRIME, Kind.STREAM, 0, 1 << 20, Result.OK)
-    flow = dh.on_hello_ack(FrameType.HELLO_ACK, ack.encode(ack=True)[4:], pid, 0.0)
-    flow.add_path(pid, now=0.0)
+    _, dh, _ = _connected()
+    assert dh.flow is not None
+    dh.flow.add_path(1, now=0.0)
     return dh
 
 
@@ -100,13 +127,22 @@ def test_dialer_reads_hello_ack() -> None:
 
 
 def test_dialer_join_ack_ok_and_refused() -> None:
-    dh = _dialer_with_flow()
-    dh.on_join_ack(FrameType.JOIN_ACK, JoinAck(FLOW, 2, Result.OK).encode()[4:], 2, 0.0)
+    hs, dh, flow = _connected(max_paths=2)
+    flow.add_path(1, now=0.0)
+    ok = hs.on_join(_join(dh, 2))
+    dh.on_join_ack(FrameType.JOIN_ACK, _answer(ok.reply), 2, 0.0)
+    flow.add_path(2, now=0.0)
+    full = hs.on_join(_join(dh, 3))
     with pytest.raises(HandshakeError, match="TOO_MANY_PATHS"):
-        dh.on_join_ack(FrameType.JOIN_ACK,
-                       JoinAck(FLOW, 3, Result.TOO_MANY_PATHS).encode()[4:], 3, 0.0)
+        dh.on_join_ack(FrameType.JOIN_ACK, _answer(full.reply), 3, 0.0)
     with pytest.raises(HandshakeError, match="another"):
         dh.on_join_ack(FrameType.JOIN_ACK, JoinAck(FLOW, 9, Result.OK).encode()[4:], 3, 0.0)
+    dh.join(4)  # a forged OK (no MAC, or a MAC for another nonce) is not the listener's
+    with pytest.raises(HandshakeError, match="prove"):
+        dh.on_join_ack(FrameType.JOIN_ACK, JoinAck(FLOW, 4, Result.OK).encode()[4:], 4, 0.0)
+    with pytest.raises(HandshakeError, match="prove"):
+        dh.on_join_ack(FrameType.JOIN_ACK, _answer(ok.reply).replace(
+            (2).to_bytes(4, "big"), (4).to_bytes(4, "big"), 1), 4, 0.0)
 
 
 def test_unknown_flow_with_no_live_path_is_a_zombie() -> None:
@@ -179,6 +215,60 @@ def test_the_migration_budget_is_negotiated_to_the_smaller() -> None:
 
 
 def test_a_hello_without_a_budget_keeps_each_ends_own() -> None:
+    from rendr.core.wire import CAP_KEYS
+
     lh = ListenerHandshake(FlowConfig(migration_budget=7.0))
-    d = lh.on_hello(_hello(), 0.0)  # an older dialer: no CAP_BUDGET
+    d = lh.on_hello(dataclasses.replace(_hello(), caps=CAP_KEYS), 0.0)  # no CAP_BUDGET
     assert d.flow is not None and d.flow.config.migration_budget == 7.0
+
+
+def _open(lh: ListenerHandshake, dh: DialerHandshake) -> tuple[Result, Flow | None]:
+    """HELLO -> HELLO_ACK: the listener's result, and the dialer's flow if it accepted
+    the answer (None when the listener refused)."""
+    d = lh.decide(FrameType.HELLO, dh.hello(1)[1][4:], 0.0)
+    if not d.ok:
+        return d.result, None
+    return d.result, dh.on_hello_ack(FrameType.HELLO_ACK, d.reply[1][4:], 1, 0.0)
+
+
+def test_psk_both_ends_or_refused() -> None:
+    psk = b"k" * 32
+    lh = ListenerHandshake(FlowConfig(), psk=psk)
+    assert _open(lh, DialerHandshake(FLOW, Mode.PRIME, FlowConfig()))[0] == Result.AUTH_FAILED
+    wrong = DialerHandshake(bytes(16), Mode.PRIME, FlowConfig(), psk=b"x" * 32)
+    assert _open(lh, wrong)[0] == Result.AUTH_FAILED
+    assert not lh.flows  # refused before anything was created
+    result, flow = _open(lh, DialerHandshake(FLOW, Mode.PRIME, FlowConfig(), psk=psk))
+    assert result == Result.OK and flow is not None and flow.keys is not None
+    assert flow.keys == lh.flows[FLOW].keys  # both ends derived the same keys
+    # a dialer with a psk against a listener without one: refused too
+    plain = ListenerHandshake(FlowConfig())
+    assert _open(plain, DialerHandshake(FLOW, Mode.PRIME, FlowConfig(), psk=psk)
+                 )[0] == Result.AUTH_FAILED
+
+
+def test_pinned_server_key() -> None:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from rendr.keys import generate_server_key, server_public_key
+
+    priv, pub = generate_server_key()
+    assert server_public_key(priv) == pub
+    real = ListenerHandshake(FlowConfig(), static_key=X25519PrivateKey.from_private_bytes(priv))
+    result, flow = _open(real, DialerHandshake(FLOW, Mode.PRIME, FlowConfig(), server_key=pub))
+    assert result == Result.OK and flow is not None
+    # someone else's listener (another static key) cannot prove the keys
+    impostor = ListenerHandshake(FlowConfig(), static_key=X25519PrivateKey.generate())
+    with pytest.raises(HandshakeError, match="could not prove"):
+        _open(impostor, DialerHandshake(FLOW, Mode.PRIME, FlowConfig(), server_key=pub))
+    # a listener without a static key refuses a dialer that pins one
+    assert _open(ListenerHandshake(FlowConfig()), DialerHandshake(
+        FLOW, Mode.PRIME, FlowConfig(), server_key=pub))[0] == Result.AUTH_FAILED
+
+
+def test_encryption_is_on_if_either_end_asks() -> None:
+    for d_enc, l_enc in ((True, True), (True, False), (False, True), (False, False)):
+        lh = ListenerHandshake(FlowConfig(encrypt=l_enc))
+        _, flow = _open(lh, DialerHandshake(FLOW, Mode.PRIME, FlowConfig(encrypt=d_enc)))
+        assert flow is not None
+        assert flow.encrypt == lh.flows[FLOW].encrypt == (d_enc or l_enc)

@@ -66,7 +66,7 @@ def h(s: str) -> bytes:
 
 def test_code_points_are_pinned() -> None:
     assert MAGIC == b"RNDR"
-    assert VERSION == 0
+    assert VERSION == 1
     assert {t.name: t.value for t in FrameType} == {
         "HELLO": 0x01, "HELLO_ACK": 0x02, "JOIN": 0x03, "JOIN_ACK": 0x04,
         "DATA": 0x10, "ACK": 0x11, "FIN": 0x12,
@@ -78,7 +78,7 @@ def test_code_points_are_pinned() -> None:
     assert EXTENSION_MIN == 0x80
     assert {r.name: r.value for r in Result} == {
         "OK": 0, "UNKNOWN_FLOW": 1, "FLOW_CLOSED": 2, "BAD_MODE": 3, "BAD_KIND": 4,
-        "TOO_MANY_PATHS": 5, "DUPLICATE_PATH": 6, "BUSY": 7,
+        "TOO_MANY_PATHS": 5, "DUPLICATE_PATH": 6, "BUSY": 7, "AUTH_FAILED": 8,
     }
     assert {c.name: c.value for c in CloseCode} == {
         "NO_ERROR": 0, "APPLICATION": 1, "PROTOCOL_ERROR": 2, "BUDGET_EXCEEDED": 3,
@@ -97,31 +97,47 @@ def test_code_points_are_pinned() -> None:
 
 
 def test_golden_preface() -> None:
-    assert h("52 4e 44 52  00  00  00 00") == PREFACE
+    assert h("52 4e 44 52  01  00  00 00") == PREFACE
     assert len(PREFACE) == 8
 
 
 def test_golden_hello() -> None:
-    hello = Hello(FLOW, path_id=0x01020304, mode=2, kind=1, caps=0xA55A,
+    hello = Hello(FLOW, path_id=0x01020304, mode=2, kind=1, caps=0xA558,
                   recv_window=0x11223344)
     assert hello.encode() == h(
-        "01 00001c" + FLOW_HEX + "01020304 02 01 a55a 11223344")
+        "01 00001c" + FLOW_HEX + "01020304 02 01 a558 11223344")
+
+
+def test_golden_keyed_hello() -> None:
+    """v1: CAP_BUDGET | CAP_KEYS, then the budget, then the key block."""
+    hello = Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0x0003, 8 << 20, budget_ms=90_000,
+                  key_share=bytes(range(32)), key_flags=0x01, auth=bytes(range(16)))
+    assert hello.encode() == h(
+        "01 000051" + FLOW_HEX + "00000001 01 00 0003 00800000  00015f90"
+        + bytes(range(32)).hex() + "01" + bytes(range(16)).hex())
+    assert Hello.decode(hello.encode()[4:]) == hello
 
 
 def test_golden_hello_ack() -> None:
-    ack = Hello(FLOW, path_id=0x01020304, mode=2, kind=1, caps=0xA55A,
+    ack = Hello(FLOW, path_id=0x01020304, mode=2, kind=1, caps=0xA558,
                 recv_window=0x11223344, result=Result.BUSY)
     assert ack.encode(ack=True) == h(
-        "02 00001d" + FLOW_HEX + "01020304 02 01 a55a 11223344 07")
+        "02 00001d" + FLOW_HEX + "01020304 02 01 a558 11223344 07")
 
 
 def test_golden_join() -> None:
     assert Join(FLOW, 0xDEADBEEF).encode() == h("03 000014" + FLOW_HEX + "deadbeef")
+    keyed = Join(FLOW, 2, bytes(range(16)), bytes(range(16, 32)))
+    assert keyed.encode() == h("03 000034" + FLOW_HEX + "00000002" + bytes(range(32)).hex())
+    assert Join.decode(keyed.encode()[4:]) == keyed
 
 
 def test_golden_join_ack() -> None:
     ack = JoinAck(FLOW, 5, Result.DUPLICATE_PATH)
     assert ack.encode() == h("04 000015" + FLOW_HEX + "00000005 06")
+    keyed = JoinAck(FLOW, 5, Result.OK, bytes(range(16)), bytes(range(16, 32)))
+    assert keyed.encode() == h("04 000035" + FLOW_HEX + "00000005 00" + bytes(range(32)).hex())
+    assert JoinAck.decode(keyed.encode()[4:]) == keyed
 
 
 def test_golden_data() -> None:
@@ -180,7 +196,7 @@ def test_golden_worked_example_from_spec() -> None:
     """The worked example in docs/wire.md, byte for byte."""
     dialer = PREFACE + Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0, 8 << 20).encode()
     assert dialer == h("""
-        52 4e 44 52 00 00 00 00
+        52 4e 44 52 01 00 00 00
         01 00 00 1c
         00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f
         00 00 00 01  01  00  00 00  00 80 00 00
@@ -188,7 +204,7 @@ def test_golden_worked_example_from_spec() -> None:
     listener = PREFACE + Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0, 8 << 20,
                                Result.OK).encode(ack=True)
     assert listener == h("""
-        52 4e 44 52 00 00 00 00
+        52 4e 44 52 01 00 00 00
         02 00 00 1d
         00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f
         00 00 00 01  01  00  00 00  00 80 00 00  00
@@ -198,12 +214,12 @@ def test_golden_worked_example_from_spec() -> None:
     ack = encode_ack(5, 8 << 20, 0, [])
     assert ack == h("11 00 00 12  00 00 00 00 00 00 00 05  00 00 00 00 00 80 00 00  00  00")
     join = PREFACE + Join(FLOW, 2).encode()
-    assert join == h("52 4e 44 52 00 00 00 00  03 00 00 14" + FLOW_HEX + "00 00 00 02")
+    assert join == h("52 4e 44 52 01 00 00 00  03 00 00 14" + FLOW_HEX + "00 00 00 02")
     join_ack = PREFACE + JoinAck(FLOW, 2, Result.OK).encode()
-    assert join_ack == h("52 4e 44 52 00 00 00 00  04 00 00 15" + FLOW_HEX + "00 00 00 02  00")
+    assert join_ack == h("52 4e 44 52 01 00 00 00  04 00 00 15" + FLOW_HEX + "00 00 00 02  00")
     refusal = PREFACE + Hello(FLOW, 1, Mode.RACE, Kind.STREAM, 0, 8 << 20,
                               Result.BAD_MODE).encode(ack=True)
-    assert refusal == h("52 4e 44 52 00 00 00 00  02 00 00 1d" + FLOW_HEX
+    assert refusal == h("52 4e 44 52 01 00 00 00  02 00 00 1d" + FLOW_HEX
                         + "00 00 00 01  03  00  00 00  00 80 00 00  03")
 
 
@@ -246,11 +262,15 @@ def test_hello_round_trip(flow_id: bytes, path_id: int, mode: int, kind: int, ca
                           window: int, result: int, budget: int) -> None:
     extra = 4 if caps & 1 else 0  # CAP_BUDGET: a u32 budget follows
     budget = budget if extra else 0
-    hello = Hello(flow_id, path_id, mode, kind, caps, window, budget_ms=budget)
+    keys = {}
+    if caps & 2:  # CAP_KEYS: the 49-byte key block follows
+        extra += 49
+        keys = {"key_share": bytes(range(32)), "key_flags": 7, "auth": bytes(16)}
+    hello = Hello(flow_id, path_id, mode, kind, caps, window, budget_ms=budget, **keys)
     ftype, body = _deframe_one(hello.encode())
     assert ftype == FrameType.HELLO and len(body) == 28 + extra
     assert Hello.decode(body) == hello
-    ack = Hello(flow_id, path_id, mode, kind, caps, window, result, budget)
+    ack = Hello(flow_id, path_id, mode, kind, caps, window, result, budget, **keys)
     ftype, body = _deframe_one(ack.encode(ack=True))
     assert ftype == FrameType.HELLO_ACK and len(body) == 29 + extra
     decoded = Hello.decode(body, ack=True)
@@ -403,7 +423,7 @@ def test_preface_accepts_own_preface() -> None:
 
 
 def test_preface_ignores_flags_and_reserved() -> None:
-    parse_preface(b"RNDR\x00\xff\xab\xcd")
+    parse_preface(b"RNDR\x01\xff\xab\xcd")
 
 
 @pytest.mark.parametrize("bad", [b"HTTP/1.1", b"rndr\x00\x00\x00\x00", b"RND\x00\x00\x00\x00\x00",
@@ -413,18 +433,18 @@ def test_preface_wrong_magic(bad: bytes) -> None:
         parse_preface(bad)
 
 
-@pytest.mark.parametrize("version", [1, 2, 0x7F, 0xFF])
+@pytest.mark.parametrize("version", [0, 2, 0x7F, 0xFF])
 def test_preface_wrong_version(version: int) -> None:
     with pytest.raises(HandshakeError) as info:
         parse_preface(b"RNDR" + bytes([version, 0, 0, 0]))
     msg = str(info.value)
     assert f"version {version}" in msg
-    assert "we speak 0" in msg
+    assert "we speak 1" in msg
 
 
 def test_preface_error_is_a_handshake_error_not_a_protocol_error() -> None:
     with pytest.raises(HandshakeError) as info:
-        parse_preface(b"RNDR\x01\x00\x00\x00")
+        parse_preface(b"RNDR\x00\x00\x00\x00")
     assert not isinstance(info.value, ProtocolError)
 
 

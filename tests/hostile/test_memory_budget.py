@@ -12,9 +12,9 @@ import os
 import rendr
 from rendr.config import FlowConfig
 from rendr.core.memory import MemoryBudget
-from rendr.core.session import ListenerHandshake
+from rendr.core.session import DialerHandshake, ListenerHandshake
 from rendr.core.types import Mode
-from rendr.core.wire import FrameType, Hello, Kind
+from rendr.core.wire import FrameType
 
 KIB, MIB = 1 << 10, 1 << 20
 
@@ -37,8 +37,8 @@ def test_hello_acks_advertise_what_the_budget_grants() -> None:
     hs = ListenerHandshake(cfg)
     windows = []
     for _ in range(100):
-        hello = Hello(os.urandom(16), 1, Mode.PRIME, Kind.STREAM, 0, 8 * MIB, 0, 0)
-        decision = hs.decide(FrameType.HELLO, hello.encode()[4:], 0.0)
+        opening = DialerHandshake(os.urandom(16), Mode.PRIME, FlowConfig()).hello(1)
+        decision = hs.decide(FrameType.HELLO, opening[1][4:], 0.0)
         assert decision.flow is not None
         windows.append(decision.flow.advertised_window)
     assert windows[:2] == [8 * MIB, 8 * MIB] and windows[2] == 4 * MIB

@@ -62,6 +62,7 @@ import rendr
 from rendr.aio import runner
 from rendr.core.framing import StreamDeframer
 from rendr.core.handshake import HandshakeParser
+from rendr.core.records import RecordError
 from rendr.core.recvbuf import MAX_GAPS
 from rendr.core.types import Mode
 from rendr.core.wire import (
@@ -79,6 +80,7 @@ from rendr.core.wire import (
     encode_u64,
 )
 from rendr.errors import ProtocolError
+from rendr.testing.rawpeer import RawDialer
 
 from .test_frames import _raw_ack
 from .test_listener_caps import _closed_by_peer
@@ -295,17 +297,23 @@ class Attackers:
             f"the listener neither answered a {FrameType(opening[8]).name} nor closed within 5 s")
         return None, b""
 
-    async def _hello(self, source: str) -> tuple[socket.socket, bytes, Hello | None, bytes]:
-        """A new flow: (socket, flow id, the HELLO_ACK or None, bytes after it)."""
+    async def _hello(self, source: str
+                     ) -> tuple[socket.socket, RawDialer, Hello | None, bytes]:
+        """A new flow, keyed like any dialer's (v1: anyone may open a flow unless the
+        listener has a psk): (socket, the raw dialer, the HELLO_ACK or None, bytes
+        after it).  Frames sent on it must be sealed: ``peer.seal(frames)``."""
         s = await self._open(source)
-        flow_id = os.urandom(16)
-        hello = Hello(flow_id, 1, Mode.PRIME, Kind.STREAM, 0, 8 * MIB)
-        frame, rest = await self._answer(s, PREFACE + hello.encode())
+        peer = RawDialer()
+        frame, rest = await self._answer(s, peer.hello())
         if frame is None or frame[0] != FrameType.HELLO_ACK:
-            return s, flow_id, None, b""
-        return s, flow_id, Hello.decode(frame[1], ack=True), rest
+            return s, peer, None, b""
+        ack = Hello.decode(frame[1], ack=True)
+        if ack.result == Result.OK:
+            peer.on_hello_ack(frame[1])
+        return s, peer, ack, rest
 
-    async def _until_ended(self, name: str, s: socket.socket, rest: bytes) -> None:
+    async def _until_ended(self, name: str, s: socket.socket, rest: bytes,
+                           peer: RawDialer | None = None, path_id: int = 1) -> None:
         """Read until the listener ends the carrier (within 5 s: counted in
         ``seen.ended``), noting the code of a CLOSE that arrives before that."""
         self.seen.got_in[name] = self.seen.got_in.get(name, 0) + 1
@@ -320,9 +328,10 @@ class Attackers:
         data = rest
         while True:
             try:
-                deframer.feed(data)
-            except ProtocolError:  # not ours to judge: we only wait for the end
+                deframer.feed(data if peer is None else peer.open(data, path_id))
+            except (ProtocolError, RecordError):  # not ours to judge: we wait for the end
                 deframer = StreamDeframer(lambda off, piece, now: 0, lambda t, b, n: 0)
+                peer = None
             got = await self._recv(s, max(0.0, deadline - self.loop.time()))
             if got is None:  # still open at the deadline
                 return
@@ -332,13 +341,13 @@ class Attackers:
         self.seen.ended[name] = self.seen.ended.get(name, 0) + 1
 
     async def _flow_then(self, name: str, payload: bytes) -> None:
-        s, _, ack, rest = await self._hello(SOURCES[name])
+        s, peer, ack, rest = await self._hello(SOURCES[name])
         assert ack is not None and ack.result == Result.OK, f"{name}: HELLO answered {ack}"
         try:
-            await self.loop.sock_sendall(s, payload)
+            await self.loop.sock_sendall(s, peer.seal(payload))
         except OSError:
             pass  # the listener ended it already
-        await self._until_ended(name, s, rest)
+        await self._until_ended(name, s, rest, peer)
 
     # ---- the attacks
 
@@ -357,13 +366,13 @@ class Attackers:
     async def ping(self) -> None:
         """Flows that send PINGs until cancelled, and never read."""
         async def one() -> None:
-            s, _, ack, _ = await self._hello(SOURCES["ping"])
+            s, peer, ack, _ = await self._hello(SOURCES["ping"])
             assert ack is not None and ack.result == Result.OK, f"ping: HELLO answered {ack}"
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # block the PONGs soon
             blob = PING_BLOB[: 12 * PING_BATCH] if self.paced else PING_BLOB
             try:
                 while True:
-                    await self.loop.sock_sendall(s, blob)
+                    await self.loop.sock_sendall(s, peer.seal(blob))
                     self.seen.ping_bytes += len(blob)
                     if self.paced:
                         await asyncio.sleep(PING_PAUSE_S)
@@ -379,12 +388,12 @@ class Attackers:
         """Flows that fill the receive window but for its first byte: never delivered,
         held (within every cap) until the attacker leaves."""
         async def one() -> None:
-            s, _, ack, _ = await self._hello(SOURCES["hold"])
+            s, peer, ack, _ = await self._hello(SOURCES["hold"])
             assert ack is not None and ack.result == Result.OK, f"hold: HELLO answered {ack}"
             window = ack.recv_window  # granted by the listener's memory budget
-            await self.loop.sock_sendall(s, b"".join(
+            await self.loop.sock_sendall(s, peer.seal(b"".join(
                 data_header(off, HOLD_PIECE) + b"h" * HOLD_PIECE
-                for off in range(1, window - HOLD_PIECE, HOLD_PIECE)))
+                for off in range(1, window - HOLD_PIECE, HOLD_PIECE))))
 
         await asyncio.gather(*(one() for _ in range(HOLD_FLOWS)))
 
@@ -401,9 +410,9 @@ class Attackers:
     async def join(self) -> None:
         source = SOURCES["join"]
 
-        async def join(name: str, flow_id: bytes, garbage: bytes) -> None:
+        async def join(name: str, opening: bytes, garbage: bytes) -> None:
             s = await self._open(source)
-            frame, rest = await self._answer(s, PREFACE + Join(flow_id, 2).encode() + garbage)
+            frame, rest = await self._answer(s, opening + garbage)
             if frame is None or frame[0] != FrameType.JOIN_ACK:
                 self.seen.joins[name] = None  # closed without an answer: ended too
                 return
@@ -414,9 +423,13 @@ class Attackers:
         # 64 KiB after a JOIN for it: see test_join_overflowing_at_handoff_is_closed
         _, own, ack, _ = await self._hello(source)
         assert ack is not None and ack.result == Result.OK, f"join: HELLO answered {ack}"
-        await asyncio.gather(join("join-unknown", os.urandom(16), NOT_FRAMES),
-                             join("join-unknown-1MiB", os.urandom(16), b"\xff" * MIB),
-                             join("join-garbage", own, NOT_FRAMES))
+        unkeyed = PREFACE + Join(own.flow_id, 3).encode()  # the flow id alone opens nothing
+        await asyncio.gather(
+            join("join-unknown", PREFACE + Join(os.urandom(16), 2).encode(), NOT_FRAMES),
+            join("join-unknown-1MiB", PREFACE + Join(os.urandom(16), 2).encode(),
+                 b"\xff" * MIB),
+            join("join-garbage", own.join(2), NOT_FRAMES),  # keyed JOIN, then no records
+            join("join-no-key", unkeyed, b""))
 
     async def flood(self) -> None:
         counts = {"ok": 0, "busy": 0, "other": 0}
@@ -583,10 +596,12 @@ def test_listener_under_every_attack_keeps_caps_rtt_and_baseline(loop: str) -> N
     assert seen.got_in.get("sack") == len(BOGUS_SACKS), seen.got_in
     assert seen.joins["join-unknown"] == Result.UNKNOWN_FLOW, seen.joins  # after join_wait
     assert seen.joins["join-unknown-1MiB"] in (Result.UNKNOWN_FLOW, None), seen.joins
-    assert seen.joins["join-garbage"] == Result.OK, seen.joins  # then not frames
+    assert seen.joins["join-garbage"] == Result.OK, seen.joins  # then not records
+    assert seen.joins["join-no-key"] == Result.AUTH_FAILED, seen.joins
     assert seen.ended == seen.got_in, "a hostile carrier was not ended by the listener"
-    # the bombs, bogus SACKs and non-frames after a JOIN end their flows: protocol errors
-    assert out.errors.get("ProtocolError", 0) >= BOMB_FLOWS + len(BOGUS_SACKS) + 1, out.errors
+    # the bombs and bogus SACKs end their flows (protocol errors); bytes after a JOIN
+    # that are not records end that path only (authentication failure)
+    assert out.errors.get("ProtocolError", 0) >= BOMB_FLOWS + len(BOGUS_SACKS), out.errors
     assert out.errors.get("ConnAborted", 0) >= CLOSE_FLOWS, out.errors  # the hostile CLOSEs
     for length, printable in out.reasons:  # the reasons: capped and sanitised
         assert printable and length <= MAX_REASON + 100, (length, printable)

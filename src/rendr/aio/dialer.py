@@ -41,15 +41,35 @@ class Dialer:
         transports: per-dialer transport factories, consulted before the registry.
         on_event: called with every :class:`~rendr.Event` of every flow this dialer
             opens, from the first PATH_UP on (``Conn.on_event`` subscribes later).
+        psk: a pre-shared key (the listener must hold the same): only holders of it
+            can open flows, and no one in the middle can read or change them.
+        server_key: the listener's static X25519 public key (32 bytes, from
+            :func:`rendr.generate_server_key`), pinned like an SSH known host.
         config: a :class:`~rendr.FlowConfig`; keyword arguments override its fields
-            (``migration_budget=90.0``, ``ping_interval=0.1``, ``dead_timeout=0.6``,
-            ``send_buffer``, ``recv_window``, ``linger``, ... see FlowConfig).
+            (``migration_budget=90.0``, ``ping_interval=0.05``, ``dead_timeout=0.6``,
+            ``encrypt=True``, ``send_buffer``, ``recv_window``, ``linger``, ... see
+            FlowConfig).
+
+    Without ``psk`` or ``server_key`` the flow is encrypted and authenticated
+    against passive observers only: an active attacker in the middle could run its
+    own key exchange with each end (a warning is logged).
     """
 
     def __init__(self, mode: Mode = Mode.PRIME, paths: Sequence[PathSpec] = (), *,
                  transports: dict[str, TransportFactory] | None = None,
                  config: FlowConfig | None = None, on_event: EventCallback | None = None,
+                 psk: bytes | None = None, server_key: bytes | None = None,
                  **knobs: Any) -> None:
+        if server_key is not None and len(server_key) != 32:
+            raise ValueError("server_key must be a 32-byte X25519 public key")
+        if psk is not None and len(psk) < 16:
+            raise ValueError("psk must be at least 16 bytes")
+        if psk is None and server_key is None:
+            logger.warning("rendr Dialer without psk or server_key: flows are kept from "
+                           "passive observers only, not from an active attacker in the "
+                           "middle (see docs/security.md)")
+        self.psk = psk
+        self.server_key = server_key
         self.on_event = on_event
         self.mode = Mode(mode)
         self.paths = list(paths)
@@ -127,7 +147,8 @@ class DialSession:
         self.config = dialer.config
         self.flow_id = flow_id
         self.loop = asyncio.get_running_loop()
-        self.handshake = DialerHandshake(flow_id, dialer.mode, dialer.config)
+        self.handshake = DialerHandshake(flow_id, dialer.mode, dialer.config, psk=dialer.psk,
+                                         server_key=dialer.server_key)
         self.driver: FlowDriver | None = None
         self.conn: Conn | None = None
         self.slots: list[_Slot] = []
@@ -316,7 +337,8 @@ class DialSession:
                 try:
                     carrier = await self._open(spec)
                     path_id = self.handshake.next_path_id()
-                    await exchange(carrier, [*self.handshake.join(path_id), close_frame],
+                    await exchange(carrier, [*self.handshake.join(path_id),
+                                             *self.handshake.seal(path_id, [close_frame])],
                                    cfg.handshake_timeout,
                                    f"farewell JOIN of path {path_id} ({_route(carrier)})")
                     # any answer will do: OK (the CLOSE follows the JOIN), or the

@@ -13,6 +13,8 @@ import asyncio
 import logging
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from ..carriers.base import Carrier, CarrierServer, get_listen_factory
 from ..carriers.streams import StreamsCarrier
 from ..config import FlowConfig
@@ -67,12 +69,13 @@ class Listener:
     """
 
     def __init__(self, config: FlowConfig, backlog: int = 128,
-                 on_event: EventCallback | None = None) -> None:
+                 on_event: EventCallback | None = None, *, psk: bytes | None = None,
+                 server_key: X25519PrivateKey | None = None) -> None:
         self._on_event = on_event
         self.config = config
         self._loop = asyncio.get_running_loop()
         self._servers: list[CarrierServer] = []
-        self._session = ListenerHandshake(config)
+        self._session = ListenerHandshake(config, psk=psk, static_key=server_key)
         self._drivers: dict[bytes, FlowDriver] = {}
         self._join_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._queue: asyncio.Queue[Conn | None] = asyncio.Queue(backlog)
@@ -223,16 +226,29 @@ class Listener:
 
 
 async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: int = 128,
-                 on_event: EventCallback | None = None, **knobs: Any) -> Listener:
+                 on_event: EventCallback | None = None, psk: bytes | None = None,
+                 server_key: X25519PrivateKey | bytes | None = None,
+                 **knobs: Any) -> Listener:
     """Listen on every spec, with one bridge table (so one flow can span them all).
 
     ``on_event`` is called with every :class:`~rendr.Event` of every accepted flow, from
-    its first PATH_UP on.  Keyword arguments override :class:`~rendr.FlowConfig` fields.
+    its first PATH_UP on.  ``psk``: a pre-shared key every dialer must hold.
+    ``server_key``: this listener's static X25519 private key (32 raw bytes or a
+    ``cryptography`` key; :func:`rendr.generate_server_key`), for dialers that pin
+    its public half.  Keyword arguments override :class:`~rendr.FlowConfig` fields.
     """
     if not specs:
         raise ValueError("listen() needs at least one ListenSpec")
     cfg = (config or FlowConfig()).replace(**knobs) if knobs else (config or FlowConfig())
-    listener = Listener(cfg, backlog, on_event)
+    if isinstance(server_key, (bytes, bytearray)):
+        server_key = X25519PrivateKey.from_private_bytes(bytes(server_key))
+    if psk is not None and len(psk) < 16:
+        raise ValueError("psk must be at least 16 bytes")
+    if psk is None and server_key is None:
+        logger.warning("rendr listener without psk or server_key: flows are kept from "
+                       "passive observers only, not from an active attacker in the "
+                       "middle (see docs/security.md)")
+    listener = Listener(cfg, backlog, on_event, psk=psk, server_key=server_key)
     try:
         for spec in specs:
             await listener._bind(spec)
@@ -243,7 +259,9 @@ async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: 
 
 
 async def listen_tcp(address: str, *, config: FlowConfig | None = None, backlog: int = 128,
-                     on_event: EventCallback | None = None, **knobs: Any) -> Listener:
+                     on_event: EventCallback | None = None, psk: bytes | None = None,
+                     server_key: X25519PrivateKey | bytes | None = None,
+                     **knobs: Any) -> Listener:
     """Listen for rendr connections over TCP on ``"host:port"`` (see :func:`listen`)."""
     return await listen(ListenSpec("tcp", address), config=config, backlog=backlog,
-                        on_event=on_event, **knobs)
+                        on_event=on_event, psk=psk, server_key=server_key, **knobs)

@@ -50,6 +50,7 @@ from ..errors import (
     ZombieFlow,
 )
 from .builder import fill_stream
+from .crypto import FlowKeys
 from .events import Event, EventKind
 from .framing import StreamDeframer
 from .lifecycle import Lifecycle
@@ -58,6 +59,7 @@ from .migration import Migration
 from .path import PathState
 from .paths import PathSet
 from .receiver import MUST_FLUSH, NEW_BYTES, StreamReceiver
+from .records import RecordError, RecordOpener, RecordSealer
 from .recovery import Recovery
 from .scheduler import Scheduler, make_scheduler
 from .sender import StreamSender
@@ -110,6 +112,9 @@ class Flow:
         peer_window: the peer's initial receive window (from the handshake).
         memory: the listener-wide receive-memory budget this flow's windows draw on
             (None: every window is ``config.recv_window``).
+        keys: the flow's keys from the handshake: every path then carries
+            authenticated records (encrypted with ``encrypt``); None: plain frames
+            (the engine alone, in tests and simulations).
 
     Raises:
         ModeUnavailable: a mode without a scheduler yet.
@@ -117,7 +122,8 @@ class Flow:
 
     def __init__(self, *, role: Role, flow_id: bytes, mode: Mode = Mode.PRIME,
                  config: FlowConfig | None = None, now: float, peer_window: int,
-                 memory: MemoryBudget | None = None) -> None:
+                 memory: MemoryBudget | None = None, keys: FlowKeys | None = None,
+                 encrypt: bool = True) -> None:
         cfg = config or FlowConfig()
         self.role = role
         self.flow_id = flow_id
@@ -140,6 +146,10 @@ class Flow:
             receiver=self._receiver, recovery=self._recovery, scheduler=self._scheduler,
             life=self._life, events=self._events, on_zombie=self._on_zombie)
         self._timer_at: float | None = None
+        self.keys = keys
+        self.encrypt = encrypt
+        self.auth_failures = 0
+        """Records that failed authentication (each ended its path)."""
         self.undelivered_close: bytes | None = None
         """The CLOSE frame of an abort that found no path to carry it (the dialer
         delivers it later over a new carrier, so the listener need not wait out its
@@ -184,6 +194,11 @@ class Flow:
                          rtt_window=self.config.rtt_window)
         if rtt is not None:
             path.rtt.update(rtt, now)
+        keys = self.keys
+        if keys is not None:
+            dialer = self.role is Role.DIALER
+            path.sealer = RecordSealer(keys.d2l if dialer else keys.l2d, path_id, self.encrypt)
+            path.opener = RecordOpener(keys.l2d if dialer else keys.d2l, path_id, self.encrypt)
         self._paths.add(path)
         self._migration.attached(path, now)
         self._check_close_done(now)
@@ -268,17 +283,46 @@ class Flow:
         path = self._paths.get(path_id)
         if path is None or path.status is PathStatus.DOWN or path.status is PathStatus.REMOVED:
             return False
+        path.bytes_received += len(data)
+        opener = path.opener
+        if opener is not None:
+            return self._receive_records(path, opener, data, now)
         path.last_recv_at = now
         path.unanswered_since = None
         if path.suspect:
             self._migration.resumed(path, now)
-        path.bytes_received += len(data)
         try:
             return bool(path.deframer.feed(data, now) & MUST_FLUSH)
         except ProtocolError as exc:
             logger.warning("flow %s: protocol error on path %d: %s", self._name, path_id, exc)
             self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
             return True
+
+    def _receive_records(self, path: PathState, opener: RecordOpener, data: Buffer,
+                         now: float) -> bool:
+        try:
+            pieces = opener.feed(data)
+        except RecordError as exc:
+            # not the peer's bytes: this carrier is lost, the flow is not
+            self.auth_failures += 1
+            logger.warning("flow %s: %s; path %d dropped", self._name, exc, path.id)
+            self._migration.carrier_failed(path.id, Cause.AUTH, now, str(exc))
+            return True
+        if not pieces:
+            return False  # liveness counts authenticated records only
+        path.last_recv_at = now
+        path.unanswered_since = None
+        if path.suspect:
+            self._migration.resumed(path, now)
+        flags = 0
+        try:
+            for piece in pieces:
+                flags |= path.deframer.feed(piece, now)
+        except ProtocolError as exc:
+            logger.warning("flow %s: protocol error on path %d: %s", self._name, path.id, exc)
+            self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
+            return True
+        return bool(flags & MUST_FLUSH)
 
     def _on_data(self, path_id: int, offset: int, piece: memoryview, now: float) -> int:
         self.paths[path_id].frames_received += 1
@@ -476,7 +520,9 @@ class Flow:
         out: list[tuple[int, list[Buffer]]] = []
         for path in self._paths.by_id.values():
             if path.outbox:
-                out.append((path.id, path.outbox))
+                sealer = path.sealer
+                out.append((path.id, path.outbox if sealer is None
+                            else sealer.seal(path.outbox)))
                 path.outbox = []
         return out
 

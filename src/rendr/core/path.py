@@ -6,6 +6,7 @@ from collections import deque
 from typing import Final
 
 from .framing import StreamDeframer
+from .records import RecordOpener, RecordSealer
 from .stats import PathStats
 from .types import PathStatus
 
@@ -88,6 +89,8 @@ class PathState:
         self.inflight: deque[tuple[int, int]] = deque()
         self.outbox: list[bytes | memoryview] = []
         self.blocked = False
+        self.sealer: RecordSealer | None = None  # authenticated records (keyed flows)
+        self.opener: RecordOpener | None = None
         self.pong_owed: int | None = None  # a PING to answer once the carrier drains
         self._ctl_credit = CONTROL_RATE  # token buckets of control frames and PINGs
         self._ping_credit = PING_RATE

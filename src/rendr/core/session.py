@@ -16,17 +16,28 @@ and ``ClientProtocol`` are the model).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
+import os
 from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from ..config import FlowConfig
 from ..errors import HandshakeError, ProtocolError, RendrError, ZombieFlow
+from . import crypto
 from .flow import Flow
 from .memory import MemoryBudget
+from .records import RecordSealer
 from .types import Mode, Role, State
 from .wire import (
+    AUTH_LEN,
     CAP_BUDGET,
+    CAP_KEYS,
+    KEY_ENCRYPT,
+    KEY_PSK,
+    KEY_STATIC,
     PREFACE,
     CloseCode,
     FrameType,
@@ -79,10 +90,17 @@ class ListenerHandshake:
 
     Args:
         config: the config of every flow it creates.
+        psk: a pre-shared key every dialer must hold (its HELLO carries a MAC).
+        static_key: the listener's static X25519 key, for dialers that pin its
+            public half (``server_key=``).
     """
 
-    def __init__(self, config: FlowConfig) -> None:
+    def __init__(self, config: FlowConfig, *, psk: bytes | None = None,
+                 static_key: X25519PrivateKey | None = None) -> None:
         self.config = config
+        self.psk = psk
+        self.static_key = static_key
+        self.auth_failures = 0
         self.flows: dict[bytes, Flow] = {}
         self.closed = False
         self.pending = 0
@@ -124,15 +142,23 @@ class ListenerHandshake:
                 (no answer is owed: drop the carrier).
         """
         if ftype == FrameType.HELLO:
-            return self.on_hello(Hello.decode(body), now, queue_full=queue_full)
+            return self.on_hello(Hello.decode(body), now, queue_full=queue_full,
+                                 body=bytes(body))
         if ftype == FrameType.JOIN:
             return self.on_join(Join.decode(body))
         raise ProtocolError(f"carrier opened with frame type 0x{ftype:02x}")
 
-    def on_hello(self, hello: Hello, now: float, *, queue_full: bool = False) -> Decision:
-        """A new flow: create it, or refuse."""
+    def on_hello(self, hello: Hello, now: float, *, queue_full: bool = False,
+                 body: bytes | None = None) -> Decision:
+        """A new flow: create it, or refuse.  ``body`` is the HELLO as received (its
+        transcript; re-encoded from ``hello`` when None)."""
         cfg = self.config
-        if self.closed:
+        if body is None:
+            body = hello.encode_body()
+        if not self._hello_authentic(hello, body):
+            self.auth_failures += 1
+            result = Result.AUTH_FAILED
+        elif self.closed:
             result = Result.BUSY
         elif hello.mode != Mode.PRIME:
             result = Result.BAD_MODE
@@ -159,6 +185,8 @@ class ListenerHandshake:
             window = flow.advertised_window  # what the memory budget granted
         ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind,
                     hello.caps & CAP_BUDGET, window, result, budget_ms)
+        if flow is not None:
+            ack = self._key_exchange(hello, body, ack, flow)
         decision = Decision(result, [PREFACE, ack.encode(ack=True)], path_id=hello.path_id)
         if flow is None:
             logger.info("refused flow %s: %s", hello.flow_id.hex()[:8], result.name)
@@ -168,11 +196,45 @@ class ListenerHandshake:
         decision.new = True
         return decision
 
+    def _hello_authentic(self, hello: Hello, body: bytes) -> bool:
+        """A v1 HELLO carries a key share, the PSK's MAC if this listener has one, and
+        asks for the static key only if there is one."""
+        if not hello.caps & CAP_KEYS or len(hello.key_share) != 32:
+            return False
+        if hello.key_flags & KEY_STATIC and self.static_key is None:
+            return False
+        if self.psk is None:
+            return not hello.key_flags & KEY_PSK
+        return bool(hello.key_flags & KEY_PSK) and crypto.verify_mac(
+            crypto.hello_key(self.psk), hello.auth, body[:-AUTH_LEN])
+
+    def _key_exchange(self, hello: Hello, body: bytes, ack: Hello, flow: Flow) -> Hello:
+        """Derive the flow's keys; the HELLO_ACK with our share and its confirmation."""
+        priv, share = crypto.ephemeral()
+        ee = crypto.dh(priv, hello.key_share)
+        es = (crypto.dh(self.static_key, hello.key_share)
+              if hello.key_flags & KEY_STATIC and self.static_key is not None else None)
+        encrypt = bool(hello.key_flags & KEY_ENCRYPT) or self.config.encrypt
+        flags = (KEY_ENCRYPT if encrypt else 0) | (hello.key_flags & (KEY_PSK | KEY_STATIC))
+        ack = dataclasses.replace(ack, caps=ack.caps | CAP_KEYS, key_share=share,
+                                  key_flags=flags)
+        transcript = crypto.transcript_hash(body, ack.encode_body(ack=True)[:-AUTH_LEN])
+        keys = crypto.derive(ee, es, self.psk, transcript)
+        flow.keys = keys
+        flow.encrypt = encrypt
+        return dataclasses.replace(ack, auth=crypto.mac(keys.confirm, b"hello-ack",
+                                                         transcript))
+
     def on_join(self, join: Join) -> Decision:
         """Another path for a known flow: accept it, or refuse."""
         flow = self.flows.get(join.flow_id)
+        keys = flow.keys if flow is not None else None
         if flow is None:
             result = Result.UNKNOWN_FLOW
+        elif keys is None or not join.nonce or not crypto.verify_mac(
+                keys.join, join.mac, b"join", join.flow_id, _u32(join.path_id), join.nonce):
+            self.auth_failures += 1
+            result = Result.AUTH_FAILED
         elif flow.state is State.CLOSED:
             result = Result.FLOW_CLOSED
         elif flow.path_id_used(join.path_id):
@@ -181,8 +243,13 @@ class ListenerHandshake:
             result = Result.TOO_MANY_PATHS
         else:
             result = Result.OK
-        decision = Decision(result, [PREFACE, JoinAck(join.flow_id, join.path_id, result).encode()],
-                            path_id=join.path_id)
+        ack = JoinAck(join.flow_id, join.path_id, result)
+        if keys is not None and result != Result.AUTH_FAILED:
+            nonce = os.urandom(16)
+            ack = JoinAck(join.flow_id, join.path_id, result, nonce, crypto.mac(
+                keys.join, b"join-ack", join.flow_id, _u32(join.path_id), bytes([result]),
+                join.nonce, nonce))
+        decision = Decision(result, [PREFACE, ack.encode()], path_id=join.path_id)
         if result != Result.OK:
             logger.info("refused JOIN of path %d to flow %s: %s", join.path_id,
                         join.flow_id.hex()[:8], result.name)
@@ -199,6 +266,10 @@ class ListenerHandshake:
         self.flows.pop(flow_id, None)
 
 
+def _u32(value: int) -> bytes:
+    return value.to_bytes(4, "big")
+
+
 class DialerHandshake:
     """The dialer's side of opening the paths of one flow.
 
@@ -206,14 +277,22 @@ class DialerHandshake:
         flow_id: the new flow's id (16 random bytes).
         mode: the mode asked for.
         config: the flow's config.
+        psk: a pre-shared key the listener also holds.
+        server_key: the listener's pinned static public key (32 bytes).
     """
 
-    def __init__(self, flow_id: bytes, mode: Mode, config: FlowConfig) -> None:
+    def __init__(self, flow_id: bytes, mode: Mode, config: FlowConfig, *,
+                 psk: bytes | None = None, server_key: bytes | None = None) -> None:
         self.flow_id = flow_id
         self.mode = mode
         self.config = config
+        self.psk = psk
+        self.server_key = server_key
         self.flow: Flow | None = None
         self._ids = itertools.count(1)
+        self._eph: X25519PrivateKey | None = None
+        self._hello_body = b""
+        self._join_nonces: dict[int, bytes] = {}
 
     def next_path_id(self) -> int:
         """A fresh path id (ids are never reused within a flow)."""
@@ -222,8 +301,16 @@ class DialerHandshake:
     def hello(self, path_id: int) -> list[bytes]:
         """The opening bytes of the flow's first carrier."""
         cfg = self.config
-        hello = Hello(self.flow_id, path_id, self.mode, Kind.STREAM, CAP_BUDGET, cfg.recv_window,
-                      budget_ms=int(cfg.migration_budget * 1000))
+        self._eph, share = crypto.ephemeral()
+        flags = ((KEY_ENCRYPT if cfg.encrypt else 0) | (KEY_PSK if self.psk else 0)
+                 | (KEY_STATIC if self.server_key else 0))
+        hello = Hello(self.flow_id, path_id, self.mode, Kind.STREAM, CAP_BUDGET | CAP_KEYS,
+                      cfg.recv_window, budget_ms=int(cfg.migration_budget * 1000),
+                      key_share=share, key_flags=flags)
+        if self.psk:
+            hello = dataclasses.replace(hello, auth=crypto.mac(
+                crypto.hello_key(self.psk), hello.encode_body()[:-AUTH_LEN]))
+        self._hello_body = hello.encode_body()
         return [PREFACE, hello.encode()]
 
     def on_hello_ack(self, ftype: int, body: bytes, path_id: int, now: float) -> Flow:
@@ -239,16 +326,60 @@ class DialerHandshake:
             raise HandshakeError(f"listener refused the flow: {result_name(ack.result)}")
         if ack.flow_id != self.flow_id or ack.path_id != path_id:
             raise HandshakeError("HELLO_ACK for another flow or path")
+        keys = self._keys_from(ack, bytes(body))
         cfg = self.config
         if ack.caps & CAP_BUDGET and ack.budget_ms:  # the agreed budget (an older
             cfg = cfg.replace(migration_budget=ack.budget_ms / 1000)  # listener: ours)
         self.flow = Flow(role=Role.DIALER, flow_id=self.flow_id, mode=Mode(ack.mode),
-                         config=cfg, now=now, peer_window=ack.recv_window)
+                         config=cfg, now=now, peer_window=ack.recv_window, keys=keys,
+                         encrypt=bool(ack.key_flags & KEY_ENCRYPT))
         return self.flow
 
+    def _keys_from(self, ack: Hello, body: bytes) -> crypto.FlowKeys:
+        """The flow's keys, once the HELLO_ACK proved the listener derived them too.
+
+        Raises:
+            HandshakeError: no key share, or its confirmation does not check out
+                (wrong psk or server key, or someone in the middle).
+        """
+        if self._eph is None or not ack.caps & CAP_KEYS or len(ack.key_share) != 32:
+            raise HandshakeError("HELLO_ACK without a key share")
+        try:
+            ee = crypto.dh(self._eph, ack.key_share)
+            es = crypto.dh(self._eph, self.server_key) if self.server_key else None
+        except ValueError as exc:
+            raise HandshakeError(f"bad key share: {exc}") from None
+        transcript = crypto.transcript_hash(self._hello_body, body[:-AUTH_LEN])
+        keys = crypto.derive(ee, es, self.psk, transcript)
+        if not crypto.verify_mac(keys.confirm, ack.auth, b"hello-ack", transcript):
+            raise HandshakeError("the listener could not prove the flow's keys (wrong psk "
+                                 "or server key, or someone in the middle)")
+        self._eph = None  # forward secrecy: the ephemeral is not needed any more
+        return keys
+
     def join(self, path_id: int) -> list[bytes]:
-        """The opening bytes of another carrier of the flow."""
-        return [PREFACE, Join(self.flow_id, path_id).encode()]
+        """The opening bytes of another carrier of the flow (a JOIN proving the keys).
+
+        Raises:
+            RendrError: there is no flow (no HELLO_ACK yet).
+        """
+        keys = self._keys()
+        nonce = os.urandom(16)
+        self._join_nonces[path_id] = nonce
+        tag = crypto.mac(keys.join, b"join", self.flow_id, _u32(path_id), nonce)
+        return [PREFACE, Join(self.flow_id, path_id, nonce, tag).encode()]
+
+    def _keys(self) -> crypto.FlowKeys:
+        flow = self.flow
+        if flow is None or flow.keys is None:
+            raise RendrError("no flow keys yet")
+        return flow.keys
+
+    def seal(self, path_id: int, frames: list[bytes]) -> list[bytes | memoryview]:
+        """``frames`` as the first records of path ``path_id`` (the farewell CLOSE)."""
+        flow = self.flow
+        encrypt = flow.encrypt if flow is not None else True
+        return RecordSealer(self._keys().d2l, path_id, encrypt).seal(frames)
 
     def on_join_ack(self, ftype: int, body: bytes, path_id: int, now: float, *,
                     fatal_if_unknown: bool = True) -> None:
@@ -268,6 +399,12 @@ class DialerHandshake:
         ack = JoinAck.decode(body)
         if ack.flow_id != self.flow_id or ack.path_id != path_id:
             raise HandshakeError("JOIN_ACK for another flow or path")
+        nonce = self._join_nonces.pop(path_id, b"")
+        proven = bool(ack.nonce) and crypto.verify_mac(
+            self._keys().join, ack.mac, b"join-ack", self.flow_id, _u32(path_id),
+            bytes([ack.result]), nonce, ack.nonce)
+        if (ack.nonce or ack.result == Result.OK) and not proven:
+            raise HandshakeError("JOIN_ACK does not prove the flow's keys")
         if ack.result == Result.UNKNOWN_FLOW:
             if fatal_if_unknown and flow is not None and not any(
                     p.alive for p in flow.paths.values()):

@@ -70,6 +70,9 @@ class Cause(enum.Enum):
     """The peer declared the path dead (its liveness check fired first)."""
     PROTOCOL = "protocol"
     """The carrier delivered something that is not valid rendr framing."""
+    AUTH = "auth"
+    """A record on the carrier failed authentication (tampered, injected or replayed
+    bytes): the carrier is not the peer's; the flow goes on over its other paths."""
     REMOVED = "removed"
     """Removed on purpose (remove_path)."""
     CLOSED = "closed"

@@ -47,7 +47,7 @@ __all__ = [
 
 # Final: a compiled build (mypyc) reads these as native constants, not module globals
 MAGIC: Final = b"RNDR"
-VERSION: Final = 0
+VERSION: Final = 1
 PREFACE_STRUCT: Final = struct.Struct("!4sBBH")
 PREFACE: Final = PREFACE_STRUCT.pack(MAGIC, VERSION, 0, 0)
 HEADER: Final = struct.Struct("!I")
@@ -92,6 +92,7 @@ class Result(enum.IntEnum):
     TOO_MANY_PATHS = 5
     DUPLICATE_PATH = 6
     BUSY = 7
+    AUTH_FAILED = 8
 
 
 class CloseCode(enum.IntEnum):
@@ -118,8 +119,21 @@ _HELLO: Final = struct.Struct("!16sIBBHI")
 _BUDGET: Final = struct.Struct("!I")
 CAP_BUDGET: Final = 0x0001
 """HELLO caps bit: a u32 migration budget in milliseconds follows the fixed fields."""
+CAP_KEYS: Final = 0x0002
+"""HELLO caps bit: the key block follows (the budget, if any, comes first):
+key share (X25519, 32 bytes), key flags (1 byte), auth (16 bytes: in HELLO the
+pre-shared key's MAC or zeros, in HELLO_ACK the confirmation MAC)."""
+KEY_ENCRYPT: Final = 0x01
+"""Key flags bit: encrypt records (HELLO: the dialer asks; HELLO_ACK: agreed)."""
+KEY_PSK: Final = 0x02
+"""Key flags bit: a pre-shared key is mixed in (HELLO: its MAC is in auth)."""
+KEY_STATIC: Final = 0x04
+"""Key flags bit: the dialer mixes in the listener's pinned static key."""
+_KEY_BLOCK: Final = struct.Struct("!32sB16s")
+AUTH_LEN: Final = 16
 _JOIN: Final = struct.Struct("!16sI")
 _JOIN_ACK: Final = struct.Struct("!16sIB")
+_JOIN_AUTH: Final = struct.Struct("!16s16s")
 _ACK_HEAD: Final = struct.Struct("!QQBB")
 _RANGE: Final = struct.Struct("!QQ")
 _U64: Final = struct.Struct("!Q")
@@ -183,17 +197,28 @@ class Hello:
     recv_window: int
     result: int = Result.OK
     budget_ms: int = 0
+    key_share: bytes = b""
+    key_flags: int = 0
+    auth: bytes = bytes(AUTH_LEN)
 
     def encode(self, ack: bool = False) -> bytes:
         """Encode as HELLO or, with ``ack``, as HELLO_ACK (which appends the result byte);
-        with :data:`CAP_BUDGET` in ``caps``, the budget follows."""
+        with :data:`CAP_BUDGET` in ``caps``, the budget follows, then with
+        :data:`CAP_KEYS` the key block."""
+        return encode_frame(FrameType.HELLO_ACK if ack else FrameType.HELLO,
+                            self.encode_body(ack))
+
+    def encode_body(self, ack: bool = False) -> bytes:
+        """The body :meth:`encode` frames (the handshake transcript hashes bodies)."""
         body = _HELLO.pack(
             self.flow_id, self.path_id, self.mode, self.kind, self.caps, self.recv_window)
         if ack:
             body += bytes([self.result])
         if self.caps & CAP_BUDGET:
             body += _BUDGET.pack(self.budget_ms)
-        return encode_frame(FrameType.HELLO_ACK if ack else FrameType.HELLO, body)
+        if self.caps & CAP_KEYS:
+            body += _KEY_BLOCK.pack(self.key_share, self.key_flags, self.auth)
+        return body
 
     @classmethod
     def decode(cls, body: bytes | memoryview, ack: bool = False) -> Hello:
@@ -208,26 +233,43 @@ class Hello:
             if len(body) < need + _BUDGET.size:
                 raise ProtocolError("HELLO announces a budget it does not carry")
             (budget_ms,) = _BUDGET.unpack_from(body, need)
-        return cls(bytes(flow_id), path_id, mode, kind, caps, window, result, budget_ms)
+            need += _BUDGET.size
+        share, flags, auth = b"", 0, bytes(AUTH_LEN)
+        if caps & CAP_KEYS:
+            if len(body) < need + _KEY_BLOCK.size:
+                raise ProtocolError("HELLO announces a key block it does not carry")
+            share, flags, auth = _KEY_BLOCK.unpack_from(body, need)
+        return cls(bytes(flow_id), path_id, mode, kind, caps, window, result, budget_ms,
+                   bytes(share), flags, bytes(auth))
 
     def __reduce__(self) -> tuple[type[Hello], tuple[bytes, int, int, int, int, int, int,
-                                                     int]]:
+                                                     int, bytes, int, bytes]]:
         # copy and pickle rebuild through __init__: compiled (mypyc), a frozen dataclass
         # cannot be restored field by field
         return (type(self), (self.flow_id, self.path_id, self.mode, self.kind, self.caps,
-                             self.recv_window, self.result, self.budget_ms))
+                             self.recv_window, self.result, self.budget_ms, self.key_share,
+                             self.key_flags, self.auth))
 
 
 @dataclass(frozen=True)
 class Join:
-    """JOIN: attach this carrier to an existing flow as path ``path_id``."""
+    """JOIN: attach this carrier to an existing flow as path ``path_id``.
+
+    ``nonce`` (16 random bytes) and ``mac`` (under the flow's JOIN key, see
+    rendr.core.crypto) prove the dialer holds the flow's keys; empty in the
+    unkeyed form (which a v1 listener refuses)."""
 
     flow_id: bytes
     path_id: int
+    nonce: bytes = b""
+    mac: bytes = b""
 
     def encode(self) -> bytes:
         """Encode as a JOIN frame."""
-        return encode_frame(FrameType.JOIN, _JOIN.pack(self.flow_id, self.path_id))
+        body = _JOIN.pack(self.flow_id, self.path_id)
+        if self.nonce:
+            body += _JOIN_AUTH.pack(self.nonce, self.mac)
+        return encode_frame(FrameType.JOIN, body)
 
     @classmethod
     def decode(cls, body: bytes | memoryview) -> Join:
@@ -235,23 +277,31 @@ class Join:
         if len(body) < _JOIN.size:
             raise ProtocolError("short JOIN")
         flow_id, path_id = _JOIN.unpack_from(body, 0)
-        return cls(bytes(flow_id), path_id)
+        nonce, mac = b"", b""
+        if len(body) >= _JOIN.size + _JOIN_AUTH.size:
+            nonce, mac = _JOIN_AUTH.unpack_from(body, _JOIN.size)
+        return cls(bytes(flow_id), path_id, bytes(nonce), bytes(mac))
 
-    def __reduce__(self) -> tuple[type[Join], tuple[bytes, int]]:
-        return (type(self), (self.flow_id, self.path_id))  # see Hello.__reduce__
+    def __reduce__(self) -> tuple[type[Join], tuple[bytes, int, bytes, bytes]]:
+        return (type(self), (self.flow_id, self.path_id, self.nonce, self.mac))
 
 
 @dataclass(frozen=True)
 class JoinAck:
-    """JOIN_ACK: the listener's answer to a JOIN."""
+    """JOIN_ACK: the listener's answer to a JOIN (``nonce`` and ``mac`` prove it
+    holds the flow's keys; empty when it does not know the flow)."""
 
     flow_id: bytes
     path_id: int
     result: int
+    nonce: bytes = b""
+    mac: bytes = b""
 
     def encode(self) -> bytes:
         """Encode as a JOIN_ACK frame."""
         body = _JOIN_ACK.pack(self.flow_id, self.path_id, self.result)
+        if self.nonce:
+            body += _JOIN_AUTH.pack(self.nonce, self.mac)
         return encode_frame(FrameType.JOIN_ACK, body)
 
     @classmethod
@@ -260,10 +310,13 @@ class JoinAck:
         if len(body) < _JOIN_ACK.size:
             raise ProtocolError("short JOIN_ACK")
         flow_id, path_id, result = _JOIN_ACK.unpack_from(body, 0)
-        return cls(bytes(flow_id), path_id, result)
+        nonce, mac = b"", b""
+        if len(body) >= _JOIN_ACK.size + _JOIN_AUTH.size:
+            nonce, mac = _JOIN_AUTH.unpack_from(body, _JOIN_ACK.size)
+        return cls(bytes(flow_id), path_id, result, bytes(nonce), bytes(mac))
 
-    def __reduce__(self) -> tuple[type[JoinAck], tuple[bytes, int, int]]:
-        return (type(self), (self.flow_id, self.path_id, self.result))  # see Hello.__reduce__
+    def __reduce__(self) -> tuple[type[JoinAck], tuple[bytes, int, int, bytes, bytes]]:
+        return (type(self), (self.flow_id, self.path_id, self.result, self.nonce, self.mac))
 
 
 def encode_ack(cum: int, max_offset: int, flags: int, ranges: list[tuple[int, int]]) -> bytes:
