@@ -131,10 +131,17 @@ class FlowConfig:
     max_paths: int = 16
     """Most paths one flow may have at once."""
 
+    records: bool = False
+    """Carry every frame after the handshake in authenticated records (AES-256-GCM,
+    one key per direction, nonce = path id + record number): nothing can be injected,
+    replayed or moved between paths, even by an attacker on the path.  On if either
+    end asks.  Off by default in this version: the record layer's data path costs too
+    much yet (docs/benchmarks.md, issue 7); the handshake and every JOIN are keyed
+    and authenticated either way."""
+
     encrypt: bool = True
-    """Encrypt every record (AES-256-GCM).  Records are authenticated either way;
-    turn encryption off only on carriers that bring their own confidentiality (TLS).
-    The flow is encrypted if either end asks for it."""
+    """With ``records``: encrypt them too (else authenticate only, for carriers that
+    bring their own confidentiality, e.g. TLS).  On if either end asks."""
 
     # ---- listener caps (hostile peers; see docs/hardening.md) ----
 

@@ -266,9 +266,11 @@ def test_pinned_server_key() -> None:
         FLOW, Mode.PRIME, FlowConfig(), server_key=pub))[0] == Result.AUTH_FAILED
 
 
-def test_encryption_is_on_if_either_end_asks() -> None:
-    for d_enc, l_enc in ((True, True), (True, False), (False, True), (False, False)):
-        lh = ListenerHandshake(FlowConfig(encrypt=l_enc))
-        _, flow = _open(lh, DialerHandshake(FLOW, Mode.PRIME, FlowConfig(encrypt=d_enc)))
+def test_records_and_encryption_are_on_if_either_end_asks() -> None:
+    for d_on, l_on in ((True, True), (True, False), (False, True), (False, False)):
+        lh = ListenerHandshake(FlowConfig(encrypt=l_on, records=l_on))
+        _, flow = _open(lh, DialerHandshake(FLOW, Mode.PRIME,
+                                            FlowConfig(encrypt=d_on, records=d_on)))
         assert flow is not None
-        assert flow.encrypt == lh.flows[FLOW].encrypt == (d_enc or l_enc)
+        assert flow.encrypt == lh.flows[FLOW].encrypt == (d_on or l_on)
+        assert flow.records == lh.flows[FLOW].records == (d_on or l_on)

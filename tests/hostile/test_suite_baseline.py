@@ -424,12 +424,12 @@ class Attackers:
         _, own, ack, _ = await self._hello(source)
         assert ack is not None and ack.result == Result.OK, f"join: HELLO answered {ack}"
         unkeyed = PREFACE + Join(own.flow_id, 3).encode()  # the flow id alone opens nothing
+        await join("join-no-key", unkeyed, b"")  # first: "join-garbage" ends the flow
         await asyncio.gather(
             join("join-unknown", PREFACE + Join(os.urandom(16), 2).encode(), NOT_FRAMES),
             join("join-unknown-1MiB", PREFACE + Join(os.urandom(16), 2).encode(),
                  b"\xff" * MIB),
-            join("join-garbage", own.join(2), NOT_FRAMES),  # keyed JOIN, then no records
-            join("join-no-key", unkeyed, b""))
+            join("join-garbage", own.join(2), NOT_FRAMES))  # keyed JOIN, then not frames
 
     async def flood(self) -> None:
         counts = {"ok": 0, "busy": 0, "other": 0}
@@ -596,12 +596,11 @@ def test_listener_under_every_attack_keeps_caps_rtt_and_baseline(loop: str) -> N
     assert seen.got_in.get("sack") == len(BOGUS_SACKS), seen.got_in
     assert seen.joins["join-unknown"] == Result.UNKNOWN_FLOW, seen.joins  # after join_wait
     assert seen.joins["join-unknown-1MiB"] in (Result.UNKNOWN_FLOW, None), seen.joins
-    assert seen.joins["join-garbage"] == Result.OK, seen.joins  # then not records
+    assert seen.joins["join-garbage"] == Result.OK, seen.joins  # then not frames
     assert seen.joins["join-no-key"] == Result.AUTH_FAILED, seen.joins
     assert seen.ended == seen.got_in, "a hostile carrier was not ended by the listener"
-    # the bombs and bogus SACKs end their flows (protocol errors); bytes after a JOIN
-    # that are not records end that path only (authentication failure)
-    assert out.errors.get("ProtocolError", 0) >= BOMB_FLOWS + len(BOGUS_SACKS), out.errors
+    # the bombs, bogus SACKs and non-frames after a JOIN end their flows: protocol errors
+    assert out.errors.get("ProtocolError", 0) >= BOMB_FLOWS + len(BOGUS_SACKS) + 1, out.errors
     assert out.errors.get("ConnAborted", 0) >= CLOSE_FLOWS, out.errors  # the hostile CLOSEs
     for length, printable in out.reasons:  # the reasons: capped and sanitised
         assert printable and length <= MAX_REASON + 100, (length, printable)

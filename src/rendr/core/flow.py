@@ -113,8 +113,8 @@ class Flow:
         memory: the listener-wide receive-memory budget this flow's windows draw on
             (None: every window is ``config.recv_window``).
         keys: the flow's keys from the handshake: every path then carries
-            authenticated records (encrypted with ``encrypt``); None: plain frames
-            (the engine alone, in tests and simulations).
+            authenticated records if ``records`` (encrypted with ``encrypt``); None:
+            plain frames (the engine alone, in tests and simulations).
 
     Raises:
         ModeUnavailable: a mode without a scheduler yet.
@@ -123,7 +123,7 @@ class Flow:
     def __init__(self, *, role: Role, flow_id: bytes, mode: Mode = Mode.PRIME,
                  config: FlowConfig | None = None, now: float, peer_window: int,
                  memory: MemoryBudget | None = None, keys: FlowKeys | None = None,
-                 encrypt: bool = True) -> None:
+                 encrypt: bool = True, records: bool = True) -> None:
         cfg = config or FlowConfig()
         self.role = role
         self.flow_id = flow_id
@@ -148,6 +148,7 @@ class Flow:
         self._timer_at: float | None = None
         self.keys = keys
         self.encrypt = encrypt
+        self.records = records
         self.auth_failures = 0
         """Records that failed authentication (each ended its path)."""
         self.undelivered_close: bytes | None = None
@@ -195,7 +196,7 @@ class Flow:
         if rtt is not None:
             path.rtt.update(rtt, now)
         keys = self.keys
-        if keys is not None:
+        if keys is not None and self.records:
             dialer = self.role is Role.DIALER
             path.sealer = RecordSealer(keys.d2l if dialer else keys.l2d, path_id, self.encrypt)
             path.opener = RecordOpener(keys.l2d if dialer else keys.d2l, path_id, self.encrypt)

@@ -55,27 +55,41 @@ class RecordSealer:
         self.seq = 0
 
     def seal(self, buffers: Sequence[Buffer]) -> list[Out]:
-        """``buffers`` (frames, in order) as records, ready to write."""
-        total = sum(len(b) for b in buffers)
-        if total == 0:
-            return []
-        joined = buffers[0] if len(buffers) == 1 else b"".join(buffers)
-        view = memoryview(joined)
+        """``buffers`` (frames, in order) as records, ready to write.  A record's
+        plaintext is copied only when it spans several buffers (a large DATA payload
+        is sealed from its own memory, 64 KiB at a time)."""
         out: list[Out] = []
-        for start in range(0, total, MAX_RECORD):
-            chunk = view[start : start + MAX_RECORD]
-            out.extend(self._one(chunk))
+        pieces: list[memoryview] = []
+        room = MAX_RECORD
+        for buf in buffers:
+            view = memoryview(buf)
+            while view:
+                piece = view[:room]
+                view = view[len(piece):]
+                pieces.append(piece)
+                room -= len(piece)
+                if not room:
+                    self._one(pieces, out)
+                    pieces = []
+                    room = MAX_RECORD
+        if pieces:
+            self._one(pieces, out)
         return out
 
-    def _one(self, chunk: memoryview) -> list[Out]:
+    def _one(self, pieces: list[memoryview], out: list[Out]) -> None:
+        chunk: Buffer = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         n = len(chunk)
         hdr = _HDR.pack(n + TAG_LEN)
         nonce = _NONCE.pack(self._path_id, self.seq)
         self.seq += 1
         if self._encrypt:
-            return [hdr, self._aead.encrypt(nonce, chunk, hdr)]
-        tag = self._aead.encrypt(nonce, b"", hdr + bytes(chunk))
-        return [hdr, chunk, tag]
+            out.append(hdr)
+            out.append(self._aead.encrypt(nonce, chunk, hdr))
+        else:
+            # GCM authenticates the length of what it covers: the header needs no MAC
+            out.append(hdr)
+            out.append(chunk if isinstance(chunk, bytes) else memoryview(chunk))
+            out.append(self._aead.encrypt(nonce, b"", chunk))
 
 
 class RecordOpener:
@@ -94,30 +108,55 @@ class RecordOpener:
     def feed(self, data: Buffer) -> list[Out]:
         """Take carrier bytes; return the plaintext of every record completed.
 
+        Bytes are copied only to complete a record split across reads; whole records
+        are opened from ``data`` in place.
+
         Raises:
             RecordError: a record failed authentication or is too long.
         """
-        if self._partial:
-            self._partial += data
-            buf: memoryview = memoryview(bytes(self._partial))
-            self._partial.clear()
-        else:
-            buf = memoryview(data)
+        view = memoryview(data)
         out: list[Out] = []
         pos = 0
-        end = len(buf)
+        if self._partial:
+            pos = self._complete(view, out)
+            if self._partial:
+                return out  # still incomplete: all of data went into it
+        end = len(view)
         while end - pos >= 4:
-            (length,) = _HDR.unpack_from(buf, pos)
+            (length,) = _HDR.unpack_from(view, pos)
             if length < TAG_LEN or length > _MAX_BODY:
                 self.failures += 1
                 raise RecordError(f"record of {length} B on path {self._path_id}")
             if end - pos - 4 < length:
                 break
-            out.append(self._open(buf[pos : pos + 4], buf[pos + 4 : pos + 4 + length]))
+            out.append(self._open(view[pos : pos + 4], view[pos + 4 : pos + 4 + length]))
             pos += 4 + length
         if pos < end:
-            self._partial += buf[pos:]
+            self._partial = bytearray(view[pos:])
         return out
+
+    def _complete(self, view: memoryview, out: list[Out]) -> int:
+        """Add to the partial record what it lacks from ``view``; open it when whole.
+        Returns how many bytes of ``view`` were used."""
+        partial = self._partial
+        pos: int = 0
+        if len(partial) < 4:
+            pos = min(4 - len(partial), len(view))
+            partial += view[:pos]
+            if len(partial) < 4:
+                return pos
+        length: int = _HDR.unpack_from(partial, 0)[0]
+        if length < TAG_LEN or length > _MAX_BODY:
+            self.failures += 1
+            raise RecordError(f"record of {length} B on path {self._path_id}")
+        take = min(4 + length - len(partial), len(view) - pos)
+        partial += view[pos : pos + take]
+        pos += take
+        if len(partial) == 4 + length:
+            self._partial = bytearray()  # a new one: views of the old may be kept
+            whole = memoryview(partial)
+            out.append(self._open(whole[:4], whole[4:]))
+        return pos
 
     def _open(self, hdr: memoryview, body: memoryview) -> Out:
         nonce = _NONCE.pack(self._path_id, self.seq)
@@ -126,7 +165,7 @@ class RecordOpener:
                 plain: Out = self._aead.decrypt(nonce, body, hdr)
             else:
                 plain = body[:-TAG_LEN]
-                self._aead.decrypt(nonce, body[-TAG_LEN:], bytes(hdr) + bytes(plain))
+                self._aead.decrypt(nonce, body[-TAG_LEN:], plain)
         except InvalidTag:
             self.failures += 1
             raise RecordError(f"record {self.seq} on path {self._path_id} failed "

@@ -37,6 +37,7 @@ from .wire import (
     CAP_KEYS,
     KEY_ENCRYPT,
     KEY_PSK,
+    KEY_RECORDS,
     KEY_STATIC,
     PREFACE,
     CloseCode,
@@ -215,13 +216,16 @@ class ListenerHandshake:
         es = (crypto.dh(self.static_key, hello.key_share)
               if hello.key_flags & KEY_STATIC and self.static_key is not None else None)
         encrypt = bool(hello.key_flags & KEY_ENCRYPT) or self.config.encrypt
-        flags = (KEY_ENCRYPT if encrypt else 0) | (hello.key_flags & (KEY_PSK | KEY_STATIC))
+        records = bool(hello.key_flags & KEY_RECORDS) or self.config.records
+        flags = ((KEY_ENCRYPT if encrypt else 0) | (KEY_RECORDS if records else 0)
+                 | (hello.key_flags & (KEY_PSK | KEY_STATIC)))
         ack = dataclasses.replace(ack, caps=ack.caps | CAP_KEYS, key_share=share,
                                   key_flags=flags)
         transcript = crypto.transcript_hash(body, ack.encode_body(ack=True)[:-AUTH_LEN])
         keys = crypto.derive(ee, es, self.psk, transcript)
         flow.keys = keys
         flow.encrypt = encrypt
+        flow.records = records
         return dataclasses.replace(ack, auth=crypto.mac(keys.confirm, b"hello-ack",
                                                          transcript))
 
@@ -302,7 +306,8 @@ class DialerHandshake:
         """The opening bytes of the flow's first carrier."""
         cfg = self.config
         self._eph, share = crypto.ephemeral()
-        flags = ((KEY_ENCRYPT if cfg.encrypt else 0) | (KEY_PSK if self.psk else 0)
+        flags = ((KEY_ENCRYPT if cfg.encrypt else 0) | (KEY_RECORDS if cfg.records else 0)
+                 | (KEY_PSK if self.psk else 0)
                  | (KEY_STATIC if self.server_key else 0))
         hello = Hello(self.flow_id, path_id, self.mode, Kind.STREAM, CAP_BUDGET | CAP_KEYS,
                       cfg.recv_window, budget_ms=int(cfg.migration_budget * 1000),
@@ -332,7 +337,8 @@ class DialerHandshake:
             cfg = cfg.replace(migration_budget=ack.budget_ms / 1000)  # listener: ours)
         self.flow = Flow(role=Role.DIALER, flow_id=self.flow_id, mode=Mode(ack.mode),
                          config=cfg, now=now, peer_window=ack.recv_window, keys=keys,
-                         encrypt=bool(ack.key_flags & KEY_ENCRYPT))
+                         encrypt=bool(ack.key_flags & KEY_ENCRYPT),
+                         records=bool(ack.key_flags & KEY_RECORDS))
         return self.flow
 
     def _keys_from(self, ack: Hello, body: bytes) -> crypto.FlowKeys:
@@ -376,10 +382,12 @@ class DialerHandshake:
         return flow.keys
 
     def seal(self, path_id: int, frames: list[bytes]) -> list[bytes | memoryview]:
-        """``frames`` as the first records of path ``path_id`` (the farewell CLOSE)."""
+        """``frames`` as the first bytes of path ``path_id`` (the farewell CLOSE): in
+        records if the flow uses them."""
         flow = self.flow
-        encrypt = flow.encrypt if flow is not None else True
-        return RecordSealer(self._keys().d2l, path_id, encrypt).seal(frames)
+        if flow is None or not flow.records:
+            return list(frames)
+        return RecordSealer(self._keys().d2l, path_id, flow.encrypt).seal(frames)
 
     def on_join_ack(self, ftype: int, body: bytes, path_id: int, now: float, *,
                     fatal_if_unknown: bool = True) -> None:

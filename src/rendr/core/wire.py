@@ -129,6 +129,9 @@ KEY_PSK: Final = 0x02
 """Key flags bit: a pre-shared key is mixed in (HELLO: its MAC is in auth)."""
 KEY_STATIC: Final = 0x04
 """Key flags bit: the dialer mixes in the listener's pinned static key."""
+KEY_RECORDS: Final = 0x08
+"""Key flags bit: every frame after the handshake travels in authenticated records
+(HELLO: the dialer asks; HELLO_ACK: agreed)."""
 _KEY_BLOCK: Final = struct.Struct("!32sB16s")
 AUTH_LEN: Final = 16
 _JOIN: Final = struct.Struct("!16sI")

@@ -46,7 +46,10 @@ class RawDialer:
         return b"".join(self.handshake.join(path_id))
 
     def seal(self, frames: bytes, path_id: int = 1) -> bytes:
-        """``frames`` as the next records of ``path_id``."""
+        """``frames`` as the next records of ``path_id`` (as they are, if the flow
+        does not use records)."""
+        if not self._records():
+            return frames
         sealer = self._sealers.get(path_id)
         if sealer is None:
             sealer = self._sealers[path_id] = RecordSealer(*self._key(path_id, send=True))
@@ -54,11 +57,17 @@ class RawDialer:
 
     def open(self, data: bytes, path_id: int = 1) -> bytes:
         """The plaintext of the records completed by ``data`` on ``path_id``
-        (RecordError if one fails authentication)."""
+        (RecordError if one fails authentication; ``data`` itself without records)."""
+        if not self._records():
+            return data
         opener = self._openers.get(path_id)
         if opener is None:
             opener = self._openers[path_id] = RecordOpener(*self._key(path_id, send=False))
         return b"".join(bytes(p) for p in opener.feed(data))
+
+    def _records(self) -> bool:
+        flow = self.handshake.flow
+        return flow is not None and flow.records
 
     def _key(self, path_id: int, send: bool) -> tuple[bytes, int, bool]:
         flow = self.handshake.flow
