@@ -1,38 +1,15 @@
 """The flow engine: one reliable byte stream over a changing set of paths (sans-I/O).
 
-Theory of operation
--------------------
 A :class:`Flow` is one end of a rendr connection.  It owns no socket and reads no
-clock: the driver feeds it carrier bytes (:meth:`Flow.receive`), application
-calls (:meth:`Flow.send`, :meth:`Flow.read`, ...) and time (``now`` arguments,
-:meth:`Flow.handle_timer`), and takes out what to write on each carrier
-(:meth:`Flow.transmits`), which carriers to close (:meth:`Flow.closes`) and
-events (:meth:`Flow.events`).  After *every* input the driver must call, in this
-order: ``transmits(now)``, ``closes()``, ``events()``, then re-arm one timer at
-``get_timer()``; if ``wants_transmit()`` is true it should flush again soon
-(after letting other callbacks run) — one flush writes at most
-``config.write_burst`` bytes per path.
+clock: the driver feeds it carrier bytes, application calls and time, and takes
+out what to write on each carrier, which carriers to close and events; after
+*every* input: ``transmits(now)``, ``closes()``, ``events()``, then one timer at
+``get_timer()`` (the full contract, sending, liveness and ends:
+docs/architecture.md, "The engine's contract").
 
 ``Flow`` is a thin facade: it dispatches frames and wires the parts, each in its
 own module behind a small interface (``sender``, ``receiver``, ``paths``,
 ``scheduler``, ``recovery``, ``migration``, ``lifecycle``; docs/architecture.md).
-
-Sending.  New data goes where the scheduler says (PRIME: the active path).  When
-a path dies, what it carried and the peer has not acknowledged is queued for
-re-sending on the new active path, ahead of new data.  A planned :meth:`migrate`
-leaves the old path's in-flight data alone (that path is alive and delivers it),
-so nothing is sent twice.
-
-Liveness.  Every live path is PINGed (every ``ping_interval`` while busy, every
-``idle_ping_interval`` while idle); a path whose oldest unanswered PING is older
-than its dead time is declared dead (cause ``timeout``).
-
-Ends.  FIN marks the final offset of a direction (``b""`` to the reader after the
-last byte).  ``close()`` sends FIN, waits (at most ``linger``) for it to be
-acknowledged, then sends CLOSE(0).  CLOSE with another code aborts.  Carrier
-EOF or reset never ends a flow: it only kills a path.  With no live path left,
-the migration budget runs; when it expires the flow fails with
-:class:`MigrationBudgetExceeded`.
 """
 
 from __future__ import annotations
@@ -59,11 +36,11 @@ from .migration import Migration
 from .path import PathState
 from .paths import PathSet
 from .receiver import MUST_FLUSH, NEW_BYTES, StreamReceiver
-from .records import RecordError, RecordOpener, RecordSealer
+from .records import RecordError
 from .recovery import Recovery
 from .scheduler import Scheduler, make_scheduler
 from .sender import StreamSender
-from .stats import ConnStats
+from .stats import ConnStats, conn_stats
 from .types import Cause, Mode, PathStatus, Role, State
 from .wire import (
     ACK_FIN,
@@ -195,11 +172,8 @@ class Flow:
                          rtt_window=self.config.rtt_window)
         if rtt is not None:
             path.rtt.update(rtt, now)
-        keys = self.keys
-        if keys is not None and self.records:
-            dialer = self.role is Role.DIALER
-            path.sealer = RecordSealer(keys.d2l if dialer else keys.l2d, path_id, self.encrypt)
-            path.opener = RecordOpener(keys.l2d if dialer else keys.d2l, path_id, self.encrypt)
+        if self.keys is not None and self.records:
+            path.protect(self.keys, self.role is Role.DIALER, self.encrypt)
         self._paths.add(path)
         self._migration.attached(path, now)
         self._check_close_done(now)
@@ -286,31 +260,17 @@ class Flow:
             return False
         path.bytes_received += len(data)
         opener = path.opener
-        if opener is not None:
-            return self._receive_records(path, opener, data, now)
-        path.last_recv_at = now
-        path.unanswered_since = None
-        if path.suspect:
-            self._migration.resumed(path, now)
-        try:
-            return bool(path.deframer.feed(data, now) & MUST_FLUSH)
-        except ProtocolError as exc:
-            logger.warning("flow %s: protocol error on path %d: %s", self._name, path_id, exc)
-            self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
-            return True
-
-    def _receive_records(self, path: PathState, opener: RecordOpener, data: Buffer,
-                         now: float) -> bool:
-        try:
-            pieces = opener.feed(data)
-        except RecordError as exc:
-            # not the peer's bytes: this carrier is lost, the flow is not
-            self.auth_failures += 1
-            logger.warning("flow %s: %s; path %d dropped", self._name, exc, path.id)
-            self._migration.carrier_failed(path.id, Cause.AUTH, now, str(exc))
-            return True
-        if not pieces:
-            return False  # liveness counts authenticated records only
+        pieces: list[bytes | memoryview] | tuple[Buffer] = (data,)
+        if opener is not None:  # authenticated records
+            try:
+                pieces = opener.feed(data)
+            except RecordError as exc:  # not the peer's bytes: the path is lost, not the flow
+                self.auth_failures += 1
+                logger.warning("flow %s: %s; path %d dropped", self._name, exc, path_id)
+                self._migration.carrier_failed(path_id, Cause.AUTH, now, str(exc))
+                return True
+            if not pieces:
+                return False  # liveness counts authenticated records only
         path.last_recv_at = now
         path.unanswered_since = None
         if path.suspect:
@@ -320,7 +280,7 @@ class Flow:
             for piece in pieces:
                 flags |= path.deframer.feed(piece, now)
         except ProtocolError as exc:
-            logger.warning("flow %s: protocol error on path %d: %s", self._name, path.id, exc)
+            logger.warning("flow %s: protocol error on path %d: %s", self._name, path_id, exc)
             self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
             return True
         return bool(flags & MUST_FLUSH)
@@ -657,12 +617,4 @@ class Flow:
 
     def stats(self, now: float) -> ConnStats:
         """A snapshot of the flow's counters."""
-        known = list(self._paths.history) + list(self._paths)
-        paths = [p.stats(now) for p in sorted(known, key=lambda p: p.id)]
-        return ConnStats(
-            flow_id=self.flow_id, state=self.state, mode=self.mode, active_path=self.active,
-            paths=paths, recv_queue_hwm=self.recv_queue_hwm, recv_dups=self.recv_dups,
-            bond_stuck_skips=0, migration_count=self.migration_count,
-            created_at=self.created_at, bytes_written=self.bytes_written,
-            bytes_read=self.bytes_read, unacked_bytes=self.unacked,
-        )
+        return conn_stats(self, list(self._paths.history) + list(self._paths), now)

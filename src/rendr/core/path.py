@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
+from .crypto import FlowKeys
 from .framing import StreamDeframer
 from .records import RecordOpener, RecordSealer
 from .stats import PathStats
@@ -116,6 +117,11 @@ class PathState:
     def alive(self) -> bool:
         """Whether the path can carry new data."""
         return self.status is PathStatus.UP
+
+    def protect(self, keys: FlowKeys, dialer: bool, encrypt: bool) -> None:
+        """Carry this path's frames in authenticated records under the flow's keys."""
+        self.sealer = RecordSealer(keys.d2l if dialer else keys.l2d, self.id, encrypt)
+        self.opener = RecordOpener(keys.l2d if dialer else keys.d2l, self.id, encrypt)
 
     def spend_control(self, is_ping: bool, now: float) -> bool:
         """Count one control frame received at ``now``; False when the peer sends

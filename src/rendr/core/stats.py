@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .types import Mode, State
 
-__all__ = ["ConnStats", "PathStats"]
+if TYPE_CHECKING:
+    from .flow import Flow
+    from .path import PathState
+
+__all__ = ["ConnStats", "PathStats", "conn_stats"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +82,16 @@ class ConnStats:
     bytes_written: int = 0
     bytes_read: int = 0
     unacked_bytes: int = 0
+
+
+def conn_stats(flow: Flow, known: Iterable[PathState], now: float) -> ConnStats:
+    """The snapshot :meth:`Flow.stats` returns: the flow's counters and a
+    :class:`PathStats` for each path in ``known`` (live ones and the recent history)."""
+    return ConnStats(
+        flow_id=flow.flow_id, state=flow.state, mode=flow.mode, active_path=flow.active,
+        paths=[p.stats(now) for p in sorted(known, key=lambda p: p.id)],
+        recv_queue_hwm=flow.recv_queue_hwm, recv_dups=flow.recv_dups, bond_stuck_skips=0,
+        migration_count=flow.migration_count, created_at=flow.created_at,
+        bytes_written=flow.bytes_written, bytes_read=flow.bytes_read,
+        unacked_bytes=flow.unacked,
+    )
