@@ -16,7 +16,8 @@ answers from a listener holding the flow's keys, with any field values, only
 HandshakeError or ProtocolError (the aio dialer turns nothing else into a failed
 path), and an accepted flow has the listener's keys; a forged answer (a bit flipped,
 cut, extended, no MAC, another frame type) is never accepted.  Two crashes found
-here are pinned by the strict xfail tests at the end.
+here (a granted mode other than asked, a budget over 90 s) are fixed; their
+regression tests are at the end.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def _dialer(budget: float = 30.0) -> DialerHandshake:
 
 
 def _known_crash(mode: int, caps: int, budget_ms: int, result: int) -> bool:
-    """The inputs of the crashes pinned by the xfail tests below: an authentic
+    """The inputs of the crashes pinned by the regression tests below (fixed): an authentic
     HELLO_ACK (result OK) granting a mode other than PRIME, or a budget over 90 s."""
     return result == Result.OK and (mode != Mode.PRIME or bool(caps & CAP_BUDGET
                                                               and budget_ms > 90_000))
@@ -268,11 +269,6 @@ def test_dialer_reads_any_join_ack(result: int, path_id: int, ack_path: int, for
 # -------------------------------------------------------------- crashes found here
 
 
-@pytest.mark.xfail(strict=True, reason="DialerHandshake.on_hello_ack builds Mode(ack.mode) and a "
-                   "Flow without checking the granted mode: ValueError (unknown mode) or "
-                   "ModeUnavailable (BOND, RACE) escapes instead of HandshakeError, and "
-                   "Dialer.dial() lets it through (it only turns HandshakeError/OSError "
-                   "into a failed path)")
 @pytest.mark.parametrize("mode", [0, 2, 3, 9, 255])
 def test_hello_ack_granting_another_mode(mode: int) -> None:
     hs = _dialer()
@@ -281,10 +277,6 @@ def test_hello_ack_granting_another_mode(mode: int) -> None:
         hs.on_hello_ack(FrameType.HELLO_ACK, body, 1, 0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="DialerHandshake.on_hello_ack takes the listener's "
-                   "budget as it is: budget_ms > 90000 makes FlowConfig.replace raise "
-                   "ValueError ('migration_budget may not exceed 90 s'); the spec's agreed "
-                   "budget is the smaller of the two, so min(ours, theirs) fixes it")
 @pytest.mark.parametrize("budget_ms", [90_001, 0xFFFF_FFFF])
 def test_hello_ack_with_a_budget_over_90s(budget_ms: int) -> None:
     hs = _dialer()

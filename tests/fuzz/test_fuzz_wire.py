@@ -295,10 +295,6 @@ def test_close_round_trip(code: int, reason: str) -> None:
         assert got_reason == _sanitised(reason)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="encode_close() raises UnicodeEncodeError on a reason with a lone "
-                   "surrogate (Flow.abort / Conn.abort(reason=...) then raise with the flow "
-                   "left open); fix: encode the reason with errors='replace'")
 def test_close_reason_with_a_lone_surrogate() -> None:
     """Regression (found by test_close_round_trip widened to every code point)."""
     body = _frame(encode_close(1, "bad file \udc80"), FrameType.CLOSE)

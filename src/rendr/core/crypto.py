@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 __all__ = ["MAC_LEN", "FlowKeys", "derive", "dh", "ephemeral", "hello_key", "mac",
-           "public_bytes", "transcript_hash", "verify_mac"]
+           "public_bytes", "transcript_hash", "valid_share", "verify_mac"]
 
 MAC_LEN: Final = 16
 """Bytes of every handshake MAC (HMAC-SHA256, truncated)."""
@@ -52,6 +52,19 @@ def public_bytes(priv: X25519PrivateKey) -> bytes:
 def dh(priv: X25519PrivateKey, peer_public: bytes) -> bytes:
     """X25519(priv, peer_public); ValueError for a low-order (all-zero result) key."""
     return priv.exchange(X25519PublicKey.from_public_bytes(peer_public))
+
+
+def valid_share(public: bytes) -> bool:
+    """Whether an X25519 public key yields a shared secret (not a low-order point):
+    tried against a throwaway key, since X25519 refuses such points only then."""
+    try:
+        _PROBE.exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return False
+    return True
+
+
+_PROBE: Final = X25519PrivateKey.generate()
 
 
 def mac(key: bytes, *parts: bytes) -> bytes:

@@ -202,6 +202,8 @@ class ListenerHandshake:
         asks for the static key only if there is one."""
         if not hello.caps & CAP_KEYS or len(hello.key_share) != 32:
             return False
+        if not crypto.valid_share(hello.key_share):
+            return False  # low-order point: no shared secret (X25519 refuses it)
         if hello.key_flags & KEY_STATIC and self.static_key is None:
             return False
         if self.psk is None:
@@ -326,15 +328,23 @@ class DialerHandshake:
         """
         if ftype != FrameType.HELLO_ACK:
             raise HandshakeError(f"expected HELLO_ACK, got frame type 0x{ftype:02x}")
-        ack = Hello.decode(body, ack=True)
+        try:
+            ack = Hello.decode(body, ack=True)
+        except ProtocolError as exc:
+            raise HandshakeError(f"malformed HELLO_ACK: {exc}") from None
         if ack.result != Result.OK:
             raise HandshakeError(f"listener refused the flow: {result_name(ack.result)}")
         if ack.flow_id != self.flow_id or ack.path_id != path_id:
             raise HandshakeError("HELLO_ACK for another flow or path")
+        if ack.mode != self.mode:
+            raise HandshakeError(f"listener granted mode {ack.mode}, we asked for "
+                                 f"{int(self.mode)}")
         keys = self._keys_from(ack, bytes(body))
         cfg = self.config
-        if ack.caps & CAP_BUDGET and ack.budget_ms:  # the agreed budget (an older
-            cfg = cfg.replace(migration_budget=ack.budget_ms / 1000)  # listener: ours)
+        if ack.caps & CAP_BUDGET and ack.budget_ms:  # the agreed budget: never more than
+            budget = min(ack.budget_ms / 1000, cfg.migration_budget)  # ours
+            if budget != cfg.migration_budget:
+                cfg = cfg.replace(migration_budget=budget)
         self.flow = Flow(role=Role.DIALER, flow_id=self.flow_id, mode=Mode(ack.mode),
                          config=cfg, now=now, peer_window=ack.recv_window, keys=keys,
                          encrypt=bool(ack.key_flags & KEY_ENCRYPT),
@@ -404,7 +414,10 @@ class DialerHandshake:
         flow = self.flow
         if ftype != FrameType.JOIN_ACK:
             raise HandshakeError(f"expected JOIN_ACK, got frame type 0x{ftype:02x}")
-        ack = JoinAck.decode(body)
+        try:
+            ack = JoinAck.decode(body)
+        except ProtocolError as exc:
+            raise HandshakeError(f"malformed JOIN_ACK: {exc}") from None
         if ack.flow_id != self.flow_id or ack.path_id != path_id:
             raise HandshakeError("JOIN_ACK for another flow or path")
         nonce = self._join_nonces.pop(path_id, b"")

@@ -408,7 +408,7 @@ def decode_path_close(body: bytes | memoryview) -> int:
 
 def encode_close(code: int, reason: str = "") -> bytes:
     """CLOSE: end the flow. Code 0 after both FINs is clean; anything else aborts."""
-    raw = reason.encode("utf-8")[:MAX_REASON].decode("utf-8", "ignore").encode("utf-8")
+    raw = reason.encode("utf-8", "replace")[:MAX_REASON].decode("utf-8", "ignore").encode()
     return encode_frame(FrameType.CLOSE, _CLOSE_HEAD.pack(code) + raw)
 
 
