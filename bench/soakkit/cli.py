@@ -63,6 +63,8 @@ def parser(prog: str | None) -> argparse.ArgumentParser:
                     help="share of flow slots with one flow for the whole run")
     ap.add_argument("--fault-gap", type=_range, default=d.fault_gap, metavar="MIN:MAX")
     ap.add_argument("--op-gap", type=_range, default=d.op_gap, metavar="MIN:MAX")
+    ap.add_argument("--max-slots", type=int, default=d.max_slots,
+                    help="most dialer path slots per flow (add_path adds, remove_path removes)")
     ap.add_argument("--drop-gap", type=_range, default=d.drop_gap, metavar="MIN:MAX")
     ap.add_argument("--drop-len", type=_range, default=d.drop_len, metavar="MIN:MAX")
     ap.add_argument("--warmup", type=float, default=0.0,
@@ -73,6 +75,8 @@ def parser(prog: str | None) -> argparse.ArgumentParser:
     ap.add_argument("--knob", type=_knob, action="append", default=[], metavar="NAME=VALUE",
                     help="FlowConfig field for both ends (repeatable)")
     ap.add_argument("--no-uvloop", action="store_true")
+    ap.add_argument("--tracemalloc", action="store_true",
+                    help="trace the listener's allocations; report the sites that grew")
     ap.add_argument("--debug", action="store_true",
                     help="DEBUG logs of rendr in every child's log (large)")
     ap.add_argument("--rundir", default=None, help="logs go here (default: a new temp dir)")
@@ -122,10 +126,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
                seed=a.seed if a.seed is not None else int(time.time()) % 1_000_000,
                netns=netns, use_uvloop=use_uvloop, warmup=a.warmup, sample=a.sample,
                burst=int(a.burst_kib * KIB), idle=a.idle, flow_life=a.flow_life,
-               long_frac=a.long_frac,
-               fault_gap=a.fault_gap, op_gap=a.op_gap, drop_gap=a.drop_gap,
+               long_frac=a.long_frac, fault_gap=a.fault_gap, op_gap=a.op_gap,
+               max_slots=max(2, a.max_slots), drop_gap=a.drop_gap,
                drop_len=a.drop_len, max_rss_growth=a.max_rss_growth, knobs=dict(a.knob),
-               debug=a.debug)
+               debug=a.debug, tracemalloc=a.tracemalloc)
     mode = ("netns: two real veth paths (nftables DROPs) behind the relays" if netns else
             "loopback relays only" + (f" (no netns: {reason})" if reason else " (--no-netns)"))
     rundir = a.rundir or tempfile.mkdtemp(prefix=f"rendr-soak-{p.seed}-")

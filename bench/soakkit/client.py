@@ -102,6 +102,8 @@ class ClientRole:
         self.migrations = 0
         self.recv_dups = 0
         self.started_flows = 0
+        self.finished_keys: set[str] = set()
+        self.lingering: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ process
 
@@ -164,7 +166,11 @@ class ClientRole:
                  for i in range(n)]
         try:
             await asyncio.gather(*slots)
+            if self.lingering:  # relays of failed flows, kept for rendr's farewell
+                await asyncio.gather(*list(self.lingering), return_exceptions=True)
         finally:
+            for task in list(self.lingering):
+                task.cancel()
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -229,7 +235,10 @@ class ClientRole:
                      f"{[r.addr[1] for r in relays]}")
             dialer = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"{r.addr[0]}:{r.addr[1]}")
                                          for r in relays], on_event=f.events, **p.knobs)
-            conn = f.conn = await asyncio.wait_for(dialer.dial(), 60)
+            try:
+                conn = f.conn = await asyncio.wait_for(dialer.dial(), 60)
+            except asyncio.TimeoutError:
+                raise SoakError("dial() did not return within 60 s") from None
             proc, slot, gen = (int(x) for x in key.split("."))
             await conn.write(HEADER.pack(MAGIC, seed, proc, slot, gen))
             end_at = loop.time() + life
@@ -241,7 +250,11 @@ class ClientRole:
                 self.anomaly(f, f"the {name} task was cancelled while it awaited rendr and "
                                 "went on as if not (the cancellation was lost); it ended only "
                                 "because it also watches a stop flag")
-            await asyncio.wait_for(conn.close(), p.knobs.get("linger", 10.0) + 20.0)
+            limit = p.knobs.get("linger", 10.0) + 20.0
+            try:
+                await asyncio.wait_for(conn.close(), limit)
+            except asyncio.TimeoutError:
+                raise SoakError(f"close() did not return within {limit:g} s") from None
             self.finish(f, conn, loop.time() - end_at)
         except (Exception, asyncio.CancelledError) as exc:
             if not isinstance(exc, asyncio.CancelledError) or not self.stopping.is_set():
@@ -257,7 +270,13 @@ class ClientRole:
             for relay in relays:
                 relay.forward()
                 relay.set_rate(None)
-                await relay.close()
+            if f.conn is not None and f.conn.is_closed and f.key not in self.finished_keys:
+                # a flow that failed: rendr may still deliver its CLOSE to the listener over
+                # a fresh carrier (the dialer's farewell): keep the relays up a while
+                self.spawn_linger(relays)
+            else:
+                for relay in relays:
+                    await relay.close()
             self.active.pop(key, None)
             self.bytes_up += f.sender.count
             self.bytes_down += f.checker.count
@@ -265,7 +284,18 @@ class ClientRole:
             add_counts(self.ops, f.ops)
             add_counts(self.events, f.events.counts)
 
+    def spawn_linger(self, relays: list[TcpRelay]) -> None:
+        async def linger() -> None:
+            await asyncio.sleep(self.p.relay_linger)
+            for relay in relays:
+                await relay.close()
+
+        task = asyncio.get_running_loop().create_task(linger(), name="relay-linger")
+        self.lingering.add(task)
+        task.add_done_callback(self.lingering.discard)
+
     def finish(self, f: _Flow, conn: rendr.Conn, overtime: float) -> None:
+        self.finished_keys.add(f.key)
         self.done += 1
         self.migrations += conn.migration_count
         self.recv_dups += conn.recv_dups

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import traceback
+import tracemalloc
 from typing import Any
 
 import rendr
@@ -49,8 +50,8 @@ class _Flow:
         self.events = events
 
 
-class Mismatch(Exception):
-    """What was read is not what was sent."""
+class ServerError(Exception):
+    """Something the soak's server found wrong (not raised by rendr)."""
 
 
 class ListenerRole:
@@ -87,8 +88,19 @@ class ListenerRole:
             "events": dict(self.events),
         }
 
+    def trace_diff(self, base: tracemalloc.Snapshot | None) -> list[str]:
+        """The allocation sites that grew most since ``base``."""
+        if base is None or not tracemalloc.is_tracing():
+            return []
+        now = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(False, tracemalloc.__file__)])
+        return [str(d) for d in now.compare_to(base, "lineno")[:15]]
+
     async def main(self) -> None:
         raise_fd_limit()
+        if self.p.tracemalloc:
+            tracemalloc.start(1)
+        base: tracemalloc.Snapshot | None = None
         loop = asyncio.get_running_loop()
         self.lag.start()
         addr = "0.0.0.0:0" if self.p.netns else "127.0.0.1:0"
@@ -102,6 +114,10 @@ class ListenerRole:
                 if msg["cmd"] == "stats":
                     self.ch.say("stats", tag=msg.get("tag"),
                                 stats=self.stats(bool(msg.get("collect"))))
+                elif msg["cmd"] == "trace_base":
+                    base = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
+                elif msg["cmd"] == "trace_diff":
+                    self.ch.say("trace", lines=self.trace_diff(base))
                 elif msg["cmd"] == "census":
                     self.ch.say("census", tag=msg.get("tag"), census=census())
                 elif msg["cmd"] == "exit":
@@ -146,10 +162,14 @@ class ListenerRole:
         conn.on_event(events)
         tasks: list[asyncio.Task[None]] = []
         try:
-            head = await asyncio.wait_for(conn.readexactly(HEADER.size), 60)
+            try:
+                head = await asyncio.wait_for(conn.readexactly(HEADER.size), 60)
+            except asyncio.TimeoutError:
+                raise ServerError("no flow header within 60 s of accept() (a dial the client "
+                               "gave up?)") from None
             magic, seed, proc, slot, gen = HEADER.unpack(head)
             if magic != MAGIC:
-                raise Mismatch(f"bad flow header {head.hex()}")
+                raise ServerError(f"bad flow header {head.hex()}")
             key = flow_key(proc, slot, gen)
             rng = random.Random(seed ^ 0x5EED)
             f = _Flow(key, Checker(seed, UP), Sender(seed, DOWN, rng, self.p.max_write),
@@ -158,7 +178,10 @@ class ListenerRole:
             tasks = [loop.create_task(self.read_side(conn, f, random.Random(seed ^ 0xEAD))),
                      loop.create_task(self.write_side(conn, f, random.Random(seed ^ 0xB0)))]
             await first_failure(tasks)
-            await conn.close()
+            try:
+                await asyncio.wait_for(conn.close(), self.p.knobs.get("linger", 10.0) + 20.0)
+            except asyncio.TimeoutError:
+                raise ServerError("close() did not return in time") from None
             self.done += 1
             self.bytes_in += f.checker.count
             self.bytes_out += f.sender.count
@@ -194,7 +217,7 @@ class ListenerRole:
                 return
             err = f.checker.feed(data)
             if err is not None:
-                raise Mismatch(f"client->server stream: {err}")
+                raise ServerError(f"client->server stream: {err}")
             f.last_progress = loop.time()
 
     async def write_side(self, conn: rendr.Conn, f: _Flow, rng: random.Random) -> None:

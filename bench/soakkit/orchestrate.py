@@ -74,6 +74,8 @@ class Soak:
             tag = msg.get("tag")
             if child is self.listener and isinstance(tag, int) and tag in self.pending_samples:
                 self.pending_samples.pop(tag).listener = msg["stats"]
+        elif t == "trace":
+            self.r.trace_growth = msg["lines"]
         elif t == "census":
             child.census = msg["census"]
         elif t == "progress":
@@ -189,6 +191,8 @@ class Soak:
                 if warm_index is None and now - self.t_start >= p.warmup_s:
                     warm_index = index
                     self.r.warm_sample = index
+                    if p.tracemalloc and self.listener is not None:
+                        self.listener.send(cmd="trace_base")
                 index += 1
                 next_sample += p.sample
             while events and events[0][0] <= now:
@@ -237,6 +241,8 @@ class Soak:
         self.r.drops.append([what, d.path, round(t, 3), round(took, 3)])
         if what == "drop":
             self.r.faults["netns_drop"] = self.r.faults.get("netns_drop", 0) + 1
+            self.out(f"  {t:6.1f} s  nftables DROP of real path {d.path} for "
+                     f"{d.end - d.start:.1f} s")
 
     def print_progress(self, now: float) -> None:
         prog = [c.progress or {} for c in self.clients]
@@ -282,6 +288,9 @@ class Soak:
         self.r.listener_end = self.settle(
             ln, ln.ready["stats"],
             lambda s: s["open_flows"] == 0 and not s.get("memory_promised"))
+        if self.p.tracemalloc:
+            ln.send(cmd="trace_diff")
+            self.wait("listener allocation trace", lambda: self.r.trace_growth is not None, 120)
         ln.census = None
         ln.send(cmd="census", tag="end")
         self.wait("listener census", lambda: ln.census is not None, 60)

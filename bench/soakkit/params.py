@@ -71,6 +71,9 @@ class Params:
     for the kernel's SYN retransmissions: 1, 3, 7 s), so every flow always keeps a
     healthy path."""
 
+    relay_linger: float = 30.0
+    """A failed flow's relays stay up (without faults) this long, so that rendr can still
+    deliver the dialer's CLOSE to the listener over a fresh carrier (its farewell)."""
     stall_limit: float = 45.0
     """A flow whose reader got nothing for this long is reported as stalled (an error)."""
     end_grace: float = 90.0
@@ -82,6 +85,9 @@ class Params:
     """MiB per hour of listener RSS growth after warm-up; gated only when at least
     ``rss_gate_minutes`` of samples follow the warm-up."""
     rss_gate_minutes: float = 10.0
+    tracemalloc: bool = False
+    """Trace the listener's allocations (slower): the sites that grew from warm-up to
+    the end are reported."""
     debug: bool = False
     """DEBUG logs of rendr (dialer, relay, listener, engine) in every child's log."""
     knobs: dict[str, Any] = field(default_factory=dict)

@@ -38,6 +38,8 @@ class Result:
     listener_warm: Msg | None = None
     listener_end: Msg = field(default_factory=dict)
     listener_rss_end: int = 0
+    trace_growth: list[str] | None = None
+    """--tracemalloc: the listener's allocation sites that grew most from warm-up to the end."""
     census_growth: dict[str, int] = field(default_factory=dict)
     """Objects the listener holds after every flow closed, beyond its start, by type."""
     listener_hwm: int = 0
@@ -59,6 +61,38 @@ class Result:
     stopping_done: bool = False
     diagnostics: list[str] = field(default_factory=list)
     header: str = ""
+
+
+def error_kind(e: Msg) -> str:
+    """A short signature of an error: who saw it and what, without addresses."""
+    text = str(e.get("error", ""))
+    side = "parent" if e.get("child") == "parent" else (
+        "listener" if e.get("child") == "listener" else "dialer")
+    head = text.split(":", 1)[0]
+    if "could not establish the flow" in text:
+        head = "dial() failed: HandshakeError"
+    elif "no flow header" in text:
+        head = "no flow header (a dial its client gave up)"
+    elif "add_path through" in text:
+        head = "add_path() failed with no fault on its relay"
+    elif head.startswith(("ZombieFlow", "ConnAborted", "MigrationBudgetExceeded")):
+        head = text[:80]
+    elif "no byte from" in text:
+        head = "stalled (no byte for the stall limit)"
+    return f"{side}: {head}"
+
+
+def group_errors(errors: list[Msg]) -> dict[str, list[int]]:
+    """Errors by signature: [first errors of their flow, later ones (consequences)]."""
+    seen: set[str] = set()
+    out: dict[str, list[int]] = {}
+    for e in sorted(errors, key=lambda x: float(x.get("at") or 0)):
+        key = str(e.get("key") or "")
+        first = not key or key == "?" or key not in seen
+        seen.add(key)
+        slot = out.setdefault(error_kind(e), [0, 0])
+        slot[0 if first else 1] += 1
+    return dict(sorted(out.items(), key=lambda kv: -sum(kv[1])))
 
 
 def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
@@ -175,13 +209,13 @@ def summarize(r: Result, p: Params) -> Summary:
     unfinished = s.started - s.flows_client
     if unfinished > 0:
         reasons.append(f"{unfinished} flow(s) started but never completed")
-    for kind in FAULT_KINDS + (("netns_drop",) if p.netns else ()):
-        if not s.faults.get(kind):
-            reasons.append(f"no {kind} fault was injected")
-    if p.minutes >= 1:
-        for op in OP_KINDS:
-            if not s.ops.get(op):
-                reasons.append(f"no successful {op}() call")
+    # every kind must have happened, where the run was long enough to expect it 5 times
+    expect = expected(p)
+    for kind in (*FAULT_KINDS, *OP_KINDS, *(("netns_drop",) if p.netns else ())):
+        got = s.faults.get(kind, 0) + s.ops.get(kind, 0)
+        if not got and expect[kind] >= 5:
+            reasons.append(f"no {kind} {'call' if kind in OP_KINDS else 'fault'} "
+                           f"(about {expect[kind]:.0f} expected)")
     s.leaks = leaks(r)
     for what, figures in s.leaks.items():
         for name, (start, end) in figures.items():
@@ -193,6 +227,21 @@ def summarize(r: Result, p: Params) -> Summary:
                        f"(limit {p.max_rss_growth:g})")
     s.passed = not reasons
     return s
+
+
+def expected(p: Params) -> dict[str, float]:
+    """About how many faults and calls of each kind a run should see."""
+    def mean(rng: tuple[float, float]) -> float:
+        return max((rng[0] + rng[1]) / 2, 1e-3)
+
+    per_flow = p.duration - p.ramp / 2
+    faults = p.flows * per_flow / mean(p.fault_gap)
+    ops = p.flows * per_flow / mean(p.op_gap)
+    weights = sum(p.fault_weights) or 1.0
+    out = {k: faults * w / weights for k, w in zip(FAULT_KINDS, p.fault_weights, strict=True)}
+    out.update({k: ops / len(OP_KINDS) / 3 for k in OP_KINDS})  # most are skipped or fail
+    out["netns_drop"] = p.duration / mean(p.drop_gap)
+    return out
 
 
 def leaks(r: Result) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .params import Params
-from .record import Result, Summary
+from .record import Result, Summary, group_errors
 
 Out = Callable[[str], None]
 
@@ -55,6 +55,10 @@ def report(r: Result, s: Summary, p: Params, out: Out) -> None:
     out(f"recv_dups:        client {s.recv_dups_client}, server {s.recv_dups_server} "
         f"(re-sent pieces the receiver dropped; the application saw each byte once)")
     out(f"errors:           {len(r.errors)}")
+    if r.errors:
+        out("  by kind (first error of its flow / after another error of the same flow):")
+        for kind, (first, later) in group_errors(r.errors).items():
+            out(f"    {first:4d} / {later:4d}  {kind}")
     for e in r.errors[:10]:
         out(f"  - {e.get('child')} flow {e.get('key', '-')} at {e.get('at', '-')} s: "
             f"{e.get('error')}")
@@ -85,6 +89,10 @@ def report(r: Result, s: Summary, p: Params, out: Out) -> None:
         out("                  objects held at the end beyond the start, by type: "
             + ", ".join(f"{k.rsplit('.', 1)[-1]} {v:+d}" for k, v in
                         list(r.census_growth.items())[:10]))
+    if r.trace_growth:
+        out("                  allocation sites that grew from warm-up to the end (tracemalloc):")
+        for line in r.trace_growth:
+            out(f"                    {line}")
     for i, (a, b) in enumerate(zip(r.clients_start, r.clients_end, strict=False)):
         out(f"client{i}:          start fds {a.get('fds')} tasks {a.get('tasks')}; end fds "
             f"{b.get('fds')} tasks {b.get('tasks')}")
