@@ -86,7 +86,10 @@ def group_errors(errors: list[Msg]) -> dict[str, list[int]]:
     """Errors by signature: [first errors of their flow, later ones (consequences)]."""
     seen: set[str] = set()
     out: dict[str, list[int]] = {}
-    for e in sorted(errors, key=lambda x: float(x.get("at") or 0)):
+    def order(e: Msg) -> float:  # a ConnAborted is the peer's echo of an error: after it
+        return float(e.get("at") or 0) + (0.5 if "ConnAborted" in str(e.get("error")) else 0)
+
+    for e in sorted(errors, key=order):
         key = str(e.get("key") or "")
         first = not key or key == "?" or key not in seen
         seen.add(key)
