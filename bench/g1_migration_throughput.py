@@ -21,6 +21,10 @@ its own core when there are two, both on the same kind of loop (uvloop unless
   Informational targets: receiver CPU-s/GiB rendr/raw <= 1.5, receiver page faults
   per MiB rendr/raw <= 10.
 - secondary: the old single-process figure (both ends on one loop, one pair).
+- ``--tls``: every pair also times the raw ``Protocol`` transfer over asyncio's own TLS
+  (``ssl``, TLS 1.3, AES-256-GCM, the same loop) and reports rendr/TLS; compare with
+  ``--knob records=True`` (encrypted records) for issue 7's bar: encrypted rendr at
+  least as fast as asyncio TLS (``--min-tls-ratio 1`` gates it).
 
 ``--strace-receiver LOG`` runs the receiver under ``strace --seccomp-bpf`` (only the
 calls in ``--strace-calls`` stop the process) and prints those calls per transfer;
@@ -43,6 +47,7 @@ import asyncio
 import hashlib
 import json
 import os
+import ssl
 import statistics
 import sys
 import time
@@ -118,11 +123,61 @@ class _RawSource(asyncio.Protocol):
             self.answer.set_result(None)
 
 
+_cert: tuple[str, str] | None = None
+
+
+def self_signed() -> tuple[str, str]:
+    """A throw-away certificate and key for the TLS comparison (PEM files in a temp dir)."""
+    global _cert
+    if _cert is None:
+        import datetime
+        import tempfile
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .sign(key, hashes.SHA256()))
+        folder = tempfile.mkdtemp(prefix="g1-tls-")
+        cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(key_path, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        _cert = cert_path, key_path
+    return _cert
+
+
+def tls_context(server: bool, cert: str) -> ssl.SSLContext:
+    """TLS 1.3 (AES-256-GCM is what OpenSSL picks first, as rendr's records use)."""
+    if server:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self_signed())
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx
+
+
 async def raw_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
+    """A raw ``asyncio.Protocol`` receiver (``msg["tls"]``: behind asyncio's TLS)."""
     loop = asyncio.get_running_loop()
     sink = _RawSink(msg["size"], loop)
-    server = await loop.create_server(lambda: sink, "127.0.0.1", 0)
-    say({"ports": [server.sockets[0].getsockname()[1]]})
+    tls = tls_context(True, "") if msg.get("tls") else None
+    server = await loop.create_server(lambda: sink, "127.0.0.1", 0, ssl=tls)
+    say({"ports": [server.sockets[0].getsockname()[1]],
+         "cert": self_signed()[0] if tls else None})
     usage1 = await sink.done
     assert sink.usage0 is not None
     await sink.lost
@@ -136,8 +191,10 @@ async def raw_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     loop = asyncio.get_running_loop()
     size = msg["size"]
     block = payload_block()
-    transport, proto = await loop.create_connection(lambda: _RawSource(loop), "127.0.0.1",
-                                                    msg["ports"][0])
+    tls = tls_context(False, msg["cert"]) if msg.get("tls") else None
+    transport, proto = await loop.create_connection(
+        lambda: _RawSource(loop), "127.0.0.1", msg["ports"][0], ssl=tls,
+        server_hostname="localhost" if tls else None)
     mv = memoryview(block)
     usage0 = tp.Usage.now()
     start = time.perf_counter()
@@ -306,7 +363,7 @@ class Rep:
 
     @property
     def migrations_ok(self) -> bool:
-        return self.kind == "raw" or (
+        return self.kind in ("raw", "tls") or (
             self.send["migrations"] == len(MARKS) and self.send["migration_count"] == len(MARKS))
 
     def ok_basic(self) -> bool:
@@ -315,9 +372,13 @@ class Rep:
 
 def transfer(recv: tp.Worker, send: tp.Worker, kind: str, size: int, verify: bool = False,
              knobs: dict[str, Any] | None = None) -> Rep:
+    """One transfer: ``kind`` is ``raw``, ``tls`` (raw over asyncio's TLS) or ``rendr``."""
     knobs = knobs or {}
-    ready = recv.call(cmd=f"{kind}_recv", size=size, verify=verify, knobs=knobs)
-    send.send(cmd=f"{kind}_send", size=size, ports=ready["ports"], verify=verify, knobs=knobs)
+    tls = kind == "tls"
+    cmd = "raw" if tls else kind
+    ready = recv.call(cmd=f"{cmd}_recv", size=size, verify=verify, knobs=knobs, tls=tls)
+    send.send(cmd=f"{cmd}_send", size=size, ports=ready["ports"], verify=verify, knobs=knobs,
+              tls=tls, cert=ready.get("cert"))
     s = send.recv()
     r = recv.recv()
     return Rep(kind, size, s, r)
@@ -377,8 +438,14 @@ def run_two_process(args: argparse.Namespace) -> int:
               f"{check.recv['max_gap']:.3f}s, sha {'identical' if sha_ok else 'MISMATCH'}",
               flush=True)
         pairs: list[tuple[Rep, Rep]] = []
+        tlss: list[Rep] = []
         for i in range(args.repeat):
             raw = transfer(recv, send, "raw", size)
+            if args.tls:
+                tlss.append(transfer(recv, send, "tls", size))
+                print(f"  pair {i + 1}: asyncio TLS {tlss[-1].rate / 1e6:7.1f} MB/s, receiver "
+                      f"CPU-s/GiB {tlss[-1].cpu_per_gib('recv'):.2f}, sender "
+                      f"{tlss[-1].cpu_per_gib('send'):.2f}", flush=True)
             ren = transfer(recv, send, "rendr", size, knobs=args.knob)
             pairs.append((raw, ren))
             print(f"  pair {i + 1}: raw {raw.rate / 1e6:7.1f} MB/s  rendr {ren.rate / 1e6:7.1f} "
@@ -407,13 +474,14 @@ def run_two_process(args: argparse.Namespace) -> int:
             print(f"  migrations other than the {len(MARKS)} forced ones (sender's events): "
                   f"{' '.join(r.send['events'])}")
     gap = max(float(r.recv["max_gap"]) for r in rendr_runs)
-    basic_ok = all(r.ok_basic() for r in [check, *raws, *rens])
+    basic_ok = all(r.ok_basic() for r in [check, *raws, *rens, *tlss])
     ratio_med = statistics.median(ratios)
 
     print(f"\nmedians (min-max) over {args.repeat} pairs, {args.size_mib} MiB, loop={loop}:")
     print(f"  {'':14}{'MB/s':>20}{'send CPU-s/GiB':>20}{'recv CPU-s/GiB':>20}"
           f"{'send faults/MiB':>20}{'recv faults/MiB':>20}")
-    for name, reps in (("raw Protocol", raws), ("rendr", rens)):
+    rows = [("raw Protocol", raws), ("asyncio TLS", tlss), ("rendr", rens)]
+    for name, reps in (row for row in rows if row[1]):
         print(f"  {name:14}{med([r.rate / 1e6 for r in reps]):>20}"
               f"{med([r.cpu_per_gib('send') for r in reps]):>20}"
               f"{med([r.cpu_per_gib('recv') for r in reps]):>20}"
@@ -423,6 +491,13 @@ def run_two_process(args: argparse.Namespace) -> int:
           f"informational)")
     print(f"  receiver page faults/MiB rendr/raw, ratio of medians: {flt_ratio:.1f} (target <= 10, "
           f"informational)")
+
+    tls_ratio = 0.0
+    if tlss:
+        tls_ratios = [ren.rate / t.rate for ren, t in zip(rens, tlss, strict=True)]
+        tls_ratio = statistics.median(tls_ratios)
+        print(f"  rendr/asyncio TLS, median paired: {med(tls_ratios)} (goal >= 1 with "
+              f"records encrypted)")
 
     single: tuple[Rep, Rep] | None = None
     if not args.no_single:
@@ -455,11 +530,16 @@ def run_two_process(args: argparse.Namespace) -> int:
         record = {
             "header": head, "loop": loop, "size": size, "knobs": args.knob,
             "integrity": vars(check), "pairs": [[vars(a), vars(b)] for a, b in pairs],
+            "tls": [vars(t) for t in tlss],
             "single": [vars(r) for r in single] if single else None, "strace": strace,
         }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(record, f, indent=1)
-    ok = (sha_ok and mig_ok and basic_ok and gap <= MAX_GAP_S and ratio_med >= args.min_ratio)
+    if tlss:
+        print(f"G1 against asyncio TLS: {statistics.median(t.rate for t in tlss) / 1e6:.1f} MB/s, "
+              f"rendr/TLS median paired {tls_ratio:.3f} (min {args.min_tls_ratio})")
+    ok = (sha_ok and mig_ok and basic_ok and gap <= MAX_GAP_S and ratio_med >= args.min_ratio
+          and (not tlss or tls_ratio >= args.min_tls_ratio))
     print("G1 PASS" if ok else "G1 FAIL")
     return 0 if ok else 1
 
@@ -470,6 +550,10 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--min-ratio", type=float, default=0.95)
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--tls", action="store_true",
+                        help="also time a raw Protocol over asyncio's TLS (ssl) in every pair")
+    parser.add_argument("--min-tls-ratio", type=float, default=0.0,
+                        help="with --tls: the least median rendr/TLS ratio that passes")
     parser.add_argument("--no-single", action="store_true",
                         help="skip the secondary single-process pair")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")

@@ -31,7 +31,7 @@ import rendr
 from rendr.aio import runner
 
 try:
-    from rendr.carriers import rxbuf
+    from rendr.core import bufpool as rxbuf
 except ImportError:  # a tree from before reused receive buffers (for comparison)
     rxbuf = None  # type: ignore[assignment]
 

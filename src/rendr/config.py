@@ -131,13 +131,14 @@ class FlowConfig:
     max_paths: int = 16
     """Most paths one flow may have at once."""
 
-    records: bool = False
+    records: bool = True
     """Carry every frame after the handshake in authenticated records (AES-256-GCM,
     one key per direction, nonce = path id + record number): nothing can be injected,
     replayed or moved between paths, even by an attacker on the path.  On if either
-    end asks.  Off by default in this version: the record layer's data path costs too
-    much yet (docs/benchmarks.md, issue 7); the handshake and every JOIN are keyed
-    and authenticated either way."""
+    end asks (so both ends must turn it off).  Turn it off only for carriers that
+    authenticate every byte themselves: without records, an attacker on the path can
+    inject frames into the flow (the handshake and every JOIN stay keyed and
+    authenticated either way)."""
 
     encrypt: bool = True
     """With ``records``: encrypt them too (else authenticate only, for carriers that

@@ -129,6 +129,12 @@ async def main(knobs: dict[str, Any], loop_name: str) -> None:
 
 
 if __name__ == "__main__":
+    import logging
+
+    # what the listener did to the attackers goes to the test's captured stderr
+    logging.basicConfig(level=logging.INFO if os.environ.get("RENDR_HOSTILE_LOG")
+                        else logging.WARNING, stream=sys.stderr,
+                        format="listener %(levelname)s %(name)s: %(message)s")
     use_uvloop = sys.argv[1] == "uvloop"
     _, name = runner.loop_factory(use_uvloop)
     if use_uvloop and not name.startswith("uvloop"):

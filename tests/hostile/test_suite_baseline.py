@@ -248,6 +248,8 @@ class Seen:
     silent_refused: int = 0  # silent sockets the listener closed at once
     ping_bytes: int = 0
     ping_ended: int = 0  # PING floods the listener ended
+    hold_ended: int = 0  # holders the listener dropped while they filled the window (a
+    # holder never answers PINGs: a loaded listener may find it dead before it is done)
     got_in: dict[str, int] = field(default_factory=dict)  # attack -> carriers answered OK
     ended: dict[str, int] = field(default_factory=dict)  # ... then ended by the listener
     close_codes: list[int] = field(default_factory=list)  # CLOSE frames that reached us
@@ -391,9 +393,12 @@ class Attackers:
             s, peer, ack, _ = await self._hello(SOURCES["hold"])
             assert ack is not None and ack.result == Result.OK, f"hold: HELLO answered {ack}"
             window = ack.recv_window  # granted by the listener's memory budget
-            await self.loop.sock_sendall(s, peer.seal(b"".join(
-                data_header(off, HOLD_PIECE) + b"h" * HOLD_PIECE
-                for off in range(1, window - HOLD_PIECE, HOLD_PIECE))))
+            try:
+                await self.loop.sock_sendall(s, peer.seal(b"".join(
+                    data_header(off, HOLD_PIECE) + b"h" * HOLD_PIECE
+                    for off in range(1, window - HOLD_PIECE, HOLD_PIECE))))
+            except OSError:
+                self.seen.hold_ended += 1
 
         await asyncio.gather(*(one() for _ in range(HOLD_FLOWS)))
 

@@ -1,7 +1,7 @@
 """The TCP carrier: an ``asyncio.BufferedProtocol``, one ``writelines`` per flush.
 
 Receiving: the socket is read straight into reused buffers
-(:mod:`rendr.carriers.rxbuf`) and the engine gets read-only views of them, so a
+(:mod:`rendr.core.bufpool`) and the engine gets read-only views of them, so a
 bulk transfer allocates nothing per read.  At most ``READ_BURST`` bytes are read
 per event-loop iteration: uvloop (libuv) otherwise reads up to 32 times per
 readiness event, pulling a whole receive window into memory before the
@@ -22,7 +22,7 @@ from typing import cast
 
 from .address import format_address, parse_address
 from .base import Buffer, Carrier, CarrierKind, register_transport
-from .rxbuf import ReadBuffers
+from ..core.bufpool import ReadBuffers
 
 __all__ = ["TcpCarrier", "connect_tcp"]
 

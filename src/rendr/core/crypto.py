@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 __all__ = ["MAC_LEN", "FlowKeys", "derive", "dh", "ephemeral", "hello_key", "mac",
-           "public_bytes", "transcript_hash", "valid_share", "verify_mac"]
+           "public_bytes", "record_key", "transcript_hash", "valid_share", "verify_mac"]
 
 MAC_LEN: Final = 16
 """Bytes of every handshake MAC (HMAC-SHA256, truncated)."""
@@ -92,9 +92,8 @@ class FlowKeys:
     """Keys of one flow, the same on both ends.
 
     Attributes:
-        d2l / l2d: AEAD keys (AES-256-GCM) of the dialer->listener and
-            listener->dialer directions, for every path of the flow (the nonce holds
-            the path id and a per-path record number, so no nonce repeats).
+        d2l / l2d: secrets of the dialer->listener and listener->dialer directions,
+            from which every path's record keys are derived (:func:`record_key`).
         join: MAC key of JOIN / JOIN_ACK.
         confirm: MAC key of the HELLO_ACK's confirmation.
     """
@@ -115,6 +114,16 @@ def derive(ee: bytes, es: bytes | None, psk: bytes | None, transcript: bytes) ->
         join=_expand(prk, b"join", transcript),
         confirm=_expand(prk, b"confirm", transcript),
     )
+
+
+def record_key(direction_key: bytes, path_id: int, epoch: int) -> bytes:
+    """The AES-256-GCM key of one path's records in one direction and key epoch:
+    HKDF-Expand(direction key, "rendr v1 record" | u32 path id | u32 epoch).  Every
+    path has its own keys, and a long path moves to the next epoch's key every
+    :data:`~rendr.core.records.EPOCH_RECORDS` records (key update without a message:
+    both ends count records)."""
+    info = _LABEL + b"record" + path_id.to_bytes(4, "big") + epoch.to_bytes(4, "big")
+    return HKDFExpand(hashes.SHA256(), 32, info).derive(direction_key)
 
 
 def transcript_hash(*bodies: bytes) -> bytes:

@@ -7,10 +7,13 @@ A carrier's frames are cut into records of at most :data:`MAX_RECORD` bytes::
 With encryption (the default) the body is the ciphertext and the length is the
 associated data; without it (``encrypt=False``, for carriers that bring their own
 confidentiality) the body is the plaintext and the tag authenticates length and
-body.  The nonce is the path id (4 bytes) and the record's number on this path and
-direction (8 bytes, from 0): one key per direction serves every path of the flow,
-no nonce repeats, and a record replayed, reordered, dropped or moved to another
-path fails authentication.  A stream cannot skip a bad record: the path that
+body.  Each path and direction has its own key (:func:`~rendr.core.crypto.record_key`
+of the flow's direction secret), replaced by the next epoch's key every
+:data:`EPOCH_RECORDS` records: both ends count records, so the key update needs no
+message, and no key seals more than 2^18 records (64 GiB), far inside AES-GCM's
+usage limits.  The nonce is the path id (4 bytes) and the record's number on this
+path and direction (8 bytes, from 0): no nonce repeats, and a record replayed,
+reordered, dropped or moved to another path fails authentication.  A stream cannot skip a bad record: the path that
 carried one ends (the flow goes on over its other paths).
 """
 
@@ -24,12 +27,17 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ProtocolError
+from .bufpool import ReadBuffers
+from .crypto import record_key
 
-__all__ = ["MAX_RECORD", "TAG_LEN", "RecordError", "RecordOpener", "RecordSealer"]
+__all__ = ["EPOCH_RECORDS", "MAX_RECORD", "TAG_LEN", "RecordError", "RecordOpener",
+           "RecordSealer"]
 
-MAX_RECORD: Final = 64 * 1024
+MAX_RECORD: Final = 256 * 1024
 """Most plaintext bytes per record."""
 TAG_LEN: Final = 16
+EPOCH_RECORDS: Final = 1 << 18
+"""Records sealed under one key before both ends move to the next epoch's key."""
 _HDR: Final = struct.Struct("!I")
 _NONCE: Final = struct.Struct("!IQ")
 _MAX_BODY: Final = MAX_RECORD + TAG_LEN
@@ -37,22 +45,55 @@ _MAX_BODY: Final = MAX_RECORD + TAG_LEN
 Buffer = bytes | bytearray | memoryview
 Out = bytes | memoryview
 
+_SEALED = ReadBuffers()
+"""Where records are sealed (process-wide: one thread seals at a time)."""
+_OPENED = ReadBuffers()
+"""Where records are opened (process-wide)."""
+
 
 class RecordError(ProtocolError):
     """A record failed authentication (or was malformed): the carrier is not the
     peer's any more, or it was tampered with."""
 
 
-class RecordSealer:
-    """Seals what one path sends, in order."""
+class _Keyed:
+    """A path's key in one direction, moved to the next epoch's every ``epoch_len``
+    records."""
 
-    __slots__ = ("_aead", "_encrypt", "_path_id", "seq")
+    __slots__ = ("_aead", "_base", "_encrypt", "_epoch_len", "_path_id", "_rekey_at",
+                 "epoch", "seq")
 
-    def __init__(self, key: bytes, path_id: int, encrypt: bool = True) -> None:
-        self._aead = AESGCM(key)
+    def __init__(self, key: bytes, path_id: int, encrypt: bool, epoch_len: int) -> None:
+        self._base = key
         self._path_id = path_id
         self._encrypt = encrypt
+        self._epoch_len = epoch_len
+        self.epoch = 0
         self.seq = 0
+        self._rekey_at = epoch_len
+        self._aead = AESGCM(record_key(key, path_id, 0))
+
+    def _next_key(self) -> None:
+        self.epoch += 1
+        self._rekey_at += self._epoch_len
+        self._aead = AESGCM(record_key(self._base, self._path_id, self.epoch))
+
+
+class RecordSealer(_Keyed):
+    """Seals what one path sends, in order.
+
+    Args:
+        key: the flow's secret for this direction (:attr:`FlowKeys.d2l` / ``l2d``).
+        path_id: the path's id (in every nonce and key).
+        encrypt: encrypt the records (else authenticate only).
+        epoch_len: records per key (tests shorten it).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, key: bytes, path_id: int, encrypt: bool = True,
+                 epoch_len: int = EPOCH_RECORDS) -> None:
+        super().__init__(key, path_id, encrypt, epoch_len)
 
     def seal(self, buffers: Sequence[Buffer]) -> list[Out]:
         """``buffers`` (frames, in order) as records, ready to write.  A record's
@@ -80,11 +121,17 @@ class RecordSealer:
         chunk: Buffer = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         n = len(chunk)
         hdr = _HDR.pack(n + TAG_LEN)
+        if self.seq == self._rekey_at:
+            self._next_key()
         nonce = _NONCE.pack(self._path_id, self.seq)
         self.seq += 1
         if self._encrypt:
-            out.append(hdr)
-            out.append(self._aead.encrypt(nonce, chunk, hdr))
+            size = 4 + n + TAG_LEN
+            room = _SEALED.get(size)
+            room[:4] = hdr
+            self._aead.encrypt_into(nonce, chunk, hdr, room[4:size])
+            del room
+            out.append(_SEALED.filled(size))
         else:
             # GCM authenticates the length of what it covers: the header needs no MAC
             out.append(hdr)
@@ -92,17 +139,16 @@ class RecordSealer:
             out.append(self._aead.encrypt(nonce, b"", chunk))
 
 
-class RecordOpener:
-    """Opens what one path receives: bytes in, plaintext pieces out."""
+class RecordOpener(_Keyed):
+    """Opens what one path receives: bytes in, plaintext pieces out (arguments as
+    :class:`RecordSealer`'s, with the peer's direction secret)."""
 
-    __slots__ = ("_aead", "_encrypt", "_partial", "_path_id", "failures", "seq")
+    __slots__ = ("_partial", "failures")
 
-    def __init__(self, key: bytes, path_id: int, encrypt: bool = True) -> None:
-        self._aead = AESGCM(key)
-        self._path_id = path_id
-        self._encrypt = encrypt
+    def __init__(self, key: bytes, path_id: int, encrypt: bool = True,
+                 epoch_len: int = EPOCH_RECORDS) -> None:
+        super().__init__(key, path_id, encrypt, epoch_len)
         self._partial = bytearray()
-        self.seq = 0
         self.failures = 0
 
     def feed(self, data: Buffer) -> list[Out]:
@@ -159,10 +205,16 @@ class RecordOpener:
         return pos
 
     def _open(self, hdr: memoryview, body: memoryview) -> Out:
+        if self.seq == self._rekey_at:
+            self._next_key()
         nonce = _NONCE.pack(self._path_id, self.seq)
         try:
             if self._encrypt:
-                plain: Out = self._aead.decrypt(nonce, body, hdr)
+                n = len(body) - TAG_LEN
+                room = _OPENED.get(n)
+                self._aead.decrypt_into(nonce, body, hdr, room[:n])
+                del room
+                plain: Out = _OPENED.filled(n)
             else:
                 plain = body[:-TAG_LEN]
                 self._aead.decrypt(nonce, body[-TAG_LEN:], plain)

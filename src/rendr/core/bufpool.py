@@ -1,7 +1,9 @@
-"""Reused receive buffers for stream carriers: read into memory that stays warm.
+"""Reused buffers: read (or decrypt, or seal) into memory that stays warm.
 
 A stream carrier reads from its socket straight into a large ``bytearray`` and
-hands the engine *views* of what arrived.  The engine keeps DATA payload views
+hands the engine *views* of what arrived; the record layer (:mod:`.records`)
+opens records into such buffers and seals them into others, whose views the
+transport holds until they are written.  The engine keeps DATA payload views
 without copying until the application reads them, so a buffer may only be
 written again once nothing refers to it any more.  That is checked, not
 assumed: every view handed out keeps the buffer's reference count raised (a
@@ -99,14 +101,15 @@ class ReadBuffers:
         self._buf: bytearray | None = None
         self._pos = 0
 
-    def get(self) -> memoryview:
-        """A view to read into: at least ``MIN_READ`` bytes, at most ``BUFFER_SIZE``."""
+    def get(self, need: int = MIN_READ) -> memoryview:
+        """A view to write into: at least ``need`` bytes (``MIN_READ`` by default; at
+        most ``BUFFER_SIZE``), at most ``BUFFER_SIZE``."""
         if self._buf is None:
             self._buf = _take() if _REUSE else bytearray(BUFFER_SIZE)
             self._pos = 0
         elif _REUSE and _count_held(self) <= _FREE_HELD:
             self._pos = 0  # nothing refers to what was read before: rewind
-        elif len(self._buf) - self._pos < MIN_READ:
+        elif len(self._buf) - self._pos < need:
             _retire(self._buf)
             self._buf = _take() if _REUSE else bytearray(BUFFER_SIZE)
             self._pos = 0

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from rendr.carriers import rxbuf
-from rendr.carriers.rxbuf import BUFFER_SIZE, MIN_READ, ReadBuffers
+from rendr.core import bufpool as rxbuf
+from rendr.core.bufpool import BUFFER_SIZE, MIN_READ, ReadBuffers
 from rendr.carriers.tcp import COPY_MAX, READ_BURST, TcpCarrier
 
 pytestmark = pytest.mark.skipif(not rxbuf._REUSE, reason="no reference counts here: "
