@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from rendr.carriers.tcp import COPY_MAX, READ_BURST, TcpCarrier
 from rendr.core import bufpool as rxbuf
 from rendr.core.bufpool import BUFFER_SIZE, MIN_READ, ReadBuffers
-from rendr.carriers.tcp import COPY_MAX, READ_BURST, TcpCarrier
 
 pytestmark = pytest.mark.skipif(not rxbuf._REUSE, reason="no reference counts here: "
                                 "buffers are never reused")

@@ -20,9 +20,9 @@ import struct
 from collections.abc import Callable, Sequence
 from typing import cast
 
+from ..core.bufpool import ReadBuffers
 from .address import format_address, parse_address
 from .base import Buffer, Carrier, CarrierKind, register_transport
-from ..core.bufpool import ReadBuffers
 
 __all__ = ["TcpCarrier", "connect_tcp"]
 

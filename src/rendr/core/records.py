@@ -13,8 +13,9 @@ of the flow's direction secret), replaced by the next epoch's key every
 message, and no key seals more than 2^18 records (64 GiB), far inside AES-GCM's
 usage limits.  The nonce is the path id (4 bytes) and the record's number on this
 path and direction (8 bytes, from 0): no nonce repeats, and a record replayed,
-reordered, dropped or moved to another path fails authentication.  A stream cannot skip a bad record: the path that
-carried one ends (the flow goes on over its other paths).
+reordered, dropped or moved to another path fails authentication.  A stream cannot
+skip a bad record: the path that carried one ends (the flow goes on over its other
+paths).
 """
 
 from __future__ import annotations
