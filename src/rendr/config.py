@@ -74,9 +74,10 @@ class FlowConfig:
     """How long ``close()`` waits for the peer to acknowledge everything written."""
 
     zombie_max_migrations: int = 2
-    """Death-driven migrations that move no application data, within
-    ``zombie_window``, after which the flow fails with :class:`~rendr.ZombieFlow`
-    (0 disables the guard).  On networks whose paths die every fraction of a second
+    """Outages answered by a death-driven migration that moved no application data,
+    within ``zombie_window``, after which the next one fails the flow with
+    :class:`~rendr.ZombieFlow` (0 disables the guard; paths lost together count as one
+    outage, see ``zombie_settle``).  On networks whose paths die every fraction of a second
     the guard can end a flow that would have recovered (measured: random RST kills
     and blackholes every 50-300 ms over three rate-limited paths with data both
     ways ended 1-2 flows in 48): raise this value, or disable the guard and rely on
@@ -84,6 +85,14 @@ class FlowConfig:
 
     zombie_window: float = 30.0
     """Window of the zombie guard."""
+
+    zombie_settle: float = 0.5
+    """Losses of the active path within this time of an outage's first loss are that
+    same outage: the zombie guard counts one strike however many paths it took (paths
+    over one route fail together; an end learns of their resets one after the other,
+    and liveness finds silent busy paths a PING interval or so apart).  A path that
+    keeps dying still costs a strike every ``zombie_settle`` at least, so
+    ``zombie_max_migrations * zombie_settle`` must be below ``zombie_window``."""
 
     stall_grace: float = 0.25
     """If the engine's timer fires this much later than asked, the local event loop
@@ -187,6 +196,9 @@ class FlowConfig:
             raise ValueError("ping intervals and dead_timeout must be positive")
         if not 0 < self.suspect_timeout <= self.dead_timeout:
             raise ValueError("suspect_timeout must be positive and at most dead_timeout")
+        if self.zombie_max_migrations * self.zombie_settle >= self.zombie_window > 0:
+            raise ValueError("zombie_max_migrations * zombie_settle must be below "
+                             "zombie_window (else a flapping path is never a zombie)")
 
     def replace(self, **changes: Any) -> FlowConfig:
         """A copy with some fields changed (unknown names raise TypeError)."""

@@ -60,6 +60,40 @@ def test_zombie_guard() -> None:
     assert ZombieGuard(limit=0, window=30.0).strike(0.0) == 0
 
 
+def test_zombie_guard_one_outage_is_one_strike() -> None:
+    guard = ZombieGuard(limit=2, window=30.0, settle=0.5)
+    for t in (1.0, 1.0, 1.001):  # three paths of one route reset, failover onto each
+        guard.lost(t)
+        assert guard.strike(t) == 0
+    guard.lost(1.002)  # the last one: no live path left
+    assert guard.strike(3.0) == 0  # the re-dialled path attaches: the same outage
+    guard.lost(5.0)  # a later outage
+    assert guard.strike(5.0) == 0
+    guard.lost(9.0)  # and a third: the guard fires
+    assert guard.strike(9.1) == 3
+
+
+def test_zombie_guard_outage_spans_at_most_settle() -> None:
+    guard = ZombieGuard(limit=2, window=30.0, settle=0.5)
+    fired = []
+    for i in range(20):  # a path that accepts and dies every 0.1 s
+        guard.lost(1.0 + 0.1 * i)
+        fired.append(guard.strike(1.05 + 0.1 * i))
+    assert fired.index(3) == 10  # strikes at 1.05, 1.55, 2.05: the third ends it
+
+
+def test_zombie_guard_progress_ends_the_outage() -> None:
+    guard = ZombieGuard(limit=1, window=30.0, settle=10.0)
+    guard.lost(1.0)
+    assert guard.strike(1.0) == 0
+    guard.progress()
+    guard.lost(2.0)  # within settle, but data moved since: a new outage, a new strike
+    assert guard.strike(2.0) == 0
+    guard.lost(3.0)
+    assert guard.strike(3.0) == 0  # the same outage as the one at 2.0
+    assert guard.strike(4.0) == 2  # a death-driven migration with no loss: counted
+
+
 def test_scheduler_factory() -> None:
     assert isinstance(make_scheduler(Mode.PRIME, FlowConfig(), 0.0), PrimeScheduler)
     for mode in (Mode.RACE, Mode.BOND):

@@ -11,7 +11,7 @@ States (:class:`~rendr.core.types.State`)::
 :data:`TRANSITIONS` is the whole table; :meth:`Lifecycle.to` refuses anything
 else (a bug, not a peer's doing).  Deadlines: the *migration budget* runs while
 no path is alive; *linger* bounds ``close()``.  :class:`ZombieGuard` ends a flow
-whose death-driven migrations keep failing to move any data.
+whose outages (paths lost together count as one) keep failing to move any data.
 """
 
 from __future__ import annotations
@@ -126,30 +126,61 @@ class Lifecycle:
 
 
 class ZombieGuard:
-    """Counts death-driven migrations that move no application data.
+    """Counts outages after which no application data moved.
 
-    Each failover is a strike; any progress (bytes delivered to the application, or
-    acknowledged by the peer) clears them.  ``limit`` strikes within ``window``
-    seconds, and the next one ends the flow (0 disables the guard).
+    An *outage* starts when the active path is lost (:meth:`lost`); every further loss
+    within ``settle`` seconds of that first one belongs to it (paths that share a route
+    fail together, and an end learns of their deaths one after the other).  The first
+    death-driven migration that answers an outage is a *strike* (:meth:`strike`); the
+    later ones of the same outage (a failover onto a path lost next, the attach of a
+    re-dialled path after a total outage) cost nothing.  Any progress (bytes delivered
+    to the application, or acknowledged by the peer) clears the strikes and ends the
+    outage.  ``limit`` strikes within ``window`` seconds, and the next one ends the
+    flow (0 disables the guard).
+
+    A path that keeps dying still costs a strike at least every ``settle`` seconds, so
+    a zombie ends whatever its pace.  The state is a few numbers and at most ``limit``
+    strike times: no cost grows with the flow's history.
     """
 
-    __slots__ = ("_strikes", "limit", "window")
+    __slots__ = ("_charged", "_outage_at", "_strikes", "_unanswered", "limit", "settle",
+                 "window")
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, limit: int, window: float, settle: float = 0.0) -> None:
         self.limit = limit
         self.window = window
+        self.settle = settle
         self._strikes: list[float] = []
+        self._outage_at: float | None = None  # when the current outage began
+        self._charged = False  # the current outage already cost a strike
+        self._unanswered = False  # a loss that no death-driven migration answered yet
 
     def progress(self) -> None:
-        """Data moved: forget the strikes."""
+        """Data moved: forget the strikes; the outage (if any) is over."""
         if self._strikes:
             self._strikes.clear()
+        self._outage_at = None
+        self._charged = False
+
+    def lost(self, now: float) -> None:
+        """The active path was lost at ``now``: a new outage, unless within ``settle``
+        seconds of the current one's start."""
+        start = self._outage_at
+        if start is None or now - start >= self.settle:
+            self._outage_at = now
+            self._charged = False
+        self._unanswered = True
 
     def strike(self, now: float) -> int:
-        """A death-driven migration at ``now``: return 0, or the number of migrations
+        """A death-driven migration at ``now``: return 0, or the number of strikes
         within the window if that is too many (the flow is a zombie)."""
         if not self.limit:
             return 0
+        answers, self._unanswered = self._unanswered, False
+        if answers:
+            if self._charged:
+                return 0  # the outage already counted
+            self._charged = True
         strikes = [t for t in self._strikes if now - t < self.window]
         if len(strikes) >= self.limit:
             return len(strikes) + 1

@@ -71,7 +71,8 @@ class Migration:
         self.life = life
         self.events = events
         self.on_zombie = on_zombie
-        self.zombie = ZombieGuard(config.zombie_max_migrations, config.zombie_window)
+        self.zombie = ZombieGuard(config.zombie_max_migrations, config.zombie_window,
+                                  config.zombie_settle)
         self.active: int | None = None
         self.had_active = False
         self.epoch = 0
@@ -197,18 +198,31 @@ class Migration:
         oldest PING went unanswered too long is dead), retirement, and the dialer's
         quality moves."""
         paths = self.paths
+        # Every path's verdict first, then the moves: never fail over onto a path this
+        # same pass finds dead, nor leave a suspect path for one found suspect too.
+        dead: list[tuple[PathState, float]] = []
+        suspects: list[PathState] = []
         for path in list(paths):
             if path.status is PathStatus.UP:
                 since = path.unanswered_since
                 if paths.check(path, now, interval):
-                    waited = 0.0 if since is None else now - since
-                    self.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s")
-                    if self.life.closed:
-                        return
+                    dead.append((path, 0.0 if since is None else now - since))
                 elif paths.newly_suspect(path, now):
-                    self._suspected(path, now)
+                    suspects.append(path)
             else:
                 self._retirement_timer(path, now)
+        if dead:
+            active = self.active
+            for path, waited in dead:
+                self.path_died(path, Cause.TIMEOUT, now, f"no answer for {waited:.3f}s",
+                               choose=False)
+            if any(path.id == active for path, _ in dead):
+                self.fail_over(active, DEATH, now)
+            self._check_no_paths(now)
+            if self.life.closed:
+                return
+        for path in suspects:
+            self._suspected(path, now)
         if self.role is Role.DIALER:
             better = self.scheduler.switch_to(paths, self.active, now)
             if better is not None:
@@ -294,15 +308,19 @@ class Migration:
             self.recovery.hold(now, srtt, self.config.ack_delay)
             self.receiver.request_probe()
 
-    def fail_over(self, from_id: int, cause: str, now: float) -> None:
+    def fail_over(self, from_id: int | None, cause: str, now: float) -> None:
         """``from_id`` stops carrying data: make the best live path active, if any."""
-        if self.active == from_id:
+        if from_id is not None and self.active == from_id:
             best = self.paths.best_alive()
             if best is not None:
                 self.activate(best.id, cause, now)
 
-    def path_died(self, path: PathState, cause: Cause, now: float, detail: str) -> None:
-        """``path`` is dead: abort its carrier, re-send what it carried, fail over."""
+    def path_died(self, path: PathState, cause: Cause, now: float, detail: str, *,
+                  choose: bool = True) -> None:
+        """``path`` is dead: abort its carrier, re-send what it carried, fail over
+        (``choose`` False: the caller fails over once it has buried every dead path)."""
+        if path.id == self.active:
+            self.zombie.lost(now)
         path.status = PathStatus.DOWN
         path.down_cause = str(cause)
         path.outbox = []
@@ -314,8 +332,9 @@ class Migration:
                     cause, f": {detail}" if detail else "", requeued)
         self.emit(EventKind.PATH_DOWN, now, path_id=path.id, cause=str(cause), detail=detail)
         self.receiver.ack_needed = True
-        self.fail_over(path.id, DEATH, now)
-        self._check_no_paths(now)
+        if choose:
+            self.fail_over(path.id, DEATH, now)
+            self._check_no_paths(now)
 
     def retire(self, path: PathState, now: float) -> None:
         """The path leaves the flow cleanly.  What it carried stays attributed to it: it
