@@ -26,6 +26,7 @@ from ..spec import PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
 from .handshake import exchange, named
+from .timeouts import wait_for
 
 __all__ = ["DialSession", "Dialer"]
 
@@ -102,7 +103,7 @@ async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
     """Open one carrier for ``spec`` with its transport factory, within ``timeout``."""
     factory = get_transport(spec.transport, transports)
     try:
-        opened = await asyncio.wait_for(factory(spec.address), timeout)
+        opened = await wait_for(factory(spec.address), timeout, discard=_discard)
     except (asyncio.TimeoutError, TimeoutError):
         raise TimeoutError(f"connect {spec.transport} {spec.address}: "
                            f"no answer within {timeout:g} s") from None
@@ -114,6 +115,14 @@ async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
         return opened
     reader, writer = opened
     return StreamsCarrier(reader, writer, transport=spec.transport)
+
+
+def _discard(opened: Carrier | tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    """Close a carrier whose connect finished after its caller gave up (Python 3.10)."""
+    if isinstance(opened, Carrier):
+        opened.abort()
+    else:
+        opened[1].transport.abort()
 
 
 _FAREWELLS: set[asyncio.Task[None]] = set()
