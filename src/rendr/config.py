@@ -105,6 +105,11 @@ class FlowConfig:
     redial_backoff_max: float = 2.0
     """Cap of the re-dial delay."""
 
+    redial_jitter: float = 0.5
+    """Fraction of each re-dial delay that is random: a delay ``d`` becomes uniform in
+    ``[d * (1 - redial_jitter), d]``, so that flows which lost the same path (a relay
+    restarted, a link came back) do not all re-dial it in the same instant."""
+
     prime_switch: bool = True
     """PRIME mode (dialer): move to a clearly better path on quality, not only on death.
     A challenger must have a minimum RTT (over the last ``rtt_window``) lower than the
@@ -184,6 +189,8 @@ class FlowConfig:
             object.__setattr__(self, "send_buffer_min", self.send_buffer)
         if self.ping_interval <= 0 or self.idle_ping_interval <= 0 or self.dead_timeout <= 0:
             raise ValueError("ping intervals and dead_timeout must be positive")
+        if self.redial_jitter > 1:
+            raise ValueError("redial_jitter must be in 0..1")
         if not 0 < self.suspect_timeout <= self.dead_timeout:
             raise ValueError("suspect_timeout must be positive and at most dead_timeout")
 

@@ -3,7 +3,8 @@
 The dialer owns every dial: the listener never dials.  ``dial()`` connects all
 configured paths at once, sends HELLO on the first carrier that connects and
 JOIN on the others.  After that, one supervisor task per path re-dials it with
-exponential backoff whenever it dies (including while the migration budget
+exponential backoff (``redial_jitter`` of each delay random, from the dialer's
+``rng``) whenever it dies (including while the migration budget
 runs with no path at all), until the path is removed or the flow ends.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,6 +48,8 @@ class Dialer:
             can open flows, and no one in the middle can read or change them.
         server_key: the listener's static X25519 public key (32 bytes, from
             :func:`rendr.generate_server_key`), pinned like an SSH known host.
+        rng: the random source of the re-dial jitter (``FlowConfig.redial_jitter``);
+            a fresh :class:`random.Random` by default (tests pass a seeded one).
         config: a :class:`~rendr.FlowConfig`; keyword arguments override its fields
             (``migration_budget=90.0``, ``ping_interval=0.05``, ``dead_timeout=0.6``,
             ``encrypt=True``, ``send_buffer``, ``recv_window``, ``linger``, ... see
@@ -60,7 +64,7 @@ class Dialer:
                  transports: dict[str, TransportFactory] | None = None,
                  config: FlowConfig | None = None, on_event: EventCallback | None = None,
                  psk: bytes | None = None, server_key: bytes | None = None,
-                 **knobs: Any) -> None:
+                 rng: random.Random | None = None, **knobs: Any) -> None:
         if server_key is not None and len(server_key) != 32:
             raise ValueError("server_key must be a 32-byte X25519 public key")
         if psk is not None and len(psk) < 16:
@@ -72,6 +76,7 @@ class Dialer:
         self.psk = psk
         self.server_key = server_key
         self.on_event = on_event
+        self.rng = rng if rng is not None else random.Random()
         self.mode = Mode(mode)
         self.paths = list(paths)
         self.transports = dict(transports or {})
@@ -242,6 +247,10 @@ class DialSession:
         driver.attach(path_id, carrier, collector)
         return path_id
 
+    def redial_delay(self, backoff: float) -> float:
+        """``backoff`` with ``redial_jitter`` of it random (the dialer's ``rng``)."""
+        return backoff * (1.0 - self.config.redial_jitter * self.dialer.rng.random())
+
     @property
     def _closed(self) -> bool:
         return self._stopped or self.driver is None or self.driver.flow.state is State.CLOSED
@@ -252,7 +261,7 @@ class DialSession:
         cfg = self.config
         backoff = cfg.redial_backoff
         if failed:
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(self.redial_delay(backoff))
         while not self._closed and not slot.removed:
             if slot.path_id is not None:
                 await slot.down.wait()
@@ -260,7 +269,7 @@ class DialSession:
                 slot.path_id = None
                 if self._closed or slot.removed:
                     return
-                await asyncio.sleep(cfg.redial_backoff)
+                await asyncio.sleep(self.redial_delay(cfg.redial_backoff))
                 continue
             carrier: Carrier | None = None
             try:
@@ -288,10 +297,11 @@ class DialSession:
                 first = None
                 if carrier is not None:
                     carrier.abort()
+                delay = self.redial_delay(backoff)
                 logger.debug("flow %s: dial %s %s failed: %r; retry in %.2fs",
                              self.flow_id.hex()[:8], slot.spec.transport, slot.spec.address,
-                             exc, backoff)
-                await asyncio.sleep(backoff)
+                             exc, delay)
+                await asyncio.sleep(delay)
                 backoff = min(backoff * 2, cfg.redial_backoff_max)
 
     async def add_path(self, spec: PathSpec) -> int:
@@ -361,7 +371,7 @@ class DialSession:
                         carrier.abort()
                     logger.debug("flow %s: farewell over %s %s failed: %s",
                                  self.flow_id.hex()[:8], spec.transport, spec.address, exc)
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(self.redial_delay(backoff))
             backoff = min(backoff * 2, cfg.redial_backoff_max)
 
     def stop(self) -> None:
