@@ -95,6 +95,12 @@ class FlowConfig:
     handshake_timeout: float = 10.0
     """Timeout of a carrier handshake (preface + HELLO/JOIN and its answer)."""
 
+    hello_stagger: float = 0.25
+    """Dialer: how long ``dial()`` waits for the answer to its HELLO on one path before
+    it sends HELLO on the next connected path too (as happy eyeballs staggers its
+    connection attempts); a HELLO that fails moves on at once.  The first HELLO_ACK
+    opens the flow; the other carriers then JOIN it (see docs/wire.md)."""
+
     join_wait: float = 0.5
     """How long a listener holds a JOIN whose flow it does not know yet (a JOIN
     may overtake its flow's HELLO)."""

@@ -1,11 +1,13 @@
 """The dialer: opens a flow's paths, attaches them, and re-dials dead ones.
 
 The dialer owns every dial: the listener never dials.  ``dial()`` connects all
-configured paths at once, sends HELLO on the first carrier that connects and
-JOIN on the others.  After that, one supervisor task per path re-dials it with
-exponential backoff (``redial_jitter`` of each delay random, from the dialer's
-``rng``) whenever it dies (including while the migration budget
-runs with no path at all), until the path is removed or the flow ends.
+configured paths at once and sends HELLO on the first carrier that connects, and on
+the next ones too while no answer has come (``hello_stagger`` apart; the first
+HELLO_ACK opens the flow, see docs/wire.md); the other carriers JOIN.  After that,
+one supervisor task per path re-dials it with exponential backoff
+(``redial_jitter`` of each delay random, from the dialer's ``rng``) whenever it
+dies (including while the migration budget runs with no path at all), until the
+path is removed or the flow ends.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..carriers.base import Carrier, TransportFactory, get_transport
@@ -27,7 +30,7 @@ from ..errors import HandshakeError, ModeUnavailable, RendrError
 from ..spec import PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
-from .handshake import exchange, named
+from .handshake import HandshakeCollector, exchange, named
 from .timeouts import wait_for
 
 __all__ = ["DialSession", "Dialer"]
@@ -86,6 +89,8 @@ class Dialer:
     async def dial(self) -> Conn:
         """Open a new flow and return its connection once the first path is up.
 
+        It succeeds if any one path works: HELLO goes on the first carrier that
+        connects and, if no answer comes within ``hello_stagger``, on the next too.
         Other paths attach in the background as they connect.
 
         Raises:
@@ -149,6 +154,35 @@ class _Slot:
         self.task: asyncio.Task[None] | None = None
 
 
+_Answer = tuple[int, bytes, HandshakeCollector]
+
+
+@dataclass
+class _Hello:
+    """A HELLO in flight during ``dial()``."""
+
+    slot: _Slot
+    carrier: Carrier
+    path_id: int
+    label: str
+    answer: asyncio.Future[_Answer]
+
+
+def _drop(opening: dict[asyncio.Future[Carrier], _Slot],
+          hellos: dict[asyncio.Future[_Answer], _Hello],
+          idle: list[tuple[_Slot, Carrier]]) -> None:
+    """``dial()`` ends without a flow (cancelled, or a bug): close what it opened."""
+    for task in opening:
+        if task.done() and not task.cancelled() and task.exception() is None:
+            task.result().abort()
+        task.cancel()
+    for hello in hellos.values():
+        hello.answer.cancel()
+        hello.carrier.abort()
+    for _, carrier in idle:
+        carrier.abort()
+
+
 class DialSession:
     """The dialer side of one flow: its slots, supervisors and re-dials.
 
@@ -172,61 +206,96 @@ class DialSession:
         return await open_carrier(spec, self.dialer.transports, self.config.connect_timeout)
 
     async def establish(self) -> Conn:
-        """Connect every path; HELLO on the first carrier up; JOIN on the rest."""
+        """Connect every path at once and open the flow over whichever answers first.
+
+        HELLO goes out on the first carrier that connects; when its answer has not
+        come within ``hello_stagger`` (or the HELLO failed), on the next connected
+        carrier too, and so on (happy eyeballs).  The first HELLO_ACK that opens the
+        flow wins.  Carriers that sent nothing yet then JOIN the flow; those whose
+        HELLO is still unanswered are dropped and their paths re-dialled (the
+        listener refuses a second HELLO of a flow: ``DUPLICATE_PATH``).
+        """
         self.slots = [_Slot(spec) for spec in self.dialer.paths]
-        tasks = {asyncio.ensure_future(self._open(s.spec)): s for s in self.slots}
-        pending = set(tasks)
+        opening: dict[asyncio.Future[Carrier], _Slot] = {
+            asyncio.ensure_future(self._open(s.spec)): s for s in self.slots}
+        hellos: dict[asyncio.Future[_Answer], _Hello] = {}
+        idle: list[tuple[_Slot, Carrier]] = []  # connected, nothing sent yet
         errors: list[BaseException] = []
+        next_hello = self.loop.time()
         try:
-            while pending and self.conn is None:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            while self.conn is None:
+                now = self.loop.time()
+                if idle and (not hellos or now >= next_hello):
+                    hello = self._send_hello(*idle.pop(0))
+                    hellos[hello.answer] = hello
+                    next_hello = now + self.config.hello_stagger
+                    continue
+                waiting: set[asyncio.Future[Any]] = {*opening, *hellos}
+                if not waiting:
+                    break  # every path failed
+                timeout = max(0.0, next_hello - now) if idle else None
+                done, _ = await asyncio.wait(waiting, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    slot = tasks[task]
-                    if task.exception() is not None:
-                        errors.append(task.exception())  # type: ignore[arg-type]
+                    if task in opening:
+                        slot = opening.pop(task)
+                        failure = task.exception()
+                        if failure is not None:
+                            errors.append(failure)
+                        else:
+                            idle.append((slot, task.result()))
                         continue
-                    carrier = task.result()
-                    if self.conn is not None:
-                        slot.task = self.loop.create_task(self._supervise(slot, carrier))
+                    hello = hellos.pop(task)
+                    if self.conn is not None:  # another HELLO_ACK of this batch won
+                        hellos[task] = hello
                         continue
                     try:
-                        await self._hello(carrier)
+                        self._on_hello_answer(hello)
                     except (HandshakeError, OSError) as exc:
-                        carrier.abort()
+                        hello.carrier.abort()
                         errors.append(exc)
-                        continue
-                    slot.path_id = 1
-                    slot.task = self.loop.create_task(self._supervise(slot, None))
+                        next_hello = self.loop.time()  # try the next carrier at once
         except BaseException:
-            for task in pending:
-                task.cancel()
+            _drop(opening, hellos, idle)
             raise
         if self.conn is None:
             detail = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
             if errors and all(isinstance(e, OSError) for e in errors):
                 raise OSError(f"could not connect any path ({detail})")
             raise HandshakeError(f"could not establish the flow ({detail})")
-        for task in pending:
-            slot = tasks[task]
+        for hello in hellos.values():  # unanswered: drop, re-dial and JOIN at once
+            hello.answer.cancel()
+            hello.carrier.abort()
+            hello.slot.task = self.loop.create_task(self._supervise(hello.slot, None))
+        for slot, carrier in idle:
+            slot.task = self.loop.create_task(self._supervise(slot, carrier))
+        for task, slot in opening.items():
             slot.task = self.loop.create_task(self._supervise(slot, task))
         for slot in self.slots:
-            if slot.task is None:  # connect failed: keep re-dialing it
+            if slot.task is None:  # connect or HELLO failed: keep re-dialing it
                 slot.task = self.loop.create_task(self._supervise(slot, None, failed=True))
         return self.conn
 
-    async def _hello(self, carrier: Carrier) -> None:
-        hs = self.handshake
-        path_id = hs.next_path_id()
+    def _send_hello(self, slot: _Slot, carrier: Carrier) -> _Hello:
+        """Start a HELLO exchange on ``carrier`` (a path id of its own)."""
+        path_id = self.handshake.next_path_id()
         label = f"HELLO on path {path_id} ({_route(carrier)})"
-        ftype, body, collector = await exchange(carrier, hs.hello(path_id),
-                                                self.config.handshake_timeout, label)
-        with named(label):
-            flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
+        answer = asyncio.ensure_future(exchange(carrier, self.handshake.hello(path_id),
+                                                self.config.handshake_timeout, label))
+        return _Hello(slot, carrier, path_id, label, answer)
+
+    def _on_hello_answer(self, hello: _Hello) -> None:
+        """A HELLO's answer came: open the flow over its carrier, or raise why not."""
+        ftype, body, collector = hello.answer.result()
+        with named(hello.label):
+            flow = self.handshake.on_hello_ack(ftype, body, hello.path_id, self.loop.time())
         self.driver = FlowDriver(flow, self.loop, self)
         if self.dialer.on_event is not None:  # before the first path: it sees PATH_UP
             self.driver.callbacks.append(self.dialer.on_event)
         self.conn = Conn(self.driver)
-        self.driver.attach(path_id, carrier, collector)
+        self.driver.attach(hello.path_id, hello.carrier, collector)
+        hello.slot.path_id = hello.path_id
+        hello.slot.task = self.loop.create_task(self._supervise(hello.slot, None))
 
     async def _join(self, carrier: Carrier, fatal_if_unknown: bool = True) -> int:
         driver = self.driver
