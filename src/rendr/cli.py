@@ -31,6 +31,7 @@ from rich.table import Table
 
 import rendr
 from rendr.aio.runner import loop_factory, run
+from rendr.aio.timeouts import wait_for
 from rendr.testing.relay import TcpRelay
 
 __all__ = ["cli", "main"]
@@ -246,7 +247,7 @@ async def _demo(size: int, n_paths: int, kill_at: float, timeout: float) -> Demo
 
         start = time.perf_counter()
         try:
-            await asyncio.wait_for(asyncio.gather(serve(server), send(client)), timeout)
+            await wait_for(asyncio.gather(serve(server), send(client)), timeout)
         except asyncio.TimeoutError:
             result.error = f"timed out after {timeout:g} s"
         except Exception as exc:  # a library failure: report it, do not hide it
@@ -263,7 +264,7 @@ async def _demo(size: int, n_paths: int, kill_at: float, timeout: float) -> Demo
         for end in (client, server):
             if end is not None:
                 try:
-                    await asyncio.wait_for(end.close(), 5.0)
+                    await wait_for(end.close(), 5.0)
                 except (asyncio.TimeoutError, rendr.RendrError) as exc:
                     result.notes.append(f"close: {type(exc).__name__}: {exc}")
                     end.abort()

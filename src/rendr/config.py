@@ -104,6 +104,12 @@ class FlowConfig:
     handshake_timeout: float = 10.0
     """Timeout of a carrier handshake (preface + HELLO/JOIN and its answer)."""
 
+    hello_stagger: float = 0.25
+    """Dialer: how long ``dial()`` waits for the answer to its HELLO on one path before
+    it sends HELLO on the next connected path too (as happy eyeballs staggers its
+    connection attempts); a HELLO that fails moves on at once.  The first HELLO_ACK
+    opens the flow; the other carriers then JOIN it (see docs/wire.md)."""
+
     join_wait: float = 0.5
     """How long a listener holds a JOIN whose flow it does not know yet (a JOIN
     may overtake its flow's HELLO)."""
@@ -113,6 +119,11 @@ class FlowConfig:
 
     redial_backoff_max: float = 2.0
     """Cap of the re-dial delay."""
+
+    redial_jitter: float = 0.5
+    """Fraction of each re-dial delay that is random: a delay ``d`` becomes uniform in
+    ``[d * (1 - redial_jitter), d]``, so that flows which lost the same path (a relay
+    restarted, a link came back) do not all re-dial it in the same instant."""
 
     prime_switch: bool = True
     """PRIME mode (dialer): move to a clearly better path on quality, not only on death.
@@ -194,6 +205,8 @@ class FlowConfig:
             object.__setattr__(self, "send_buffer_min", self.send_buffer)
         if self.ping_interval <= 0 or self.idle_ping_interval <= 0 or self.dead_timeout <= 0:
             raise ValueError("ping intervals and dead_timeout must be positive")
+        if self.redial_jitter > 1:
+            raise ValueError("redial_jitter must be in 0..1")
         if not 0 < self.suspect_timeout <= self.dead_timeout:
             raise ValueError("suspect_timeout must be positive and at most dead_timeout")
         if self.zombie_max_migrations * self.zombie_settle >= self.zombie_window > 0:

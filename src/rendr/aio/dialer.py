@@ -1,10 +1,13 @@
 """The dialer: opens a flow's paths, attaches them, and re-dials dead ones.
 
 The dialer owns every dial: the listener never dials.  ``dial()`` connects all
-configured paths at once, sends HELLO on the first carrier that connects and
-JOIN on the others.  After that, one supervisor task per path re-dials it with
-exponential backoff whenever it dies (including while the migration budget
-runs with no path at all), until the path is removed or the flow ends.
+configured paths at once and sends HELLO on the first carrier that connects, and on
+the next ones too while no answer has come (``hello_stagger`` apart; the first
+HELLO_ACK opens the flow, see docs/wire.md); the other carriers JOIN.  After that,
+one supervisor task per path re-dials it with exponential backoff
+(``redial_jitter`` of each delay random, from the dialer's ``rng``) whenever it
+dies (including while the migration budget runs with no path at all), until the
+path is removed or the flow ends.
 """
 
 from __future__ import annotations
@@ -12,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..carriers.base import Carrier, TransportFactory, get_transport
@@ -25,7 +30,8 @@ from ..errors import HandshakeError, ModeUnavailable, RendrError
 from ..spec import PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
-from .handshake import exchange, named
+from .handshake import HandshakeCollector, exchange, named
+from .timeouts import wait_for
 
 __all__ = ["DialSession", "Dialer"]
 
@@ -45,6 +51,8 @@ class Dialer:
             can open flows, and no one in the middle can read or change them.
         server_key: the listener's static X25519 public key (32 bytes, from
             :func:`rendr.generate_server_key`), pinned like an SSH known host.
+        rng: the random source of the re-dial jitter (``FlowConfig.redial_jitter``);
+            a fresh :class:`random.Random` by default (tests pass a seeded one).
         config: a :class:`~rendr.FlowConfig`; keyword arguments override its fields
             (``migration_budget=90.0``, ``ping_interval=0.05``, ``dead_timeout=0.6``,
             ``encrypt=True``, ``send_buffer``, ``recv_window``, ``linger``, ... see
@@ -59,7 +67,7 @@ class Dialer:
                  transports: dict[str, TransportFactory] | None = None,
                  config: FlowConfig | None = None, on_event: EventCallback | None = None,
                  psk: bytes | None = None, server_key: bytes | None = None,
-                 **knobs: Any) -> None:
+                 rng: random.Random | None = None, **knobs: Any) -> None:
         if server_key is not None and len(server_key) != 32:
             raise ValueError("server_key must be a 32-byte X25519 public key")
         if psk is not None and len(psk) < 16:
@@ -71,6 +79,7 @@ class Dialer:
         self.psk = psk
         self.server_key = server_key
         self.on_event = on_event
+        self.rng = rng if rng is not None else random.Random()
         self.mode = Mode(mode)
         self.paths = list(paths)
         self.transports = dict(transports or {})
@@ -80,6 +89,8 @@ class Dialer:
     async def dial(self) -> Conn:
         """Open a new flow and return its connection once the first path is up.
 
+        It succeeds if any one path works: HELLO goes on the first carrier that
+        connects and, if no answer comes within ``hello_stagger``, on the next too.
         Other paths attach in the background as they connect.
 
         Raises:
@@ -102,7 +113,7 @@ async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
     """Open one carrier for ``spec`` with its transport factory, within ``timeout``."""
     factory = get_transport(spec.transport, transports)
     try:
-        opened = await asyncio.wait_for(factory(spec.address), timeout)
+        opened = await wait_for(factory(spec.address), timeout, discard=_discard)
     except (asyncio.TimeoutError, TimeoutError):
         raise TimeoutError(f"connect {spec.transport} {spec.address}: "
                            f"no answer within {timeout:g} s") from None
@@ -114,6 +125,14 @@ async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
         return opened
     reader, writer = opened
     return StreamsCarrier(reader, writer, transport=spec.transport)
+
+
+def _discard(opened: Carrier | tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+    """Close a carrier whose connect finished after its caller gave up (Python 3.10)."""
+    if isinstance(opened, Carrier):
+        opened.abort()
+    else:
+        opened[1].transport.abort()
 
 
 _FAREWELLS: set[asyncio.Task[None]] = set()
@@ -133,6 +152,35 @@ class _Slot:
         self.down = asyncio.Event()
         self.removed = False
         self.task: asyncio.Task[None] | None = None
+
+
+_Answer = tuple[int, bytes, HandshakeCollector]
+
+
+@dataclass
+class _Hello:
+    """A HELLO in flight during ``dial()``."""
+
+    slot: _Slot
+    carrier: Carrier
+    path_id: int
+    label: str
+    answer: asyncio.Future[_Answer]
+
+
+def _drop(opening: dict[asyncio.Future[Carrier], _Slot],
+          hellos: dict[asyncio.Future[_Answer], _Hello],
+          idle: list[tuple[_Slot, Carrier]]) -> None:
+    """``dial()`` ends without a flow (cancelled, or a bug): close what it opened."""
+    for task in opening:
+        if task.done() and not task.cancelled() and task.exception() is None:
+            task.result().abort()
+        task.cancel()
+    for hello in hellos.values():
+        hello.answer.cancel()
+        hello.carrier.abort()
+    for _, carrier in idle:
+        carrier.abort()
 
 
 class DialSession:
@@ -158,61 +206,96 @@ class DialSession:
         return await open_carrier(spec, self.dialer.transports, self.config.connect_timeout)
 
     async def establish(self) -> Conn:
-        """Connect every path; HELLO on the first carrier up; JOIN on the rest."""
+        """Connect every path at once and open the flow over whichever answers first.
+
+        HELLO goes out on the first carrier that connects; when its answer has not
+        come within ``hello_stagger`` (or the HELLO failed), on the next connected
+        carrier too, and so on (happy eyeballs).  The first HELLO_ACK that opens the
+        flow wins.  Carriers that sent nothing yet then JOIN the flow; those whose
+        HELLO is still unanswered are dropped and their paths re-dialled (the
+        listener refuses a second HELLO of a flow: ``DUPLICATE_PATH``).
+        """
         self.slots = [_Slot(spec) for spec in self.dialer.paths]
-        tasks = {asyncio.ensure_future(self._open(s.spec)): s for s in self.slots}
-        pending = set(tasks)
+        opening: dict[asyncio.Future[Carrier], _Slot] = {
+            asyncio.ensure_future(self._open(s.spec)): s for s in self.slots}
+        hellos: dict[asyncio.Future[_Answer], _Hello] = {}
+        idle: list[tuple[_Slot, Carrier]] = []  # connected, nothing sent yet
         errors: list[BaseException] = []
+        next_hello = self.loop.time()
         try:
-            while pending and self.conn is None:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            while self.conn is None:
+                now = self.loop.time()
+                if idle and (not hellos or now >= next_hello):
+                    hello = self._send_hello(*idle.pop(0))
+                    hellos[hello.answer] = hello
+                    next_hello = now + self.config.hello_stagger
+                    continue
+                waiting: set[asyncio.Future[Any]] = {*opening, *hellos}
+                if not waiting:
+                    break  # every path failed
+                timeout = max(0.0, next_hello - now) if idle else None
+                done, _ = await asyncio.wait(waiting, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
-                    slot = tasks[task]
-                    if task.exception() is not None:
-                        errors.append(task.exception())  # type: ignore[arg-type]
+                    if task in opening:
+                        slot = opening.pop(task)
+                        failure = task.exception()
+                        if failure is not None:
+                            errors.append(failure)
+                        else:
+                            idle.append((slot, task.result()))
                         continue
-                    carrier = task.result()
-                    if self.conn is not None:
-                        slot.task = self.loop.create_task(self._supervise(slot, carrier))
+                    hello = hellos.pop(task)
+                    if self.conn is not None:  # another HELLO_ACK of this batch won
+                        hellos[task] = hello
                         continue
                     try:
-                        await self._hello(carrier)
+                        self._on_hello_answer(hello)
                     except (HandshakeError, OSError) as exc:
-                        carrier.abort()
+                        hello.carrier.abort()
                         errors.append(exc)
-                        continue
-                    slot.path_id = 1
-                    slot.task = self.loop.create_task(self._supervise(slot, None))
+                        next_hello = self.loop.time()  # try the next carrier at once
         except BaseException:
-            for task in pending:
-                task.cancel()
+            _drop(opening, hellos, idle)
             raise
         if self.conn is None:
             detail = "; ".join(f"{type(e).__name__}: {e}" for e in errors)
             if errors and all(isinstance(e, OSError) for e in errors):
                 raise OSError(f"could not connect any path ({detail})")
             raise HandshakeError(f"could not establish the flow ({detail})")
-        for task in pending:
-            slot = tasks[task]
+        for hello in hellos.values():  # unanswered: drop, re-dial and JOIN at once
+            hello.answer.cancel()
+            hello.carrier.abort()
+            hello.slot.task = self.loop.create_task(self._supervise(hello.slot, None))
+        for slot, carrier in idle:
+            slot.task = self.loop.create_task(self._supervise(slot, carrier))
+        for task, slot in opening.items():
             slot.task = self.loop.create_task(self._supervise(slot, task))
         for slot in self.slots:
-            if slot.task is None:  # connect failed: keep re-dialing it
+            if slot.task is None:  # connect or HELLO failed: keep re-dialing it
                 slot.task = self.loop.create_task(self._supervise(slot, None, failed=True))
         return self.conn
 
-    async def _hello(self, carrier: Carrier) -> None:
-        hs = self.handshake
-        path_id = hs.next_path_id()
+    def _send_hello(self, slot: _Slot, carrier: Carrier) -> _Hello:
+        """Start a HELLO exchange on ``carrier`` (a path id of its own)."""
+        path_id = self.handshake.next_path_id()
         label = f"HELLO on path {path_id} ({_route(carrier)})"
-        ftype, body, collector = await exchange(carrier, hs.hello(path_id),
-                                                self.config.handshake_timeout, label)
-        with named(label):
-            flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
+        answer = asyncio.ensure_future(exchange(carrier, self.handshake.hello(path_id),
+                                                self.config.handshake_timeout, label))
+        return _Hello(slot, carrier, path_id, label, answer)
+
+    def _on_hello_answer(self, hello: _Hello) -> None:
+        """A HELLO's answer came: open the flow over its carrier, or raise why not."""
+        ftype, body, collector = hello.answer.result()
+        with named(hello.label):
+            flow = self.handshake.on_hello_ack(ftype, body, hello.path_id, self.loop.time())
         self.driver = FlowDriver(flow, self.loop, self)
         if self.dialer.on_event is not None:  # before the first path: it sees PATH_UP
             self.driver.callbacks.append(self.dialer.on_event)
         self.conn = Conn(self.driver)
-        self.driver.attach(path_id, carrier, collector)
+        self.driver.attach(hello.path_id, hello.carrier, collector)
+        hello.slot.path_id = hello.path_id
+        hello.slot.task = self.loop.create_task(self._supervise(hello.slot, None))
 
     async def _join(self, carrier: Carrier, fatal_if_unknown: bool = True) -> int:
         driver = self.driver
@@ -233,6 +316,10 @@ class DialSession:
         driver.attach(path_id, carrier, collector)
         return path_id
 
+    def redial_delay(self, backoff: float) -> float:
+        """``backoff`` with ``redial_jitter`` of it random (the dialer's ``rng``)."""
+        return backoff * (1.0 - self.config.redial_jitter * self.dialer.rng.random())
+
     @property
     def _closed(self) -> bool:
         return self._stopped or self.driver is None or self.driver.flow.state is State.CLOSED
@@ -243,7 +330,7 @@ class DialSession:
         cfg = self.config
         backoff = cfg.redial_backoff
         if failed:
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(self.redial_delay(backoff))
         while not self._closed and not slot.removed:
             if slot.path_id is not None:
                 await slot.down.wait()
@@ -251,7 +338,7 @@ class DialSession:
                 slot.path_id = None
                 if self._closed or slot.removed:
                     return
-                await asyncio.sleep(cfg.redial_backoff)
+                await asyncio.sleep(self.redial_delay(cfg.redial_backoff))
                 continue
             carrier: Carrier | None = None
             try:
@@ -279,10 +366,11 @@ class DialSession:
                 first = None
                 if carrier is not None:
                     carrier.abort()
+                delay = self.redial_delay(backoff)
                 logger.debug("flow %s: dial %s %s failed: %r; retry in %.2fs",
                              self.flow_id.hex()[:8], slot.spec.transport, slot.spec.address,
-                             exc, backoff)
-                await asyncio.sleep(backoff)
+                             exc, delay)
+                await asyncio.sleep(delay)
                 backoff = min(backoff * 2, cfg.redial_backoff_max)
 
     async def add_path(self, spec: PathSpec) -> int:
@@ -352,7 +440,7 @@ class DialSession:
                         carrier.abort()
                     logger.debug("flow %s: farewell over %s %s failed: %s",
                                  self.flow_id.hex()[:8], spec.transport, spec.address, exc)
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(self.redial_delay(backoff))
             backoff = min(backoff * 2, cfg.redial_backoff_max)
 
     def stop(self) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from ..carriers.base import Buffer, Carrier, CarrierSink
 from ..core.handshake import HandshakeParser
 from ..errors import HandshakeError
+from .timeouts import wait_for
 
 __all__ = ["HandshakeCollector", "exchange", "named"]
 
@@ -94,7 +95,7 @@ async def exchange(carrier: Carrier, opening: Sequence[Buffer], timeout: float,
     carrier.write(opening)
     with named(label):
         try:
-            ftype, body = await asyncio.wait_for(collector.future, timeout)
+            ftype, body = await wait_for(collector.future, timeout)
         except asyncio.TimeoutError:
             raise HandshakeError(f"no answer within {timeout:g} s") from None
     collector.rtt = loop.time() - t0

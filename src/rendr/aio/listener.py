@@ -27,6 +27,7 @@ from ..spec import ListenSpec, PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
 from .handshake import HandshakeCollector
+from .timeouts import wait_for
 
 __all__ = ["Listener", "listen", "listen_tcp"]
 
@@ -115,8 +116,7 @@ class Listener:
         collector = HandshakeCollector(self._loop, max_leftover=_MAX_EARLY)
         carrier.set_sink(collector)
         try:
-            ftype, body = await asyncio.wait_for(collector.future,
-                                                 self.config.first_frame_timeout)
+            ftype, body = await wait_for(collector.future, self.config.first_frame_timeout)
             if ftype == FrameType.JOIN and not self._session.knows(Join.decode(body).flow_id):
                 await self._wait_for_hello(Join.decode(body).flow_id)
             decision = self._session.decide(ftype, body, self._loop.time(),
@@ -154,7 +154,7 @@ class Listener:
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._join_waiters.setdefault(flow_id, []).append(waiter)
         try:
-            await asyncio.wait_for(waiter, self.config.join_wait)
+            await wait_for(waiter, self.config.join_wait)
         except asyncio.TimeoutError:
             pass
         finally:

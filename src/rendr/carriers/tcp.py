@@ -21,8 +21,9 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 from ..core.bufpool import ReadBuffers
+from .accept import open_tcp_server
 from .address import format_address, parse_address
-from .base import Buffer, Carrier, CarrierKind, register_transport
+from .base import Buffer, Carrier, CarrierKind, CarrierServer, register_transport
 
 __all__ = ["TcpCarrier", "connect_tcp"]
 
@@ -186,13 +187,15 @@ async def connect_tcp(address: str) -> TcpCarrier:
 
 
 async def listen_tcp(address: str, on_carrier: Callable[[Carrier], None], backlog: int = 128
-                     ) -> tuple[asyncio.AbstractServer, tuple[str, int]]:
-    """Accept TCP carriers on ``"host:port"`` (port 0: any free port)."""
+                     ) -> tuple[CarrierServer, tuple[str, int]]:
+    """Accept TCP carriers on ``"host:port"`` (port 0: any free port).
+
+    Up to ``backlog`` queued connections are accepted per loop iteration on every
+    event loop (uvloop's own accept takes one: see :mod:`rendr.carriers.accept`).
+    """
     host, port = parse_address(address)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: TcpCarrier(on_connect=on_carrier),
-                                      host or None, port, reuse_address=True,
-                                      backlog=backlog)
+    server = await open_tcp_server(host or None, port,
+                                   lambda: TcpCarrier(on_connect=on_carrier), backlog)
     name = server.sockets[0].getsockname()
     return server, (name[0], name[1])
 

@@ -296,8 +296,9 @@ class DialerHandshake:
         self.server_key = server_key
         self.flow: Flow | None = None
         self._ids = itertools.count(1)
-        self._eph: X25519PrivateKey | None = None
-        self._hello_body = b""
+        # the HELLOs in flight, by path id: their ephemeral key and body (dial() may
+        # send HELLO on several carriers; the first HELLO_ACK decides)
+        self._hellos: dict[int, tuple[X25519PrivateKey, bytes]] = {}
         self._join_nonces: dict[int, bytes] = {}
 
     def next_path_id(self) -> int:
@@ -305,9 +306,14 @@ class DialerHandshake:
         return next(self._ids)
 
     def hello(self, path_id: int) -> list[bytes]:
-        """The opening bytes of the flow's first carrier."""
+        """The opening bytes of a carrier that asks for the flow (HELLO).
+
+        Several carriers may each send one (each with its own path id and key share):
+        the listener creates the flow for the first to arrive and refuses the others
+        (``DUPLICATE_PATH``); the first accepted HELLO_ACK opens the flow here.
+        """
         cfg = self.config
-        self._eph, share = crypto.ephemeral()
+        eph, share = crypto.ephemeral()
         flags = ((KEY_ENCRYPT if cfg.encrypt else 0) | (KEY_RECORDS if cfg.records else 0)
                  | (KEY_PSK if self.psk else 0)
                  | (KEY_STATIC if self.server_key else 0))
@@ -317,15 +323,18 @@ class DialerHandshake:
         if self.psk:
             hello = dataclasses.replace(hello, auth=crypto.mac(
                 crypto.hello_key(self.psk), hello.encode_body()[:-AUTH_LEN]))
-        self._hello_body = hello.encode_body()
+        self._hellos[path_id] = (eph, hello.encode_body())
         return [PREFACE, hello.encode()]
 
     def on_hello_ack(self, ftype: int, body: bytes, path_id: int, now: float) -> Flow:
         """The listener's answer to HELLO: the new flow (with no path attached yet).
 
         Raises:
-            HandshakeError: refused, or not an answer to this HELLO.
+            HandshakeError: refused, or not an answer to this HELLO, or the flow is
+                already open (another HELLO_ACK came first).
         """
+        if self.flow is not None:
+            raise HandshakeError("the flow is already open (another HELLO_ACK came first)")
         if ftype != FrameType.HELLO_ACK:
             raise HandshakeError(f"expected HELLO_ACK, got frame type 0x{ftype:02x}")
         try:
@@ -333,13 +342,14 @@ class DialerHandshake:
         except ProtocolError as exc:
             raise HandshakeError(f"malformed HELLO_ACK: {exc}") from None
         if ack.result != Result.OK:
+            self._hellos.pop(path_id, None)
             raise HandshakeError(f"listener refused the flow: {result_name(ack.result)}")
         if ack.flow_id != self.flow_id or ack.path_id != path_id:
             raise HandshakeError("HELLO_ACK for another flow or path")
         if ack.mode != self.mode:
             raise HandshakeError(f"listener granted mode {ack.mode}, we asked for "
                                  f"{int(self.mode)}")
-        keys = self._keys_from(ack, bytes(body))
+        keys = self._keys_from(ack, bytes(body), path_id)
         cfg = self.config
         if ack.caps & CAP_BUDGET and ack.budget_ms:  # the agreed budget: never more than
             budget = min(ack.budget_ms / 1000, cfg.migration_budget)  # ours
@@ -351,26 +361,30 @@ class DialerHandshake:
                          records=bool(ack.key_flags & KEY_RECORDS))
         return self.flow
 
-    def _keys_from(self, ack: Hello, body: bytes) -> crypto.FlowKeys:
+    def _keys_from(self, ack: Hello, body: bytes, path_id: int) -> crypto.FlowKeys:
         """The flow's keys, once the HELLO_ACK proved the listener derived them too.
 
         Raises:
             HandshakeError: no key share, or its confirmation does not check out
                 (wrong psk or server key, or someone in the middle).
         """
-        if self._eph is None or not ack.caps & CAP_KEYS or len(ack.key_share) != 32:
+        sent = self._hellos.get(path_id)
+        if sent is None:
+            raise HandshakeError(f"HELLO_ACK for path {path_id}, which sent no HELLO")
+        eph, hello_body = sent
+        if not ack.caps & CAP_KEYS or len(ack.key_share) != 32:
             raise HandshakeError("HELLO_ACK without a key share")
         try:
-            ee = crypto.dh(self._eph, ack.key_share)
-            es = crypto.dh(self._eph, self.server_key) if self.server_key else None
+            ee = crypto.dh(eph, ack.key_share)
+            es = crypto.dh(eph, self.server_key) if self.server_key else None
         except ValueError as exc:
             raise HandshakeError(f"bad key share: {exc}") from None
-        transcript = crypto.transcript_hash(self._hello_body, body[:-AUTH_LEN])
+        transcript = crypto.transcript_hash(hello_body, body[:-AUTH_LEN])
         keys = crypto.derive(ee, es, self.psk, transcript)
         if not crypto.verify_mac(keys.confirm, ack.auth, b"hello-ack", transcript):
             raise HandshakeError("the listener could not prove the flow's keys (wrong psk "
                                  "or server key, or someone in the middle)")
-        self._eph = None  # forward secrecy: the ephemeral is not needed any more
+        self._hellos.clear()  # forward secrecy: no ephemeral is needed any more
         return keys
 
     def join(self, path_id: int) -> list[bytes]:
