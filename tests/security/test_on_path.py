@@ -140,7 +140,7 @@ def test_a_captured_session_replayed_later_runs_nothing() -> None:
             captured = bytes(mitm.sent_by_dialer)
             assert b"TRANSFER" not in captured  # encrypted on the wire
 
-            reader, writer = await asyncio.open_connection(*addr)
+            _reader, writer = await asyncio.open_connection(*addr)
             writer.write(captured)
             await writer.drain()
             replayed: list[bytes] = []
