@@ -192,3 +192,37 @@ def test_injected_and_replayed_bytes_end_only_their_path() -> None:
             await lst.close()
 
     _run(main())
+
+
+@pytest.mark.parametrize("jump", [1000, 5000])
+def test_activate_epoch_may_not_jump_to_the_end(jump: int) -> None:
+    """Issue 7's theft pinned the epoch at 2^32 - 1 so that the victim's own
+    ACTIVATEs looked stale.  Even from an authenticated path an epoch may move at
+    most MAX_EPOCH_STEP (1024) ahead: 1000 is followed, 5000 is a protocol error."""
+    from rendr.core.wire import encode_activate
+
+    async def main() -> None:
+        lst = await rendr.listen_tcp("127.0.0.1:0")
+        addr = lst.addrs[0][:2]
+        peer = RawDialer()
+        try:
+            s1 = await _connect(addr)
+            got = await _answer(s1, peer.hello())
+            assert got is not None and Hello.decode(got[1], ack=True).result == Result.OK
+            peer.on_hello_ack(got[1])
+            server = await lst.accept()
+            loop = asyncio.get_running_loop()
+            await loop.sock_sendall(s1, peer.seal(encode_activate(1, jump)
+                                                   + data_header(0, 2) + b"hi"))
+            if jump <= 1024:
+                assert await server.readexactly(2) == b"hi"
+                assert server._driver.flow._migration.epoch == jump
+                server.abort()
+            else:
+                with pytest.raises(rendr.ProtocolError):
+                    await server.readexactly(2)
+            s1.close()
+        finally:
+            await lst.close()
+
+    _run(main())

@@ -46,6 +46,12 @@ EXPLICIT: Final = "explicit"
 QUALITY: Final = "quality"
 SUSPECT: Final = "suspect"
 
+MAX_EPOCH_STEP: Final = 1024
+"""How far one ACTIVATE may move the epoch ahead.  A dialer advances it by 1 per
+activation; the listener misses only those lost with their paths.  A jump beyond
+this is a protocol error: no ACTIVATE can pin the epoch near 2^32 and make every
+later (genuine) one look stale."""
+
 ZombieHandler = Callable[[ZombieFlow, float], None]
 
 
@@ -176,6 +182,9 @@ class Migration:
                 return
         if epoch <= self.epoch:
             return  # stale: a later ACTIVATE already arrived on another path
+        if epoch - self.epoch > MAX_EPOCH_STEP:
+            raise ProtocolError(f"ACTIVATE epoch {epoch} jumps more than {MAX_EPOCH_STEP} "
+                                f"past {self.epoch}")
         self.epoch = epoch
         target = self.paths.get(path_id)
         if target is not None and target.alive and path_id != self.active:
