@@ -11,8 +11,6 @@ import contextlib
 import multiprocessing
 import time
 
-import pytest
-
 import rendr
 from rendr.testing.flood import flood_process
 
@@ -35,8 +33,6 @@ async def _serve(lst: rendr.Listener) -> None:
         task.add_done_callback(tasks.discard)
 
 
-@pytest.mark.xfail(strict=True, reason="no flood defence yet: the attacker's half-open "
-                   "flows fill max_flows and the dialer gets BUSY")
 def test_hello_flood_from_one_source_does_not_starve_another() -> None:
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()

@@ -176,7 +176,7 @@ class DialSession:
                         slot.task = self.loop.create_task(self._supervise(slot, carrier))
                         continue
                     try:
-                        await self._hello(carrier)
+                        await self._hello(carrier, slot.spec)
                     except (HandshakeError, OSError) as exc:
                         carrier.abort()
                         errors.append(exc)
@@ -200,14 +200,31 @@ class DialSession:
                 slot.task = self.loop.create_task(self._supervise(slot, None, failed=True))
         return self.conn
 
-    async def _hello(self, carrier: Carrier) -> None:
+    async def _hello(self, carrier: Carrier, spec: PathSpec) -> None:
         hs = self.handshake
         path_id = hs.next_path_id()
-        label = f"HELLO on path {path_id} ({_route(carrier)})"
-        ftype, body, collector = await exchange(carrier, hs.hello(path_id),
-                                                self.config.handshake_timeout, label)
-        with named(label):
-            flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
+        opening = hs.hello(path_id)
+        first = carrier
+        try:
+            while True:
+                label = f"HELLO on path {path_id} ({_route(carrier)})"
+                ftype, body, collector = await exchange(carrier, opening,
+                                                        self.config.handshake_timeout, label)
+                with named(label):
+                    retry = hs.retry_hello(ftype, body, path_id)
+                if retry is None:
+                    break
+                # the listener is under load and answered RETRY (it kept nothing): the
+                # same HELLO with its cookie, on a fresh carrier
+                carrier.close()
+                carrier = await self._open(spec)
+                opening = retry
+            with named(label):
+                flow = hs.on_hello_ack(ftype, body, path_id, self.loop.time())
+        except BaseException:
+            if carrier is not first:
+                carrier.abort()  # (the caller aborts the first one)
+            raise
         self.driver = FlowDriver(flow, self.loop, self)
         if self.dialer.on_event is not None:  # before the first path: it sees PATH_UP
             self.driver.callbacks.append(self.dialer.on_event)
