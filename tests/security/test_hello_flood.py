@@ -65,3 +65,56 @@ def test_hello_flood_from_one_source_does_not_starve_another() -> None:
     stats = out.get(timeout=5)
     assert len(latencies) == DIALS and max(latencies) < BOUND, (latencies, stats)
     assert stats["sent"] > 200, stats  # it was a flood
+
+
+def test_dialer_follows_retry_transparently() -> None:
+    """A listener always under load (occupancy threshold at one pending handshake)
+    answers RETRY first; the dialer re-sends its HELLO with the cookie on a fresh
+    carrier and gets its flow."""
+    async def main() -> None:
+        lst = await rendr.listen_tcp("127.0.0.1:0", max_pending=2, hello_load_pending=0.5)
+        host, port = lst.addrs[0][:2]
+        try:
+            conn = await rendr.Dialer(paths=[rendr.PathSpec("tcp", f"{host}:{port}")]).dial()
+            server = await lst.accept()
+            await conn.write(b"through the cookie")
+            assert await server.readexactly(18) == b"through the cookie"
+            assert lst._session.retries == 1
+            conn.abort()
+            server.abort()
+        finally:
+            await lst.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_half_open_flow_leaves_the_table() -> None:
+    """HELLO_ACK sent, then nothing from the dialer: the flow ends after
+    ``confirm_timeout`` (before: it held its place for the 90 s migration budget)."""
+    from rendr.core.handshake import HandshakeParser
+    from rendr.testing.rawpeer import RawDialer
+
+    async def main() -> None:
+        lst = await rendr.listen_tcp("127.0.0.1:0", confirm_timeout=0.5)
+        host, port = lst.addrs[0][:2]
+        loop = asyncio.get_running_loop()
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(RawDialer().hello())
+            parser = HandshakeParser()
+            while parser.feed(await reader.read(4096)) is None:
+                pass
+            server = await lst.accept()
+            assert len(lst._session.flows) == 1
+            t0 = loop.time()
+            with contextlib.suppress(rendr.RendrError):
+                while await server.read(100):
+                    pass
+            assert loop.time() - t0 < 2.0
+            await asyncio.sleep(0.05)
+            assert not lst._session.flows
+            writer.close()
+        finally:
+            await lst.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
