@@ -171,8 +171,9 @@ class FlowConfig:
     """Listener: HELLOs per second (over the last second) from which it is *under
     load*: it then answers a HELLO without a valid cookie with RETRY (a stateless
     cookie, no key exchange) and rations key exchanges per source
-    (``source_hello_rate``).  About a fifth of what one core accepts
-    (docs/handshake-bench.md).  0: never under load by rate."""
+    (``source_hello_rate``).  A listener spends about 1.3 ms of CPU per accepted flow
+    (pure Python; docs/handshake-bench.md): 200 flows/s is a quarter of a core.
+    0: never under load by rate."""
 
     hello_load_pending: float = 0.5
     """Listener: also under load when the carriers in their handshake reach this
