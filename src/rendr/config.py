@@ -186,6 +186,49 @@ class FlowConfig:
     recv_window_floor: int = 128 * KIB
     """Listener: the window every flow keeps whatever the memory pressure."""
 
+    # ---- HELLO flood defence (listener; see docs/security.md) ----
+
+    hello_load_rate: float = 200.0
+    """Listener: HELLOs per second (over the last second) from which it is *under
+    load*: it then answers a HELLO without a valid cookie with RETRY (a stateless
+    cookie, no key exchange) and rations key exchanges per source
+    (``source_hello_rate``).  A listener spends about 1.3 ms of CPU per accepted flow
+    (pure Python; docs/handshake-bench.md): 200 flows/s is a quarter of a core.
+    0: never under load by rate."""
+
+    hello_load_pending: float = 0.5
+    """Listener: also under load when the carriers in their handshake reach this
+    fraction of ``max_pending``, or the flows this fraction of ``max_flows``.  0: never
+    by occupancy."""
+
+    source_hello_rate: float = 20.0
+    """Listener, under load: key exchanges per second one source (address or prefix,
+    ``source_prefix_v4``/``_v6``) may cost, with bursts of ``source_hello_burst``; a
+    HELLO beyond is answered BUSY without one.  0: no per-source limit."""
+
+    source_hello_burst: float = 40.0
+    """Listener: the burst of ``source_hello_rate`` (tokens a source starts with)."""
+
+    source_prefix_v4: int = 32
+    """Listener: IPv4 prefix length that is one source for the per-source limits."""
+
+    source_prefix_v6: int = 64
+    """Listener: IPv6 prefix length that is one source for the per-source limits."""
+
+    max_flows_per_source: int = 256
+    """Listener: most flows at once from one source (see ``source_prefix_v4``); a
+    HELLO beyond it is answered BUSY.  0: no cap."""
+
+    cookie_lifetime: float = 10.0
+    """Listener: how long a RETRY cookie stays valid (at most 120 s)."""
+
+    confirm_timeout: float = 5.0
+    """Listener: a new flow must receive its first (authenticated, with records) frame
+    from the dialer within this time, or it is aborted (``PROTOCOL_ERROR``): a
+    half-open flow (HELLO_ACK sent, nothing ever came back) does not hold a place in
+    ``max_flows`` for the whole migration budget.  The reference dialer sends a PING
+    at once.  0: no limit."""
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -212,6 +255,8 @@ class FlowConfig:
         if self.zombie_max_migrations * self.zombie_settle >= self.zombie_window > 0:
             raise ValueError("zombie_max_migrations * zombie_settle must be below "
                              "zombie_window (else a flapping path is never a zombie)")
+        if self.source_prefix_v4 > 32 or self.source_prefix_v6 > 128:
+            raise ValueError("source_prefix_v4 must be in 0..32, source_prefix_v6 in 0..128")
 
     def replace(self, **changes: Any) -> FlowConfig:
         """A copy with some fields changed (unknown names raise TypeError)."""

@@ -79,6 +79,7 @@ def test_code_points_are_pinned() -> None:
     assert {r.name: r.value for r in Result} == {
         "OK": 0, "UNKNOWN_FLOW": 1, "FLOW_CLOSED": 2, "BAD_MODE": 3, "BAD_KIND": 4,
         "TOO_MANY_PATHS": 5, "DUPLICATE_PATH": 6, "BUSY": 7, "AUTH_FAILED": 8,
+        "RETRY": 9,
     }
     assert {c.name: c.value for c in CloseCode} == {
         "NO_ERROR": 0, "APPLICATION": 1, "PROTOCOL_ERROR": 2, "BUDGET_EXCEEDED": 3,
@@ -116,6 +117,25 @@ def test_golden_keyed_hello() -> None:
         "01 000051" + FLOW_HEX + "00000001 01 00 0003 00800000  00015f90"
         + bytes(range(32)).hex() + "01" + bytes(range(16)).hex())
     assert Hello.decode(hello.encode()[4:]) == hello
+
+
+def test_golden_retry_and_cookie_hello() -> None:
+    """RETRY: a HELLO_ACK with result 9 and CAP_COOKIE (u8 length + cookie after the
+    result byte); the HELLO sent back carries it between the budget and the key block."""
+    cookie = bytes(range(0xC0, 0xC0 + 20))
+    retry = Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0x0004, 0, Result.RETRY, cookie=cookie)
+    assert retry.encode(ack=True) == h(
+        "02 000032" + FLOW_HEX + "00000001 01 00 0004 00000000 09  14" + cookie.hex())
+    assert Hello.decode(retry.encode(ack=True)[4:], ack=True) == retry
+    hello = Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0x0007, 8 << 20, budget_ms=90_000,
+                  key_share=bytes(range(32)), key_flags=0x01, auth=bytes(range(16)),
+                  cookie=cookie)
+    assert hello.encode() == h(
+        "01 000066" + FLOW_HEX + "00000001 01 00 0007 00800000  00015f90  14" + cookie.hex()
+        + bytes(range(32)).hex() + "01" + bytes(range(16)).hex())
+    assert Hello.decode(hello.encode()[4:]) == hello
+    with pytest.raises(ProtocolError, match="cookie"):
+        Hello.decode(hello.encode()[4:4 + 33])  # the cookie is cut short
 
 
 def test_golden_hello_ack() -> None:
@@ -262,10 +282,13 @@ def test_hello_round_trip(flow_id: bytes, path_id: int, mode: int, kind: int, ca
                           window: int, result: int, budget: int) -> None:
     extra = 4 if caps & 1 else 0  # CAP_BUDGET: a u32 budget follows
     budget = budget if extra else 0
-    keys = {}
+    keys: dict[str, object] = {}
+    if caps & 4:  # CAP_COOKIE: u8 length + the cookie
+        extra += 21
+        keys["cookie"] = bytes(range(20))
     if caps & 2:  # CAP_KEYS: the 49-byte key block follows
         extra += 49
-        keys = {"key_share": bytes(range(32)), "key_flags": 7, "auth": bytes(16)}
+        keys.update(key_share=bytes(range(32)), key_flags=7, auth=bytes(16))
     hello = Hello(flow_id, path_id, mode, kind, caps, window, budget_ms=budget, **keys)
     ftype, body = _deframe_one(hello.encode())
     assert ftype == FrameType.HELLO and len(body) == 28 + extra

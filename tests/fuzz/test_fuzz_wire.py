@@ -25,6 +25,7 @@ from rendr.core.wire import (
     _ACK_HEAD,
     _RANGE,
     CAP_BUDGET,
+    CAP_COOKIE,
     CAP_KEYS,
     HEADER,
     MAGIC,
@@ -95,8 +96,14 @@ def _expected_ok(name: str, body: bytes) -> bool:
         if n < need:
             return False
         caps = int.from_bytes(body[22:24], "big")
-        # the budget (u32), then the key block (share 32, flags 1, auth 16)
-        return n >= need + (4 if caps & CAP_BUDGET else 0) + (49 if caps & CAP_KEYS else 0)
+        # the budget (u32), the cookie (u8 length + bytes), the key block (share 32,
+        # flags 1, auth 16)
+        need += 4 if caps & CAP_BUDGET else 0
+        if caps & CAP_COOKIE:
+            if n < need + 1:
+                return False
+            need += 1 + body[need]
+        return n >= need + (49 if caps & CAP_KEYS else 0)
     if name == "ack":
         if n < 18 or n < 18 + 16 * body[17]:
             return False
@@ -124,6 +131,8 @@ def _check_value(name: str, value: object) -> None:
         assert len(value.key_share) == (32 if value.caps & CAP_KEYS else 0)
         assert len(value.auth) == 16 and 0 <= value.key_flags < 256
         assert value.caps & CAP_KEYS or value.key_flags == 0
+        assert type(value.cookie) is bytes and len(value.cookie) < 256
+        assert value.caps & CAP_COOKIE or value.cookie == b""
     elif isinstance(value, (Join, JoinAck)):
         assert type(value.flow_id) is bytes and len(value.flow_id) == 16
         assert 0 <= value.path_id < 1 << 32

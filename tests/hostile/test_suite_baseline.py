@@ -254,7 +254,7 @@ class Seen:
     ended: dict[str, int] = field(default_factory=dict)  # ... then ended by the listener
     close_codes: list[int] = field(default_factory=list)  # CLOSE frames that reached us
     joins: dict[str, int | None] = field(default_factory=dict)  # JOIN_ACK (None: closed)
-    flood: dict[str, int] = field(default_factory=dict)  # HELLO flood: ok / busy / other
+    flood: dict[str, int] = field(default_factory=dict)  # HELLO flood: ok / busy / retry / other
 
 
 class Attackers:
@@ -437,13 +437,13 @@ class Attackers:
             join("join-garbage", own.join(2), NOT_FRAMES))  # keyed JOIN, then not frames
 
     async def flood(self) -> None:
-        counts = {"ok": 0, "busy": 0, "other": 0}
+        counts = {"ok": 0, "busy": 0, "retry": 0, "other": 0}
 
         async def one() -> None:
             _, _, ack, _ = await self._hello(SOURCES["flood"])  # then silent
             result = None if ack is None else ack.result
             counts["ok" if result == Result.OK else "busy" if result == Result.BUSY
-                   else "other"] += 1
+                   else "retry" if result == Result.RETRY else "other"] += 1
 
         for _ in range(FLOOD_N // FLOOD_BATCH):
             await asyncio.gather(*(one() for _ in range(FLOOD_BATCH)))
@@ -595,7 +595,10 @@ def test_listener_under_every_attack_keeps_caps_rtt_and_baseline(loop: str) -> N
     assert refused >= SILENT_N - PER_SOURCE, (
         f"{refused} of {SILENT_N} silent sockets refused at once "
         f"(max_pending_per_source {PER_SOURCE})")
-    assert seen.flood["busy"] > 0, f"HELLO flood of {FLOOD_N}, max_flows {MAX_FLOWS}: {seen.flood}"
+    # refused: BUSY, or (the listener under load: flows at half of max_flows) RETRY,
+    # which this flood does not follow
+    assert seen.flood["busy"] + seen.flood["retry"] > 0 and not seen.flood["other"], (
+        f"HELLO flood of {FLOOD_N}, max_flows {MAX_FLOWS}: {seen.flood}")
     assert out.during["peak_conns"] <= MAX_FLOWS, "more connections than max_flows at once"
     assert seen.got_in.get("bomb") == BOMB_FLOWS and seen.got_in.get("close") == CLOSE_FLOWS
     assert seen.got_in.get("sack") == len(BOGUS_SACKS), seen.got_in

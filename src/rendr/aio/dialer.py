@@ -280,9 +280,26 @@ class DialSession:
         """Start a HELLO exchange on ``carrier`` (a path id of its own)."""
         path_id = self.handshake.next_path_id()
         label = f"HELLO on path {path_id} ({_route(carrier)})"
-        answer = asyncio.ensure_future(exchange(carrier, self.handshake.hello(path_id),
-                                                self.config.handshake_timeout, label))
-        return _Hello(slot, carrier, path_id, label, answer)
+        hello = _Hello(slot, carrier, path_id, label, self.loop.create_future())
+        hello.answer = asyncio.ensure_future(self._exchange_hello(hello))
+        return hello
+
+    async def _exchange_hello(self, hello: _Hello) -> _Answer:
+        """HELLO and its answer; a RETRY (the listener is under load and kept nothing)
+        is followed at once: the same HELLO with its cookie, on a fresh carrier
+        (``hello.carrier`` then names it)."""
+        hs = self.handshake
+        opening = hs.hello(hello.path_id)
+        while True:
+            answer = await exchange(hello.carrier, opening, self.config.handshake_timeout,
+                                    hello.label)
+            with named(hello.label):
+                retry = hs.retry_hello(answer[0], answer[1], hello.path_id)
+            if retry is None:
+                return answer
+            hello.carrier.close()
+            hello.carrier = await self._open(hello.slot.spec)
+            opening = retry
 
     def _on_hello_answer(self, hello: _Hello) -> None:
         """A HELLO's answer came: open the flow over its carrier, or raise why not."""

@@ -107,11 +107,11 @@ class Listener:
 
     async def _handshake(self, carrier: Carrier, source: str) -> None:
         try:
-            await self._answer(carrier)
+            await self._answer(carrier, source)
         finally:
             self._session.handshake_done(source)
 
-    async def _answer(self, carrier: Carrier) -> None:
+    async def _answer(self, carrier: Carrier, source: str) -> None:
         # a dialer waits for our answer before sending more: bound what may come early
         collector = HandshakeCollector(self._loop, max_leftover=_MAX_EARLY)
         carrier.set_sink(collector)
@@ -120,7 +120,7 @@ class Listener:
             if ftype == FrameType.JOIN and not self._session.knows(Join.decode(body).flow_id):
                 await self._wait_for_hello(Join.decode(body).flow_id)
             decision = self._session.decide(ftype, body, self._loop.time(),
-                                            queue_full=self._queue.full())
+                                            queue_full=self._queue.full(), source=source)
         except HandshakeError as exc:
             if exc.peer_version is not None:
                 carrier.write([PREFACE])  # let the peer see which version we speak

@@ -117,6 +117,8 @@ class Flow:
         self._recovery = Recovery()
         self._scheduler: Scheduler = make_scheduler(mode, cfg, now)
         self._life = Lifecycle(self._name)
+        if role is Role.LISTENER and cfg.confirm_timeout:  # bound half-open flows
+            self._life.confirm_at = now + cfg.confirm_timeout
         self._events: deque[Event] = deque()
         self._migration = Migration(
             role=role, name=self._name, config=cfg, paths=self._paths, sender=self._sender,
@@ -273,6 +275,7 @@ class Flow:
                 return False  # liveness counts authenticated records only
         path.last_recv_at = now
         path.unanswered_since = None
+        self._life.confirm_at = None  # the dialer completed the handshake
         if path.suspect:
             self._migration.resumed(path, now)
         flags = 0
@@ -526,6 +529,9 @@ class Flow:
         t = life.linger_at
         if t is not None and (at is None or t < at):
             at = t
+        t = life.confirm_at
+        if t is not None and (at is None or t < at):
+            at = t
         t = self._recovery.hold_until
         if t is not None and (at is None or t < at) and self._sender.retx_queued:
             at = t
@@ -557,6 +563,10 @@ class Flow:
             budget = cfg.migration_budget
             self._abort(CloseCode.BUDGET_EXCEEDED, "migration budget exceeded", now,
                         MigrationBudgetExceeded(f"no path for {budget:g} s"))
+            return
+        if life.confirm_at is not None and now >= life.confirm_at:
+            self._abort(CloseCode.PROTOCOL_ERROR, "handshake never confirmed", now,
+                        ProtocolError("the dialer sent nothing after the HELLO_ACK"))
             return
         if life.linger_at is not None and now >= life.linger_at:
             logger.warning("flow %s: close() linger expired with %d bytes unacknowledged",

@@ -46,10 +46,12 @@ class Lifecycle:
         peer_closed: the peer sent CLOSE.
         budget_at: when the migration budget runs out (None: a path is alive).
         linger_at: when ``close()`` gives up waiting for the peer's ACK.
+        confirm_at: listener: when the flow is aborted if the dialer has still sent
+            nothing after the HELLO_ACK (None: it has, or no limit).
     """
 
-    __slots__ = ("budget_at", "close_requested", "error", "linger_at", "name", "peer_closed",
-                 "state")
+    __slots__ = ("budget_at", "close_requested", "confirm_at", "error", "linger_at", "name",
+                 "peer_closed", "state")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -59,6 +61,7 @@ class Lifecycle:
         self.peer_closed = False
         self.budget_at: float | None = None
         self.linger_at: float | None = None
+        self.confirm_at: float | None = None
 
     @property
     def closed(self) -> bool:
@@ -114,7 +117,7 @@ class Lifecycle:
             return False
         self.error = error
         self.to(State.CLOSED)
-        self.budget_at = self.linger_at = None
+        self.budget_at = self.linger_at = self.confirm_at = None
         return True
 
     def deadline(self) -> float | None:

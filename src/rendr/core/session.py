@@ -9,7 +9,10 @@ and ``ClientProtocol`` are the model).
 
 - :class:`ListenerHandshake`: HELLO -> a new :class:`Flow` or a refusal; JOIN ->
   the flow to attach the path to, or a refusal (unknown flow, closed flow,
-  duplicate path, too many paths).  Caps on flows and pending handshakes belong here.
+  duplicate path, too many paths).  Caps on flows and pending handshakes belong here,
+  and the HELLO flood defence: under load a stateless RETRY cookie
+  (:mod:`rendr.core.cookie`) and key exchanges rationed per source
+  (:mod:`rendr.core.fairness`).
 - :class:`DialerHandshake`: path ids, the opening frames, and what each answer
   means (a refusal, a flow the listener forgot: :class:`ZombieFlow`).
 """
@@ -27,6 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ..config import FlowConfig
 from ..errors import HandshakeError, ProtocolError, RendrError, ZombieFlow
 from . import crypto
+from .cookie import CookieJar
+from .fairness import LoadMeter, SourceBuckets, source_key
 from .flow import Flow
 from .memory import MemoryBudget
 from .records import RecordSealer
@@ -34,6 +39,7 @@ from .types import Mode, Role, State
 from .wire import (
     AUTH_LEN,
     CAP_BUDGET,
+    CAP_COOKIE,
     CAP_KEYS,
     KEY_ENCRYPT,
     KEY_PSK,
@@ -49,7 +55,10 @@ from .wire import (
     Result,
 )
 
-__all__ = ["Decision", "DialerHandshake", "ListenerHandshake", "result_name"]
+__all__ = ["MAX_RETRIES", "Decision", "DialerHandshake", "ListenerHandshake", "result_name"]
+
+MAX_RETRIES = 2
+"""RETRY answers a dialer follows for one HELLO (a cookie can expire in transit)."""
 
 logger = logging.getLogger("rendr.session")
 
@@ -94,6 +103,11 @@ class ListenerHandshake:
         psk: a pre-shared key every dialer must hold (its HELLO carries a MAC).
         static_key: the listener's static X25519 key, for dialers that pin its
             public half (``server_key=``).
+
+    Attributes:
+        auth_failures: HELLOs and JOINs refused AUTH_FAILED.
+        retries: HELLOs answered RETRY (under load, without a valid cookie).
+        rationed: HELLOs answered BUSY because their source had no token left.
     """
 
     def __init__(self, config: FlowConfig, *, psk: bytes | None = None,
@@ -107,6 +121,25 @@ class ListenerHandshake:
         self.pending = 0
         self._pending_from: dict[str, int] = {}
         self.memory = MemoryBudget(config.listener_memory, config.recv_window_floor)
+        self.retries = 0
+        self.rationed = 0
+        self.meter = LoadMeter()
+        self.cookies = CookieJar(config.cookie_lifetime)
+        self.buckets = SourceBuckets(config.source_hello_rate, config.source_hello_burst)
+        self._hello_key = crypto.hello_key(psk) if psk is not None else None
+        self._flows_from: dict[str, int] = {}
+        self._source_of: dict[bytes, str] = {}
+
+    def under_load(self, now: float) -> bool:
+        """Whether HELLOs need a cookie and key exchanges are rationed per source:
+        HELLOs per second at or above ``hello_load_rate``, or pending handshakes or
+        flows at ``hello_load_pending`` of their caps."""
+        cfg = self.config
+        if cfg.hello_load_rate and self.meter.rate(now) >= cfg.hello_load_rate:
+            return True
+        frac = cfg.hello_load_pending
+        return bool(frac) and (self.pending >= frac * cfg.max_pending
+                               or len(self.flows) >= frac * cfg.max_flows)
 
     def admit(self, source: str) -> bool:
         """A carrier from ``source`` (an IP address) starts its handshake: False if
@@ -131,12 +164,14 @@ class ListenerHandshake:
         else:
             self._pending_from.pop(source, None)
 
-    def decide(self, ftype: int, body: bytes, now: float, *, queue_full: bool = False
-               ) -> Decision:
+    def decide(self, ftype: int, body: bytes, now: float, *, queue_full: bool = False,
+               source: str = "") -> Decision:
         """Answer a carrier's first frame (after its preface).
 
         Args:
             queue_full: the accept queue has no room for another new flow.
+            source: where the carrier comes from (its IP address; a datagram carrier
+                adds the port): what a cookie is bound to and limits count per.
 
         Raises:
             ProtocolError: the first frame is neither HELLO nor JOIN, or is malformed
@@ -144,18 +179,22 @@ class ListenerHandshake:
         """
         if ftype == FrameType.HELLO:
             return self.on_hello(Hello.decode(body), now, queue_full=queue_full,
-                                 body=bytes(body))
+                                 body=bytes(body), source=source)
         if ftype == FrameType.JOIN:
             return self.on_join(Join.decode(body))
         raise ProtocolError(f"carrier opened with frame type 0x{ftype:02x}")
 
     def on_hello(self, hello: Hello, now: float, *, queue_full: bool = False,
-                 body: bytes | None = None) -> Decision:
-        """A new flow: create it, or refuse.  ``body`` is the HELLO as received (its
-        transcript; re-encoded from ``hello`` when None)."""
+                 body: bytes | None = None, source: str = "") -> Decision:
+        """A new flow: create it, or refuse (or, under load, ask for a cookie).
+        ``body`` is the HELLO as received (its transcript; re-encoded from ``hello``
+        when None); ``source`` as for :meth:`decide`."""
         cfg = self.config
         if body is None:
             body = hello.encode_body()
+        self.meter.hit(now)
+        loaded = self.under_load(now)
+        key = source_key(source, cfg.source_prefix_v4, cfg.source_prefix_v6)
         if not self._hello_authentic(hello, body):
             self.auth_failures += 1
             result = Result.AUTH_FAILED
@@ -167,10 +206,21 @@ class ListenerHandshake:
             result = Result.BAD_KIND
         elif hello.flow_id in self.flows:
             result = Result.DUPLICATE_PATH
-        elif queue_full or len(self.flows) >= cfg.max_flows:
+        elif (queue_full or len(self.flows) >= cfg.max_flows
+              or 0 < cfg.max_flows_per_source <= self._flows_from.get(key, 0)):
+            result = Result.BUSY
+        elif loaded and not self.cookies.verify(hello.cookie, source.encode(), hello.flow_id,
+                                                hello.key_share, now):
+            return self._retry(hello, source, now)  # the cheap refusals came first
+        elif loaded and cfg.source_hello_rate and not self.buckets.take(key, now):
+            self.rationed += 1
             result = Result.BUSY
         else:
             result = Result.OK
+        secrets = self._exchange(hello) if result == Result.OK else None
+        if result == Result.OK and secrets is None:
+            self.auth_failures += 1  # a low-order share: no shared secret
+            result = Result.AUTH_FAILED
         # the migration budget: the smaller of the two ends' (both then use it)
         budget_ms = int(cfg.migration_budget * 1000)
         if hello.caps & CAP_BUDGET and hello.budget_ms:
@@ -186,13 +236,15 @@ class ListenerHandshake:
             window = flow.advertised_window  # what the memory budget granted
         ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind,
                     hello.caps & CAP_BUDGET, window, result, budget_ms)
-        if flow is not None:
-            ack = self._key_exchange(hello, body, ack, flow)
+        if flow is not None and secrets is not None:
+            ack = self._key_exchange(hello, body, ack, flow, *secrets)
         decision = Decision(result, [PREFACE, ack.encode(ack=True)], path_id=hello.path_id)
         if flow is None:
             logger.info("refused flow %s: %s", hello.flow_id.hex()[:8], result.name)
             return decision
         self.flows[hello.flow_id] = flow
+        self._source_of[hello.flow_id] = key
+        self._flows_from[key] = self._flows_from.get(key, 0) + 1
         decision.flow = flow
         decision.new = True
         return decision
@@ -202,21 +254,36 @@ class ListenerHandshake:
         asks for the static key only if there is one."""
         if not hello.caps & CAP_KEYS or len(hello.key_share) != 32:
             return False
-        if not crypto.valid_share(hello.key_share):
-            return False  # low-order point: no shared secret (X25519 refuses it)
         if hello.key_flags & KEY_STATIC and self.static_key is None:
             return False
-        if self.psk is None:
+        if self._hello_key is None:
             return not hello.key_flags & KEY_PSK
         return bool(hello.key_flags & KEY_PSK) and crypto.verify_mac(
-            crypto.hello_key(self.psk), hello.auth, body[:-AUTH_LEN])
+            self._hello_key, hello.auth, body[:-AUTH_LEN])
 
-    def _key_exchange(self, hello: Hello, body: bytes, ack: Hello, flow: Flow) -> Hello:
-        """Derive the flow's keys; the HELLO_ACK with our share and its confirmation."""
+    def _retry(self, hello: Hello, source: str, now: float) -> Decision:
+        """Under load: RETRY with a cookie; no key exchange, nothing kept."""
+        self.retries += 1
+        cookie = self.cookies.make(source.encode(), hello.flow_id, hello.key_share, now)
+        ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind, CAP_COOKIE, 0,
+                    Result.RETRY, cookie=cookie)
+        return Decision(Result.RETRY, [PREFACE, ack.encode(ack=True)], path_id=hello.path_id)
+
+    def _exchange(self, hello: Hello) -> tuple[bytes, bytes, bytes | None] | None:
+        """Our ephemeral share and the shared secrets (ee, es), or None when the
+        dialer's share is a low-order point (X25519 refuses it: no shared secret)."""
         priv, share = crypto.ephemeral()
-        ee = crypto.dh(priv, hello.key_share)
-        es = (crypto.dh(self.static_key, hello.key_share)
-              if hello.key_flags & KEY_STATIC and self.static_key is not None else None)
+        try:
+            ee = crypto.dh(priv, hello.key_share)
+            es = (crypto.dh(self.static_key, hello.key_share)
+                  if hello.key_flags & KEY_STATIC and self.static_key is not None else None)
+        except ValueError:
+            return None
+        return share, ee, es
+
+    def _key_exchange(self, hello: Hello, body: bytes, ack: Hello, flow: Flow, share: bytes,
+                      ee: bytes, es: bytes | None) -> Hello:
+        """Derive the flow's keys; the HELLO_ACK with our share and its confirmation."""
         encrypt = bool(hello.key_flags & KEY_ENCRYPT) or self.config.encrypt
         records = bool(hello.key_flags & KEY_RECORDS) or self.config.records
         flags = ((KEY_ENCRYPT if encrypt else 0) | (KEY_RECORDS if records else 0)
@@ -270,6 +337,13 @@ class ListenerHandshake:
     def forget(self, flow_id: bytes) -> None:
         """The flow ended: a later JOIN for it gets UNKNOWN_FLOW."""
         self.flows.pop(flow_id, None)
+        key = self._source_of.pop(flow_id, None)
+        if key is not None:
+            left = self._flows_from.get(key, 1) - 1
+            if left:
+                self._flows_from[key] = left
+            else:
+                self._flows_from.pop(key, None)
 
 
 def _u32(value: int) -> bytes:
@@ -296,9 +370,10 @@ class DialerHandshake:
         self.server_key = server_key
         self.flow: Flow | None = None
         self._ids = itertools.count(1)
-        # the HELLOs in flight, by path id: their ephemeral key and body (dial() may
-        # send HELLO on several carriers; the first HELLO_ACK decides)
-        self._hellos: dict[int, tuple[X25519PrivateKey, bytes]] = {}
+        # the HELLOs in flight, by path id: their ephemeral key, the HELLO and its body
+        # (dial() may send HELLO on several carriers; the first HELLO_ACK decides)
+        self._hellos: dict[int, tuple[X25519PrivateKey, Hello, bytes]] = {}
+        self._retries = 0
         self._join_nonces: dict[int, bytes] = {}
 
     def next_path_id(self) -> int:
@@ -320,11 +395,43 @@ class DialerHandshake:
         hello = Hello(self.flow_id, path_id, self.mode, Kind.STREAM, CAP_BUDGET | CAP_KEYS,
                       cfg.recv_window, budget_ms=int(cfg.migration_budget * 1000),
                       key_share=share, key_flags=flags)
+        return self._send_hello(eph, hello)
+
+    def _send_hello(self, eph: X25519PrivateKey, hello: Hello) -> list[bytes]:
         if self.psk:
             hello = dataclasses.replace(hello, auth=crypto.mac(
                 crypto.hello_key(self.psk), hello.encode_body()[:-AUTH_LEN]))
-        self._hellos[path_id] = (eph, hello.encode_body())
+        self._hellos[hello.path_id] = (eph, hello, hello.encode_body())
         return [PREFACE, hello.encode()]
+
+    def retry_hello(self, ftype: int, body: bytes, path_id: int) -> list[bytes] | None:
+        """If the listener's answer is a RETRY (it is under load), the opening bytes
+        to send on a fresh carrier: the same HELLO (flow id, key share) with the
+        cookie.  None for any other answer (give it to :meth:`on_hello_ack`).
+
+        Raises:
+            HandshakeError: a RETRY for another flow or path, without a cookie, or
+                more than :data:`MAX_RETRIES` in a row.
+        """
+        if ftype != FrameType.HELLO_ACK:
+            return None
+        try:
+            ack = Hello.decode(body, ack=True)
+        except ProtocolError:
+            return None
+        if ack.result != Result.RETRY:
+            return None
+        if ack.flow_id != self.flow_id or ack.path_id != path_id or not ack.cookie:
+            raise HandshakeError("malformed RETRY (another flow or path, or no cookie)")
+        sent = self._hellos.get(path_id)
+        if sent is None or self.flow is not None:
+            raise HandshakeError(f"RETRY for path {path_id}, which has no HELLO in flight")
+        if self._retries >= MAX_RETRIES:
+            raise HandshakeError(f"listener asked to retry {self._retries + 1} times")
+        self._retries += 1
+        eph, hello, _ = sent
+        return self._send_hello(eph, dataclasses.replace(
+            hello, caps=hello.caps | CAP_COOKIE, cookie=ack.cookie, auth=bytes(AUTH_LEN)))
 
     def on_hello_ack(self, ftype: int, body: bytes, path_id: int, now: float) -> Flow:
         """The listener's answer to HELLO: the new flow (with no path attached yet).
@@ -371,7 +478,7 @@ class DialerHandshake:
         sent = self._hellos.get(path_id)
         if sent is None:
             raise HandshakeError(f"HELLO_ACK for path {path_id}, which sent no HELLO")
-        eph, hello_body = sent
+        eph, _, hello_body = sent
         if not ack.caps & CAP_KEYS or len(ack.key_share) != 32:
             raise HandshakeError("HELLO_ACK without a key share")
         try:

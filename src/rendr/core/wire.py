@@ -93,6 +93,7 @@ class Result(enum.IntEnum):
     DUPLICATE_PATH = 6
     BUSY = 7
     AUTH_FAILED = 8
+    RETRY = 9
 
 
 class CloseCode(enum.IntEnum):
@@ -123,6 +124,11 @@ CAP_KEYS: Final = 0x0002
 """HELLO caps bit: the key block follows (the budget, if any, comes first):
 key share (X25519, 32 bytes), key flags (1 byte), auth (16 bytes: in HELLO the
 pre-shared key's MAC or zeros, in HELLO_ACK the confirmation MAC)."""
+CAP_COOKIE: Final = 0x0004
+"""HELLO caps bit: a cookie follows the budget (u8 length, then the cookie): in
+HELLO_ACK with result RETRY the listener's cookie, in HELLO the same cookie sent
+back (see rendr.core.cookie)."""
+MAX_COOKIE: Final = 255
 KEY_ENCRYPT: Final = 0x01
 """Key flags bit: encrypt records (HELLO: the dialer asks; HELLO_ACK: agreed)."""
 KEY_PSK: Final = 0x02
@@ -190,6 +196,9 @@ class Hello:
         result: :class:`Result` (HELLO_ACK only; 0 in HELLO).
         budget_ms: with :data:`CAP_BUDGET`, the migration budget in milliseconds:
             proposed (HELLO) or agreed (HELLO_ACK); 0 without it.
+        key_share, key_flags, auth: with :data:`CAP_KEYS`, the key block.
+        cookie: with :data:`CAP_COOKIE` (at most 255 bytes), the listener's cookie:
+            minted in a HELLO_ACK with result RETRY, sent back in the HELLO.
     """
 
     flow_id: bytes
@@ -203,6 +212,7 @@ class Hello:
     key_share: bytes = b""
     key_flags: int = 0
     auth: bytes = bytes(AUTH_LEN)
+    cookie: bytes = b""
 
     def encode(self, ack: bool = False) -> bytes:
         """Encode as HELLO or, with ``ack``, as HELLO_ACK (which appends the result byte);
@@ -219,6 +229,8 @@ class Hello:
             body += bytes([self.result])
         if self.caps & CAP_BUDGET:
             body += _BUDGET.pack(self.budget_ms)
+        if self.caps & CAP_COOKIE:
+            body += bytes([len(self.cookie)]) + self.cookie
         if self.caps & CAP_KEYS:
             body += _KEY_BLOCK.pack(self.key_share, self.key_flags, self.auth)
         return body
@@ -237,21 +249,27 @@ class Hello:
                 raise ProtocolError("HELLO announces a budget it does not carry")
             (budget_ms,) = _BUDGET.unpack_from(body, need)
             need += _BUDGET.size
+        cookie = b""
+        if caps & CAP_COOKIE:
+            if len(body) < need + 1 or len(body) < need + 1 + body[need]:
+                raise ProtocolError("HELLO announces a cookie it does not carry")
+            cookie = bytes(body[need + 1 : need + 1 + body[need]])
+            need += 1 + len(cookie)
         share, flags, auth = b"", 0, bytes(AUTH_LEN)
         if caps & CAP_KEYS:
             if len(body) < need + _KEY_BLOCK.size:
                 raise ProtocolError("HELLO announces a key block it does not carry")
             share, flags, auth = _KEY_BLOCK.unpack_from(body, need)
         return cls(bytes(flow_id), path_id, mode, kind, caps, window, result, budget_ms,
-                   bytes(share), flags, bytes(auth))
+                   bytes(share), flags, bytes(auth), cookie)
 
     def __reduce__(self) -> tuple[type[Hello], tuple[bytes, int, int, int, int, int, int,
-                                                     int, bytes, int, bytes]]:
+                                                     int, bytes, int, bytes, bytes]]:
         # copy and pickle rebuild through __init__: compiled (mypyc), a frozen dataclass
         # cannot be restored field by field
         return (type(self), (self.flow_id, self.path_id, self.mode, self.kind, self.caps,
                              self.recv_window, self.result, self.budget_ms, self.key_share,
-                             self.key_flags, self.auth))
+                             self.key_flags, self.auth, self.cookie))
 
 
 @dataclass(frozen=True)
