@@ -138,7 +138,7 @@ async def test_cancelled_open_carrier_raises_although_the_carrier_is_there() -> 
 async def test_cancelled_listener_handshake_creates_no_flow() -> None:
     listener = Listener(FlowConfig())
     carrier = FakeCarrier()
-    task = asyncio.ensure_future(listener._answer(carrier))
+    task = asyncio.ensure_future(listener._answer(carrier, "127.0.0.1"))
     await asyncio.sleep(0)
     hello = DialerHandshake(os.urandom(16), Mode.PRIME, FlowConfig()).hello(1)
     carrier.receive(b"".join(hello))
