@@ -137,3 +137,48 @@ async def test_a_cancelled_dial_closes_its_carriers() -> None:
     for server in servers:
         server.close()
         await server.wait_closed()
+
+
+async def test_dial_succeeds_when_the_first_hello_ack_is_lost() -> None:
+    """The soak's failure (30-min run, seed 301): HELLO reached the listener over path
+    1 but its HELLO_ACK was lost there; HELLO over path 2 used to get a bare
+    DUPLICATE_PATH, and dial() failed after the handshake timeout.  The listener now
+    repeats its first answer on path 2 (the flow is not confirmed yet); the dialer
+    opens the flow with path 1's keys and JOINs."""
+    listener = await rendr.listen_tcp("127.0.0.1:0")
+    port = listener.addrs[0][1]
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one_way(c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter
+                      ) -> None:
+        """Forward dialer -> listener; swallow everything the listener answers."""
+        u_reader, u_writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def up() -> None:
+            while data := await c_reader.read(65536):
+                u_writer.write(data)
+
+        async def down() -> None:
+            while await u_reader.read(65536):
+                pass
+
+        for coro in (up(), down()):
+            task = asyncio.create_task(coro)
+            tasks.add(task)
+
+    proxy = await asyncio.start_server(one_way, "127.0.0.1", 0)
+    try:
+        dialer = rendr.Dialer(
+            paths=[rendr.PathSpec("tcp", f"127.0.0.1:{proxy.sockets[0].getsockname()[1]}"),
+                   rendr.PathSpec("late", f"127.0.0.1:{port}")],
+            transports={"late": _late_tcp}, handshake_timeout=3.0)
+        conn = await asyncio.wait_for(dialer.dial(), 2.0)  # before: HandshakeError at 3 s
+        try:
+            await _echo_once(conn, listener)
+        finally:
+            conn.abort()
+    finally:
+        for task in tasks:
+            task.cancel()
+        proxy.close()
+        await listener.close()

@@ -172,9 +172,9 @@ def test_injected_and_replayed_bytes_end_only_their_path() -> None:
             got = await _answer(s1, peer.hello())
             assert got is not None and Hello.decode(got[1], ack=True).result == Result.OK
             peer.on_hello_ack(got[1])
-            server = await lst.accept()
             first = peer.seal(data_header(0, 5) + b"hello")
             await asyncio.get_running_loop().sock_sendall(s1, first)
+            server = await lst.accept()  # (once the first record confirmed the keys)
             assert await server.readexactly(5) == b"hello"
             for path_id, payload in ((2, data_header(5, 5) + b"EVIL!"), (3, first)):
                 s = await _connect(addr)
@@ -210,10 +210,10 @@ def test_activate_epoch_may_not_jump_to_the_end(jump: int) -> None:
             got = await _answer(s1, peer.hello())
             assert got is not None and Hello.decode(got[1], ack=True).result == Result.OK
             peer.on_hello_ack(got[1])
-            server = await lst.accept()
             loop = asyncio.get_running_loop()
             await loop.sock_sendall(s1, peer.seal(encode_activate(1, jump)
                                                    + data_header(0, 2) + b"hi"))
+            server = await lst.accept()
             if jump <= 1024:
                 assert await server.readexactly(2) == b"hi"
                 assert server._driver.flow._migration.epoch == jump

@@ -310,8 +310,13 @@ class DialSession:
         if self.dialer.on_event is not None:  # before the first path: it sees PATH_UP
             self.driver.callbacks.append(self.dialer.on_event)
         self.conn = Conn(self.driver)
-        self.driver.attach(hello.path_id, hello.carrier, collector)
-        hello.slot.path_id = hello.path_id
+        if self.handshake.opened_by != hello.path_id:
+            # the listener repeated its answer to another of our HELLOs (whose own
+            # answer was lost) and closes this carrier: re-dial it and JOIN
+            hello.carrier.close()
+        else:
+            self.driver.attach(hello.path_id, hello.carrier, collector)
+            hello.slot.path_id = hello.path_id
         hello.slot.task = self.loop.create_task(self._supervise(hello.slot, None))
 
     async def _join(self, carrier: Carrier, fatal_if_unknown: bool = True) -> int:

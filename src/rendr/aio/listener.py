@@ -50,7 +50,9 @@ class _Accepted:
         self._flow_id = flow_id
 
     def on_event(self, event: Event) -> None:
-        if event.kind is EventKind.CLOSED:
+        if event.kind is EventKind.CONFIRMED:
+            self._listener._confirmed(self._flow_id)
+        elif event.kind is EventKind.CLOSED:
             self._listener._forget(self._flow_id)
 
     async def add_path(self, spec: PathSpec) -> int:
@@ -80,6 +82,8 @@ class Listener:
         self._drivers: dict[bytes, FlowDriver] = {}
         self._join_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._queue: asyncio.Queue[Conn | None] = asyncio.Queue(backlog)
+        self._backlog = backlog
+        self._unconfirmed: dict[bytes, Conn] = {}  # new flows until their dialer confirms
         self._backlog = backlog
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -145,7 +149,9 @@ class Listener:
             for waiter in self._join_waiters.pop(flow.flow_id, []):
                 if not waiter.done():
                     waiter.set_result(None)
-            self._queue.put_nowait(Conn(driver))
+            # accept() gets it once the dialer proved its keys (EventKind.CONFIRMED):
+            # a replayed or half-open HELLO never reaches the application
+            self._unconfirmed[flow.flow_id] = Conn(driver)
         else:
             self._drivers[flow.flow_id].attach(decision.path_id, carrier, collector)
 
@@ -164,9 +170,26 @@ class Listener:
             if not waiters:
                 self._join_waiters.pop(flow_id, None)
 
+    def _confirmed(self, flow_id: bytes) -> None:
+        """The dialer of a new flow proved its keys: hand the flow to ``accept()`` (or
+        abort it if the application has let ``backlog`` flows wait already).  Flows
+        awaiting confirmation do not take room in the accept queue (``max_flows`` and
+        the per-source caps bound them), or a HELLO flood would fill it."""
+        self._session.confirmed(flow_id)
+        conn = self._unconfirmed.pop(flow_id, None)
+        if conn is None or self._closed:
+            return
+        if self._queue.full():
+            logger.info("accept queue full (%d): flow %s aborted", self._backlog,
+                        flow_id.hex()[:8])
+            conn.abort(reason="accept queue full")
+            return
+        self._queue.put_nowait(conn)
+
     def _forget(self, flow_id: bytes) -> None:
         self._session.forget(flow_id)
         self._drivers.pop(flow_id, None)
+        self._unconfirmed.pop(flow_id, None)
 
     async def accept(self) -> Conn:
         """Wait for the next new connection.
@@ -211,6 +234,9 @@ class Listener:
             conn = self._queue.get_nowait()
             if conn is not None:
                 conn.abort(reason="listener closed")
+        for conn in list(self._unconfirmed.values()):
+            conn.abort(reason="listener closed")
+        self._unconfirmed.clear()
         self._queue.put_nowait(None)
         for server in self._servers:
             await server.wait_closed()

@@ -20,6 +20,9 @@ class EventKind(enum.Enum):
     MIGRATION = "migration"
     MODE_CHANGE = "mode_change"
     CLOSED = "closed"
+    CONFIRMED = "confirmed"
+    """Listener: the dialer's first authenticated bytes arrived (it holds the flow's
+    keys); only then is the flow handed to ``accept()``."""
 
     def __str__(self) -> str:
         return self.value

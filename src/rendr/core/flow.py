@@ -117,8 +117,10 @@ class Flow:
         self._recovery = Recovery()
         self._scheduler: Scheduler = make_scheduler(mode, cfg, now)
         self._life = Lifecycle(self._name)
-        if role is Role.LISTENER and cfg.confirm_timeout:  # bound half-open flows
-            self._life.confirm_at = now + cfg.confirm_timeout
+        if role is Role.LISTENER:  # accept() only once the dialer proved its keys
+            self._life.unconfirmed = True
+            if cfg.confirm_timeout:  # bound half-open flows
+                self._life.confirm_at = now + cfg.confirm_timeout
         self._events: deque[Event] = deque()
         self._migration = Migration(
             role=role, name=self._name, config=cfg, paths=self._paths, sender=self._sender,
@@ -146,6 +148,12 @@ class Flow:
     def error(self) -> RendrError | None:
         """Why the flow failed (None while open, or after a clean end)."""
         return self._life.error
+
+    @property
+    def confirmed(self) -> bool:
+        """Listener: the dialer proved its keys (its first authenticated bytes came);
+        always True on the dialer."""
+        return not self._life.unconfirmed
 
     @property
     def peer_closed(self) -> bool:
@@ -275,7 +283,8 @@ class Flow:
                 return False  # liveness counts authenticated records only
         path.last_recv_at = now
         path.unanswered_since = None
-        self._life.confirm_at = None  # the dialer completed the handshake
+        if self._life.unconfirmed and self._life.confirmed():
+            self._emit(EventKind.CONFIRMED, now, path_id=path_id)
         if path.suspect:
             self._migration.resumed(path, now)
         flags = 0
@@ -522,14 +531,7 @@ class Flow:
             return None
         # inlined (a call per deadline costs more than the comparison in pure Python)
         at = self._receiver.ack_at
-        life = self._life
-        t = life.budget_at
-        if t is not None and (at is None or t < at):
-            at = t
-        t = life.linger_at
-        if t is not None and (at is None or t < at):
-            at = t
-        t = life.confirm_at
+        t = self._life.deadline()
         if t is not None and (at is None or t < at):
             at = t
         t = self._recovery.hold_until
@@ -557,18 +559,14 @@ class Flow:
                 or now - self._receiver.last_data_at < cfg.idle_ping_interval)
         interval = cfg.ping_interval if busy else cfg.idle_ping_interval
         self._migration.on_timer(now, interval)
-        if life.closed:  # (a property: mypy must not narrow the state)
-            return
-        if life.budget_at is not None and now >= life.budget_at:
-            budget = cfg.migration_budget
+        expired = None if life.closed else life.expired(now)
+        if expired == "budget":
             self._abort(CloseCode.BUDGET_EXCEEDED, "migration budget exceeded", now,
-                        MigrationBudgetExceeded(f"no path for {budget:g} s"))
-            return
-        if life.confirm_at is not None and now >= life.confirm_at:
+                        MigrationBudgetExceeded(f"no path for {cfg.migration_budget:g} s"))
+        elif expired == "confirm":
             self._abort(CloseCode.PROTOCOL_ERROR, "handshake never confirmed", now,
                         ProtocolError("the dialer sent nothing after the HELLO_ACK"))
-            return
-        if life.linger_at is not None and now >= life.linger_at:
+        elif expired == "linger":
             logger.warning("flow %s: close() linger expired with %d bytes unacknowledged",
                            self._name, self._sender.unacked)
             self._abort(CloseCode.LINGER_TIMEOUT, "linger expired", now, None)

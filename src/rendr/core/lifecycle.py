@@ -48,10 +48,12 @@ class Lifecycle:
         linger_at: when ``close()`` gives up waiting for the peer's ACK.
         confirm_at: listener: when the flow is aborted if the dialer has still sent
             nothing after the HELLO_ACK (None: it has, or no limit).
+        unconfirmed: listener: the dialer has not proved its keys yet (no
+            authenticated bytes since the HELLO_ACK).
     """
 
     __slots__ = ("budget_at", "close_requested", "confirm_at", "error", "linger_at", "name",
-                 "peer_closed", "state")
+                 "peer_closed", "state", "unconfirmed")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -62,6 +64,7 @@ class Lifecycle:
         self.budget_at: float | None = None
         self.linger_at: float | None = None
         self.confirm_at: float | None = None
+        self.unconfirmed = False
 
     @property
     def closed(self) -> bool:
@@ -121,11 +124,32 @@ class Lifecycle:
         return True
 
     def deadline(self) -> float | None:
-        """The earlier of the budget and linger deadlines."""
-        b, g = self.budget_at, self.linger_at
-        if b is None:
-            return g
-        return b if g is None or b < g else g
+        """The earliest of the budget, linger and confirmation deadlines."""
+        at = self.budget_at
+        for t in (self.linger_at, self.confirm_at):
+            if t is not None and (at is None or t < at):
+                at = t
+        return at
+
+    def confirmed(self) -> bool:
+        """Listener: the dialer's first authenticated bytes arrived.  True the first
+        time only (the flow may then be handed to ``accept()``)."""
+        if self.unconfirmed:
+            self.unconfirmed = False
+            self.confirm_at = None
+            return True
+        return False
+
+    def expired(self, now: float) -> str | None:
+        """Which flow-wide deadline ran out at ``now``: ``"budget"``, ``"confirm"``,
+        ``"linger"`` (in that order of precedence), or None."""
+        if self.budget_at is not None and now >= self.budget_at:
+            return "budget"
+        if self.confirm_at is not None and now >= self.confirm_at:
+            return "confirm"
+        if self.linger_at is not None and now >= self.linger_at:
+            return "linger"
+        return None
 
 
 class ZombieGuard:

@@ -129,6 +129,8 @@ class ListenerHandshake:
         self._hello_key = crypto.hello_key(psk) if psk is not None else None
         self._flows_from: dict[str, int] = {}
         self._source_of: dict[bytes, str] = {}
+        # the HELLO_ACK of each flow whose dialer has not confirmed it yet (see on_hello)
+        self._answers: dict[bytes, bytes] = {}
 
     def under_load(self, now: float) -> bool:
         """Whether HELLOs need a cookie and key exchanges are rationed per source:
@@ -205,6 +207,13 @@ class ListenerHandshake:
         elif hello.kind != Kind.STREAM:
             result = Result.BAD_KIND
         elif hello.flow_id in self.flows:
+            answered = self._answers.get(hello.flow_id)
+            if answered is not None and not self.flows[hello.flow_id].confirmed:
+                # the dialer sent HELLO on several carriers and our answer to the one
+                # that created the flow may be lost: give this carrier that same
+                # answer (public bytes: no state, no crypto), then close it
+                return Decision(Result.DUPLICATE_PATH, [PREFACE, answered],
+                                path_id=hello.path_id)
             result = Result.DUPLICATE_PATH
         elif (queue_full or len(self.flows) >= cfg.max_flows
               or 0 < cfg.max_flows_per_source <= self._flows_from.get(key, 0)):
@@ -243,6 +252,7 @@ class ListenerHandshake:
             logger.info("refused flow %s: %s", hello.flow_id.hex()[:8], result.name)
             return decision
         self.flows[hello.flow_id] = flow
+        self._answers[hello.flow_id] = decision.reply[1]
         self._source_of[hello.flow_id] = key
         self._flows_from[key] = self._flows_from.get(key, 0) + 1
         decision.flow = flow
@@ -334,9 +344,14 @@ class ListenerHandshake:
         """Whether a flow with this id is in the table."""
         return flow_id in self.flows
 
+    def confirmed(self, flow_id: bytes) -> None:
+        """The flow's dialer proved its keys: its HELLO_ACK is not needed again."""
+        self._answers.pop(flow_id, None)
+
     def forget(self, flow_id: bytes) -> None:
         """The flow ended: a later JOIN for it gets UNKNOWN_FLOW."""
         self.flows.pop(flow_id, None)
+        self._answers.pop(flow_id, None)
         key = self._source_of.pop(flow_id, None)
         if key is not None:
             left = self._flows_from.get(key, 1) - 1
@@ -374,6 +389,8 @@ class DialerHandshake:
         # (dial() may send HELLO on several carriers; the first HELLO_ACK decides)
         self._hellos: dict[int, tuple[X25519PrivateKey, Hello, bytes]] = {}
         self._retries = 0
+        self.opened_by = 0
+        """The path id of the HELLO whose answer opened the flow (0: not open)."""
         self._join_nonces: dict[int, bytes] = {}
 
     def next_path_id(self) -> int:
@@ -451,12 +468,15 @@ class DialerHandshake:
         if ack.result != Result.OK:
             self._hellos.pop(path_id, None)
             raise HandshakeError(f"listener refused the flow: {result_name(ack.result)}")
-        if ack.flow_id != self.flow_id or ack.path_id != path_id:
+        if ack.flow_id != self.flow_id or ack.path_id not in self._hellos:
             raise HandshakeError("HELLO_ACK for another flow or path")
+        # (a HELLO_ACK for another of our HELLOs in flight: the listener's answer to
+        # that one, repeated on this carrier because the first may have been lost)
         if ack.mode != self.mode:
             raise HandshakeError(f"listener granted mode {ack.mode}, we asked for "
                                  f"{int(self.mode)}")
-        keys = self._keys_from(ack, bytes(body), path_id)
+        keys = self._keys_from(ack, bytes(body), ack.path_id)
+        self.opened_by = ack.path_id
         cfg = self.config
         if ack.caps & CAP_BUDGET and ack.budget_ms:  # the agreed budget: never more than
             budget = min(ack.budget_ms / 1000, cfg.migration_budget)  # ours
