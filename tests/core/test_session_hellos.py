@@ -7,7 +7,7 @@ import pytest
 
 from rendr.config import FlowConfig
 from rendr.core.session import DialerHandshake, ListenerHandshake
-from rendr.core.wire import FrameType, Hello, Result
+from rendr.core.wire import FrameType, Result
 from rendr.errors import HandshakeError
 
 FLOW = bytes(range(16))
