@@ -124,7 +124,7 @@ async def test_delay_and_jitter(echo: tuple[_Echo, Address]) -> None:
 async def test_rate_limit_drops_what_would_queue_too_long(echo: tuple[_Echo, Address]) -> None:
     async with UdpRelay(echo[1], seed=9) as relay:
         relay.set_faults("up", rate=100_000, max_queue_delay=0.02)  # 100 kB/s, 2 kB queue
-        transport, client = await _client(relay)
+        transport, _client_proto = await _client(relay)
         for _ in range(50):
             transport.sendto(b"z" * 1000)  # 50 kB at once: ~3 fit the queue
         await asyncio.sleep(0.2)
