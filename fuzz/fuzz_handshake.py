@@ -117,6 +117,7 @@ def _listener(data: bytes, keyed: bool) -> None:
     hs = ListenerHandshake(CONFIG, psk=PSK if keyed else None,
                            static_key=STATIC if keyed else None)
     accepted: list[bytes] = []
+    answers: dict[bytes, bytes] = {}  # each flow's HELLO_ACK (repeated while unconfirmed)
     for i, (ftype, body) in enumerate(_frames(data)):
         if ftype == FrameType.JOIN and body[:1] == b"\xaa" and accepted:
             fid = accepted[body[1] % len(accepted)] if len(body) > 1 else accepted[0]
@@ -137,11 +138,17 @@ def _listener(data: bytes, keyed: bool) -> None:
         if ftype == FrameType.HELLO:
             hello = Hello.decode(body)
             ack = Hello.decode(frame[4:], ack=True)
+            if (decision.result == Result.DUPLICATE_PATH and hello.flow_id in hs.flows
+                    and not hs.flows[hello.flow_id].confirmed):
+                assert frame == answers[hello.flow_id]  # the first answer, repeated
+                assert decision.flow is None
+                continue
             assert (ack.flow_id, ack.path_id, ack.result) == (
                 hello.flow_id, hello.path_id, decision.result)
             assert decision.ok == bool(ack.caps & CAP_KEYS)
             if decision.ok:
                 accepted.append(hello.flow_id)
+                answers[hello.flow_id] = frame
         else:
             join = Join.decode(body)
             jack = JoinAck.decode(frame[4:])
