@@ -98,8 +98,7 @@ def report(r: Result, s: Summary, p: Params, out: Out) -> None:
             f"{b.get('fds')} tasks {b.get('tasks')}")
     out(f"listener loop:    worst lag {s.lag_listener_max * 1e3:.0f} ms per sample window, "
         f"{s.lag_listener_over_250ms} lag(s) over 250 ms; CPU {s.cpu_listener_s:.1f} s; "
-        f"accept queue at most {s.accept_queue_max} (uvloop accepts one connection per "
-        f"loop iteration)")
+        f"kernel accept queue at most {s.accept_queue_max}")
     if r.drops:
         out(f"nftables DROPs:   {sum(1 for d in r.drops if d[0] == 'drop')} "
             f"(path, start, length: "
