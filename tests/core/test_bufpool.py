@@ -179,3 +179,26 @@ async def test_tcp_carrier_small_reads_are_copies_and_idle_holds_no_buffer() -> 
         await asyncio.sleep(0)
         assert carrier._rx.held == 0
     assert transport.pauses == 0
+
+
+def test_release_lets_freed_retired_buffers_and_shared_arenas_go() -> None:
+    """idle_paths (CI) failed once the record layer shared the pool: buffers retired
+    while referenced stayed in the retired list after they were freed (10 MiB at
+    idle), and the record arenas kept theirs.  A carrier's release() now trims them."""
+    rxbuf._retired.clear()
+    rxbuf._spares.clear()
+    rb = ReadBuffers()
+    held = _read(rb, b"x" * (BUFFER_SIZE - MIN_READ + 1))  # next read starts another
+    _read(rb, b"y")
+    assert rxbuf.pool_stats()[1] == 1  # the first buffer is retired, still referenced
+    arena = rxbuf.shared()
+    room = arena.get(100)
+    del room
+    kept = arena.filled(100)
+    rb.release()
+    assert rxbuf.pool_stats()[1] == 1 and arena.held  # both still referenced
+    del held, kept
+    rb.release()
+    assert rxbuf.pool_stats()[1] == 0  # the freed retired buffer became a spare
+    assert not arena.held  # the arena gave its buffer back
+    rxbuf._arenas.remove(arena)

@@ -140,7 +140,16 @@ class ReadBuffers:
         return data
 
     def release(self) -> None:
-        """Give the buffer back to the shared pool if nothing refers to it."""
+        """Give the buffer back to the shared pool if nothing refers to it; also let
+        the process-wide arenas (:func:`shared`) and retired buffers that became free
+        go (idle paths then hold nothing, and the process keeps only the spares)."""
+        self._give_back()
+        if _REUSE:
+            for arena in _arenas:
+                arena._give_back()
+            _trim_retired()
+
+    def _give_back(self) -> None:
         if self._buf is not None and _REUSE and _count_held(self) <= _FREE_HELD:
             if len(_spares) < SPARES:
                 _spares.append(self._buf)
@@ -150,6 +159,26 @@ class ReadBuffers:
     def held(self) -> int:
         """Bytes of buffer memory this carrier holds (0 when idle)."""
         return 0 if self._buf is None else len(self._buf)
+
+
+_arenas: list[ReadBuffers] = []
+
+
+def shared() -> ReadBuffers:
+    """A process-wide arena (the record layer's: one thread seals and opens at a
+    time), given back to the pool whenever a carrier releases its own buffer."""
+    arena = ReadBuffers()
+    _arenas.append(arena)
+    return arena
+
+
+def _trim_retired() -> None:
+    """Retired buffers nothing refers to any more: become spares (up to SPARES) or go."""
+    retired = _retired
+    while retired and _count_oldest(retired) <= _FREE_OLDEST:
+        buf = retired.popleft()
+        if len(_spares) < SPARES:
+            _spares.append(buf)
 
 
 def pool_stats() -> tuple[int, int]:

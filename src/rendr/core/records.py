@@ -28,7 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ProtocolError
-from .bufpool import ReadBuffers
+from .bufpool import shared
 from .crypto import record_key
 
 __all__ = ["EPOCH_RECORDS", "MAX_RECORD", "TAG_LEN", "RecordError", "RecordOpener",
@@ -46,9 +46,9 @@ _MAX_BODY: Final = MAX_RECORD + TAG_LEN
 Buffer = bytes | bytearray | memoryview
 Out = bytes | memoryview
 
-_SEALED = ReadBuffers()
+_SEALED = shared()
 """Where records are sealed (process-wide: one thread seals at a time)."""
-_OPENED = ReadBuffers()
+_OPENED = shared()
 """Where records are opened (process-wide)."""
 
 
