@@ -10,6 +10,14 @@ from ._version import __version__
 from .admin import AdminConn
 from .aio import Conn, Dialer, Listener, listen, listen_tcp
 from .aio.runner import run
+from .aio.streams import (
+    ConnTransport,
+    create_connection,
+    create_server,
+    open_connection,
+    splice,
+    start_server,
+)
 from .carriers import Carrier, register_transport
 from .config import FlowConfig
 from .core.events import Event, EventKind
@@ -41,6 +49,7 @@ __all__ = [
     "ConnAborted",
     "ConnClosed",
     "ConnStats",
+    "ConnTransport",
     "Dialer",
     "Event",
     "EventKind",
@@ -62,10 +71,15 @@ __all__ = [
     "ZombieFlow",
     "__compiled__",
     "__version__",
+    "create_connection",
+    "create_server",
     "generate_server_key",
     "listen",
     "listen_tcp",
+    "open_connection",
     "register_transport",
     "run",
     "server_public_key",
+    "splice",
+    "start_server",
 ]
