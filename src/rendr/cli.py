@@ -19,9 +19,9 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -351,6 +351,118 @@ def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop
         return 1
     _report(result)
     return 0 if result.match and result.migrated and not result.error else 1
+
+
+# --------------------------------------------------------------------------- forwarding
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """``tcp://host:port`` (or ``host:port``: tcp) -> (transport, address)."""
+    transport, sep, address = url.partition("://")
+    if not sep:
+        transport, address = "tcp", url
+    if not address or ":" not in address:
+        raise click.BadParameter(f"{url!r}: expected TRANSPORT://HOST:PORT")
+    return transport, address
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _read_psk(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        psk = f.read().strip()
+    if len(psk) < 16:
+        raise click.BadParameter(f"{path}: a pre-shared key needs at least 16 bytes")
+    return psk
+
+
+_PSK = click.option("--psk-file", type=click.Path(exists=True, dir_okay=False),
+                    help="File holding a pre-shared key (both ends, >= 16 bytes).")
+_UVLOOP = click.option("--uvloop/--no-uvloop", "use_uvloop", default=True, show_default=True,
+                       help="Use uvloop's event loop when it is installed.")
+
+
+@cli.command()
+@click.option("--listen", "listens", multiple=True, required=True, metavar="URL",
+              help="Where to accept rendr paths: tcp://HOST:PORT (repeatable).")
+@click.option("--forward", "target", required=True, metavar="HOST:PORT",
+              help="TCP address every flow is forwarded to (e.g. 127.0.0.1:22).")
+@_PSK
+@_UVLOOP
+def serve(listens: tuple[str, ...], target: str, psk_file: str | None,
+          use_uvloop: bool) -> int:
+    """Accept rendr flows and forward each to a TCP service (e.g. sshd)."""
+    specs = [rendr.ListenSpec(*_split_url(u)) for u in listens]
+    to = _host_port(target)
+    psk = _read_psk(psk_file)
+
+    async def main() -> None:
+        from rendr.aio.forward import forward_flows
+
+        ln = await rendr.listen(*specs, psk=psk)
+        addrs = ", ".join(f"{h}:{p}" for h, p, *_ in ln.addrs)
+        log_console.print(f"rendr serve: listening on {addrs}, forwarding to {to[0]}:{to[1]}")
+        async with ln:
+            await forward_flows(ln, to)
+
+    return _run_forever(main(), use_uvloop)
+
+
+@cli.command()
+@click.option("--path", "paths", multiple=True, required=True, metavar="URL",
+              help="A path to the server: tcp://HOST:PORT (repeatable).")
+@click.option("--mode", type=click.Choice([m.name.lower() for m in rendr.Mode]),
+              default="prime", show_default=True, help="How the flow uses its paths.")
+@click.option("--local", metavar="HOST:PORT",
+              help="Accept TCP here; each connection gets a flow of its own.")
+@click.option("--stdio", is_flag=True,
+              help="One flow on stdin/stdout (netcat-style, for ssh's ProxyCommand).")
+@_PSK
+@_UVLOOP
+def connect(paths: tuple[str, ...], mode: str, local: str | None, stdio: bool,
+            psk_file: str | None, use_uvloop: bool) -> int:
+    """Forward a local TCP port (or stdin/stdout) over a migrating rendr flow."""
+    if (local is None) == (not stdio):
+        raise click.UsageError("give exactly one of --local HOST:PORT and --stdio")
+    dialer = rendr.Dialer(mode=rendr.Mode[mode.upper()],
+                          paths=[rendr.PathSpec(*_split_url(u)) for u in paths],
+                          psk=_read_psk(psk_file))
+
+    async def main() -> None:
+        from rendr.aio.forward import forward_local, forward_stdio
+
+        if stdio:
+            await forward_stdio(dialer)
+            return
+        assert local is not None
+        server = await forward_local(dialer, _host_port(local))
+        host, port = server.sockets[0].getsockname()[:2]
+        log_console.print(f"rendr connect: forwarding {host}:{port} over {len(paths)} path(s)")
+        async with server:
+            await server.serve_forever()
+
+    return _run_forever(main(), use_uvloop)
+
+
+def _run_forever(coro: Coroutine[Any, Any, None], use_uvloop: bool) -> int:
+    """Run a forwarder until it ends or Ctrl-C; bad addresses and the like are one
+    line and exit status 1 (a traceback only with -vv)."""
+    try:
+        run(coro, use_uvloop=use_uvloop)
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, rendr.RendrError) as exc:
+        logger.debug("forwarder failed", exc_info=True)
+        log_console.print(f"[red bold]rendr:[/red bold] {type(exc).__name__}: {escape(str(exc))}")
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

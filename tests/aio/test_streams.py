@@ -30,6 +30,12 @@ async def _teardown(listener: rendr.Listener, relays: list[TcpRelay]) -> None:
         await relay.close()
 
 
+def _relay_of_active(conn: rendr.Conn, relays: list[TcpRelay]) -> TcpRelay:
+    stats = conn.stats()
+    active = next(p for p in stats.paths if p.id == stats.active_path)
+    return next(r for r in relays if active.remote_addr.endswith(f":{r.addr[1]}"))
+
+
 async def test_stream_pair_echo_survives_a_path_kill() -> None:
     """open_connection/start_server: an echo server written with asyncio streams,
     4 MiB through it while the active path is reset; every byte back, in order."""
@@ -53,7 +59,7 @@ async def test_stream_pair_echo_survives_a_path_kill() -> None:
                 writer.write(payload[i:i + 256 * 1024])
                 await writer.drain()
                 if i == MIB:
-                    relays[0 if conn.active_path == 1 else 1].kill()
+                    _relay_of_active(conn, relays).kill()
             writer.write_eof()
 
         sender = asyncio.create_task(send())
