@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import logging
+
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-__all__ = ["generate_server_key", "server_public_key"]
+__all__ = ["check_authentication", "generate_server_key", "server_public_key"]
+
+
+def check_authentication(who: str, psk: bytes | None, server_key: object | None) -> None:
+    """What ``Dialer``/``listen`` check of ``psk=`` and ``server_key=``: a PSK has at
+    least 16 bytes; with neither, a warning that only passive observers are kept out.
+
+    Raises:
+        ValueError: the PSK is too short.
+    """
+    if psk is not None and len(psk) < 16:
+        raise ValueError("psk must be at least 16 bytes")
+    if psk is None and server_key is None:
+        logging.getLogger(f"rendr.{who.lower()}").warning(
+            "rendr %s without psk or server_key: flows are kept from passive observers "
+            "only, not from an active attacker in the middle (see docs/security.md)", who)
 
 
 def generate_server_key() -> tuple[bytes, bytes]:

@@ -27,6 +27,7 @@ from ..core.events import Event, EventKind
 from ..core.session import DialerHandshake
 from ..core.types import Mode, State
 from ..errors import HandshakeError, ModeUnavailable, RendrError
+from ..keys import check_authentication
 from ..spec import PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
@@ -70,12 +71,7 @@ class Dialer:
                  rng: random.Random | None = None, **knobs: Any) -> None:
         if server_key is not None and len(server_key) != 32:
             raise ValueError("server_key must be a 32-byte X25519 public key")
-        if psk is not None and len(psk) < 16:
-            raise ValueError("psk must be at least 16 bytes")
-        if psk is None and server_key is None:
-            logger.warning("rendr Dialer without psk or server_key: flows are kept from "
-                           "passive observers only, not from an active attacker in the "
-                           "middle (see docs/security.md)")
+        check_authentication("Dialer", psk, server_key)
         self.psk = psk
         self.server_key = server_key
         self.on_event = on_event

@@ -23,6 +23,7 @@ from ..core.memory import MemoryBudget
 from ..core.session import ListenerHandshake
 from ..core.wire import PREFACE, VERSION, FrameType, Join
 from ..errors import ConnClosed, HandshakeError, ProtocolError, RendrError
+from ..keys import check_authentication
 from ..spec import ListenSpec, PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
@@ -268,12 +269,7 @@ async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: 
     cfg = (config or FlowConfig()).replace(**knobs) if knobs else (config or FlowConfig())
     if isinstance(server_key, (bytes, bytearray)):
         server_key = X25519PrivateKey.from_private_bytes(bytes(server_key))
-    if psk is not None and len(psk) < 16:
-        raise ValueError("psk must be at least 16 bytes")
-    if psk is None and server_key is None:
-        logger.warning("rendr listener without psk or server_key: flows are kept from "
-                       "passive observers only, not from an active attacker in the "
-                       "middle (see docs/security.md)")
+    check_authentication("listener", psk, server_key)
     listener = Listener(cfg, backlog, on_event, psk=psk, server_key=server_key)
     try:
         for spec in specs:

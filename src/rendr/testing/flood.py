@@ -59,10 +59,11 @@ def _reset(sock: socket.socket) -> None:
     sock.close()
 
 
-async def _exchange(target: tuple[str, int], source: str, opening: bytes,
-                    timeout: float) -> tuple[int, bytes] | None:
-    """One carrier: connect from ``source``, send ``opening``, return the first frame
-    (None if the listener closed the carrier without one)."""
+async def _ask(target: tuple[str, int], source: str, opening: bytes, timeout: float
+               ) -> tuple[socket.socket, tuple[int, bytes] | None]:
+    """One carrier: connect from ``source``, send ``opening``; the socket (still open:
+    the caller resets it) and the first frame (None if the listener closed the carrier
+    without one)."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -74,65 +75,38 @@ async def _exchange(target: tuple[str, int], source: str, opening: bytes,
         while data := await asyncio.wait_for(loop.sock_recv(sock, 4096), timeout):
             frame = parser.feed(data)
             if frame is not None:
-                return frame
-        return None
-    finally:
+                return sock, frame
+        return sock, None
+    except BaseException:
         _reset(sock)
+        raise
 
 
 async def _one(target: tuple[str, int], source: str, stats: FloodStats, confirm: bool,
                timeout: float) -> None:
-    dialer = RawDialer()
-    opening = dialer.hello()
-    for _ in range(3):  # HELLO, and HELLO with the cookie after a RETRY
-        stats.sent += 1
-        try:
-            frame = await _exchange(target, source, opening, timeout)
-        except (OSError, asyncio.TimeoutError, HandshakeError):
-            stats.answers["error"] += 1
-            return
-        if frame is None:
-            stats.answers["closed"] += 1
-            return
-        ftype, body = frame
-        if ftype != FrameType.HELLO_ACK:
-            stats.answers[f"frame 0x{ftype:02x}"] += 1
-            return
-        result = Hello.decode(body, ack=True).result
-        name = result_name(result)
-        stats.answers[name] += 1
-        retry = getattr(dialer.handshake, "retry_hello", None)
-        if name != "RETRY" or retry is None:
-            return
-        opening = b"".join(retry(ftype, body, 1))
-    del confirm  # the carrier is gone: the flow stays half-open on the listener
-
-
-async def _confirming(target: tuple[str, int], source: str, stats: FloodStats,
-                      timeout: float) -> None:
-    """Like :func:`_one`, but completes the handshake: a PING after the HELLO_ACK."""
+    """One flow's HELLO (again with the cookie after a RETRY).  An accepted flow is left
+    half-open, or with ``confirm`` completed by one authenticated PING."""
     loop = asyncio.get_running_loop()
     dialer = RawDialer()
     opening = dialer.hello()
     for _ in range(3):
         stats.sent += 1
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setblocking(False)
         try:
-            sock.bind((source, 0))
-            await asyncio.wait_for(loop.sock_connect(sock, target), timeout)
-            await loop.sock_sendall(sock, opening)
-            parser = HandshakeParser()
-            frame = None
-            while frame is None and (data := await asyncio.wait_for(
-                    loop.sock_recv(sock, 4096), timeout)):
-                frame = parser.feed(data)
+            sock, frame = await _ask(target, source, opening, timeout)
+        except (OSError, asyncio.TimeoutError):
+            stats.answers["error"] += 1
+            return
+        try:
             if frame is None:
                 stats.answers["closed"] += 1
                 return
-            result = Hello.decode(frame[1], ack=True).result
-            if result == Result.OK:
-                dialer.on_hello_ack(frame[1])
+            ftype, body = frame
+            if ftype != FrameType.HELLO_ACK:
+                stats.answers[f"frame 0x{ftype:02x}"] += 1
+                return
+            result = Hello.decode(body, ack=True).result
+            if confirm and result == Result.OK:
+                dialer.on_hello_ack(body)
                 await loop.sock_sendall(sock, dialer.seal(encode_u64(FrameType.PING, 1)))
                 stats.answers["OK"] += 1
                 await asyncio.sleep(0.05)
@@ -142,7 +116,7 @@ async def _confirming(target: tuple[str, int], source: str, stats: FloodStats,
             retry = getattr(dialer.handshake, "retry_hello", None)
             if name != "RETRY" or retry is None:
                 return
-            opening = b"".join(retry(frame[0], frame[1], 1))
+            opening = b"".join(retry(ftype, body, 1))
         except (OSError, asyncio.TimeoutError, HandshakeError):
             stats.answers["error"] += 1
             return
@@ -163,10 +137,7 @@ async def flood(target: tuple[str, int], source: str, duration: float, *,
 
     async def worker() -> None:
         while loop.time() < end:
-            if confirm:
-                await _confirming(target, source, stats, timeout)
-            else:
-                await _one(target, source, stats, confirm, timeout)
+            await _one(target, source, stats, confirm, timeout)
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     stats.seconds = time.monotonic() - t0
