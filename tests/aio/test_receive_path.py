@@ -89,3 +89,27 @@ async def test_idle_paths_hold_no_receive_buffer(pair: Pair) -> None:
     assert got == data
     await asyncio.sleep(0.3)  # PINGs and ACKs only
     assert _rx_held(s) == 0 and _rx_held(c) == 0
+
+
+async def test_reading_the_last_byte_frees_retired_buffers(pair: Pair) -> None:
+    """CI's idle_paths failed (70 KiB per idle path end): buffers retired while unread
+    data referred to them were only trimmed by a carrier's next receive, so when the
+    application read the last of them after the last arrival they stayed listed (and
+    held) for as long as the path stayed quiet.  The read that frees them trims them."""
+    from rendr.core import bufpool
+
+    c, s = pair.client, pair.server
+    data = os.urandom(5 << 20)  # arrives unread: the carriers retire referenced buffers
+    await asyncio.wait_for(pump(c, data, chunk=100_000), 20)
+    for _ in range(2000):
+        if sum(p.bytes_received for p in s.stats().paths) >= len(data):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # the carriers' last release() ran, with data unread
+    assert bufpool.pool_stats()[1] > 0
+    buf = bytearray(1 << 20)
+    got = 0
+    while got < len(data):  # everything is here: no read waits (no carrier runs)
+        got += await s.readinto(buf)
+    assert got == len(data)
+    assert bufpool.pool_stats()[1] == 0

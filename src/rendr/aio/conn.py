@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 
 from ..carriers.base import Buffer
+from ..core.bufpool import trim as trim_buffers
 from ..core.stats import ConnStats
 from ..core.types import Mode, Role, State
 from ..core.wire import CloseCode
@@ -75,6 +76,7 @@ class Conn:
             if data is not None:
                 if flow.ack_due:
                     self._driver.flush()  # a window update
+                trim_buffers()  # the read may have freed retired receive buffers
                 return data
             await self._driver.wait_readable()
 
@@ -107,6 +109,7 @@ class Conn:
             if n is not None:
                 if flow.ack_due:
                     self._driver.flush()  # a window update
+                trim_buffers()  # the read may have freed retired receive buffers
                 return n
             await self._driver.wait_readable()
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 
-__all__ = ["BUFFER_SIZE", "ReadBuffers"]
+__all__ = ["BUFFER_SIZE", "ReadBuffers", "shared", "trim"]
 
 BUFFER_SIZE = 1024 * 1024
 """Size of one receive buffer (the most one socket read brings in).  1 MiB reads cost
@@ -179,6 +179,14 @@ def _trim_retired() -> None:
         buf = retired.popleft()
         if len(_spares) < SPARES:
             _spares.append(buf)
+
+
+def trim() -> None:
+    """Let retired buffers that were freed go (a front-end calls this after the
+    application read: the read that drops the last view of a retired buffer may come
+    after the carriers' last receive, and an idle path must not keep it listed)."""
+    if _retired and _REUSE:
+        _trim_retired()
 
 
 def pool_stats() -> tuple[int, int]:
