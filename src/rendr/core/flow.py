@@ -264,7 +264,9 @@ class Flow:
 
     @property
     def send_space(self) -> int:
-        """Bytes ``send()`` would accept now."""
+        """Bytes ``send()`` (``send_packet()``) would accept now."""
+        if self._packets_out is not None:
+            return self._packets_out.space
         return self._sender.space
 
     @property

@@ -59,10 +59,17 @@ class PacketSender:
         """Packets are waiting."""
         return bool(self._queue)
 
+    @property
+    def space(self) -> int:
+        """Bytes that may be queued now: 0 while the queue is more than half full
+        (then any packet is taken again once it drained to half), so a waiting
+        sender is woken only when its packet fits, whatever its size."""
+        left = self.max_bytes - self.queued_bytes
+        return left if self.queued_bytes <= self.max_bytes // 2 else 0
+
     def room(self, size: int) -> bool:
-        """Whether a ``size``-byte packet fits in the queue now (one always does when
-        the queue is empty)."""
-        return not self._queue or self.queued_bytes + size <= self.max_bytes
+        """Whether a ``size``-byte packet is taken now."""
+        return self.queued_bytes + size <= self.max_bytes or self.space > 0
 
     def push(self, data: bytes) -> bool:
         """Queue one packet; False when the queue is full."""
