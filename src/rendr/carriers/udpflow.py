@@ -8,10 +8,10 @@ client's address changing (NAT rebinding).  Every datagram starts with a type by
 ======  ==========================  ====================================================
 type    direction                   layout
 ======  ==========================  ====================================================
-0x01    dialer -> listener          OPEN: the carrier's opening (preface + HELLO/JOIN),
-                                    zero-padded to at least :data:`MIN_OPEN` bytes
-0x02    listener -> dialer          ANSWER: connection id (8) + the answer (preface +
-                                    HELLO_ACK/JOIN_ACK)
+0x01    dialer -> listener          OPEN: nonce (8) + the carrier's opening (preface +
+                                    HELLO/JOIN), zero-padded to :data:`MIN_OPEN` bytes
+0x02    listener -> dialer          ANSWER: connection id (8) + the OPEN's nonce (8) +
+                                    the answer (preface + HELLO_ACK/JOIN_ACK)
 0x03    both                        DATA: connection id (8) + one engine datagram
 0x04    listener -> dialer          CHALLENGE: connection id (8) + token (16)
 0x05    dialer -> listener          RESPONSE: connection id (8) + the token (16)
@@ -20,7 +20,9 @@ type    direction                   layout
 - **Handshake.**  UDP loses datagrams, so the dialer re-sends its OPEN (after
   :data:`OPEN_RETRY`, doubling) until an answer comes; the listener answers a
   repeated OPEN with its first answer (kept per source address and opening, for
-  :data:`PENDING_TTL`), so the engine sees each opening once.  An OPEN is padded to
+  :data:`PENDING_TTL`), so the engine sees each opening once.  The answer echoes
+  the OPEN's random nonce: a late answer to a closed socket whose port the kernel
+  gave to a new one is not taken for the new one's.  An OPEN is padded to
   :data:`MIN_OPEN` bytes and the answer is smaller: the listener never sends more
   than it received to an address it has not heard from (no amplification).
 - **Data.**  What the engine writes is already packed and sealed per datagram
@@ -78,6 +80,7 @@ MIN_OPEN: Final = 1200
 CID_LEN: Final = 8
 HEADER_LEN: Final = 1 + CID_LEN
 TOKEN_LEN: Final = 16
+NONCE_LEN: Final = 8
 OPEN_RETRY: Final = 0.25
 """Seconds before the first OPEN is re-sent (doubling each time)."""
 OPEN_TRIES: Final = 6
@@ -213,6 +216,7 @@ class UdpClientCarrier(Carrier):
         self._cid: bytes | None = None
         self._hdr = b""
         self._opening: bytes | None = None
+        self._nonce = b""
         self._retry: asyncio.TimerHandle | None = None
         self._done = False
         self._tx = _Sender(loop, sock, self._pause, self._resume)
@@ -232,8 +236,9 @@ class UdpClientCarrier(Carrier):
         if self._cid is None:  # the opening: re-sent until the listener answers
             if self._opening is None:
                 opening = b"".join(buffers)
-                pad = max(0, MIN_OPEN - 1 - len(opening))
-                self._opening = bytes([OPEN]) + opening + bytes(pad)
+                self._nonce = os.urandom(NONCE_LEN)
+                pad = max(0, MIN_OPEN - 1 - NONCE_LEN - len(opening))
+                self._opening = bytes([OPEN]) + self._nonce + opening + bytes(pad)
                 self._send_open(OPEN_RETRY, OPEN_TRIES)
             return
         send = self._tx.send
@@ -272,13 +277,15 @@ class UdpClientCarrier(Carrier):
             if cid == self._cid:
                 self._sink.carrier_data(memoryview(data)[HEADER_LEN:])
         elif kind == ANSWER:
-            if self._cid is None and _opening_len(data[HEADER_LEN:]):
+            answer = data[HEADER_LEN + NONCE_LEN :]
+            if (self._cid is None and data[HEADER_LEN : HEADER_LEN + NONCE_LEN] == self._nonce
+                    and _opening_len(answer)):
                 self._cid = cid
                 self._hdr = bytes([DATA]) + cid
                 if self._retry is not None:
                     self._retry.cancel()
                     self._retry = None
-                self._sink.carrier_data(data[HEADER_LEN:])
+                self._sink.carrier_data(answer)
         elif kind == CHALLENGE and cid == self._cid and len(data) == HEADER_LEN + TOKEN_LEN:
             self._tx.send([bytes([RESPONSE]) + data[1:]])
 
@@ -305,13 +312,14 @@ class UdpServerCarrier(Carrier):
     transport = "udpflow"
 
     def __init__(self, server: UdpServer, cid: bytes, addr: Address,
-                 opening_key: tuple[Address, bytes]) -> None:
+                 opening_key: tuple[Address, bytes], nonce: bytes) -> None:
         super().__init__()
         self._server = server
         self.cid = cid
         self.addr: Address = addr
         self.mtu = server.mtu - HEADER_LEN
         self._hdr = bytes([DATA]) + cid
+        self._nonce = nonce
         self._answer: bytes | None = None
         self._opening_key: tuple[Address, bytes] | None = opening_key
         self._candidate: Address | None = None
@@ -326,7 +334,7 @@ class UdpServerCarrier(Carrier):
             return
         send = self._server.tx.send
         if self._answer is None:  # the handshake's answer: kept for repeated OPENs
-            self._answer = bytes([ANSWER]) + self.cid + b"".join(buffers)
+            self._answer = b"".join((bytes([ANSWER]), self.cid, self._nonce, *buffers))
             send([self._answer], self.addr)
             return
         hdr = self._hdr
@@ -439,12 +447,13 @@ class UdpServer:
             self.dropped += 1
 
     def _on_open(self, data: bytes, addr: Address, now: float) -> None:
-        size = _opening_len(data[1:])
+        start = 1 + NONCE_LEN
+        size = _opening_len(data[start:])
         if len(data) < MIN_OPEN or not size:
             self.dropped += 1  # unpadded: answering could amplify a spoofed source
             return
-        opening = data[1 : 1 + size]
-        key = (addr, opening)
+        opening = data[start : start + size]
+        key = (addr, data[:start + size])
         known = self._openings.get(key)
         if known is not None:
             known[0].resend_answer()
@@ -456,7 +465,7 @@ class UdpServer:
         cid = os.urandom(CID_LEN)
         while cid in self._carriers:  # pragma: no cover - 2^-64
             cid = os.urandom(CID_LEN)
-        carrier = UdpServerCarrier(self, cid, addr, key)
+        carrier = UdpServerCarrier(self, cid, addr, key, data[1:start])
         self._carriers[cid] = carrier
         self._openings[key] = (carrier, now)
         self._on_carrier(carrier)
