@@ -319,7 +319,6 @@ class LossDetector:
         re-arm the loss timer; ``sample``: an RTT sample this ACK produced."""
         srtt, rttvar, latest = self._rtt_view(sample)
         loss_delay = max(TIME_THRESHOLD * max(srtt, latest), GRANULARITY)
-        lost_before = now - loss_delay
         pc_duration = self._pto_base(srtt, rttvar) * PERSISTENT_CONGESTION_THRESHOLD
         first_sample = self._first_sample_at
         largest = self._largest_acked
@@ -335,8 +334,9 @@ class LossDetector:
                 continue
             if seg.num >= largest:
                 break
-            if seg.num + PACKET_THRESHOLD > largest and seg.sent_at > lost_before:
-                self.loss_time = seg.sent_at + loss_delay
+            lost_at = seg.sent_at + loss_delay  # the same sum as loss_time: no livelock
+            if seg.num + PACKET_THRESHOLD > largest and lost_at > now:
+                self.loss_time = lost_at
                 break
             segs.popleft()
             seg.state = _LOST
