@@ -135,6 +135,16 @@ def test_time_threshold_counts_this_acks_sample() -> None:
     assert det.loss_time == pytest.approx(9 / 8 * 0.45)
 
 
+def test_time_threshold_counts_this_acks_sample_over_an_older_latest() -> None:
+    det = LossDetector(Rtt(srtt=0.1, latest=0.1))  # the caller feeds the sample after
+    det.on_sent(*seg(0), 0.0, 1050, False)
+    det.on_sent(*seg(1), 0.05, 1050, False)
+    out = det.on_ack(0, [seg(1)], 0.5)
+    assert out.rtt_sample == pytest.approx(0.45)
+    assert out.lost == []  # 9/8 * 0.45, not 9/8 * 0.1
+    assert det.loss_time == pytest.approx(9 / 8 * 0.45)
+
+
 def test_time_threshold_has_a_granularity_floor() -> None:
     det = LossDetector(Rtt(srtt=0.0, rttvar=0.0))
     det.on_sent(*seg(0), 0.0, 1050, False)
