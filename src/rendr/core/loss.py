@@ -29,11 +29,12 @@ Rules followed (section numbers of RFC 9002):
   acknowledged in between.
 
 Cost: outstanding segments sit in a deque in send order (loss detection works at
-its front, so each segment is looked at once there) and in a list sorted by start
-offset (an ACK's cumulative offset and each SACK range are found by bisection, and
-what they acknowledge is cut out of it).  An ACK costs O(log n) per SACK range plus
-the segments it acknowledges, declares lost or drops, plus segments straddling a
-range's end; :attr:`LossDetector.examined` counts the segments looked at.
+its front: each segment is looked at once there) and in a list sorted by start
+offset (the cumulative offset and each SACK range are found by bisection and what
+they acknowledge is cut out).  An ACK examines O(what it acknowledges, declares
+lost or drops + segments straddling a range's end), plus O(log n) per range
+(:attr:`LossDetector.examined` counts).  Sending appends to the list, or inserts
+(a memmove) when re-sending below the highest offset outstanding.
 """
 
 from __future__ import annotations
@@ -45,24 +46,16 @@ from typing import Final, Protocol
 
 __all__ = ["AckOutcome", "LossDetector", "LossReport", "RttSource", "TimerOutcome"]
 
-PACKET_THRESHOLD: Final = 3
-"""Segments sent later and acknowledged before one counts as lost (RFC 9002 6.1.1)."""
-TIME_THRESHOLD: Final = 9 / 8
-"""Loss delay in RTTs (RFC 9002 6.1.2)."""
-GRANULARITY: Final = 0.001
-"""Timer granularity, seconds (RFC 9002 6.1.2)."""
-INITIAL_RTT: Final = 0.333
-"""RTT assumed before any sample, seconds (RFC 9002 6.2.2)."""
-MAX_ACK_DELAY: Final = 0.025
-"""Default bound on the peer's ACK delay, seconds."""
-PERSISTENT_CONGESTION_THRESHOLD: Final = 3
-"""PTO periods of consecutive losses that make persistent congestion (RFC 9002 7.6.1)."""
-PTO_PROBES: Final = 2
-"""Probe datagrams to send when the PTO fires (RFC 9002 6.2.4)."""
-MAX_PTO: Final = 60.0
-"""Upper bound on a backed-off PTO period and on :attr:`LossDetector.rto`, seconds."""
-MIN_RTO: Final = 1.0
-"""RFC 6298 (2.4) lower bound of :attr:`LossDetector.rto`, seconds."""
+# RFC 9002 6.1.1, 6.1.2, 6.2.2, 7.6.1, 6.2.4; times in seconds
+PACKET_THRESHOLD: Final = 3  # a segment this many older than one acknowledged is lost
+TIME_THRESHOLD: Final = 9 / 8  # loss delay, in RTTs
+GRANULARITY: Final = 0.001  # timer granularity
+INITIAL_RTT: Final = 0.333  # the RTT assumed before any sample
+MAX_ACK_DELAY: Final = 0.025  # default bound on the peer's ACK delay
+PERSISTENT_CONGESTION_THRESHOLD: Final = 3  # PTO periods of consecutive losses
+PTO_PROBES: Final = 2  # probe datagrams per PTO
+MAX_PTO: Final = 60.0  # bound on a backed-off PTO period and on ``rto``
+MIN_RTO: Final = 1.0  # RFC 6298 (2.4): lower bound of ``rto``
 
 _IN_FLIGHT: Final = 0
 _ACKED: Final = 1
