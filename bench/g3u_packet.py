@@ -25,7 +25,9 @@ Figures per transport, median (min-max) over rounds:
 - *received pps*: distinct datagrams received / the receiver's first -> last arrival;
 - *loss %*: 1 - distinct received / sent (after the sender's END datagrams);
 - *kernel drops*: the change of ``Udp: RcvbufErrors`` in /proc/net/snmp (whole host);
-- *CPU*: user + system seconds of each process / its window (1.00 = one core).
+- *CPU*: user + system seconds of each process / its window (1.00 = one core), and
+  CPU µs per datagram of each end (sent / received): on a shared box these stay
+  meaningful when another process takes part of a core.
 
 Goal: the median of the paired ratios rendr received pps / baseline received pps >=
 ``--min-ratio`` (0.8).
@@ -46,7 +48,7 @@ without rendr's packet mode stops at once with one line and exit code 2.
 
 Usage::
 
-    PYTHONPATH=src python bench/g3u_packet.py                 # full, uvloop (~3 min)
+    PYTHONPATH=src python bench/g3u_packet.py                 # full, uvloop (~2-3 min)
     PYTHONPATH=src python bench/g3u_packet.py --no-uvloop     # the default loop
     PYTHONPATH=src python bench/g3u_packet.py --short         # CI: 2 s, 1 round, 5 s @ 20k
     PYTHONPATH=src python bench/g3u_packet.py --raw-only      # raw baselines only
@@ -60,6 +62,7 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +156,11 @@ class Run:
         wall = u["wall1"] - u["wall0"]
         return float(u["cpu_s"]) / wall if wall > 0 else math.nan
 
+    def cpu_us_per_dgram(self, end: str) -> float:
+        """CPU µs of one end per datagram it handled (robust to sharing the core)."""
+        n = self.sent if end == "send" else self.received + int(self.recv["dups"])
+        return float(getattr(self, end)["usage"]["cpu_s"]) * 1e6 / n if n else math.nan
+
     @property
     def kernel_drops(self) -> float:
         """The host's ``Udp: RcvbufErrors`` change during the run (nan: unknown)."""
@@ -165,12 +173,14 @@ class Run:
     def summary(self) -> str:
         s = (f"{self.transport:10} sent {self.tx_pps / 1e3:6.1f}k pps, received "
              f"{self.rx_pps / 1e3:6.1f}k pps, lost {self.lost} ({self.loss_pct:.2f} %), "
-             f"kernel drops {self.kernel.get('RcvbufErrors', '?')}, CPU send "
-             f"{self.cpu('send'):.2f} recv {self.cpu('recv'):.2f}")
+             f"kernel drops {self.kernel_drops:.0f}, CPU send {self.cpu('send'):.2f} "
+             f"({self.cpu_us_per_dgram('send'):.1f} µs/dgram) recv {self.cpu('recv'):.2f} "
+             f"({self.cpu_us_per_dgram('recv'):.1f} µs/dgram)")
         if self.mode == "paced":
             s += (f"; echoes {self.send['echoes']}/{self.send['echo_requests']}, RTT µs P50 "
                   f"{self.send['rtt_p50']:.0f} P95 {self.send['rtt_p95']:.0f} P99 "
-                  f"{self.send['rtt_p99']:.0f}; backlog max {self.send['max_backlog']}")
+                  f"{self.send['rtt_p99']:.0f}; pacer backlog max {self.send['max_backlog']}, "
+                  f"behind in {self.send['behind_ticks']}/{self.send['ticks']} ticks")
             if self.transport == "rendr":
                 s += (f"; migrations {self.send['migrations']} (longest "
                       f"{self.send['migrate_ms_max']:.1f} ms, stats "
@@ -202,26 +212,33 @@ def med(xs: list[float], scale: float = 1.0, fmt: str = "{:.1f}") -> str:
 
 
 def table(title: str, rows: list[tuple[str, list[Run]]], paced: bool) -> None:
-    print(title)
-    head = f"  {'':11}{'sent kpps':>20}{'received kpps':>20}{'loss %':>18}{'lost':>14}"
-    head += f"{'kernel drops':>16}{'CPU send':>18}{'CPU recv':>18}"
+    """One column per transport, one row per figure: ``median (min-max)``."""
+    rows = [(name, rs) for name, rs in rows if rs]
+    figures: list[tuple[str, Callable[[Run], float], float, str]] = [
+        ("sent kpps", lambda r: r.tx_pps, 1e3, "{:.1f}"),
+        ("received kpps", lambda r: r.rx_pps, 1e3, "{:.1f}"),
+        ("loss %", lambda r: r.loss_pct, 1.0, "{:.2f}"),
+        ("lost datagrams", lambda r: float(r.lost), 1.0, "{:.0f}"),
+        ("kernel drops", lambda r: r.kernel_drops, 1.0, "{:.0f}"),
+        ("CPU sender (cores)", lambda r: r.cpu("send"), 1.0, "{:.2f}"),
+        ("CPU receiver (cores)", lambda r: r.cpu("recv"), 1.0, "{:.2f}"),
+        ("sender CPU µs/datagram", lambda r: r.cpu_us_per_dgram("send"), 1.0, "{:.2f}"),
+        ("receiver CPU µs/datagram", lambda r: r.cpu_us_per_dgram("recv"), 1.0, "{:.2f}"),
+    ]
     if paced:
-        head += f"{'RTT P50 µs':>16}{'RTT P95 µs':>16}{'RTT P99 µs':>16}"
-    print(head)
-    for name, rs in rows:
-        if not rs:
-            continue
-        line = (f"  {name:11}{med([r.tx_pps for r in rs], 1e3):>20}"
-                f"{med([r.rx_pps for r in rs], 1e3):>20}"
-                f"{med([r.loss_pct for r in rs], fmt='{:.2f}'):>18}"
-                f"{med([float(r.lost) for r in rs], fmt='{:.0f}'):>14}"
-                f"{med([r.kernel_drops for r in rs], fmt='{:.0f}'):>16}"
-                f"{med([r.cpu('send') for r in rs], fmt='{:.2f}'):>18}"
-                f"{med([r.cpu('recv') for r in rs], fmt='{:.2f}'):>18}")
-        if paced:
-            for p in ("rtt_p50", "rtt_p95", "rtt_p99"):
-                line += f"{med([float(r.send[p]) for r in rs], fmt='{:.0f}'):>16}"
-        print(line)
+        figures += [
+            ("echoes back %", lambda r: 100.0 * r.send["echoes"] / max(1, r.send["echo_requests"]),
+             1.0, "{:.2f}"),
+            ("echo RTT P50 µs", lambda r: float(r.send["rtt_p50"]), 1.0, "{:.0f}"),
+            ("echo RTT P95 µs", lambda r: float(r.send["rtt_p95"]), 1.0, "{:.0f}"),
+            ("echo RTT P99 µs", lambda r: float(r.send["rtt_p99"]), 1.0, "{:.0f}"),
+            ("pacer max backlog", lambda r: float(r.send["max_backlog"]), 1.0, "{:.0f}"),
+        ]
+    print(title)
+    print(f"  {'':26}" + "".join(f"{name:>28}" for name, _ in rows))
+    for label, get, scale, fmt in figures:
+        print(f"  {label:26}" + "".join(f"{med([get(r) for r in rs], scale, fmt):>28}"
+                                        for _, rs in rows))
 
 
 def main_parent(args: argparse.Namespace) -> int:
@@ -284,6 +301,11 @@ def main_parent(args: argparse.Namespace) -> int:
         table(f"\n(b) paced {args.pps:g} pps x {args.paced_duration:g} s, medians (min-max) "
               f"over {args.paced_repeat} pair(s), loop={loop}:",
               list(paced_runs.items()), paced=True)
+    slow = [r for rs in paced_runs.values() for r in rs if r.tx_pps < 0.95 * args.pps]
+    if slow:
+        print(f"  note: in {len(slow)} paced run(s) the sender held only "
+              f"{min(r.tx_pps for r in slow) / 1e3:.1f}k of {args.pps / 1e3:g}k pps (CPU-bound "
+              f"or a shared core: see CPU sender); those figures are at the rate reached")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"header": tp.header(use_uvloop), "args": vars(args),

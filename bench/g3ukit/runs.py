@@ -34,6 +34,7 @@ IDLE_S = 2.0  # receiver: stop after this long without a datagram once traffic b
 START_TIMEOUT_S = 15.0  # receiver: give up when nothing arrives for this long at start
 MAX_BATCH = 256  # max-rate sender: sends between two loop iterations
 TICK_S = 0.001  # paced sender: batch period
+PACED_MAX_BATCH_S = 0.002  # paced sender: most sent in one batch, in seconds of traffic
 
 
 def percentile(sorted_xs: list[float], p: float) -> float:
@@ -198,6 +199,12 @@ async def send_paced(end: PacketEnd, duration: float, size: int, pps: float, ech
                      migrations: int) -> dict[str, Any]:
     """Send ``pps`` datagrams/s for ``duration`` s in ~1 ms batches; migrate evenly.
 
+    Each tick sends the datagrams due since the start (``pps x elapsed`` minus those
+    sent), at most :data:`PACED_MAX_BATCH_S` worth in one go, so that a sender that
+    falls behind still returns to the loop (to read echoes) between batches; behind
+    schedule it yields with ``sleep(0)``, else it sleeps :data:`TICK_S`. The run ends
+    after ``duration`` s whatever was sent: ``tx_pps`` below ``pps`` means this process
+    could not keep the rate (``behind_ticks``: ticks that began more than a batch behind).
     Every ``echo_every``-th datagram asks for an echo. ``migrations`` calls of
     ``end.migrate()`` at ``duration * i / (migrations + 1)``; their durations are kept.
     """
@@ -205,19 +212,23 @@ async def send_paced(end: PacketEnd, duration: float, size: int, pps: float, ech
     pack = HDR.pack
     perf = time.perf_counter
     send = end.send
-    total = int(pps * duration)
+    cap = max(64, int(pps * PACED_MAX_BATCH_S))
     marks = [duration * (i + 1) / (migrations + 1) for i in range(migrations)]
     echoes = _Echoes(end)
     done_migrations = 0
     migrate_s: list[float] = []
     seq = 0
     max_backlog = 0
+    behind_ticks = 0
+    ticks = 0
     t0 = perf()
-    while seq < total:
-        now = perf()
-        due = min(total, int((now - t0) * pps))
-        max_backlog = max(max_backlog, due - seq)
-        while seq < due:
+    now = t0
+    while now - t0 < duration:
+        due = int((now - t0) * pps)
+        backlog = due - seq
+        max_backlog = max(max_backlog, backlog)
+        stop = seq + min(backlog, cap)
+        while seq < stop:
             kind = ECHO if seq % echo_every == 0 else DATA
             await send(pack(seq, perf(), kind) + pad)
             seq += 1
@@ -227,10 +238,17 @@ async def send_paced(end: PacketEnd, duration: float, size: int, pps: float, ech
             if await end.migrate():
                 done_migrations += 1
                 migrate_s.append(perf() - m0)
-        await asyncio.sleep(TICK_S)
-    elapsed = perf() - t0
+        ticks += 1
+        if backlog > cap:
+            behind_ticks += 1
+            await asyncio.sleep(0)
+        else:
+            await asyncio.sleep(TICK_S)
+        now = perf()
+    elapsed = now - t0
     out = await _finish(end, echoes, seq, 0.5)
     out.update(sent=seq, elapsed=elapsed, tx_pps=seq / elapsed, migrations=done_migrations,
                migrate_ms_max=max(migrate_s) * 1e3 if migrate_s else 0.0,
-               max_backlog=max_backlog, echo_requests=(seq + echo_every - 1) // echo_every)
+               max_backlog=max_backlog, behind_ticks=behind_ticks, ticks=ticks,
+               echo_requests=(seq + echo_every - 1) // echo_every)
     return out
