@@ -263,7 +263,8 @@ def main_parent(args: argparse.Namespace) -> int:
     kinds = [*raws, *(["rendr"] if with_rendr else [])]
     max_runs: dict[str, list[Run]] = {k: [] for k in kinds}
     paced_runs: dict[str, list[Run]] = {}
-    baseline = raws[0]
+    # without (a), the paced baseline is the variant expected to receive faster
+    baseline = "raw-reader" if not use_uvloop and "raw-reader" in raws else raws[0]
     try:
         if not args.skip_max:
             print(f"(a) max rate, {args.duration:g} s per run, {args.repeat} interleaved "
@@ -288,6 +289,9 @@ def main_parent(args: argparse.Namespace) -> int:
                                 migrations=args.migrations if k == "rendr" else 0)
                     paced_runs[k].append(r)
                     print(f"  pair {i + 1}: {r.summary()}", flush=True)
+    except (RuntimeError, TimeoutError) as exc:  # a child failed or went silent
+        print(f"G3u FAIL: a run did not complete: {exc}")
+        return 1
     finally:
         send.close()
         recv.close()
