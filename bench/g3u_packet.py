@@ -185,6 +185,8 @@ class Run:
                 s += (f"; migrations {self.send['migrations']} (longest "
                       f"{self.send['migrate_ms_max']:.1f} ms, stats "
                       f"{self.send['info'].get('migration_count')})")
+        if self.recv["end_total"] not in (None, self.sent):
+            s += f" [END announced {self.recv['end_total']} sent]"
         if self.recv["stop"] not in ("end", "eof"):
             s += f" [receiver stopped: {self.recv['stop']}]"
         return s
@@ -338,6 +340,11 @@ def main_parent(args: argparse.Namespace) -> int:
                   for raw, ren in zip(max_runs[baseline], max_runs["rendr"], strict=True)]
         ratio = statistics.median(ratios)
         ok = ok and ratio >= args.min_ratio
+        cpu_ratio = statistics.median(
+            ren.cpu_us_per_dgram("recv") / raw.cpu_us_per_dgram("recv")
+            for raw, ren in zip(max_runs[baseline], max_runs["rendr"], strict=True))
+        print(f"  max rate, receiver CPU µs per datagram rendr/{baseline}, median paired: "
+              f"{cpu_ratio:.2f} (informational)")
         verdicts.append(
             f"max rate: rendr {statistics.median(r.rx_pps for r in max_runs['rendr']) / 1e3:.1f}k"
             f" pps received vs {baseline} "

@@ -59,10 +59,12 @@ async def receive(end: PacketEnd) -> dict[str, Any]:
     async def reader() -> None:
         nonlocal seen
         distinct = dups = echoed = 0
-        last = 0.0
+        first = last = 0.0
+        size = len(seen)
+        recv = end.recv
         try:
             while True:
-                data = await end.recv()
+                data = await recv()
                 seq, _ts, kind = unpack(data)
                 if kind == END:
                     if st["end_at"] is None:
@@ -70,10 +72,11 @@ async def receive(end: PacketEnd) -> dict[str, Any]:
                         st["end_total"] = seq
                     continue
                 last = perf()
-                if not st["first"]:
-                    st["first"] = last
-                if seq >= len(seen):
-                    seen += bytes(max(len(seen), seq + 1 - len(seen)))
+                if not first:
+                    first = st["first"] = last
+                if seq >= size:
+                    seen += bytes(max(size, seq + 1 - size))
+                    size = len(seen)
                 if seen[seq]:
                     dups += 1
                 else:
