@@ -181,10 +181,15 @@ class Run:
                   f"{self.send['rtt_p50']:.0f} P95 {self.send['rtt_p95']:.0f} P99 "
                   f"{self.send['rtt_p99']:.0f}; pacer backlog max {self.send['max_backlog']}, "
                   f"behind in {self.send['behind_ticks']}/{self.send['ticks']} ticks")
-            if self.transport == "rendr":
-                s += (f"; migrations {self.send['migrations']} (longest "
-                      f"{self.send['migrate_ms_max']:.1f} ms, stats "
-                      f"{self.send['info'].get('migration_count')})")
+        if self.mode == "paced" and self.transport == "rendr":
+            s += (f"; migrations {self.send['migrations']} (longest "
+                  f"{self.send['migrate_ms_max']:.1f} ms, stats "
+                  f"{self.send['info'].get('migration_count')})")
+        if self.transport == "rendr":
+            for who, msg in (("sender", self.send), ("receiver", self.recv)):
+                ps = msg["info"].get("packet_stats")
+                if ps:
+                    s += f"; {who} " + " ".join(f"{k} {v}" for k, v in ps.items())
         if self.recv["end_total"] not in (None, self.sent):
             s += f" [END announced {self.recv['end_total']} sent]"
         if self.recv["stop"] not in ("end", "eof"):

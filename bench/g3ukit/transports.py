@@ -40,6 +40,7 @@ HOST = "127.0.0.1"
 Addr = tuple[str, int]
 
 UNAVAILABLE = "rendr packet mode not available in this tree"
+PACKET_COUNTERS = ("sent", "received", "dups", "too_old", "overflow", "dropped")
 
 
 def rendr_packet_available() -> bool:
@@ -340,10 +341,15 @@ class _RendrEnd(PacketEnd):
 
     def info(self) -> dict[str, Any]:
         st = self.pc.stats()
-        return {"migration_count": getattr(st, "migration_count", None),
-                "paths": len(getattr(st, "paths", [])),
-                "max_payload": getattr(self.pc, "max_payload", None),
-                "migrate_failures": self.migrate_failures}
+        out: dict[str, Any] = {"migration_count": getattr(st, "migration_count", None),
+                               "paths": len(getattr(st, "paths", [])),
+                               "max_payload": getattr(self.pc, "max_payload", None),
+                               "migrate_failures": self.migrate_failures}
+        packet_stats = getattr(self.pc, "packet_stats", None)
+        if packet_stats is not None:
+            ps = packet_stats()
+            out["packet_stats"] = {k: getattr(ps, k) for k in PACKET_COUNTERS if hasattr(ps, k)}
+        return out
 
 
 class RendrTransport(PacketTransport):
