@@ -1,14 +1,26 @@
 """rendr: one stable connection over swappable network paths.
 
-An application holds one :class:`Conn` whose underlying path (a TCP connection
-today) rendr swaps without the application seeing a reset, an exception, EOF
-or a zero-length read.  See the README for a quick start.
+An application holds one :class:`Conn` (a byte stream) or :class:`PacketConn`
+(datagrams) whose underlying path (a TCP connection or a UDP flow) rendr swaps
+without the application seeing a reset, an exception, EOF or a zero-length read.
+See the README for a quick start.
 """
 
 from ._native import is_compiled as _is_compiled
 from ._version import __version__
-from .admin import AdminConn
-from .aio import Conn, Dialer, Listener, listen, listen_tcp
+from .admin import AdminConn, AdminPacketConn
+from .aio import (
+    Conn,
+    Dialer,
+    Listener,
+    PacketConn,
+    PacketListener,
+    PacketStats,
+    listen,
+    listen_tcp,
+    listen_udpflow,
+    listen_udpflow_packet,
+)
 from .aio.runner import run
 from .aio.streams import (
     ConnTransport,
@@ -44,6 +56,7 @@ __compiled__: bool = _is_compiled()
 
 __all__ = [
     "AdminConn",
+    "AdminPacketConn",
     "Carrier",
     "Conn",
     "ConnAborted",
@@ -62,6 +75,9 @@ __all__ = [
     "Mode",
     "ModeSwitchIllegal",
     "ModeUnavailable",
+    "PacketConn",
+    "PacketListener",
+    "PacketStats",
     "PacketTooLarge",
     "PathSpec",
     "PathStats",
@@ -76,6 +92,8 @@ __all__ = [
     "generate_server_key",
     "listen",
     "listen_tcp",
+    "listen_udpflow",
+    "listen_udpflow_packet",
     "open_connection",
     "register_transport",
     "run",

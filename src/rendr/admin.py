@@ -10,7 +10,7 @@ from .core.stats import ConnStats
 from .core.types import Mode, State
 from .spec import PathSpec
 
-__all__ = ["AdminConn"]
+__all__ = ["AdminConn", "AdminPacketConn"]
 
 
 @runtime_checkable
@@ -59,3 +59,13 @@ class AdminConn(Protocol):
 
     def on_event(self, callback: Callable[[Event], object]) -> Callable[[], None]:
         """Subscribe to events."""
+
+
+@runtime_checkable
+class AdminPacketConn(AdminConn, Protocol):
+    """What ``isinstance(pc, rendr.AdminPacketConn)`` promises: the
+    :class:`AdminConn` surface of a packet connection, and its packet limits."""
+
+    @property
+    def max_payload(self) -> int:
+        """The largest packet every live path carries whole."""

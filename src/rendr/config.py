@@ -59,6 +59,11 @@ class FlowConfig:
     recv_window: int = 8 * MIB
     """Flow-control window: bytes the peer may send beyond what the application read."""
 
+    packet_queue: int = 1 * MIB
+    """Packet flows: payload bytes queued for sending (``send()`` waits beyond it) and,
+    on the receiving side, unread payload bytes held (newer packets are dropped beyond
+    it, as a full socket buffer drops datagrams)."""
+
     max_frame: int = 1 * MIB
     """Largest DATA payload on stream carriers (a stream carrier reads up to 1 MiB at
     once, so larger frames mean fewer pieces per read)."""

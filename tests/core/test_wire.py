@@ -69,7 +69,7 @@ def test_code_points_are_pinned() -> None:
     assert VERSION == 1
     assert {t.name: t.value for t in FrameType} == {
         "HELLO": 0x01, "HELLO_ACK": 0x02, "JOIN": 0x03, "JOIN_ACK": 0x04,
-        "DATA": 0x10, "ACK": 0x11, "FIN": 0x12,
+        "DATA": 0x10, "ACK": 0x11, "FIN": 0x12, "DGRAM": 0x13,
         "PING": 0x20, "PONG": 0x21,
         "ACTIVATE": 0x30, "PATH_CLOSE": 0x31,
         "CLOSE": 0x40,
@@ -532,3 +532,11 @@ def test_activate_sent_to_the_dialer_aborts() -> None:
     flow.receive(1, encode_activate(1, 5), 0.001)
     assert flow.state is State.CLOSED
     assert isinstance(flow.error, ProtocolError)
+
+
+def test_dgram_frame_layout_is_pinned() -> None:
+    """DGRAM (0x13): u32 type<<24|length, u64 packet number, payload (docs/wire.md)."""
+    from rendr.core.wire import dgram_header
+
+    assert dgram_header(5, 3) + b"abc" == bytes.fromhex("1300000b0000000000000005") + b"abc"
+    assert dgram_header(0, 0) == bytes.fromhex("130000080000000000000000")

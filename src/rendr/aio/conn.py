@@ -8,24 +8,19 @@ out of the engine.  Every protocol decision lives in the engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from ..carriers.base import Buffer
 from ..core.bufpool import trim as trim_buffers
-from ..core.stats import ConnStats
-from ..core.types import Mode, Role, State
-from ..core.wire import CloseCode
-from ..errors import ConnClosed, ModeSwitchIllegal, ModeUnavailable
-from ..spec import PathSpec
-from .driver import EventCallback, FlowDriver
-from .events import EventStream
+from ..core.types import State
+from ..errors import ConnClosed
+from .endpoint import Endpoint
 
 __all__ = ["Conn"]
 
 _SMALL_WRITE = 64 * 1024  # bytes objects up to this size are queued as they are
 
 
-class Conn:
+class Conn(Endpoint):
     """One stable rendr connection (returned by ``Dialer.dial()`` and ``Listener.accept()``).
 
     Reads and writes survive path changes: a path's death is handled inside rendr and
@@ -37,16 +32,6 @@ class Conn:
     This class also implements :class:`~rendr.AdminConn`.  Not safe for concurrent
     ``read()`` calls from several tasks (nor concurrent ``write()`` calls).
     """
-
-    def __init__(self, driver: FlowDriver) -> None:
-        self._driver = driver
-        self._flow = driver.flow
-        self._loop = driver.loop
-        self._local_closed = False
-
-    def _raise_if_unusable(self) -> None:
-        if self._local_closed:
-            raise ConnClosed("connection is closed")
 
     # -------------------------------------------------------- stream API
 
@@ -182,154 +167,3 @@ class Conn:
         if self._flow.error is not None:
             raise self._flow.error
 
-    async def close(self) -> None:
-        """Close gracefully: deliver everything written, then end the flow.
-
-        Waits at most ``linger`` seconds for the peer's acknowledgement.  Idempotent.
-        """
-        if not self._local_closed:
-            self._local_closed = True
-            self._flow.close(self._loop.time())
-            self._driver.flush()
-        await asyncio.shield(self._driver.closed)
-        self._driver.stop()
-
-    def abort(self, code: int = CloseCode.APPLICATION, reason: str = "") -> None:
-        """End the flow at once; the peer's read/write raise :class:`~rendr.ConnAborted`."""
-        self._local_closed = True
-        self._flow.abort(self._loop.time(), code, reason)
-        self._driver.flush()
-        self._driver.stop()
-
-    async def wait_closed(self) -> None:
-        """Wait until the flow has ended (either side closed it, or it failed)."""
-        await asyncio.shield(self._driver.closed)
-
-    async def __aenter__(self) -> Conn:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    @property
-    def flow_id(self) -> bytes:
-        """16 bytes naming the connection, constant for its life, equal on both ends."""
-        return self._flow.flow_id
-
-    @property
-    def is_closed(self) -> bool:
-        """Whether the flow has ended."""
-        return self._flow.state is State.CLOSED
-
-    def on_event(self, callback: EventCallback) -> Callable[[], None]:
-        """Call ``callback(event)`` for every :class:`~rendr.Event`; returns an unsubscribe."""
-        callbacks = self._driver.callbacks
-        callbacks.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in callbacks:
-                callbacks.remove(callback)
-
-        return unsubscribe
-
-    def events(self, maxlen: int = 1024) -> EventStream:
-        """Every :class:`~rendr.Event` from now on, as an async iterator that ends after
-        the CLOSED event (or at once if the flow already ended)::
-
-            async for event in conn.events():
-                if event.kind is rendr.EventKind.MIGRATION: ...
-
-        At most ``maxlen`` events wait unread (older ones are dropped and counted in
-        the stream's ``dropped``); ``aclose()`` stops it early.
-        """
-        return EventStream(self.on_event, self.is_closed, maxlen)
-
-    # -------------------------------------------------------- AdminConn
-
-    async def migrate(self, path_id: int) -> None:
-        """Make ``path_id`` the active path for both directions (dialer side only).
-
-        The old path delivers what it already carries; nothing is sent twice.
-        """
-        self._raise_if_unusable()
-        self._flow.migrate(path_id, self._loop.time())
-        self._driver.flush()
-
-    @property
-    def active_path(self) -> int:
-        """Id of the active path (-1 while there is none)."""
-        return -1 if self._flow.active is None else self._flow.active
-
-    async def add_path(self, spec: PathSpec) -> int:
-        """Dial another path and attach it to this flow; return its id (dialer side only).
-
-        rendr re-dials it on its own if it dies later, until it is removed.
-
-        Raises:
-            RendrError: on the listener side, or if the flow is closed.
-            HandshakeError, OSError: the path could not be opened.
-        """
-        self._raise_if_unusable()
-        return await self._driver.owner.add_path(spec)
-
-    async def remove_path(self, path_id: int) -> None:
-        """Retire a path cleanly (migrating away first if it is active).
-
-        Raises:
-            LastPathError: it is the only live path.
-        """
-        self._raise_if_unusable()
-        self._flow.remove_path(path_id, self._loop.time())
-        self._driver.owner.forget(path_id)
-        self._driver.flush()
-
-    async def set_mode(self, mode: Mode) -> None:
-        """Switch the flow's mode live (RACE and BOND are not available yet)."""
-        if mode is self._flow.mode:
-            return
-        if mode in (Mode.RACE, Mode.BOND):
-            raise ModeUnavailable(f"mode {mode} is not available yet")
-        raise ModeSwitchIllegal(f"cannot switch from {self._flow.mode} to {mode}")
-
-    @property
-    def state(self) -> State:
-        """The flow's :class:`~rendr.State`."""
-        return self._flow.state
-
-    @property
-    def mode(self) -> Mode:
-        """The flow's :class:`~rendr.Mode`."""
-        return self._flow.mode
-
-    @property
-    def role(self) -> Role:
-        """DIALER or LISTENER."""
-        return self._flow.role
-
-    @property
-    def recv_queue_hwm(self) -> int:
-        """The most bytes ever held in the reorder buffer."""
-        return self._flow.recv_queue_hwm
-
-    @property
-    def recv_dups(self) -> int:
-        """Received pieces that carried bytes already received (re-sends after a death)."""
-        return self._flow.recv_dups
-
-    @property
-    def bond_stuck_skips(self) -> int:
-        """Bond-mode stuck-path skips (0 until bond mode exists)."""
-        return 0
-
-    @property
-    def migration_count(self) -> int:
-        """Active-path changes after the first (explicit, death-driven or peer-driven)."""
-        return self._flow.migration_count
-
-    def stats(self) -> ConnStats:
-        """A snapshot of the connection's counters."""
-        return self._flow.stats(self._loop.time())
-
-    def __repr__(self) -> str:
-        return (f"<rendr.Conn {self._flow.role.value} flow={self.flow_id.hex()[:8]} "
-                f"state={self.state} active={self.active_path}>")

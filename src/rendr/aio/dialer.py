@@ -26,12 +26,14 @@ from ..config import FlowConfig
 from ..core.events import Event, EventKind
 from ..core.session import DialerHandshake
 from ..core.types import Mode, State
+from ..core.wire import Kind
 from ..errors import HandshakeError, ModeUnavailable, RendrError
 from ..keys import check_authentication
 from ..spec import PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
 from .handshake import HandshakeCollector, exchange, named
+from .packetconn import PacketConn
 from .timeouts import wait_for
 
 __all__ = ["DialSession", "Dialer"]
@@ -94,13 +96,29 @@ class Dialer:
             ValueError: no paths.
             HandshakeError, OSError: no path could be set up.
         """
+        conn = await self._dial(Kind.STREAM)
+        assert isinstance(conn, Conn)
+        return conn
+
+    async def dial_packet(self) -> PacketConn:
+        """Open a new packet flow (datagrams with preserved boundaries: see
+        :class:`~rendr.PacketConn`) over the dialer's paths, as :meth:`dial` does.
+
+        Raises:
+            like :meth:`dial`.
+        """
+        conn = await self._dial(Kind.PACKET)
+        assert isinstance(conn, PacketConn)
+        return conn
+
+    async def _dial(self, kind: Kind) -> Conn | PacketConn:
         if self.mode is not Mode.PRIME:
             raise ModeUnavailable(f"mode {self.mode} is not available yet (only prime)")
         if not self.paths:
             raise ValueError("Dialer has no paths")
         for spec in self.paths:
             get_transport(spec.transport, self.transports)  # unknown names fail now
-        session = DialSession(self, os.urandom(16))
+        session = DialSession(self, os.urandom(16), kind)
         return await session.establish()
 
 
@@ -109,7 +127,9 @@ async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],
     """Open one carrier for ``spec`` with its transport factory, within ``timeout``."""
     factory = get_transport(spec.transport, transports)
     try:
-        opened = await wait_for(factory(spec.address), timeout, discard=_discard)
+        opening = factory(spec.address, **spec.options) if spec.options else factory(
+            spec.address)
+        opened = await wait_for(opening, timeout, discard=_discard)
     except (asyncio.TimeoutError, TimeoutError):
         raise TimeoutError(f"connect {spec.transport} {spec.address}: "
                            f"no answer within {timeout:g} s") from None
@@ -186,22 +206,23 @@ class DialSession:
     handshake decisions are :class:`~rendr.core.session.DialerHandshake`'s.
     """
 
-    def __init__(self, dialer: Dialer, flow_id: bytes) -> None:
+    def __init__(self, dialer: Dialer, flow_id: bytes, kind: Kind = Kind.STREAM) -> None:
         self.dialer = dialer
+        self.kind = kind
         self.config = dialer.config
         self.flow_id = flow_id
         self.loop = asyncio.get_running_loop()
         self.handshake = DialerHandshake(flow_id, dialer.mode, dialer.config, psk=dialer.psk,
-                                         server_key=dialer.server_key)
+                                         server_key=dialer.server_key, kind=kind)
         self.driver: FlowDriver | None = None
-        self.conn: Conn | None = None
+        self.conn: Conn | PacketConn | None = None
         self.slots: list[_Slot] = []
         self._stopped = False
 
     async def _open(self, spec: PathSpec) -> Carrier:
         return await open_carrier(spec, self.dialer.transports, self.config.connect_timeout)
 
-    async def establish(self) -> Conn:
+    async def establish(self) -> Conn | PacketConn:
         """Connect every path at once and open the flow over whichever answers first.
 
         HELLO goes out on the first carrier that connects; when its answer has not
@@ -305,7 +326,7 @@ class DialSession:
         self.driver = FlowDriver(flow, self.loop, self)
         if self.dialer.on_event is not None:  # before the first path: it sees PATH_UP
             self.driver.callbacks.append(self.dialer.on_event)
-        self.conn = Conn(self.driver)
+        self.conn = (PacketConn if self.kind is Kind.PACKET else Conn)(self.driver)
         if self.handshake.opened_by != hello.path_id:
             # the listener repeated its answer to another of our HELLOs (whose own
             # answer was lost) and closes this carrier: re-dial it and JOIN

@@ -138,7 +138,7 @@ class FlowDriver:
         """Make a carrier whose handshake completed path ``path_id`` of the flow."""
         self.flow.add_path(path_id, now=self.loop.time(), transport=carrier.transport,
                            local_addr=carrier.local_addr, remote_addr=carrier.remote_addr,
-                           rtt=handshake.rtt)
+                           rtt=handshake.rtt, mtu=carrier.mtu)
         self.carriers[path_id] = carrier
         handshake.handoff(carrier, _PathSink(self, path_id))
         self.flush()

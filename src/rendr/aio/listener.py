@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -21,13 +21,14 @@ from ..config import FlowConfig
 from ..core.events import Event, EventKind
 from ..core.memory import MemoryBudget
 from ..core.session import ListenerHandshake
-from ..core.wire import PREFACE, VERSION, FrameType, Join
+from ..core.wire import PREFACE, VERSION, FrameType, Join, Kind
 from ..errors import ConnClosed, HandshakeError, ProtocolError, RendrError
 from ..keys import check_authentication
 from ..spec import ListenSpec, PathSpec
 from .conn import Conn
 from .driver import EventCallback, FlowDriver
 from .handshake import HandshakeCollector
+from .packetconn import PacketConn
 from .timeouts import wait_for
 
 __all__ = ["Listener", "listen", "listen_tcp"]
@@ -83,8 +84,9 @@ class Listener:
         self._drivers: dict[bytes, FlowDriver] = {}
         self._join_waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._queue: asyncio.Queue[Conn | None] = asyncio.Queue(backlog)
-        self._backlog = backlog
-        self._unconfirmed: dict[bytes, Conn] = {}  # new flows until their dialer confirms
+        self._packet_queue: asyncio.Queue[PacketConn | None] = asyncio.Queue(backlog)
+        # new flows until their dialer confirms
+        self._unconfirmed: dict[bytes, Conn | PacketConn] = {}
         self._backlog = backlog
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -152,7 +154,8 @@ class Listener:
                     waiter.set_result(None)
             # accept() gets it once the dialer proved its keys (EventKind.CONFIRMED):
             # a replayed or half-open HELLO never reaches the application
-            self._unconfirmed[flow.flow_id] = Conn(driver)
+            self._unconfirmed[flow.flow_id] = (
+                PacketConn(driver) if flow.kind is Kind.PACKET else Conn(driver))
         else:
             self._drivers[flow.flow_id].attach(decision.path_id, carrier, collector)
 
@@ -180,12 +183,14 @@ class Listener:
         conn = self._unconfirmed.pop(flow_id, None)
         if conn is None or self._closed:
             return
-        if self._queue.full():
+        queue: asyncio.Queue[Any] = (
+            self._packet_queue if isinstance(conn, PacketConn) else self._queue)
+        if queue.full():
             logger.info("accept queue full (%d): flow %s aborted", self._backlog,
                         flow_id.hex()[:8])
             conn.abort(reason="accept queue full")
             return
-        self._queue.put_nowait(conn)
+        queue.put_nowait(conn)
 
     def _forget(self, flow_id: bytes) -> None:
         self._session.forget(flow_id)
@@ -193,18 +198,21 @@ class Listener:
         self._unconfirmed.pop(flow_id, None)
 
     async def accept(self) -> Conn:
-        """Wait for the next new connection.
+        """Wait for the next new connection (a byte stream; packet flows go to
+        :meth:`accept_packet`).
 
         Raises:
             ConnClosed: the listener is closed.
         """
-        if self._closed and self._queue.empty():
-            raise ConnClosed("listener is closed")
-        conn = await self._queue.get()
-        if conn is None:
-            self._queue.put_nowait(None)  # wake other acceptors too
-            raise ConnClosed("listener is closed")
-        return conn
+        return await _next(self._queue, self._closed)
+
+    async def accept_packet(self) -> PacketConn:
+        """Wait for the next new packet connection (``Dialer.dial_packet()``).
+
+        Raises:
+            ConnClosed: the listener is closed.
+        """
+        return await _next(self._packet_queue, self._closed)
 
     @property
     def memory(self) -> MemoryBudget:
@@ -231,14 +239,16 @@ class Listener:
             server.close()
         for task in list(self._tasks):
             task.cancel()
-        while not self._queue.empty():
-            conn = self._queue.get_nowait()
-            if conn is not None:
-                conn.abort(reason="listener closed")
-        for conn in list(self._unconfirmed.values()):
-            conn.abort(reason="listener closed")
+        queues: tuple[asyncio.Queue[Any], ...] = (self._queue, self._packet_queue)
+        for queue in queues:
+            while not queue.empty():
+                conn = queue.get_nowait()
+                if conn is not None:
+                    conn.abort(reason="listener closed")
+            queue.put_nowait(None)
+        for waiting in list(self._unconfirmed.values()):
+            waiting.abort(reason="listener closed")
         self._unconfirmed.clear()
-        self._queue.put_nowait(None)
         for server in self._servers:
             await server.wait_closed()
 
@@ -250,6 +260,19 @@ class Listener:
 
     def __repr__(self) -> str:
         return f"<rendr.Listener {self.addrs} v{VERSION} flows={len(self._drivers)}>"
+
+
+_T = TypeVar("_T")
+
+
+async def _next(queue: asyncio.Queue[_T | None], closed: bool) -> _T:
+    if closed and queue.empty():
+        raise ConnClosed("listener is closed")
+    conn = await queue.get()
+    if conn is None:
+        queue.put_nowait(None)  # wake other acceptors too
+        raise ConnClosed("listener is closed")
+    return conn
 
 
 async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: int = 128,
@@ -287,3 +310,70 @@ async def listen_tcp(address: str, *, config: FlowConfig | None = None, backlog:
     """Listen for rendr connections over TCP on ``"host:port"`` (see :func:`listen`)."""
     return await listen(ListenSpec("tcp", address), config=config, backlog=backlog,
                         on_event=on_event, psk=psk, server_key=server_key, **knobs)
+
+
+async def listen_udpflow(*addresses: str, config: FlowConfig | None = None,
+                         backlog: int = 128, on_event: EventCallback | None = None,
+                         psk: bytes | None = None,
+                         server_key: X25519PrivateKey | bytes | None = None,
+                         **knobs: Any) -> Listener:
+    """Listen for rendr connections over plain UDP (the ``udpflow`` carrier) on each
+    ``"host:port"``, one socket per address for every flow (see :func:`listen`)."""
+    specs = [ListenSpec("udpflow", a) for a in addresses]
+    return await listen(*specs, config=config, backlog=backlog, on_event=on_event,
+                        psk=psk, server_key=server_key, **knobs)
+
+
+class PacketListener:
+    """A listener for packet connections (:func:`listen_udpflow_packet`): ``accept()``
+    returns :class:`~rendr.PacketConn`; ``async for pc in listener`` works too.
+
+    Attributes:
+        listener: the underlying :class:`Listener` (stream flows too: its ``accept()``).
+    """
+
+    def __init__(self, listener: Listener) -> None:
+        self.listener = listener
+
+    @property
+    def addrs(self) -> list[tuple[str, int]]:
+        """The bound addresses (``(host, port)``), in the order given."""
+        return self.listener.addrs
+
+    async def accept(self) -> PacketConn:
+        """Wait for the next packet connection (``ConnClosed`` once closed)."""
+        return await self.listener.accept_packet()
+
+    accept_packet = accept
+
+    def __aiter__(self) -> PacketListener:
+        return self
+
+    async def __anext__(self) -> PacketConn:
+        try:
+            return await self.accept()
+        except ConnClosed:
+            raise StopAsyncIteration from None
+
+    async def close(self) -> None:
+        """Stop listening (accepted connections stay open)."""
+        await self.listener.close()
+
+    async def __aenter__(self) -> PacketListener:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<rendr.PacketListener {self.addrs}>"
+
+
+async def listen_udpflow_packet(*addresses: str, **kwargs: Any) -> PacketListener:
+    """Listen for packet connections over plain UDP on each ``"host:port"``
+    (arguments as :func:`listen_udpflow`)::
+
+        pln = await rendr.listen_udpflow_packet("0.0.0.0:5555")
+        pc = await pln.accept()
+    """
+    return PacketListener(await listen_udpflow(*addresses, **kwargs))

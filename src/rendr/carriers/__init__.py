@@ -3,6 +3,7 @@
 from .base import Carrier, CarrierKind, CarrierSink, TransportFactory, register_transport
 from .streams import StreamsCarrier
 from .tcp import TcpCarrier, connect_tcp, listen_tcp
+from .udpflow import connect_udpflow, listen_udpflow
 
 __all__ = [
     "Carrier",
@@ -12,6 +13,8 @@ __all__ = [
     "TcpCarrier",
     "TransportFactory",
     "connect_tcp",
+    "connect_udpflow",
     "listen_tcp",
+    "listen_udpflow",
     "register_transport",
 ]

@@ -90,6 +90,10 @@ class Carrier(abc.ABC):
     """
 
     transport: str = "?"
+    mtu: int | None = None
+    """A datagram carrier: the most bytes of one datagram it takes (each buffer given
+    to :meth:`write` is one datagram, each ``carrier_data`` one datagram); None for a
+    byte stream."""
 
     def __init__(self) -> None:
         self._sink: CarrierSink = _Buffering()
@@ -122,9 +126,10 @@ class Carrier(abc.ABC):
 
 
 TransportFactory = Callable[
-    [str], Awaitable[Union[Carrier, "tuple[asyncio.StreamReader, asyncio.StreamWriter]"]]
+    ..., Awaitable[Union[Carrier, "tuple[asyncio.StreamReader, asyncio.StreamWriter]"]]
 ]
-"""``async factory(address) -> Carrier | (reader, writer)``: open one carrier."""
+"""``async factory(address, **options) -> Carrier | (reader, writer)``: open one
+carrier (``options``: the :class:`~rendr.PathSpec`'s, passed only when it has some)."""
 
 
 class CarrierKind(enum.Enum):

@@ -3,8 +3,8 @@
 The stream-carrier counterpart of aioquic's ``packet_builder``: one call fills one
 path's outbox with at most ``write_burst`` bytes of DATA in frames of at most
 ``max_frame`` (ranges queued for re-sending first, unless the replay is held), and
-the FIN once every byte before it went out.  Datagram carriers will build packets
-with :class:`~rendr.core.packetizer.DatagramPacketizer` instead.
+the FIN once every byte before it went out.  On a datagram path every DATA frame
+fits one datagram (:mod:`.dgram` packs them).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from ..config import FlowConfig
 from .path import PathState
 from .recovery import Recovery
 from .sender import StreamSender
-from .wire import FrameType, data_header, encode_u64
+from .wire import DATA_HEADER, FrameType, data_header, encode_u64
 
 __all__ = ["fill_stream"]
 
@@ -24,6 +24,8 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
     if sender.has_data(with_retx):
         budget = config.write_burst
         max_frame = config.max_frame
+        if path.max_frame is not None:  # a datagram path: every frame fits a datagram
+            max_frame = min(max_frame, path.max_frame - DATA_HEADER.size)
         outbox = path.outbox
         while budget > 0:
             s, e, resend = sender.next_range(max_frame if max_frame < budget else budget,

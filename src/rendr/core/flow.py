@@ -20,8 +20,8 @@ from typing import Final
 
 from ..config import FlowConfig
 from ..errors import (
-    ConnAborted,
     MigrationBudgetExceeded,
+    PacketTooLarge,
     ProtocolError,
     RendrError,
     ZombieFlow,
@@ -29,28 +29,24 @@ from ..errors import (
 from .builder import fill_stream
 from .crypto import FlowKeys
 from .events import Event, EventKind
-from .framing import StreamDeframer
+from .inbound import Inbound
 from .lifecycle import Lifecycle
 from .memory import MemoryBudget
 from .migration import Migration
+from .packets import MAX_PACKET, PacketReceiver, PacketSender
 from .path import PathState
 from .paths import PathSet
-from .receiver import MUST_FLUSH, NEW_BYTES, StreamReceiver
-from .records import RecordError
+from .receiver import StreamReceiver
 from .recovery import Recovery
 from .scheduler import Scheduler, make_scheduler
 from .sender import StreamSender
 from .stats import ConnStats, conn_stats
-from .types import Cause, Mode, PathStatus, Role, State
+from .types import Cause, Mode, Role, State
 from .wire import (
-    ACK_FIN,
-    ACK_PROBE,
-    EXTENSION_MIN,
+    DGRAM_HEADER,
     CloseCode,
     FrameType,
-    decode_ack,
-    decode_close,
-    decode_u64,
+    Kind,
     encode_close,
     encode_u64,
 )
@@ -62,19 +58,7 @@ logger: Final = logging.getLogger("rendr.flow")
 
 Buffer = bytes | memoryview
 
-# Frame types as plain ints (the dispatch in Flow._on_frame compares them).  Final: a
-# compiled build (mypyc) reads them as native constants, not module globals.
-_ACK: Final = int(FrameType.ACK)
-_FIN: Final = int(FrameType.FIN)
-_PING: Final = int(FrameType.PING)
-_PONG: Final = int(FrameType.PONG)
-_ACTIVATE: Final = int(FrameType.ACTIVATE)
-_PATH_CLOSE: Final = int(FrameType.PATH_CLOSE)
-_CLOSE: Final = int(FrameType.CLOSE)
 _CLOSED: Final = State.CLOSED
-_HANDSHAKE_FRAMES: Final = frozenset({int(FrameType.HELLO), int(FrameType.HELLO_ACK),
-                                      int(FrameType.JOIN), int(FrameType.JOIN_ACK)})
-
 
 
 class Flow:
@@ -92,6 +76,8 @@ class Flow:
         keys: the flow's keys from the handshake: every path then carries
             authenticated records if ``records`` (encrypted with ``encrypt``); None:
             plain frames (the engine alone, in tests and simulations).
+        kind: a byte stream (``Kind.STREAM``) or the application's datagrams
+            (``Kind.PACKET``: :meth:`send_packet` / :meth:`recv_packet`).
 
     Raises:
         ModeUnavailable: a mode without a scheduler yet.
@@ -100,9 +86,16 @@ class Flow:
     def __init__(self, *, role: Role, flow_id: bytes, mode: Mode = Mode.PRIME,
                  config: FlowConfig | None = None, now: float, peer_window: int,
                  memory: MemoryBudget | None = None, keys: FlowKeys | None = None,
-                 encrypt: bool = True, records: bool = True) -> None:
+                 encrypt: bool = True, records: bool = True,
+                 kind: Kind = Kind.STREAM) -> None:
         cfg = config or FlowConfig()
         self.role = role
+        self.kind = kind
+        self._packets_out: PacketSender | None = None
+        self._packets_in: PacketReceiver | None = None
+        if kind is Kind.PACKET:
+            self._packets_out = PacketSender(cfg.packet_queue)
+            self._packets_in = PacketReceiver(cfg.packet_queue)
         self.flow_id = flow_id
         self.mode = mode
         self.config = cfg
@@ -130,8 +123,12 @@ class Flow:
         self.keys = keys
         self.encrypt = encrypt
         self.records = records
-        self.auth_failures = 0
-        """Records that failed authentication (each ended its path)."""
+        self._inbound = Inbound(
+            name=self._name, paths=self._paths, sender=self._sender,
+            receiver=self._receiver, recovery=self._recovery, migration=self._migration,
+            life=self._life, packets=self._packets_in, emit=self._emit_path,
+            abort=self._abort, finish=self._finish, check_close_done=self._check_close_done,
+            now=now)
         self.undelivered_close: bytes | None = None
         """The CLOSE frame of an abort that found no path to carry it (the dialer
         delivers it later over a new carrier, so the listener need not wait out its
@@ -164,10 +161,11 @@ class Flow:
 
     def add_path(self, path_id: int, *, now: float, transport: str = "tcp",
                  local_addr: str = "", remote_addr: str = "",
-                 rtt: float | None = None) -> None:
+                 rtt: float | None = None, mtu: int | None = None) -> None:
         """Attach a carrier whose handshake completed as path ``path_id``; ``rtt`` is a
         round trip measured during its handshake (the dialer's HELLO or JOIN and the
-        answer), the path's first RTT sample.
+        answer), the path's first RTT sample; ``mtu``: the carrier carries datagrams
+        of at most this many bytes (None: a byte stream).
 
         Raises:
             RendrError: the flow is closed or the path id is already used.
@@ -178,8 +176,8 @@ class Flow:
             raise RendrError(f"path {path_id} already exists (ids are never reused)")
         path = PathState(path_id, transport=transport, local_addr=local_addr,
                          remote_addr=remote_addr, now=now,
-                         deframer=self._make_deframer(path_id),
-                         rtt_window=self.config.rtt_window)
+                         deframer=self._inbound.make_deframer(path_id, mtu is not None),
+                         rtt_window=self.config.rtt_window, mtu=mtu)
         if rtt is not None:
             path.rtt.update(rtt, now)
         if self.keys is not None and self.records:
@@ -187,17 +185,6 @@ class Flow:
         self._paths.add(path)
         self._migration.attached(path, now)
         self._check_close_done(now)
-
-    def _make_deframer(self, path_id: int) -> StreamDeframer:
-        # closures, not functools.partial: compiled (mypyc), they call the handlers natively
-        def on_data(offset: int, piece: memoryview, now: float) -> int:
-            return self._on_data(path_id, offset, piece, now)
-
-        def on_frame(ftype: int, body: memoryview, now: float) -> int:
-            self._on_frame(path_id, ftype, body, now)
-            return MUST_FLUSH
-
-        return StreamDeframer(on_data, on_frame)
 
     def path_failed(self, path_id: int, cause: Cause, now: float, detail: str = "") -> None:
         """The driver reports that a carrier failed (reset, EOF, OS error).
@@ -265,103 +252,21 @@ class Flow:
         mutated afterwards (payload is kept without copying).  Returns what changed:
         False when only what is readable did (no frame to send, no event, no new
         deadline; the driver may just wake a reader instead of flushing)."""
-        path = self._paths.get(path_id)
-        if path is None or path.status is PathStatus.DOWN or path.status is PathStatus.REMOVED:
-            return False
-        path.bytes_received += len(data)
-        opener = path.opener
-        pieces: list[bytes | memoryview] | tuple[Buffer] = (data,)
-        if opener is not None:  # authenticated records
-            try:
-                pieces = opener.feed(data)
-            except RecordError as exc:  # not the peer's bytes: the path is lost, not the flow
-                self.auth_failures += 1
-                logger.warning("flow %s: %s; path %d dropped", self._name, exc, path_id)
-                self._migration.carrier_failed(path_id, Cause.AUTH, now, str(exc))
-                return True
-            if not pieces:
-                return False  # liveness counts authenticated records only
-        path.last_recv_at = now
-        path.unanswered_since = None
-        if self._life.unconfirmed and self._life.confirmed():
-            self._emit(EventKind.CONFIRMED, now, path_id=path_id)
-        if path.suspect:
-            self._migration.resumed(path, now)
-        flags = 0
-        try:
-            for piece in pieces:
-                flags |= path.deframer.feed(piece, now)
-        except ProtocolError as exc:
-            logger.warning("flow %s: protocol error on path %d: %s", self._name, path_id, exc)
-            self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
-            return True
-        return bool(flags & MUST_FLUSH)
+        return self._inbound.receive(path_id, data, now)
 
-    def _on_data(self, path_id: int, offset: int, piece: memoryview, now: float) -> int:
-        self.paths[path_id].frames_received += 1
-        if self._life.state is _CLOSED:
-            return 0
-        flags = self._receiver.on_data(offset, piece, now)
-        if flags & NEW_BYTES:
-            self._migration.zombie.progress()
-        return flags
-
-    def _on_frame(self, path_id: int, ftype: int, body: memoryview, now: float) -> None:
-        path = self.paths[path_id]
-        path.frames_received += 1
-        if not path.spend_control(ftype == _PING, now):
-            raise ProtocolError(f"control frame flood on path {path_id} (frame type "
-                                f"0x{ftype:02x})")
-        # An if-chain, not a table of methods: plain calls, so the engine compiles (mypyc).
-        if ftype == _ACK:
-            self._handle_ack(path, body, now)
-        elif ftype == _PING:
-            if path.blocked:  # the peer is not reading: answer the latest PING, later
-                path.pong_owed = decode_u64(body)
-            else:
-                path.outbox.append(encode_u64(FrameType.PONG, decode_u64(body)))
-        elif ftype == _PONG:
-            path.on_pong(decode_u64(body), now)
-        elif ftype == _FIN:
-            self._receiver.on_fin(decode_u64(body))
-        elif ftype == _ACTIVATE:
-            self._migration.on_activate(body, now)
-        elif ftype == _PATH_CLOSE:
-            self._migration.on_path_close(path, body, now)
-        elif ftype == _CLOSE:
-            self._handle_close(body, now)
-        elif ftype in _HANDSHAKE_FRAMES:
-            raise ProtocolError("handshake frame on an attached path")
-        elif ftype < EXTENSION_MIN:
-            raise ProtocolError(f"unexpected frame type 0x{ftype:02x}")
-        # else: an unknown extension frame: skip it (docs/wire.md, "Unknown frames")
-
-    def _handle_ack(self, path: PathState, body: memoryview, now: float) -> None:
-        cum, max_offset, flags, ranges = decode_ack(body)
-        self._recovery.on_ack()
-        if flags & ACK_PROBE:
-            self._receiver.ack_needed = True
-        sender = self._sender
-        if sender.on_ack(cum, max_offset, ranges, bool(flags & ACK_FIN)):
-            active = self._paths.get(self.active)
-            sender.autotune(now, active.rtt.min_rtt if active is not None else None)
-            self._migration.zombie.progress()
-            Recovery.on_cumulative_ack(self._paths, cum)
-        if sender.fin_acked:
-            self._check_close_done(now)
-
-    def _handle_close(self, body: memoryview, now: float) -> None:
-        code, reason = decode_close(body)
-        if self._life.state is _CLOSED:
-            return
-        self._life.peer_closed = True
-        self._finish(None if code == CloseCode.NO_ERROR else ConnAborted(code, reason), now)
+    @property
+    def auth_failures(self) -> int:
+        """Records that failed authentication (each ended its path; on a datagram path
+        each was dropped)."""
+        return self._inbound.auth_failures
 
     # ------------------------------------------------------------ application
 
     @property
     def send_space(self) -> int:
-        """Bytes ``send()`` would accept now."""
+        """Bytes ``send()`` (``send_packet()``) would accept now."""
+        if self._packets_out is not None:
+            return self._packets_out.space
         return self._sender.space
 
     @property
@@ -381,7 +286,10 @@ class Flow:
 
     @property
     def readable(self) -> bool:
-        """Whether ``read()`` would return something (data, EOF or an error)."""
+        """Whether ``read()`` (``recv_packet()``) would return something (data, EOF
+        or an error)."""
+        if self._packets_in is not None and self._packets_in.readable:
+            return True
         return self._receiver.readable or self._life.state is _CLOSED
 
     @property
@@ -477,6 +385,70 @@ class Flow:
         """End the flow with ``error`` (raised by later reads and writes); tell the peer."""
         self._abort(code, str(error), now, error)
 
+    # ---------------------------------------------------------------- packets
+
+    @property
+    def max_payload(self) -> int:
+        """Packet flows: the largest packet every live path carries whole."""
+        most = MAX_PACKET
+        for path in self._paths:
+            if path.alive and path.max_frame is not None:
+                most = min(most, path.max_frame - DGRAM_HEADER.size)
+        return most
+
+    def packet_room(self, size: int) -> bool:
+        """Whether :meth:`send_packet` would take a ``size``-byte packet now."""
+        return self._packets_out is not None and self._packets_out.room(size)
+
+    def send_packet(self, data: bytes, now: float) -> bool:
+        """Queue one packet (a packet flow): it goes whole, in one frame, on the paths
+        the scheduler names; False while the queue is full (nothing queued).
+
+        Raises:
+            PacketTooLarge: above :attr:`max_payload`.
+            RendrError: not a packet flow, after ``close()``, or the flow ended.
+        """
+        self._life.check_open()
+        packets = self._packets_out
+        if packets is None:
+            raise RendrError("send_packet() on a stream flow")
+        if self._sender.eof_offset is not None:
+            raise RendrError("cannot send after close()")
+        most = self.max_payload
+        if len(data) > most:
+            raise PacketTooLarge(f"{len(data)}-byte packet, at most {most} fit every path")
+        if not packets.push(data):
+            return False
+        if self._inbound.last_packet_at < now:
+            self._inbound.last_packet_at = now
+        return True
+
+    def recv_packet(self) -> bytes | None:
+        """The next packet received (a packet flow), or None when none is ready.
+
+        Raises:
+            EOFError: the peer closed cleanly and every packet before was read.
+            RendrError: the flow failed (budget, zombie, abort) and no packet is left.
+        """
+        packets = self._packets_in
+        if packets is None:
+            raise RendrError("recv_packet() on a stream flow")
+        data = packets.pop()
+        if data is not None:
+            return data
+        if self._nothing_to_read():
+            return None
+        raise EOFError("the peer closed the connection")
+
+    def packet_stats(self) -> tuple[int, int, int, int, int, int]:
+        """``(sent, received, dups, too_old, overflow, dropped)`` of a packet flow (all
+        0 on a stream flow)."""
+        out, into = self._packets_out, self._packets_in
+        if out is None or into is None:
+            return (0, 0, 0, 0, 0, 0)
+        return (out.sent, into.received, into.dups, into.too_old, into.overflow,
+                out.dropped)
+
     # ------------------------------------------------------------------ output
 
     def transmits(self, now: float) -> list[tuple[int, list[Buffer]]]:
@@ -488,7 +460,13 @@ class Flow:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
             with_retx = self._recovery.hold_until is None  # the replay is not held
-            for path in self._scheduler.senders(self._paths, self._migration.active):
+            senders = self._scheduler.senders(self._paths, self._migration.active)
+            packets = self._packets_out
+            if packets is not None and packets.pending and senders:
+                packets.fill(senders, self.config.write_burst)
+                if packets.pending:  # the FIN goes after the last packet
+                    senders = []
+            for path in senders:
                 fill_stream(path, self._sender, with_retx, self.config)
         out: list[tuple[int, list[Buffer]]] = []
         for path in self._paths.by_id.values():
@@ -505,6 +483,8 @@ class Flow:
             return False
         if not self._scheduler.senders(self._paths, self._migration.active):
             return False
+        if self._packets_out is not None and self._packets_out.pending:
+            return True
         return self._sender.has_data(not self._recovery.held)
 
     @property
@@ -556,7 +536,8 @@ class Flow:
         self._recovery.on_timer(now)
         cfg = self.config
         busy = (not self._sender.idle
-                or now - self._receiver.last_data_at < cfg.idle_ping_interval)
+                or now - self._receiver.last_data_at < cfg.idle_ping_interval
+                or now - self._inbound.last_packet_at < cfg.idle_ping_interval)
         interval = cfg.ping_interval if busy else cfg.idle_ping_interval
         self._migration.on_timer(now, interval)
         expired = None if life.closed else life.expired(now)
@@ -604,6 +585,9 @@ class Flow:
         self._paths.end_all(str(Cause.CLOSED))
         self._emit(EventKind.CLOSED, now, error=error,
                    detail="" if error is None else str(error))
+
+    def _emit_path(self, kind: EventKind, now: float, path_id: int) -> None:
+        self._emit(kind, now, path_id=path_id)
 
     def _emit(self, kind: EventKind, now: float, **fields: object) -> None:
         self._events.append(Event(kind, now, **fields))  # type: ignore[arg-type]

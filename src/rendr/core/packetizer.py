@@ -18,7 +18,7 @@ from ..errors import ProtocolError
 from .framing import DataCallback, FrameCallback
 from .wire import DATA_HEADER, HEADER, FrameType, data_header
 
-__all__ = ["MIN_MTU", "DatagramPacketizer", "parse_datagram"]
+__all__ = ["MIN_MTU", "DatagramDeframer", "DatagramPacketizer", "parse_datagram"]
 
 _DATA: Final = int(FrameType.DATA)
 _HEADER_SIZE: Final = HEADER.size
@@ -135,3 +135,22 @@ def parse_datagram(packet: Buffer, on_data: DataCallback, on_frame: FrameCallbac
             flags |= on_frame(ftype, mv[start:end], now)
         pos = end
     return flags
+
+
+class DatagramDeframer:
+    """The deframer of a datagram path: each piece fed is one datagram of whole
+    frames (the counterpart of :class:`~rendr.core.framing.StreamDeframer`)."""
+
+    __slots__ = ("_on_data", "_on_frame")
+
+    def __init__(self, on_data: DataCallback, on_frame: FrameCallback) -> None:
+        self._on_data = on_data
+        self._on_frame = on_frame
+
+    def feed(self, data: Buffer, now: float = 0.0) -> int:
+        """Parse one datagram; return the callbacks' flags ORed together.
+
+        Raises:
+            ProtocolError: a truncated frame, or a DATA frame without payload.
+        """
+        return parse_datagram(data, self._on_data, self._on_frame, now)

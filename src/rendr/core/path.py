@@ -6,7 +6,9 @@ from collections import deque
 from typing import Final
 
 from .crypto import FlowKeys
+from .dgram import OVERHEAD, DatagramOpener, DatagramSealer, PlainPacker
 from .framing import StreamDeframer
+from .packetizer import DatagramDeframer
 from .records import RecordOpener, RecordSealer
 from .stats import PathStats
 from .types import PathStatus
@@ -77,8 +79,13 @@ class PathState:
     """
 
     def __init__(self, path_id: int, *, transport: str, local_addr: str, remote_addr: str,
-                 now: float, deframer: StreamDeframer, rtt_window: float = 10.0) -> None:
+                 now: float, deframer: StreamDeframer | DatagramDeframer,
+                 rtt_window: float = 10.0, mtu: int | None = None) -> None:
         self.id = path_id
+        self.mtu = mtu
+        """The most bytes of one datagram (a datagram carrier), None on a stream."""
+        self.max_frame: int | None = mtu
+        """The largest frame one datagram holds (None: any size, a stream carrier)."""
         self.transport = transport
         self.local_addr = local_addr
         self.remote_addr = remote_addr
@@ -90,8 +97,11 @@ class PathState:
         self.inflight: deque[tuple[int, int]] = deque()
         self.outbox: list[bytes | memoryview] = []
         self.blocked = False
-        self.sealer: RecordSealer | None = None  # authenticated records (keyed flows)
-        self.opener: RecordOpener | None = None
+        # authenticated records or datagrams (keyed flows); datagram paths of an
+        # unkeyed flow pack their frames without sealing
+        self.sealer: RecordSealer | DatagramSealer | PlainPacker | None = (
+            None if mtu is None else PlainPacker(mtu))
+        self.opener: RecordOpener | DatagramOpener | None = None
         self.pong_owed: int | None = None  # a PING to answer once the carrier drains
         self._ctl_credit = CONTROL_RATE  # token buckets of control frames and PINGs
         self._ping_credit = PING_RATE
@@ -119,9 +129,16 @@ class PathState:
         return self.status is PathStatus.UP
 
     def protect(self, keys: FlowKeys, dialer: bool, encrypt: bool) -> None:
-        """Carry this path's frames in authenticated records under the flow's keys."""
-        self.sealer = RecordSealer(keys.d2l if dialer else keys.l2d, self.id, encrypt)
-        self.opener = RecordOpener(keys.l2d if dialer else keys.d2l, self.id, encrypt)
+        """Carry this path's frames in authenticated records (sealed datagrams on a
+        datagram carrier) under the flow's keys."""
+        out, into = (keys.d2l, keys.l2d) if dialer else (keys.l2d, keys.d2l)
+        if self.mtu is None:
+            self.sealer = RecordSealer(out, self.id, encrypt)
+            self.opener = RecordOpener(into, self.id, encrypt)
+        else:
+            self.sealer = DatagramSealer(out, self.id, self.mtu, encrypt)
+            self.opener = DatagramOpener(into, self.id, encrypt)
+            self.max_frame = self.mtu - OVERHEAD
 
     def spend_control(self, is_ping: bool, now: float) -> bool:
         """Count one control frame received at ``now``; False when the peer sends

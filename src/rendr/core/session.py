@@ -204,7 +204,7 @@ class ListenerHandshake:
             result = Result.BUSY
         elif hello.mode != Mode.PRIME:
             result = Result.BAD_MODE
-        elif hello.kind != Kind.STREAM:
+        elif hello.kind not in (Kind.STREAM, Kind.PACKET):
             result = Result.BAD_KIND
         elif hello.flow_id in self.flows:
             answered = self._answers.get(hello.flow_id)
@@ -241,7 +241,7 @@ class ListenerHandshake:
                 cfg = cfg.replace(migration_budget=budget_ms / 1000)
             flow = Flow(role=Role.LISTENER, flow_id=hello.flow_id, mode=Mode(hello.mode),
                         config=cfg, now=now, peer_window=hello.recv_window,
-                        memory=self.memory)
+                        memory=self.memory, kind=Kind(hello.kind))
             window = flow.advertised_window  # what the memory budget granted
         ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind,
                     hello.caps & CAP_BUDGET, window, result, budget_ms)
@@ -374,12 +374,15 @@ class DialerHandshake:
         config: the flow's config.
         psk: a pre-shared key the listener also holds.
         server_key: the listener's pinned static public key (32 bytes).
+        kind: a byte stream (``Kind.STREAM``) or datagrams (``Kind.PACKET``).
     """
 
     def __init__(self, flow_id: bytes, mode: Mode, config: FlowConfig, *,
-                 psk: bytes | None = None, server_key: bytes | None = None) -> None:
+                 psk: bytes | None = None, server_key: bytes | None = None,
+                 kind: Kind = Kind.STREAM) -> None:
         self.flow_id = flow_id
         self.mode = mode
+        self.kind = kind
         self.config = config
         self.psk = psk
         self.server_key = server_key
@@ -409,7 +412,7 @@ class DialerHandshake:
         flags = ((KEY_ENCRYPT if cfg.encrypt else 0) | (KEY_RECORDS if cfg.records else 0)
                  | (KEY_PSK if self.psk else 0)
                  | (KEY_STATIC if self.server_key else 0))
-        hello = Hello(self.flow_id, path_id, self.mode, Kind.STREAM, CAP_BUDGET | CAP_KEYS,
+        hello = Hello(self.flow_id, path_id, self.mode, self.kind, CAP_BUDGET | CAP_KEYS,
                       cfg.recv_window, budget_ms=int(cfg.migration_budget * 1000),
                       key_share=share, key_flags=flags)
         return self._send_hello(eph, hello)
@@ -472,6 +475,9 @@ class DialerHandshake:
             raise HandshakeError("HELLO_ACK for another flow or path")
         # (a HELLO_ACK for another of our HELLOs in flight: the listener's answer to
         # that one, repeated on this carrier because the first may have been lost)
+        if ack.kind != self.kind:
+            raise HandshakeError(f"listener granted kind {ack.kind}, we asked for "
+                                 f"{int(self.kind)}")
         if ack.mode != self.mode:
             raise HandshakeError(f"listener granted mode {ack.mode}, we asked for "
                                  f"{int(self.mode)}")
@@ -485,7 +491,7 @@ class DialerHandshake:
         self.flow = Flow(role=Role.DIALER, flow_id=self.flow_id, mode=Mode(ack.mode),
                          config=cfg, now=now, peer_window=ack.recv_window, keys=keys,
                          encrypt=bool(ack.key_flags & KEY_ENCRYPT),
-                         records=bool(ack.key_flags & KEY_RECORDS))
+                         records=bool(ack.key_flags & KEY_RECORDS), kind=self.kind)
         return self.flow
 
     def _keys_from(self, ack: Hello, body: bytes, path_id: int) -> crypto.FlowKeys:

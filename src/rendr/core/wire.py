@@ -67,6 +67,7 @@ class FrameType(enum.IntEnum):
     DATA = 0x10
     ACK = 0x11
     FIN = 0x12
+    DGRAM = 0x13
     PING = 0x20
     PONG = 0x21
     ACTIVATE = 0x30
@@ -158,6 +159,16 @@ def encode_frame(ftype: int, body: bytes = b"") -> bytes:
     if len(body) > MAX_BODY:
         raise ValueError("frame body too large")
     return HEADER.pack((ftype << 24) | len(body)) + body
+
+
+DGRAM_HEADER: Final = struct.Struct("!IQ")
+"""A DGRAM frame's header and packet number (the payload follows)."""
+_DGRAM_WORD: Final = int(FrameType.DGRAM) << 24
+
+
+def dgram_header(number: int, length: int) -> bytes:
+    """The header of a DGRAM frame: packet ``number`` and a ``length``-byte payload."""
+    return DGRAM_HEADER.pack(_DGRAM_WORD | (length + 8), number)
 
 
 def data_header(offset: int, length: int) -> bytes:

@@ -1,0 +1,151 @@
+"""``PacketConn``: a stable connection of datagrams with preserved boundaries.
+
+Returned by ``Dialer.dial_packet()`` and ``Listener.accept_packet()``.  Each
+:meth:`PacketConn.send` becomes exactly one packet and each :meth:`PacketConn.recv`
+returns exactly one sent payload.  Semantics (like UDP, over migrating paths):
+
+- delivered at most once, in arrival order (a late packet is delivered, not held
+  back), de-duplicated over a bounded window of packet numbers;
+- never re-sent: a packet lost with its datagram or with a dying path is lost;
+- a planned migration (``migrate()``) loses nothing: the old path delivers what it
+  already carries;
+- unread packets are bounded (``FlowConfig.packet_queue``): beyond it new ones are
+  dropped and counted, as a full socket buffer drops datagrams.
+
+The end of the flow and the administrative surface (:class:`~rendr.AdminConn`) are
+the same as :class:`~rendr.Conn`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from ..core.types import State
+from ..errors import ConnClosed
+from .endpoint import Endpoint
+
+__all__ = ["PacketConn", "PacketStats"]
+
+
+class PacketStats:
+    """Packet counters of one end (:meth:`PacketConn.packet_stats`).
+
+    Attributes:
+        sent: packets handed to a path.
+        received: packets delivered to the application's queue.
+        dups: copies dropped (RACE sends every packet on every path).
+        too_old: packets dropped as older than the de-duplication window.
+        overflow: packets dropped because the application did not read in time.
+        dropped: packets that no path could carry (larger than a new path's MTU).
+    """
+
+    __slots__ = ("dropped", "dups", "overflow", "received", "sent", "too_old")
+
+    def __init__(self, sent: int, received: int, dups: int, too_old: int, overflow: int,
+                 dropped: int) -> None:
+        self.sent = sent
+        self.received = received
+        self.dups = dups
+        self.too_old = too_old
+        self.overflow = overflow
+        self.dropped = dropped
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={getattr(self, k)}" for k in self.__slots__)
+        return f"PacketStats({fields})"
+
+
+class PacketConn(Endpoint):
+    """One stable rendr connection of datagrams (see the module docstring).
+
+    Not safe for concurrent ``recv()`` calls from several tasks (nor concurrent
+    ``send()`` calls).  Also an async iterator of received packets that ends at the
+    peer's clean close::
+
+        async for packet in pc:
+            ...
+    """
+
+    @property
+    def max_payload(self) -> int:
+        """The largest payload :meth:`send` takes now: what fits one datagram of every
+        live path (1155 bytes on a default udpflow path, 65 528 on TCP)."""
+        return self._flow.max_payload
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data`` as one packet; waits while the send queue is full.
+
+        Raises:
+            PacketTooLarge: ``data`` is larger than :attr:`max_payload`.
+            ConnClosed: after ``close()`` or the peer's close.
+            MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed.
+        """
+        self._raise_if_unusable()
+        payload = data if type(data) is bytes else bytes(data)
+        flow = self._flow
+        while True:
+            if flow.state is State.CLOSED:
+                raise flow.error or ConnClosed("connection closed by peer")
+            if flow.send_packet(payload, self._loop.time()):
+                self._driver.flush()
+                return
+            self._driver.flush()
+            await self._driver.wait_writable()
+            self._raise_if_unusable()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
+        """Send ``data`` as one packet if the queue has room now; False (nothing sent)
+        when it is full: for applications that would rather drop than wait.
+
+        Raises:
+            like :meth:`send`.
+        """
+        self._raise_if_unusable()
+        flow = self._flow
+        if flow.state is State.CLOSED:
+            raise flow.error or ConnClosed("connection closed by peer")
+        if not flow.send_packet(data if type(data) is bytes else bytes(data),
+                                self._loop.time()):
+            return False
+        self._driver.flush()
+        return True
+
+    async def recv(self) -> bytes:
+        """Receive one packet (exactly one sent payload, possibly empty).
+
+        Raises:
+            EOFError: the peer closed cleanly and every packet before was received.
+            ConnClosed: used after ``close()``.
+            MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed (packets
+                that arrived before the failure are returned first).
+        """
+        flow = self._flow
+        while True:
+            self._raise_if_unusable()
+            data = flow.recv_packet()
+            if data is not None:
+                return data
+            await self._driver.wait_readable()
+
+    def recv_nowait(self) -> bytes | None:
+        """A packet that already arrived, or None (raises like :meth:`recv`)."""
+        self._raise_if_unusable()
+        return self._flow.recv_packet()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._packets()
+
+    async def _packets(self) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                packet = await self.recv()
+            except EOFError:
+                return
+            yield packet
+
+    def packet_stats(self) -> PacketStats:
+        """Packet counters (sent, received, dups, too_old, overflow, dropped)."""
+        return PacketStats(*self._flow.packet_stats())
+
+    def __repr__(self) -> str:
+        return "Packet" + super().__repr__()

@@ -1,0 +1,177 @@
+"""Packet mode: datagrams with preserved boundaries over a flow's paths.
+
+A packet flow (``Kind.PACKET`` in HELLO) carries the application's datagrams as
+DGRAM frames (``u64 packet number | payload``) instead of a byte stream:
+
+- :class:`PacketSender` queues what the application sends (bounded: ``send`` waits
+  when it is full) and puts each packet, whole, in one DGRAM frame on every path the
+  scheduler names (PRIME: the active path; RACE: all of them).  Packets are numbered
+  from 0 per direction.  Nothing is re-sent: a packet lost with its path (or its
+  datagram) is lost, as with UDP.
+- :class:`PacketReceiver` delivers each packet number at most once, in arrival order
+  (a late packet is delivered, not held back), remembering the last
+  :data:`DEDUP_WINDOW` numbers behind the highest seen; older ones are dropped
+  (counted).  What the application has not read is bounded in bytes: beyond it, new
+  packets are dropped (counted), as a full socket buffer drops datagrams.
+
+A planned migration loses nothing: the old path delivers what it already carries.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+from .path import PathState
+from .wire import DGRAM_HEADER, MAX_CONTROL_BODY, dgram_header
+
+__all__ = ["DEDUP_WINDOW", "MAX_PACKET", "PacketReceiver", "PacketSender"]
+
+DEDUP_WINDOW: Final = 4096
+"""Packet numbers remembered behind the highest one received."""
+MAX_PACKET: Final = MAX_CONTROL_BODY - 8
+"""The largest payload on a stream carrier (a DGRAM frame is a control frame there)."""
+_FRAME_OVERHEAD: Final = DGRAM_HEADER.size
+_MASK: Final = (1 << DEDUP_WINDOW) - 1
+
+
+class PacketSender:
+    """The application's packets waiting for a path.
+
+    Args:
+        max_bytes: the most payload bytes queued (``push`` refuses beyond it).
+    """
+
+    __slots__ = ("_queue", "dropped", "max_bytes", "next_number", "queued_bytes", "sent")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._queue: deque[bytes] = deque()
+        self.max_bytes = max_bytes
+        self.queued_bytes = 0
+        self.next_number = 0
+        self.sent = 0
+        self.dropped = 0
+        """Packets dropped because no path could take them (too large for every path
+        that was up when they were sent)."""
+
+    @property
+    def pending(self) -> bool:
+        """Packets are waiting."""
+        return bool(self._queue)
+
+    @property
+    def space(self) -> int:
+        """Bytes that may be queued now: 0 while the queue is more than half full
+        (then any packet is taken again once it drained to half), so a waiting
+        sender is woken only when its packet fits, whatever its size."""
+        left = self.max_bytes - self.queued_bytes
+        return left if self.queued_bytes <= self.max_bytes // 2 else 0
+
+    def room(self, size: int) -> bool:
+        """Whether a ``size``-byte packet is taken now."""
+        return self.queued_bytes + size <= self.max_bytes or self.space > 0
+
+    def push(self, data: bytes) -> bool:
+        """Queue one packet; False when the queue is full."""
+        if not self.room(len(data)):
+            return False
+        self._queue.append(data)
+        self.queued_bytes += len(data)
+        return True
+
+    def fill(self, paths: list[PathState], budget: int) -> None:
+        """Move queued packets, up to ``budget`` payload bytes, into DGRAM frames on
+        every path of ``paths`` (each gets a copy of the same frames)."""
+        queue = self._queue
+        frames: list[bytes] = []
+        taken = 0
+        number = self.next_number
+        while queue and taken < budget:
+            data = queue.popleft()
+            taken += len(data)
+            frames.append(dgram_header(number, len(data)))
+            frames.append(data)  # (an empty packet: an empty buffer, skipped by writers)
+            number += 1
+        self.queued_bytes -= taken
+        self.sent += number - self.next_number
+        self.next_number = number
+        for path in paths:
+            limit = path.max_frame
+            if limit is None:
+                path.outbox.extend(frames)
+                continue
+            outbox = path.outbox
+            for i in range(0, len(frames), 2):  # a packet no datagram of it can carry
+                if len(frames[i + 1]) + _FRAME_OVERHEAD <= limit:
+                    outbox.append(frames[i])
+                    outbox.append(frames[i + 1])
+                else:
+                    self.dropped += 1
+
+
+class PacketReceiver:
+    """Packets received, de-duplicated, waiting for the application.
+
+    Args:
+        max_bytes: the most unread payload bytes held (beyond it packets are dropped).
+
+    Attributes:
+        received: packets delivered to the queue.
+        dups: packets dropped as copies of one already received (RACE sends every
+            packet on every path).
+        too_old: packets dropped as older than the de-duplication window.
+        overflow: packets dropped because the application did not read fast enough.
+    """
+
+    __slots__ = ("_ready", "_seen", "_top", "dups", "max_bytes", "overflow", "ready_bytes",
+                 "received", "too_old")
+
+    def __init__(self, max_bytes: int) -> None:
+        self._ready: deque[bytes] = deque()
+        self.max_bytes = max_bytes
+        self.ready_bytes = 0
+        self._top = -1
+        self._seen = 0
+        self.received = 0
+        self.dups = 0
+        self.too_old = 0
+        self.overflow = 0
+
+    @property
+    def readable(self) -> bool:
+        """A packet is waiting."""
+        return bool(self._ready)
+
+    def on_packet(self, number: int, payload: memoryview) -> bool:
+        """One DGRAM frame arrived; True if its packet was queued for the application."""
+        top = self._top
+        if number > top:
+            shift = number - top
+            self._seen = ((self._seen << shift) | 1) & _MASK if shift < DEDUP_WINDOW else 1
+            self._top = number
+        else:
+            back = top - number
+            if back >= DEDUP_WINDOW:
+                self.too_old += 1
+                return False
+            bit = 1 << back
+            if self._seen & bit:
+                self.dups += 1
+                return False
+            self._seen |= bit
+        n = len(payload)
+        if self._ready and self.ready_bytes + n > self.max_bytes:
+            self.overflow += 1
+            return False
+        self._ready.append(payload.tobytes())
+        self.ready_bytes += n
+        self.received += 1
+        return True
+
+    def pop(self) -> bytes | None:
+        """The next packet, or None."""
+        if not self._ready:
+            return None
+        data = self._ready.popleft()
+        self.ready_bytes -= len(data)
+        return data
