@@ -33,7 +33,10 @@ Goal: the median of the paired ratios rendr received pps / baseline received pps
 ``--min-ratio`` (0.8).
 
 (b) **paced run**: ``--pps`` (100k) datagrams/s for ``--paced-duration`` (30 s), in
-batches every ~1 ms (the number due since start); every ``--echo-every`` -th (1 %)
+batches every ~1 ms (the number due since start, at most 2 ms of traffic per batch so
+that a sender that falls behind still reads its echoes; the run ends after the
+duration, and a sender that could not hold the rate gets a note with the rate it
+reached, which then applies to both figures); every ``--echo-every`` -th (1 %)
 asks the receiver to send it back, and the sender takes now - the embedded send time
 as one echo RTT. Raw (the baseline variant) then rendr, ``--paced-repeat`` pairs. The
 rendr sender calls ``migrate()`` ``--migrations`` (10) times, evenly spaced, between
@@ -41,6 +44,9 @@ its two paths. Figures: sent, lost (count and %), echoes back / asked, echo RTT
 P50/P95/P99 in µs, migrations done, the longest ``migrate()`` call, the pacer's
 largest backlog (datagrams due but not yet sent at a tick). Goals: rendr loses no
 datagram, and rendr's P95 < ``--max-p95-ratio`` (2) x raw's P95 (medians over pairs).
+
+``--knob NAME=VALUE`` overrides a ``FlowConfig`` field on both rendr ends (A/B runs,
+e.g. ``--knob records=False``); ``--json PATH`` keeps every measurement.
 
 Verdict: ``G3u PASS`` / ``G3u FAIL`` and exit code 0 / 1. ``--raw-only`` measures the
 raw transports only (no verdict, exit 0 when every raw run delivered datagrams). A tree
@@ -57,8 +63,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
+import logging
 import math
 import statistics
 import sys
@@ -75,7 +83,7 @@ from g3ukit.transports import UNAVAILABLE, make, rendr_packet_available
 
 async def h_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """Open the server end, tell the parent its addresses, count until the sender ends."""
-    tr = make(msg["transport"])
+    tr = make(msg["transport"], msg.get("knobs"))
     addrs = await tr.open_server()
     say({"addrs": addrs})
     end = await asyncio.wait_for(tr.accept(), 30.0)
@@ -89,7 +97,7 @@ async def h_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 
 async def h_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """Open the client end and run the max-rate or paced sender."""
-    tr = make(msg["transport"])
+    tr = make(msg["transport"], msg.get("knobs"))
     end = await asyncio.wait_for(tr.open_client([(h, p) for h, p in msg["addrs"]]), 30.0)
     usage0 = tp.Usage.now()
     if msg["mode"] == "max":
@@ -198,10 +206,11 @@ class Run:
 
 
 def one_run(recv: tp.Worker, send: tp.Worker, transport: str, mode: str,
-            **params: Any) -> Run:
+            knobs: dict[str, Any], **params: Any) -> Run:
     before = udp_snmp()
-    ready = recv.call(cmd="recv", transport=transport)
-    send.send(cmd="send", transport=transport, mode=mode, addrs=ready["addrs"], **params)
+    ready = recv.call(cmd="recv", transport=transport, knobs=knobs)
+    send.send(cmd="send", transport=transport, mode=mode, addrs=ready["addrs"], knobs=knobs,
+              **params)
     s = send.recv()
     r = recv.recv()
     after = udp_snmp()
@@ -262,7 +271,8 @@ def main_parent(args: argparse.Namespace) -> int:
     print(tp.header(use_uvloop))
     print(f"two processes: sender on CPU {cpu_send}, receiver on CPU {cpu_recv}; "
           f"{args.size}-byte payloads; raw variants {', '.join(raws)}"
-          f"{'' if with_rendr else '; --raw-only: rendr not run'}", flush=True)
+          f"{'' if with_rendr else '; --raw-only: rendr not run'}"
+          + (f"; rendr FlowConfig overrides {args.knob}" if args.knob else ""), flush=True)
     common = ["--no-uvloop"] if args.no_uvloop else []
     timeout = max(args.duration, args.paced_duration) + 60.0
     recv = tp.Worker(__file__, "recv", common, cpu=cpu_recv, timeout=timeout)
@@ -278,7 +288,8 @@ def main_parent(args: argparse.Namespace) -> int:
                   f"rounds", flush=True)
             for i in range(args.repeat):
                 for k in kinds:
-                    r = one_run(recv, send, k, "max", duration=args.duration, size=args.size)
+                    r = one_run(recv, send, k, "max", args.knob, duration=args.duration,
+                                size=args.size)
                     max_runs[k].append(r)
                     print(f"  round {i + 1}: {r.summary()}", flush=True)
             baseline = max(raws, key=lambda k: statistics.median(r.rx_pps for r in max_runs[k]))
@@ -291,7 +302,7 @@ def main_parent(args: argparse.Namespace) -> int:
                   flush=True)
             for i in range(args.paced_repeat):
                 for k in pkinds:
-                    r = one_run(recv, send, k, "paced", duration=args.paced_duration,
+                    r = one_run(recv, send, k, "paced", args.knob, duration=args.paced_duration,
                                 size=args.size, pps=args.pps, echo_every=args.echo_every,
                                 migrations=args.migrations if k == "rendr" else 0)
                     paced_runs[k].append(r)
@@ -402,10 +413,19 @@ def main() -> int:
     parser.add_argument("--skip-paced", action="store_true", help="skip (b), the paced runs")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement here")
+    parser.add_argument("--knob", metavar="NAME=VALUE", action="append", default=[],
+                        help="override a FlowConfig field on both rendr ends (A/B runs)")
     parser.add_argument("--role", choices=["recv", "send"], help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    try:
+        args.knob = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
+    except (ValueError, SyntaxError):
+        parser.error("--knob takes NAME=VALUE with a Python literal value")
     if args.role:
+        # rendr warns once per listener/dialer that no psk/server_key is set: expected here
+        for name in ("rendr.listener", "rendr.dialer"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         return tp.serve(HANDLERS, use_uvloop=not args.no_uvloop, cpu=args.cpu)
     short = args.short
     for name, full, quick in (("duration", 5.0, 2.0), ("repeat", 3, 1), ("pps", 100000.0, 20000.0),

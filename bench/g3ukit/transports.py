@@ -357,14 +357,15 @@ class RendrTransport(PacketTransport):
 
     name = "rendr"
 
-    def __init__(self) -> None:
+    def __init__(self, knobs: dict[str, Any] | None = None) -> None:
         if not rendr_packet_available():
             raise Unavailable(UNAVAILABLE)
+        self.knobs = knobs or {}  # FlowConfig overrides, on both ends
         self._pln: Any = None
 
     async def open_server(self) -> list[Addr]:
         listen = getattr(rendr, "listen_udpflow_packet")  # noqa: B009 (absent before the API)
-        self._pln = await listen(f"{HOST}:0", f"{HOST}:0")
+        self._pln = await listen(f"{HOST}:0", f"{HOST}:0", **self.knobs)
         return [(str(h), int(p)) for h, p in self._pln.addrs]
 
     async def accept(self) -> PacketEnd:
@@ -372,7 +373,8 @@ class RendrTransport(PacketTransport):
         return _RendrEnd(pc, self._pln)
 
     async def open_client(self, addrs: list[Addr]) -> PacketEnd:
-        dialer = rendr.Dialer(paths=[rendr.PathSpec("udpflow", f"{HOST}:{p}") for _, p in addrs])
+        dialer = rendr.Dialer(paths=[rendr.PathSpec("udpflow", f"{HOST}:{p}") for _, p in addrs],
+                              **self.knobs)
         pc = await getattr(dialer, "dial_packet")()  # noqa: B009 (absent before the API)
         want = min(2, len(addrs))
         for _ in range(200):  # up to 2 s for every path to come up
@@ -389,6 +391,9 @@ TRANSPORTS: dict[str, type[PacketTransport]] = {
 }
 
 
-def make(name: str) -> PacketTransport:
-    """A fresh transport by name (raises :class:`Unavailable` for rendr without packets)."""
+def make(name: str, knobs: dict[str, Any] | None = None) -> PacketTransport:
+    """A fresh transport by name (raises :class:`Unavailable` for rendr without packets);
+    ``knobs`` (``FlowConfig`` overrides) apply to rendr only."""
+    if name == "rendr":
+        return RendrTransport(knobs)
     return TRANSPORTS[name]()
