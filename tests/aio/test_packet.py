@@ -269,12 +269,12 @@ async def test_stream_dial_over_udpflow_is_refused_clearly() -> None:
 @pytest.mark.timeout(120)
 async def test_a_thousand_flows_on_one_listener_socket() -> None:
     pln = await rendr.listen_udpflow_packet(
-        "127.0.0.1:0", psk=PSK, backlog=1024, max_flows_per_source=2000,
+        "127.0.0.1:0", psk=PSK, backlog=1024, max_flows=4096, max_flows_per_source=2000,
         source_hello_rate=0, max_pending_per_source=200)
     port = pln.addrs[0][1]
     dialer = rendr.Dialer(paths=[rendr.PathSpec("udpflow", f"127.0.0.1:{port}")], psk=PSK)
     n = 1000
-    sem = asyncio.Semaphore(100)
+    sem = asyncio.Semaphore(50)
 
     async def one(i: int) -> rendr.PacketConn:
         async with sem:
