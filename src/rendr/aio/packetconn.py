@@ -87,7 +87,7 @@ class PacketConn(Endpoint):
             if flow.state is State.CLOSED:
                 raise flow.error or ConnClosed("connection closed by peer")
             if flow.send_packet(payload, self._loop.time()):
-                self._driver.flush()
+                self._driver.flush_soon()  # packets sent together share datagrams
                 return
             self._driver.flush()
             await self._driver.wait_writable()
@@ -107,7 +107,7 @@ class PacketConn(Endpoint):
         if not flow.send_packet(data if type(data) is bytes else bytes(data),
                                 self._loop.time()):
             return False
-        self._driver.flush()
+        self._driver.flush_soon()
         return True
 
     async def recv(self) -> bytes:

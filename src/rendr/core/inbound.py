@@ -105,8 +105,7 @@ class Inbound:
             return self._on_data(path_id, offset, piece, now)
 
         def on_frame(ftype: int, body: memoryview, now: float) -> int:
-            self._on_frame(path_id, ftype, body, now)
-            return MUST_FLUSH
+            return self._on_frame(path_id, ftype, body, now)
 
         if datagrams:
             return DatagramDeframer(on_data, on_frame)
@@ -136,11 +135,13 @@ class Inbound:
                 return False  # liveness counts authenticated records only
         path.last_recv_at = now
         path.unanswered_since = None
+        flags = 0
         if self._life.unconfirmed and self._life.confirmed():
             self._emit(EventKind.CONFIRMED, now, path_id)
+            flags = MUST_FLUSH
         if path.suspect:
             self._migration.resumed(path, now)
-        flags = 0
+            flags = MUST_FLUSH
         try:
             for piece in pieces:
                 flags |= path.deframer.feed(piece, now)
@@ -159,12 +160,14 @@ class Inbound:
             self._migration.zombie.progress()
         return flags
 
-    def _on_frame(self, path_id: int, ftype: int, body: memoryview, now: float) -> None:
+    def _on_frame(self, path_id: int, ftype: int, body: memoryview, now: float) -> int:
+        """Dispatch one frame; returns MUST_FLUSH unless only the application's
+        packets changed (then the driver just wakes the reader)."""
         path = self._paths.by_id[path_id]
         path.frames_received += 1
         if ftype == _DGRAM:  # the application's datagrams: data, not control
             self._on_packet(body, now)
-            return
+            return 0
         if not path.spend_control(ftype == _PING, now):
             raise ProtocolError(f"control frame flood on path {path_id} (frame type "
                                 f"0x{ftype:02x})")
@@ -191,6 +194,7 @@ class Inbound:
         elif ftype < EXTENSION_MIN:
             raise ProtocolError(f"unexpected frame type 0x{ftype:02x}")
         # else: an unknown extension frame: skip it (docs/wire.md, "Unknown frames")
+        return MUST_FLUSH
 
     def _on_packet(self, body: memoryview, now: float) -> None:
         packets = self._packets_in
