@@ -124,7 +124,8 @@ async def test_duplicated_reordered_datagrams_deliver_each_packet_once(
     assert len(got) == len(set(got)) and set(got) <= set(sent)
     assert len(got) >= 0.9 * len(sent), {k: str(v) for k, v in pp.relays[0].stats.items()}
     dups = sum(r.stats["up"].duplicated for r in pp.relays)
-    assert dups > 500
+    datagrams = sum(r.stats["up"].received for r in pp.relays)
+    assert dups > 0.2 * datagrams > 50
     replays = sum(p.opener.replays for p in pp.server._flow.paths.values()
                   if p.opener is not None)
     assert replays >= dups * 0.9  # the copies were dropped below the packet layer
