@@ -118,16 +118,8 @@ class Dialer:
             raise ValueError("Dialer has no paths")
         for spec in self.paths:
             get_transport(spec.transport, self.transports)  # unknown names fail now
-            if kind is Kind.STREAM and spec.transport in _DATAGRAM_ONLY:
-                raise ModeUnavailable(
-                    f"stream connections over {spec.transport} paths need loss recovery, "
-                    "which is not implemented yet: use dial_packet(), or tcp paths")
         session = DialSession(self, os.urandom(16), kind)
         return await session.establish()
-
-
-_DATAGRAM_ONLY = frozenset({"udpflow"})
-"""Transports that carry only packet flows (for now: no loss recovery for streams)."""
 
 
 async def open_carrier(spec: PathSpec, transports: dict[str, TransportFactory],

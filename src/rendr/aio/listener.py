@@ -143,16 +143,6 @@ class Listener:
         if flow is None:
             carrier.close()
             return
-        if flow.kind is Kind.STREAM and carrier.mtu is not None:
-            # a byte stream needs loss recovery on a datagram carrier (not there yet);
-            # rendr's dialer never asks for it
-            logger.info("rejected carrier from %s: stream flow over %s", carrier.remote_addr,
-                        carrier.transport)
-            if decision.new:
-                flow.abort(self._loop.time(), reason="stream flows need a stream carrier")
-                self._session.forget(flow.flow_id)
-            carrier.abort()
-            return
         if decision.new:
             driver = FlowDriver(flow, self._loop, _Accepted(self, flow.flow_id))
             if self._on_event is not None:  # before the first path: it sees PATH_UP

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..config import FlowConfig
 from .path import PathState
 from .recovery import Recovery
+from .reliability import PathReliability
 from .sender import StreamSender
 from .wire import DATA_HEADER, FrameType, data_header, encode_u64
 
@@ -19,10 +20,14 @@ __all__ = ["fill_stream"]
 
 
 def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
-                config: FlowConfig) -> None:
-    """Queue DATA frames (and the FIN, if due) on ``path``'s outbox."""
+                config: FlowConfig, reliability: PathReliability | None = None,
+                now: float = 0.0) -> None:
+    """Queue DATA frames (and the FIN, if due) on ``path``'s outbox; on a datagram
+    path, no more than its congestion window and pacer allow (``reliability``)."""
     if sender.has_data(with_retx):
         budget = config.write_burst
+        if reliability is not None:
+            budget = min(budget, reliability.budget(now))
         max_frame = config.max_frame
         if path.max_frame is not None:  # a datagram path: every frame fits a datagram
             max_frame = min(max_frame, path.max_frame - DATA_HEADER.size)
@@ -35,6 +40,8 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
             outbox.append(data_header(s, e - s))
             outbox.extend(sender.view(s, e))
             Recovery.on_sent(path, s, e, resend)
+            if reliability is not None:
+                reliability.on_sent(s, e, now, resend)
             budget -= e - s
     if sender.fin_pending and sender.fin_ready():
         path.outbox.append(encode_u64(FrameType.FIN, sender.eof_offset or 0))

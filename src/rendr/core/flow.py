@@ -21,7 +21,6 @@ from typing import Final
 from ..config import FlowConfig
 from ..errors import (
     MigrationBudgetExceeded,
-    PacketTooLarge,
     ProtocolError,
     RendrError,
     ZombieFlow,
@@ -33,17 +32,17 @@ from .inbound import Inbound
 from .lifecycle import Lifecycle
 from .memory import MemoryBudget
 from .migration import Migration
-from .packets import MAX_PACKET, PacketReceiver, PacketSender
+from .packets import PacketReceiver, PacketSender, max_payload, packet_stats
 from .path import PathState
 from .paths import PathSet
 from .receiver import StreamReceiver
 from .recovery import Recovery
+from .reliability import PathReliability, any_room, earliest, run_timers
 from .scheduler import Scheduler, make_scheduler
 from .sender import StreamSender
 from .stats import ConnStats, conn_stats
 from .types import Cause, Mode, Role, State
 from .wire import (
-    DGRAM_HEADER,
     CloseCode,
     FrameType,
     Kind,
@@ -91,6 +90,7 @@ class Flow:
         cfg = config or FlowConfig()
         self.role = role
         self.kind = kind
+        self._reliable: dict[int, PathReliability] = {}  # datagram paths of a stream
         self._packets_out: PacketSender | None = None
         self._packets_in: PacketReceiver | None = None
         if kind is Kind.PACKET:
@@ -124,9 +124,9 @@ class Flow:
         self.encrypt = encrypt
         self.records = records
         self._inbound = Inbound(
-            name=self._name, paths=self._paths, sender=self._sender,
-            receiver=self._receiver, recovery=self._recovery, migration=self._migration,
-            life=self._life, packets=self._packets_in, emit=self._emit_path,
+            name=self._name, paths=self._paths, sender=self._sender, receiver=self._receiver,
+            recovery=self._recovery, migration=self._migration, life=self._life,
+            packets=self._packets_in, reliable=self._reliable, emit=self._emit,
             abort=self._abort, finish=self._finish, check_close_done=self._check_close_done,
             now=now)
         self.undelivered_close: bytes | None = None
@@ -182,6 +182,8 @@ class Flow:
             path.rtt.update(rtt, now)
         if self.keys is not None and self.records:
             path.protect(self.keys, self.role is Role.DIALER, self.encrypt)
+        if mtu is not None and self.kind is Kind.STREAM:  # a stream over datagrams
+            self._reliable[path_id] = PathReliability(path, mtu)
         self._paths.add(path)
         self._migration.attached(path, now)
         self._check_close_done(now)
@@ -390,15 +392,7 @@ class Flow:
     @property
     def max_payload(self) -> int:
         """Packet flows: the largest packet every live path carries whole."""
-        most = MAX_PACKET
-        for path in self._paths:
-            if path.alive and path.max_frame is not None:
-                most = min(most, path.max_frame - DGRAM_HEADER.size)
-        return most
-
-    def packet_room(self, size: int) -> bool:
-        """Whether :meth:`send_packet` would take a ``size``-byte packet now."""
-        return self._packets_out is not None and self._packets_out.room(size)
+        return max_payload(self._paths)
 
     def send_packet(self, data: bytes, now: float) -> bool:
         """Queue one packet (a packet flow): it goes whole, in one frame, on the paths
@@ -409,18 +403,12 @@ class Flow:
             RendrError: not a packet flow, after ``close()``, or the flow ended.
         """
         self._life.check_open()
-        packets = self._packets_out
-        if packets is None:
-            raise RendrError("send_packet() on a stream flow")
-        if self._sender.eof_offset is not None:
-            raise RendrError("cannot send after close()")
-        most = self.max_payload
-        if len(data) > most:
-            raise PacketTooLarge(f"{len(data)}-byte packet, at most {most} fit every path")
-        if not packets.push(data):
+        if self._packets_out is None or self._sender.eof_offset is not None:
+            raise RendrError("send_packet() on a stream flow" if self._packets_out is None
+                             else "cannot send after close()")
+        if not self._packets_out.push_checked(data, max_payload(self._paths)):
             return False
-        if self._inbound.last_packet_at < now:
-            self._inbound.last_packet_at = now
+        self._inbound.last_packet_at = max(self._inbound.last_packet_at, now)
         return True
 
     def recv_packet(self) -> bytes | None:
@@ -443,11 +431,7 @@ class Flow:
     def packet_stats(self) -> tuple[int, int, int, int, int, int]:
         """``(sent, received, dups, too_old, overflow, dropped)`` of a packet flow (all
         0 on a stream flow)."""
-        out, into = self._packets_out, self._packets_in
-        if out is None or into is None:
-            return (0, 0, 0, 0, 0, 0)
-        return (out.sent, into.received, into.dups, into.too_old, into.overflow,
-                out.dropped)
+        return packet_stats(self._packets_out, self._packets_in)
 
     # ------------------------------------------------------------------ output
 
@@ -466,8 +450,10 @@ class Flow:
                 packets.fill(senders, self.config.write_burst)
                 if packets.pending:  # the FIN goes after the last packet
                     senders = []
+            reliable = self._reliable
             for path in senders:
-                fill_stream(path, self._sender, with_retx, self.config)
+                fill_stream(path, self._sender, with_retx, self.config,
+                            reliable.get(path.id) if reliable else None, now)
         out: list[tuple[int, list[Buffer]]] = []
         for path in self._paths.by_id.values():
             if path.outbox:
@@ -485,6 +471,9 @@ class Flow:
             return False
         if self._packets_out is not None and self._packets_out.pending:
             return True
+        if self._reliable and not any_room(
+                self._reliable, self._scheduler.senders(self._paths, self._migration.active)):
+            return False  # window full or paced: an ACK or the timer resumes sending
         return self._sender.has_data(not self._recovery.held)
 
     @property
@@ -520,6 +509,8 @@ class Flow:
         t = self._paths.deadline()
         if t is not None and (at is None or t < at):
             at = t
+        if self._reliable:
+            at = earliest(self._reliable, at)
         self._timer_at = at
         return at
 
@@ -534,6 +525,8 @@ class Flow:
             self._paths.restart_waits(now)
         self._receiver.on_timer(now)
         self._recovery.on_timer(now)
+        if self._reliable:
+            run_timers(self._reliable, self._paths, now, self._sender)
         cfg = self.config
         busy = (not self._sender.idle
                 or now - self._receiver.last_data_at < cfg.idle_ping_interval
@@ -586,9 +579,6 @@ class Flow:
         self._emit(EventKind.CLOSED, now, error=error,
                    detail="" if error is None else str(error))
 
-    def _emit_path(self, kind: EventKind, now: float, path_id: int) -> None:
-        self._emit(kind, now, path_id=path_id)
-
     def _emit(self, kind: EventKind, now: float, **fields: object) -> None:
         self._events.append(Event(kind, now, **fields))  # type: ignore[arg-type]
 
@@ -599,8 +589,10 @@ class Flow:
 
     @property
     def recv_dups(self) -> int:
-        """Received pieces that carried already-received bytes."""
-        return self._receiver.dups
+        """Received pieces that carried already-received bytes (and copies of packets
+        already received, on a packet flow)."""
+        into = self._packets_in
+        return self._receiver.dups + (0 if into is None else into.dups)
 
     @property
     def recv_queue_hwm(self) -> int:

@@ -26,6 +26,7 @@ from .paths import PathSet
 from .receiver import MUST_FLUSH, NEW_BYTES, StreamReceiver
 from .records import RecordError
 from .recovery import Recovery
+from .reliability import PathReliability
 from .sender import StreamSender
 from .types import Cause, PathStatus, State
 from .wire import (
@@ -58,8 +59,8 @@ _CLOSED: Final = State.CLOSED
 _HANDSHAKE_FRAMES: Final = frozenset({int(FrameType.HELLO), int(FrameType.HELLO_ACK),
                                       int(FrameType.JOIN), int(FrameType.JOIN_ACK)})
 
-Emit = Callable[[EventKind, float, int], None]
-"""``emit(kind, now, path_id)``: queue a flow event about a path."""
+Emit = Callable[..., None]
+"""``emit(kind, now, **fields)``: queue a flow event."""
 Abort = Callable[[int, str, float, "RendrError | None"], None]
 """``abort(code, reason, now, error)``: end the flow, telling the peer."""
 Finish = Callable[["RendrError | None", float], None]
@@ -78,7 +79,8 @@ class Inbound:
 
     def __init__(self, *, name: str, paths: PathSet, sender: StreamSender,
                  receiver: StreamReceiver, recovery: Recovery, migration: Migration,
-                 life: Lifecycle, packets: PacketReceiver | None, emit: Emit,
+                 life: Lifecycle, packets: PacketReceiver | None,
+                 reliable: dict[int, PathReliability], emit: Emit,
                  abort: Abort, finish: Finish, check_close_done: Check, now: float) -> None:
         self._name = name
         self._paths = paths
@@ -88,6 +90,7 @@ class Inbound:
         self._migration = migration
         self._life = life
         self._packets_in = packets
+        self._reliable = reliable
         self._emit_cb = emit
         self._abort = abort
         self._finish = finish
@@ -96,7 +99,7 @@ class Inbound:
         self.last_packet_at = now
 
     def _emit(self, kind: EventKind, now: float, path_id: int) -> None:
-        self._emit_cb(kind, now, path_id)
+        self._emit_cb(kind, now, path_id=path_id)
 
     def make_deframer(self, path_id: int,
                        datagrams: bool) -> StreamDeframer | DatagramDeframer:
@@ -152,10 +155,13 @@ class Inbound:
         return bool(flags & MUST_FLUSH)
 
     def _on_data(self, path_id: int, offset: int, piece: memoryview, now: float) -> int:
-        self._paths.by_id[path_id].frames_received += 1
+        path = self._paths.by_id[path_id]
+        path.frames_received += 1
         if self._life.state is _CLOSED:
             return 0
         flags = self._receiver.on_data(offset, piece, now)
+        if path.mtu is not None:
+            flags |= self._receiver.on_datagram_data(offset, len(piece))
         if flags & NEW_BYTES:
             self._migration.zombie.progress()
         return flags
@@ -217,6 +223,8 @@ class Inbound:
             sender.autotune(now, active.rtt.min_rtt if active is not None else None)
             self._migration.zombie.progress()
             Recovery.on_cumulative_ack(self._paths, cum)
+        for rel in self._reliable.values():  # datagram paths: loss and window
+            rel.on_ack(cum, ranges, now, sender)
         if sender.fin_acked:
             self._check_close_done(now)
 

@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections import deque
 from typing import Final
 
+from ..errors import PacketTooLarge
 from .path import PathState
+from .paths import PathSet
 from .wire import DGRAM_HEADER, MAX_CONTROL_BODY, dgram_header
 
-__all__ = ["DEDUP_WINDOW", "MAX_PACKET", "PacketReceiver", "PacketSender"]
+__all__ = ["DEDUP_WINDOW", "MAX_PACKET", "PacketReceiver", "PacketSender", "max_payload",
+           "packet_stats"]
 
 DEDUP_WINDOW: Final = 4096
 """Packet numbers remembered behind the highest one received."""
@@ -70,6 +73,16 @@ class PacketSender:
     def room(self, size: int) -> bool:
         """Whether a ``size``-byte packet is taken now."""
         return self.queued_bytes + size <= self.max_bytes or self.space > 0
+
+    def push_checked(self, data: bytes, most: int) -> bool:
+        """Queue one packet of at most ``most`` bytes; False when the queue is full.
+
+        Raises:
+            PacketTooLarge: ``data`` is larger than ``most``.
+        """
+        if len(data) > most:
+            raise PacketTooLarge(f"{len(data)}-byte packet, at most {most} fit every path")
+        return self.push(data)
 
     def push(self, data: bytes) -> bool:
         """Queue one packet; False when the queue is full."""
@@ -175,3 +188,20 @@ class PacketReceiver:
         data = self._ready.popleft()
         self.ready_bytes -= len(data)
         return data
+
+
+def max_payload(paths: PathSet) -> int:
+    """The largest packet every live path of ``paths`` carries whole."""
+    most = MAX_PACKET
+    for path in paths:
+        if path.alive and path.max_frame is not None:
+            most = min(most, path.max_frame - _FRAME_OVERHEAD)
+    return most
+
+
+def packet_stats(out: PacketSender | None, into: PacketReceiver | None
+                 ) -> tuple[int, int, int, int, int, int]:
+    """``(sent, received, dups, too_old, overflow, dropped)`` (zeros without packets)."""
+    if out is None or into is None:
+        return (0, 0, 0, 0, 0, 0)
+    return (out.sent, into.received, into.dups, into.too_old, into.overflow, out.dropped)

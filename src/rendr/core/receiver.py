@@ -24,6 +24,9 @@ NEW_BYTES: Final = 1
 """``on_data`` flag: the piece made new bytes ready for the application (in order)."""
 MUST_FLUSH: Final = 2
 """``on_data`` flag: an ACK is due or a deadline was set (not only readable data)."""
+DATAGRAM_ACK_EVERY: Final = 2400
+"""Bytes of DATA from datagram paths between ACKs (every second full datagram, as
+RFC 9000 13.2.2 recommends)."""
 
 
 class StreamReceiver:
@@ -36,7 +39,8 @@ class StreamReceiver:
         last_data_at: when the last DATA piece arrived.
     """
 
-    __slots__ = ("_ack_probe", "_ack_threshold", "_advertised_max", "_buf", "_memory",
+    __slots__ = ("_ack_probe", "_ack_threshold", "_advertised_max", "_buf", "_dgram_unacked",
+                 "_memory",
                  "_unacked", "_window", "ack_at", "ack_delay", "ack_needed", "final_offset",
                  "last_data_at")
 
@@ -51,6 +55,7 @@ class StreamReceiver:
                                 else memory.grant(config.recv_window, memory.floor))
         self._ack_threshold = max(1, min(config.recv_window // 8, 1 << 20))
         self._unacked = 0
+        self._dgram_unacked = 0
         self._ack_probe = False
         self.ack_needed = False
         self.ack_at: float | None = None
@@ -87,6 +92,17 @@ class StreamReceiver:
             self.ack_needed = True
             flags |= MUST_FLUSH
         return flags
+
+    def on_datagram_data(self, offset: int, nbytes: int) -> int:
+        """After :meth:`on_data` for a piece that came in a datagram (a lossy path):
+        acknowledge every :data:`DATAGRAM_ACK_EVERY` bytes, and at once when the piece
+        lies beyond a gap (the sender's loss detection waits for that ACK).  Returns
+        :data:`MUST_FLUSH` when an ACK is due."""
+        self._dgram_unacked += nbytes
+        if self._dgram_unacked >= DATAGRAM_ACK_EVERY or offset > self._buf.offset:
+            self.ack_needed = True
+            return MUST_FLUSH
+        return 0
 
     def on_fin(self, final: int) -> None:
         """The peer's FIN at ``final``.
@@ -128,6 +144,7 @@ class StreamReceiver:
         self.ack_needed = False
         self.ack_at = None
         self._unacked = 0
+        self._dgram_unacked = 0
         return encode_ack(buf.offset, max_offset, flags, buf.sack_ranges(MAX_ACK_RANGES))
 
     def on_timer(self, now: float) -> None:
