@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 import rendr
-from rendr.carriers.udpflow import CHALLENGE, DATA, UdpServerCarrier
+from rendr.carriers.udpflow import CHALLENGE, DATA, RESPONSE, UdpServerCarrier
 from rendr.testing.udprelay import UdpRelay
 
 PSK = b"packet-test-psk-0123456789abcdef"
@@ -198,40 +198,56 @@ async def test_nat_rebinding_keeps_the_flow(pp: PacketPair) -> None:
 
 
 async def test_a_spoofed_source_does_not_redirect_the_listener(pp: PacketPair) -> None:
-    """An attacker copies a DATA datagram's connection id and sends from its own
-    address: it gets one small CHALLENGE it cannot answer for the client, never the
-    flow's traffic, and the flow goes on."""
+    """An attacker who saw a path's connection id sends junk with it from its own
+    address and answers whatever comes back.  It must get nothing: no CHALLENGE (only
+    an authenticated datagram from a new address starts a validation), so no move,
+    and never the flow's traffic.  (Before: a CHALLENGE came, the attacker answered
+    it, and the listener sent the path's datagrams to the attacker.)"""
     c, s = pp.client, pp.server
     carrier = next(x for x in s._driver.carriers.values()
                    if isinstance(x, UdpServerCarrier))
-    server_addr = carrier._server.local_addr
-    host, port = server_addr.rsplit(":", 1)
+    host, port = carrier._server.local_addr.rsplit(":", 1)
+    target = (host, int(port))
     attacker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     attacker.bind(("127.0.0.1", 0))
     attacker.setblocking(False)
-    try:
-        forged = bytes([DATA]) + carrier.cid + bytes(100)
-        for _ in range(20):
-            attacker.sendto(forged, (host, int(port)))
-        await asyncio.sleep(0.1)
-        for i in range(20):
-            await s.send(b"to client %d" % i)
-        got = await _recv_n(c, 20)
-        assert got[-1] == b"to client 19"
-        seen = []
+    seen: list[bytes] = []
+
+    def drain_and_answer() -> None:
         while True:
             try:
-                seen.append(attacker.recv(65535))
+                d = attacker.recv(65535)
             except BlockingIOError:
-                break
-        assert seen and all(d[0] == CHALLENGE and len(d) == 25 for d in seen)
-        assert len(seen) <= 2  # rate-limited, and smaller than what triggered them
+                return
+            seen.append(d)
+            if d[0] == CHALLENGE:  # answer it, as a hijacker would
+                attacker.sendto(bytes([RESPONSE]) + d[1:], target)
+
+    try:
+        before = carrier.addr
+        forged = bytes([DATA]) + carrier.cid + bytes(100)
+        for _ in range(20):
+            attacker.sendto(forged, target)
+            await asyncio.sleep(0.005)
+            drain_and_answer()
+        for i in range(20):
+            await s.send(b"to client %d" % i)
+            await asyncio.sleep(0.005)
+            drain_and_answer()
+        got = await _recv_n(c, 20)
+        assert got[-1] == b"to client 19"
+        assert seen == []  # not even a CHALLENGE: nothing to reflect, nothing to answer
+        assert carrier.addr == before
     finally:
         attacker.close()
-    opener = s._flow.find_path(c.active_path)
-    assert opener is not None and opener.opener is not None
-    dropped = opener.opener.failures + opener.opener.replays
+    path = s._flow.find_path(carrier_path(s, carrier))
+    assert path is not None and path.opener is not None
+    dropped = path.opener.failures + path.opener.replays
     assert dropped >= 20  # the forgeries were dropped and counted
+
+
+def carrier_path(conn: rendr.PacketConn, carrier: object) -> int:
+    return next(pid for pid, x in conn._driver.carriers.items() if x is carrier)
 
 
 async def test_clean_close_is_eof_after_every_packet(pp: PacketPair) -> None:
@@ -297,3 +313,43 @@ async def test_a_thousand_flows_on_one_listener_socket() -> None:
     for pc in clients:
         pc.abort()
     await pln.close()
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+@pytest.mark.parametrize("kind", ["packet", "stream"])
+async def test_clean_close_through_heavy_loss(kind: str, seed: int) -> None:
+    """30 % loss each way: the FIN (alone in its datagram) is re-sent until
+    acknowledged, and the CLOSE goes out three times, so both ends end cleanly (before:
+    close() waited out linger, and a peer that missed the CLOSE failed with
+    MigrationBudgetExceeded)."""
+    ln = await rendr.listen_udpflow("127.0.0.1:0", psk=PSK, migration_budget=30.0)
+    relay = UdpRelay(ln.addrs[0], seed=seed)
+    await relay.start()
+    dialer = rendr.Dialer(paths=[rendr.PathSpec("udpflow", f"127.0.0.1:{relay.addr[1]}")],
+                          psk=PSK, migration_budget=30.0)
+    try:
+        if kind == "packet":
+            c: rendr.PacketConn | rendr.Conn = await asyncio.wait_for(dialer.dial_packet(), 5)
+            s: rendr.PacketConn | rendr.Conn = await asyncio.wait_for(ln.accept_packet(), 5)
+        else:
+            c = await asyncio.wait_for(dialer.dial(), 5)
+            s = await asyncio.wait_for(ln.accept(), 5)
+        relay.set_faults("both", loss=0.3)
+        if isinstance(c, rendr.PacketConn):
+            await c.send(b"last words")
+        else:
+            await c.write(b"last words" * 1000)
+        t0 = asyncio.get_running_loop().time()
+        await asyncio.wait_for(c.close(), 20)
+        if isinstance(s, rendr.PacketConn):
+            with pytest.raises(EOFError):
+                while True:
+                    await asyncio.wait_for(s.recv(), 20)
+        else:
+            assert await asyncio.wait_for(s.read(-1), 20) == b"last words" * 1000
+        await asyncio.wait_for(s.wait_closed(), 20)
+        assert c._flow.error is None and s._flow.error is None  # both ended cleanly
+        assert asyncio.get_running_loop().time() - t0 < 15
+    finally:
+        await ln.close()
+        await relay.close()

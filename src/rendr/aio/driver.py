@@ -87,6 +87,12 @@ class _PathSink:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
+    def carrier_authentic(self) -> int:
+        """How many receives on this path passed authentication so far (a datagram
+        carrier compares it around a delivery: did that datagram come from the peer?)."""
+        path = self._flow.find_path(self._pid)
+        return 0 if path is None else path.authentic
+
     def carrier_lost(self, exc: BaseException | None) -> None:
         carrier = self._driver.carriers.pop(self._pid, None)
         if carrier is not None:

@@ -51,6 +51,10 @@ class CarrierSink(Protocol):
     def carrier_lost(self, exc: BaseException | None) -> None:
         """The carrier ended: ``None`` for an EOF, else the error (reset, timeout...)."""
 
+    # optional: ``carrier_authentic() -> int``, how many receives passed the engine's
+    # authentication so far (a datagram carrier validates a new peer address only
+    # after an authentic datagram came from it); sinks before the flow lack it
+
     def carrier_pause(self) -> None:
         """The carrier's write buffer is above its high-water mark."""
 

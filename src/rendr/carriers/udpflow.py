@@ -30,12 +30,16 @@ type    direction                   layout
   carrier only adds its 9-byte header.  Forged or replayed datagrams are dropped by
   the engine and counted; nothing an off-path sender does ends a path.
 - **New client address.**  DATA for a known connection id from another address is
-  delivered (the engine authenticates it) but the listener keeps sending to the
-  address it knows until the new one answers a CHALLENGE (a fresh 16-byte token,
-  at most one every :data:`CHALLENGE_INTERVAL`, smaller than what triggered it)
-  with a RESPONSE from that address; then it moves there.  A spoofed datagram
-  cannot redirect a path: only an address that receives the token can answer it
-  (the QUIC path-validation idea).
+  delivered to the engine, which authenticates it; only if it passed (the sink's
+  ``carrier_authentic`` count grew) does the listener send a CHALLENGE there (a
+  fresh 16-byte token, at most one every :data:`CHALLENGE_INTERVAL` per address),
+  and it keeps sending to the address it knows until the new one answers with a
+  RESPONSE; then it moves there.  Junk with a seen connection id draws nothing; a
+  path moves only to an address that sent an authentic datagram and received the
+  token (the QUIC path-validation rule).
+- **Anti-amplification.**  Until the dialer's first DATA proves it received the
+  ANSWER (its address is then validated), the listener sends that address at most
+  three times the bytes it received from it.
 - **Liveness** is the engine's PING/PONG: UDP gives no loss signal, and ICMP
   errors (unauthenticated) are ignored.
 - **Sizes.**  Datagrams are at most ``mtu`` bytes (:data:`DEFAULT_MTU`, safe on
@@ -96,6 +100,16 @@ READ_BATCH: Final = 256
 WRITE_HIGH: Final = 1024
 """Datagrams queued (socket full) before the carrier reports backpressure."""
 WRITE_LOW: Final = 256
+CLOSE_REPEATS: Final = 2
+"""A carrier closed gracefully sends its last datagram (the flow's CLOSE, or a path's
+PATH_CLOSE) this many times more: nothing re-sends a CLOSE, and a peer that missed
+it would wait out its migration budget.  The peer opens one copy; the others are
+replays, dropped."""
+DRAIN: Final = 2.0
+"""Seconds a gracefully closed carrier lingers (QUIC's closing state): each DATA that
+still comes for it is answered with its last datagram again (the CLOSE the peer
+missed), at most :data:`DRAIN_ANSWERS` times; nothing reaches the engine."""
+DRAIN_ANSWERS: Final = 8
 _MAX_DGRAM: Final = 65535
 _OPENING_MIN: Final = PREFACE_STRUCT.size + HEADER.size
 
@@ -217,6 +231,8 @@ class UdpClientCarrier(Carrier):
         self._hdr = b""
         self._opening: bytes | None = None
         self._nonce = b""
+        self._last: Buffer = b""
+        self._closing = -1  # draining after close(): answers left (see DRAIN); -1: open
         self._retry: asyncio.TimerHandle | None = None
         self._done = False
         self._tx = _Sender(loop, sock, self._pause, self._resume)
@@ -231,7 +247,7 @@ class UdpClientCarrier(Carrier):
         self._sink.carrier_resume()
 
     def write(self, buffers: Sequence[Buffer]) -> None:
-        if self._done:
+        if self._done or self._closing >= 0:
             return
         if self._cid is None:  # the opening: re-sent until the listener answers
             if self._opening is None:
@@ -245,6 +261,7 @@ class UdpClientCarrier(Carrier):
         hdr = self._hdr
         for buf in buffers:
             send([hdr, buf])
+            self._last = buf
 
     def _send_open(self, delay: float, tries: int) -> None:
         self._retry = None
@@ -273,6 +290,11 @@ class UdpClientCarrier(Carrier):
             return
         kind = data[0]
         cid = data[1:HEADER_LEN]
+        if self._closing >= 0:  # the peer still sends: it missed our CLOSE
+            if kind == DATA and cid == self._cid and self._closing > 0:
+                self._closing -= 1
+                self._tx.send([self._hdr, self._last])
+            return
         if kind == DATA:
             if cid == self._cid:
                 self._sink.carrier_data(memoryview(data)[HEADER_LEN:])
@@ -290,7 +312,15 @@ class UdpClientCarrier(Carrier):
             self._tx.send([bytes([RESPONSE]) + data[1:]])
 
     def close(self) -> None:
-        self._finish()
+        if self._done or self._closing >= 0:
+            return
+        if not self._last:
+            self._finish()
+            return
+        for _ in range(CLOSE_REPEATS):  # see CLOSE_REPEATS
+            self._tx.send([self._hdr, self._last])
+        self._closing = DRAIN_ANSWERS
+        self._loop.call_later(DRAIN, self._finish)
 
     def abort(self) -> None:
         self._finish()
@@ -325,34 +355,60 @@ class UdpServerCarrier(Carrier):
         self._candidate: Address | None = None
         self._token = b""
         self._challenged_at = -1e9
+        self._allowance = 3 * MIN_OPEN  # bytes we may send before the address is validated
+        self.unsent = 0
+        """Datagrams not sent to an unvalidated address (anti-amplification)."""
+        self._last: Buffer = b""
+        self._closing = -1  # draining after close(): answers left (see DRAIN); -1: open
         self._done = False
         self.local_addr = server.local_addr
         self.remote_addr = format_address(addr)
 
     def write(self, buffers: Sequence[Buffer]) -> None:
-        if self._done:
+        if self._done or self._closing >= 0:
             return
         send = self._server.tx.send
         if self._answer is None:  # the handshake's answer: kept for repeated OPENs
             self._answer = b"".join((bytes([ANSWER]), self.cid, self._nonce, *buffers))
             send([self._answer], self.addr)
+            self._allowance = max(0, self._allowance - len(self._answer))
             return
         hdr = self._hdr
         addr = self.addr
         for buf in buffers:
+            if self._allowance >= 0:  # not validated yet: three times what came
+                size = HEADER_LEN + len(buf)
+                if size > self._allowance:
+                    self.unsent += 1
+                    continue
+                self._allowance -= size
             send([hdr, buf], addr)
+            self._last = buf
 
     def resend_answer(self) -> None:
         if self._answer is not None and not self._done:
+            if self._allowance >= 0:  # the repeated OPEN brought MIN_OPEN bytes more
+                self._allowance += 3 * MIN_OPEN - len(self._answer)
             self._server.tx.send([self._answer], self.addr)
 
     def on_data(self, payload: memoryview, addr: Address, now: float) -> None:
-        if self._opening_key is not None:  # the dialer got our answer
-            self._server.forget_opening(self._opening_key)
-            self._opening_key = None
-        if addr != self.addr:
-            self._challenge(addr, now)
+        if self._closing >= 0:  # the peer still sends: it missed our CLOSE (see DRAIN)
+            if self._closing > 0 and addr == self.addr:
+                self._closing -= 1
+                self._server.tx.send([self._hdr, self._last], self.addr)
+            return
+        if addr == self.addr:
+            if self._opening_key is not None:  # the dialer got our answer
+                self._server.forget_opening(self._opening_key)
+                self._opening_key = None
+            self._allowance = -1  # its address is validated
+            self._sink.carrier_data(payload)
+            return
+        count = getattr(self._sink, "carrier_authentic", None)
+        before = count() if count is not None else 0
         self._sink.carrier_data(payload)
+        if count is not None and count() > before:  # the peer's, from a new address
+            self._challenge(addr, now)
 
     def _challenge(self, addr: Address, now: float) -> None:
         if addr == self._candidate and now - self._challenged_at < CHALLENGE_INTERVAL:
@@ -372,7 +428,15 @@ class UdpServerCarrier(Carrier):
             self._token = b""
 
     def close(self) -> None:
-        self._finish()
+        if self._done or self._closing >= 0:
+            return
+        if not self._last or self._allowance >= 0:
+            self._finish()
+            return
+        for _ in range(CLOSE_REPEATS):  # see CLOSE_REPEATS
+            self._server.tx.send([self._hdr, self._last], self.addr)
+        self._closing = DRAIN_ANSWERS
+        self._server.loop.call_later(DRAIN, self._finish)
 
     def abort(self) -> None:
         self._finish()
@@ -389,6 +453,7 @@ class UdpServer:
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
                  on_carrier: Callable[[Carrier], None], mtu: int) -> None:
         self._loop = loop
+        self.loop = loop
         self._sock = sock
         self._on_carrier = on_carrier
         self.mtu = mtu

@@ -47,3 +47,5 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
         path.outbox.append(encode_u64(FrameType.FIN, sender.eof_offset or 0))
         path.fin_sent = True
         sender.fin_pending = False
+        if reliability is not None:
+            reliability.on_fin_sent(now)

@@ -182,7 +182,7 @@ class Flow:
             path.rtt.update(rtt, now)
         if self.keys is not None and self.records:
             path.protect(self.keys, self.role is Role.DIALER, self.encrypt)
-        if mtu is not None and self.kind is Kind.STREAM:  # a stream over datagrams
+        if mtu is not None:  # a lossy path: loss recovery (and a FIN that is re-sent)
             self._reliable[path_id] = PathReliability(path, mtu)
         self._paths.add(path)
         self._migration.attached(path, now)

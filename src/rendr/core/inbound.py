@@ -137,6 +137,7 @@ class Inbound:
             if not pieces:
                 return False  # liveness counts authenticated records only
         path.last_recv_at = now
+        path.authentic += 1
         path.unanswered_since = None
         flags = 0
         if self._life.unconfirmed and self._life.confirmed():

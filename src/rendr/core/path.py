@@ -119,6 +119,7 @@ class PathState:
         self.frames_sent = 0
         self.frames_received = 0
         self.retransmits = 0
+        self.authentic = 0  # receives that passed authentication (or all, unkeyed)
         self.close_requested: str | None = None  # "graceful" | "abort"
         self.retire_by = 0.0  # RETIRING: deadline for the peer's PATH_CLOSE answer
         self.path_close_sent = False

@@ -46,8 +46,8 @@ class PathReliability:
         wait_until: the pacer holds data until then (None: not waiting).
     """
 
-    __slots__ = ("_path", "cc", "loss", "lost_bytes", "pacer", "probe_credit", "probes",
-                 "wait_until")
+    __slots__ = ("_fin_at", "_fin_wait", "_path", "cc", "loss", "lost_bytes", "pacer",
+                 "probe_credit", "probes", "wait_until")
 
     def __init__(self, path: PathState, datagram_size: int) -> None:
         self._path = path
@@ -58,6 +58,15 @@ class PathReliability:
         self.probes = 0
         self.probe_credit = 0  # bytes a probe may send beyond the window (RFC 9002 7.5)
         self.wait_until: float | None = None
+        self._fin_at: float | None = None  # when to re-send a FIN sent alone
+        self._fin_wait = 0.0
+
+    def on_fin_sent(self, now: float) -> None:
+        """The FIN went out on this path: re-send it if unacknowledged after a probe
+        timeout (doubling), even when no data is in flight to arm the PTO."""
+        wait = self._fin_wait
+        self._fin_wait = self.loss.pto_period if not wait else min(2 * wait, 60.0)
+        self._fin_at = now + self._fin_wait
 
     @property
     def can_send(self) -> bool:
@@ -106,9 +115,9 @@ class PathReliability:
     def deadline(self) -> float | None:
         """When :meth:`on_timer` is due (loss timer, probe timeout or pacing)."""
         at = self.loss.deadline()
-        w = self.wait_until
-        if w is not None and (at is None or w < at):
-            at = w
+        for t in (self.wait_until, self._fin_at):
+            if t is not None and (at is None or t < at):
+                at = t
         return at
 
     def on_timer(self, now: float, sender: StreamSender) -> None:
@@ -116,6 +125,13 @@ class PathReliability:
         w = self.wait_until
         if w is not None and now >= w:
             self.wait_until = None  # the next fill asks the pacer again
+        f = self._fin_at
+        if f is not None and now >= f:
+            self._fin_at = None
+            path = self._path
+            if path.fin_sent and not sender.fin_acked:
+                path.fin_sent = False  # the FIN (alone in its datagram) may be lost
+                sender.fin_lost()
         at = self.loss.deadline()
         if at is None or now < at:
             return
