@@ -188,4 +188,7 @@ class PathState:
             frames_sent=self.frames_sent, frames_received=self.frames_received,
             retransmits=self.retransmits, last_recv_age=now - self.last_recv_at,
             down_cause=self.down_cause, suspect=self.suspect,
+            dropped=(self.opener.failures + self.opener.replays
+                     if isinstance(self.opener, DatagramOpener) else 0),
+            mtu=self.mtu,
         )

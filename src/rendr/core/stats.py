@@ -28,11 +28,15 @@ class PathStats:
             the first sample).
         bytes_sent / bytes_received: stream payload bytes (sent) and all carrier bytes (received).
         frames_sent / frames_received: DATA frames sent; control frames and DATA pieces parsed.
-        retransmits: payload bytes re-sent on this path after another path died.
+        retransmits: payload bytes re-sent: after another path died, or (a datagram path)
+            declared lost on this one.
         last_recv_age: seconds since anything arrived on the path.
         down_cause: why the path went down (None while up).
         suspect: the path stopped answering for ``suspect_timeout`` and has not been
             heard from since (it carries no data; see ``FlowConfig.suspect_timeout``).
+        dropped: datagrams dropped unopened (failed authentication, replayed, or older
+            than the replay window; a datagram path only).
+        mtu: the largest datagram of a datagram path (None on a stream carrier).
     """
 
     id: int
@@ -50,6 +54,8 @@ class PathStats:
     last_recv_age: float
     down_cause: str | None = None
     suspect: bool = False
+    dropped: int = 0
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)
