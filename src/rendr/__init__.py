@@ -21,6 +21,7 @@ from .aio import (
     listen_udpflow,
     listen_udpflow_packet,
 )
+from .aio.datagrams import PacketTransport, create_datagram_endpoint
 from .aio.runner import run
 from .aio.streams import (
     ConnTransport,
@@ -79,6 +80,7 @@ __all__ = [
     "PacketListener",
     "PacketStats",
     "PacketTooLarge",
+    "PacketTransport",
     "PathSpec",
     "PathStats",
     "ProtocolError",
@@ -88,6 +90,7 @@ __all__ = [
     "__compiled__",
     "__version__",
     "create_connection",
+    "create_datagram_endpoint",
     "create_server",
     "generate_server_key",
     "listen",

@@ -27,7 +27,7 @@ class PacketPair:
 
     async def wait_paths(self, n: int) -> None:
         async def ready() -> None:
-            while (sum(p.state == "up" for p in self.client.stats().paths) < n
+            while (sum(p.state == "up" for p in self.client.stats().paths) < n  # noqa: ASYNC110
                    or sum(p.state == "up" for p in self.server.stats().paths) < n):
                 await asyncio.sleep(0.01)
 
@@ -353,3 +353,47 @@ async def test_clean_close_through_heavy_loss(kind: str, seed: int) -> None:
     finally:
         await ln.close()
         await relay.close()
+
+
+async def test_a_datagram_protocol_moves_onto_rendr() -> None:
+    """An asyncio DatagramProtocol application over rendr.create_datagram_endpoint:
+    sendto/datagram_received with boundaries kept, sendto/recvfrom aliases, and
+    connection_lost(None) at the peer's clean close."""
+    pln = await rendr.listen_udpflow_packet("127.0.0.1:0", psk=PSK)
+    loop = asyncio.get_running_loop()
+    got: list[tuple[bytes, object]] = []
+    lost: asyncio.Future[Exception | None] = loop.create_future()
+
+    class Echo(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            assert isinstance(transport, asyncio.DatagramTransport)
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            got.append((data, addr))
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(exc)
+
+    try:
+        dialer = rendr.Dialer(paths=[rendr.PathSpec("udpflow", f"127.0.0.1:{pln.addrs[0][1]}")],
+                              psk=PSK)
+        transport, _proto = await rendr.create_datagram_endpoint(Echo, dialer)
+        server = await asyncio.wait_for(pln.accept(), 5)
+        for n in (0, 1, 500):
+            transport.sendto(b"d" * n)
+        assert [len(await asyncio.wait_for(server.recv(), 5)) for _ in range(3)] == [0, 1, 500]
+        await server.sendto(b"reply")
+        for _ in range(100):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        peer = transport.get_extra_info("peername")
+        assert got == [(b"reply", peer)] and peer == transport.conn.flow_id.hex()
+        transport.sendto(b"via recvfrom")
+        assert await asyncio.wait_for(server.recvfrom(), 5) == (b"via recvfrom",
+                                                                server.flow_id.hex())
+        await server.close()
+        assert await asyncio.wait_for(lost, 10) is None
+    finally:
+        await pln.close()

@@ -127,6 +127,18 @@ class PacketConn(Endpoint):
                 return data
             await self._driver.wait_readable()
 
+    async def sendto(self, data: bytes | bytearray | memoryview, addr: object = None) -> None:
+        """:meth:`send` under its socket name (``addr`` must be None: the connection
+        has one peer, wherever its paths lead)."""
+        if addr is not None:
+            raise ValueError("a PacketConn is connected: sendto() takes no address")
+        await self.send(data)
+
+    async def recvfrom(self) -> tuple[bytes, str]:
+        """:meth:`recv` under its socket name: ``(packet, peer)``, the peer named by
+        the flow id in hex (its network address changes as paths move)."""
+        return await self.recv(), self.flow_id.hex()
+
     def recv_nowait(self) -> bytes | None:
         """A packet that already arrived, or None (raises like :meth:`recv`)."""
         self._raise_if_unusable()
