@@ -110,7 +110,9 @@ DRAIN: Final = 2.0
 still comes for it is answered with its last datagram again (the CLOSE the peer
 missed), at most :data:`DRAIN_ANSWERS` times; nothing reaches the engine."""
 DRAIN_ANSWERS: Final = 8
-_MAX_DGRAM: Final = 65535
+_RECV_SIZE: Final = 65535
+"""Bytes asked of each ``recv``: the largest UDP payload (a datagram over a peer's MTU
+is still whole; CPython allocates this much and shrinks it to what came)."""
 _OPENING_MIN: Final = PREFACE_STRUCT.size + HEADER.size
 
 Address = tuple[Any, ...]
@@ -275,7 +277,7 @@ class UdpClientCarrier(Carrier):
         sock = self._sock
         for _ in range(READ_BATCH):
             try:
-                data = sock.recv(_MAX_DGRAM)
+                data = sock.recv(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP port unreachable etc.: not authenticated
@@ -477,7 +479,7 @@ class UdpServer:
         now = self._loop.time()
         for _ in range(READ_BATCH):
             try:
-                data, addr = sock.recvfrom(_MAX_DGRAM)
+                data, addr = sock.recvfrom(_RECV_SIZE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
