@@ -28,9 +28,12 @@ class ListenSpec:
     """One address a listener binds.
 
     Attributes:
-        transport: "tcp".
+        transport: "tcp", "udpflow", or a registered name.
         address: ``"host:port"`` (port 0 picks a free port; ``"[::]:port"`` for IPv6).
+        options: keyword arguments for the transport's listen factory (udpflow:
+            ``mtu``, the largest datagram sent).
     """
 
     transport: str
     address: str
+    options: dict[str, str | int] = field(default_factory=dict, compare=False, hash=False)

@@ -397,3 +397,21 @@ async def test_a_datagram_protocol_moves_onto_rendr() -> None:
         assert await asyncio.wait_for(lost, 10) is None
     finally:
         await pln.close()
+
+
+async def test_the_mtu_is_configurable_on_both_ends() -> None:
+    ln = await rendr.listen(rendr.ListenSpec("udpflow", "127.0.0.1:0", options={"mtu": 600}),
+                            psk=PSK)
+    try:
+        pc = await rendr.Dialer(paths=[rendr.PathSpec(
+            "udpflow", f"127.0.0.1:{ln.addrs[0][1]}", options={"mtu": "600"})],
+            psk=PSK).dial_packet()
+        spc = await asyncio.wait_for(ln.accept_packet(), 5)
+        assert pc.max_payload == spc.max_payload == 600 - 9 - 24 - 12
+        await pc.send(b"m" * pc.max_payload)
+        assert len(await asyncio.wait_for(spc.recv(), 5)) == 555
+        with pytest.raises(rendr.PacketTooLarge):
+            await spc.send(b"m" * 556)
+        pc.abort()
+    finally:
+        await ln.close()

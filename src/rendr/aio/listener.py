@@ -94,7 +94,8 @@ class Listener:
 
     async def _bind(self, spec: ListenSpec) -> None:
         listen = get_listen_factory(spec.transport)
-        server, addr = await listen(spec.address, self._on_carrier, self._backlog)
+        server, addr = await listen(spec.address, self._on_carrier, self._backlog,
+                                    **spec.options)
         self._servers.append(server)
         self.addrs.append(addr)
 

@@ -153,10 +153,9 @@ class CarrierServer(Protocol):
         """Wait until it stopped."""
 
 
-ListenFactory = Callable[
-    [str, Callable[[Carrier], None], int], Awaitable["tuple[CarrierServer, tuple[str, int]]"]
-]
-"""``async listen(address, on_carrier, backlog) -> (server, bound_address)``: accept
+ListenFactory = Callable[..., Awaitable["tuple[CarrierServer, tuple[str, int]]"]]
+"""``async listen(address, on_carrier, backlog, **options) -> (server, bound_address)``
+(``options``: the :class:`~rendr.ListenSpec`'s): accept
 carriers on ``address`` (at most ``backlog`` waiting in the kernel), calling
 ``on_carrier(carrier)`` for each (its handshake not done yet)."""
 

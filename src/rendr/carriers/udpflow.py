@@ -611,7 +611,7 @@ async def connect_udpflow(address: str, local: str | None = None,
 
 
 async def listen_udpflow(address: str, on_carrier: Callable[[Carrier], None],
-                         backlog: int = 128, mtu: int = DEFAULT_MTU
+                         backlog: int = 128, mtu: int | str = DEFAULT_MTU
                          ) -> tuple[UdpServer, tuple[str, int]]:
     """Accept udpflow paths on ``"host:port"`` (port 0: any free port)."""
     host, port = parse_address(address)
@@ -627,7 +627,7 @@ async def listen_udpflow(address: str, on_carrier: Callable[[Carrier], None],
     except BaseException:
         sock.close()
         raise
-    server = UdpServer(loop, sock, on_carrier, mtu)
+    server = UdpServer(loop, sock, on_carrier, int(mtu))
     name = sock.getsockname()
     return server, (name[0], name[1])
 
