@@ -206,7 +206,7 @@ class Model:
             return Result.BUSY
         if hello.mode != Mode.PRIME:
             return Result.BAD_MODE
-        if hello.kind != Kind.STREAM:
+        if hello.kind not in (Kind.STREAM, Kind.PACKET):
             return Result.BAD_KIND
         if hello.flow_id in self.flows:
             return Result.DUPLICATE_PATH
