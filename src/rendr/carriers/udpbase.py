@@ -1,0 +1,167 @@
+"""The udpflow carrier's shared parts: datagram types, sizes and limits, socket tuning
+and non-blocking sends (see :mod:`rendr.carriers.udpflow` for the protocol)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from ..core.wire import HEADER, PREFACE_STRUCT
+from .base import Buffer
+
+logger = logging.getLogger("rendr.carriers.udpflow")
+
+OPEN: Final = 0x01
+ANSWER: Final = 0x02
+DATA: Final = 0x03
+CHALLENGE: Final = 0x04
+RESPONSE: Final = 0x05
+
+DEFAULT_MTU: Final = 1200
+"""Largest datagram (UDP payload) sent by default: fits every IPv4/IPv6 path."""
+MIN_OPEN: Final = 1200
+"""OPEN datagrams are padded to this size (the listener's answers are smaller)."""
+CID_LEN: Final = 8
+HEADER_LEN: Final = 1 + CID_LEN
+TOKEN_LEN: Final = 16
+NONCE_LEN: Final = 8
+OPEN_RETRY: Final = 0.25
+"""Seconds before the first OPEN is re-sent (doubling each time)."""
+OPEN_TRIES: Final = 6
+CHALLENGE_INTERVAL: Final = 0.2
+PENDING_TTL: Final = 10.0
+"""Seconds a listener remembers an opening it answered (for repeated OPENs)."""
+MAX_PENDING: Final = 4096
+"""Openings a listener socket answers at once (beyond: OPENs are dropped)."""
+MAX_CARRIERS: Final = 65536
+"""Paths one listener socket carries."""
+SOCKET_BUFFER: Final = 4 * 1024 * 1024
+READ_BATCH: Final = 256
+WRITE_HIGH: Final = 1024
+"""Datagrams queued (socket full) before the carrier reports backpressure."""
+WRITE_LOW: Final = 256
+CLOSE_REPEATS: Final = 2
+"""A carrier closed gracefully sends its last datagram (the flow's CLOSE, or a path's
+PATH_CLOSE) this many times more: nothing re-sends a CLOSE, and a peer that missed
+it would wait out its migration budget.  The peer opens one copy; the others are
+replays, dropped."""
+DRAIN: Final = 2.0
+"""Seconds a gracefully closed carrier lingers (QUIC's closing state): each DATA that
+still comes for it is answered with its last datagram again (the CLOSE the peer
+missed), at most :data:`DRAIN_ANSWERS` times; nothing reaches the engine."""
+DRAIN_ANSWERS: Final = 8
+_RECV_SIZE: Final = 65535
+"""Bytes asked of each ``recv``: the largest UDP payload (a datagram over a peer's MTU
+is still whole; CPython allocates this much and shrinks it to what came)."""
+_OPENING_MIN: Final = PREFACE_STRUCT.size + HEADER.size
+
+Address = tuple[Any, ...]
+"""A socket address as ``recvfrom`` gives it."""
+
+
+def _opening_len(data: bytes) -> int:
+    """Bytes of the opening (preface + first frame) at the start of ``data`` (0: not
+    a whole one)."""
+    if len(data) < _OPENING_MIN:
+        return 0
+    (word,) = HEADER.unpack_from(data, PREFACE_STRUCT.size)
+    n = _OPENING_MIN + (word & 0xFFFFFF)
+    return n if n <= len(data) else 0
+
+
+_FORCE: Final = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
+                 socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None)}
+
+
+def _tune(sock: socket.socket) -> None:
+    """Ask for :data:`SOCKET_BUFFER`-byte socket buffers: beyond the sysctl caps
+    where allowed (Linux, CAP_NET_ADMIN, as quic-go does), else up to the caps."""
+    for opt, force in _FORCE.items():
+        if force is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, SOCKET_BUFFER)
+                continue
+            except OSError:
+                pass
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:  # pragma: no cover - a platform without it
+            pass
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    if got < SOCKET_BUFFER:
+        logger.debug("udpflow: receive buffer %d B (asked %d; raise net.core.rmem_max)",
+                     got, SOCKET_BUFFER)
+
+
+class _Sender:
+    """Non-blocking sends with a bounded queue when the socket is full."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 on_pause: Callable[[], None], on_resume: Callable[[], None]) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._queue: deque[tuple[list[Buffer], Address | None]] = deque()
+        self._on_pause = on_pause
+        self._on_resume = on_resume
+        self._paused = False
+        self.closed = False
+        self.dropped = 0
+
+    def send(self, parts: list[Buffer], addr: Address | None = None) -> None:
+        if self.closed:
+            return
+        if self._queue:
+            self._enqueue(parts, addr)
+            return
+        try:
+            if addr is None:
+                self._sock.sendmsg(parts)
+            else:
+                self._sock.sendmsg(parts, (), 0, addr)
+        except (BlockingIOError, InterruptedError):
+            self._enqueue(parts, addr)
+            self._loop.add_writer(self._sock.fileno(), self._drain)
+        except OSError as exc:  # ICMP errors, no route: UDP loses it, liveness decides
+            self.dropped += 1
+            logger.debug("udpflow send failed: %s", exc)
+
+    def _enqueue(self, parts: list[Buffer], addr: Address | None) -> None:
+        self._queue.append(([bytes(p) for p in parts], addr))  # the caller may reuse
+        if not self._paused and len(self._queue) >= WRITE_HIGH:
+            self._paused = True
+            self._on_pause()
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            parts, addr = queue[0]
+            try:
+                if addr is None:
+                    self._sock.sendmsg(parts)
+                else:
+                    self._sock.sendmsg(parts, (), 0, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.dropped += 1
+                logger.debug("udpflow send failed: %s", exc)
+            queue.popleft()
+        self._loop.remove_writer(self._sock.fileno())
+        if self._paused and len(queue) <= WRITE_LOW:
+            self._paused = False
+            self._on_resume()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self._queue:
+                self._queue.clear()
+                self._loop.remove_writer(self._sock.fileno())
+
+
+def _nothing() -> None:
+    pass
