@@ -170,10 +170,9 @@ class Flow:
         Raises:
             RendrError: the flow is closed or the path id is already used.
         """
-        if self._life.state is _CLOSED:
-            raise RendrError("flow is closed")
-        if path_id in self._paths or self._paths.used(path_id):
-            raise RendrError(f"path {path_id} already exists (ids are never reused)")
+        if self._life.state is _CLOSED or path_id in self._paths or self._paths.used(path_id):
+            raise RendrError("flow is closed" if self._life.state is _CLOSED else
+                             f"path {path_id} already exists (ids are never reused)")
         path = PathState(path_id, transport=transport, local_addr=local_addr,
                          remote_addr=remote_addr, now=now,
                          deframer=self._inbound.make_deframer(path_id, mtu is not None),
@@ -189,10 +188,8 @@ class Flow:
         self._check_close_done(now)
 
     def path_failed(self, path_id: int, cause: Cause, now: float, detail: str = "") -> None:
-        """The driver reports that a carrier failed (reset, EOF, OS error).
-
-        This never ends the flow; it kills the path and fails over.
-        """
+        """A carrier failed (reset, EOF, OS error): never the flow's end, only the
+        path's (the flow fails over)."""
         self._migration.carrier_failed(path_id, cause, now, detail)
 
     def find_path(self, path_id: int) -> PathState | None:
@@ -584,8 +581,6 @@ class Flow:
 
     def _on_zombie(self, error: ZombieFlow, now: float) -> None:
         self._abort(CloseCode.ZOMBIE, "migrations move no data", now, error)
-
-    # ------------------------------------------------------------------ stats
 
     @property
     def recv_dups(self) -> int:
