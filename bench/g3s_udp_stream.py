@@ -589,7 +589,7 @@ def run(args: argparse.Namespace) -> int:
                     raws[k].append(rr)
                     line.append(f"{k} {rr.rate / 1e6:.1f} MB/s (sent "
                                 f"{float(rr.send['tx_pps']) * RAW_SIZE / 1e6:.1f}, lost "
-                                f"{rr.loss_pct:.1f} %)")
+                                f"{rr.loss_pct:.1f} %, kernel drops {rr.kernel_drops})")
                     if not rr.ok:
                         failures.append(f"raw {k} round {i + 1} received nothing")
                 for kind, bucket in (("udpflow", udps), ("tcp", tcps)):
@@ -598,7 +598,7 @@ def run(args: argparse.Namespace) -> int:
                     bucket.append(t)
                     line.append(f"rendr-{kind} {t.rate / 1e6:.1f} MB/s (CPU send "
                                 f"{cpu(t.send):.2f} recv {cpu(t.recv):.2f}, re-sent "
-                                f"{t.retransmits})")
+                                f"{t.retransmits}, kernel drops {t.kernel_drops})")
                     if not t.exact:
                         failures.append(f"goodput rendr-{kind} round {i + 1} incomplete")
                         print(t.stall_line(), flush=True)
