@@ -204,7 +204,7 @@ async def stream_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     digest = hashlib.sha256()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    state = {"received": 0, "first_bad": None, "first": 0.0, "last": 0.0}
+    state: dict[str, Any] = {"received": 0, "first_bad": None, "first": 0.0, "last": 0.0}
     perf = time.perf_counter
 
     async def reader() -> None:
@@ -572,7 +572,8 @@ def run(args: argparse.Namespace) -> int:
                     print(f"    repro: PYTHONPATH=src python bench/g3s_udp_stream.py "
                           f"--skip-goodput --mib {args.mib} --losses {loss} --seed "
                           f"{args.seed + i} --reorder {args.reorder} --reorder-gap "
-                          f"{args.reorder_gap}{'' if use_uvloop else ' --no-uvloop'} "
+                          f"{args.reorder_gap} --timeout {deadline:g} --stall {args.stall:g}"
+                          f"{'' if use_uvloop else ' --no-uvloop'} "
                           f"(relay seed {args.seed + i})", flush=True)
         if not args.skip_goodput:
             size = args.goodput_mib * MIB
