@@ -122,7 +122,7 @@ def conn_info(conn: Any) -> dict[str, Any]:
         try:
             rel[str(pid)] = {"cwnd": r.cc.cwnd, "in_flight": r.loss.bytes_in_flight,
                              "lost_bytes": r.lost_bytes, "probes": r.probes,
-                             "wait_until": r.wait_until, "rto": r.loss.rto}
+                             "wait_until": r.wait_until, "pto": r.loss.pto_period}
         except AttributeError:  # another build's internals: the public figures suffice
             pass
     out["reliability"] = rel
