@@ -648,7 +648,9 @@ def run(args: argparse.Namespace) -> int:
             f"MB/s (ratio {ratio_tcp:.3f})")
 
     ok = not failures
-    print(f"G3s ({args.mib} MiB through the relay, goodput {args.goodput_mib} MiB, loop={loop}): "
+    sizes = ([] if args.skip_integrity else [f"{args.mib} MiB through the relay"]) + (
+        [] if args.skip_goodput else [f"goodput {args.goodput_mib} MiB"])
+    print(f"G3s ({', '.join(sizes)}, loop={loop}): "
           + "; ".join(summary) + (f"; failures: {'; '.join(failures)}" if failures else ""))
     if args.json:
         record = {
