@@ -55,6 +55,10 @@ class PacketStats:
         return f"PacketStats({fields})"
 
 
+_FRAME_OVERHEAD = 12  # a DGRAM frame's header and packet number
+_FLUSH_MAX = 16 * 1024  # on stream paths: flush at least every 16 KiB of packets
+
+
 class PacketConn(Endpoint):
     """One stable rendr connection of datagrams (see the module docstring).
 
@@ -65,6 +69,9 @@ class PacketConn(Endpoint):
         async for packet in pc:
             ...
     """
+
+    _batched = 0  # packet bytes queued since the last flush (see _flush)
+    _flush_at = 0  # ... and how many bring the next one
 
     @property
     def max_payload(self) -> int:
@@ -87,7 +94,7 @@ class PacketConn(Endpoint):
             if flow.state is State.CLOSED:
                 raise flow.error or ConnClosed("connection closed by peer")
             if flow.send_packet(payload, self._loop.time()):
-                self._driver.flush_soon()  # packets sent together share datagrams
+                self._flush(len(payload))
                 return
             self._driver.flush()
             await self._driver.wait_writable()
@@ -104,11 +111,26 @@ class PacketConn(Endpoint):
         flow = self._flow
         if flow.state is State.CLOSED:
             raise flow.error or ConnClosed("connection closed by peer")
-        if not flow.send_packet(data if type(data) is bytes else bytes(data),
-                                self._loop.time()):
+        payload = data if type(data) is bytes else bytes(data)
+        if not flow.send_packet(payload, self._loop.time()):
             return False
-        self._driver.flush_soon()
+        self._flush(len(payload))
         return True
+
+    def _flush(self, size: int) -> None:
+        """Packets sent in one loop iteration share datagrams: they go at its end, or
+        once a datagram's worth is queued, then two more, four more... (the first of a
+        burst does not wait for the last, and a long burst still costs few flushes)."""
+        driver = self._driver
+        if not driver.flush_pending:  # a new burst
+            self._batched = 0
+            self._flush_at = min(self._flow.max_payload, _FLUSH_MAX)
+        self._batched += size + _FRAME_OVERHEAD
+        if self._batched >= self._flush_at:
+            self._batched = 0
+            self._flush_at *= 2
+            driver.flush()
+        driver.flush_soon()
 
     async def recv(self) -> bytes:
         """Receive one packet (exactly one sent payload, possibly empty).

@@ -164,6 +164,11 @@ class NewReno:
         return max(self.cwnd - bytes_in_flight, 0)
 
 
+TIMER_SLACK: Final = 0.002
+"""Seconds of pacing the bucket can hold beyond ``burst`` (see ``Pacer._fill``):
+two ticks of a millisecond event-loop timer."""
+
+
 class Pacer:
     """A token bucket spreading the congestion window over an RTT (RFC 9002 7.7).
 
@@ -199,7 +204,11 @@ class Pacer:
     def _fill(self, now: float, rate: float) -> None:
         then = self._filled_at
         if then is not None and now > then:
-            self.tokens = min(self.tokens + (now - then) * rate, float(self.burst))
+            # the bucket holds at least what the rate makes in TIMER_SLACK: a timer of
+            # the event loop fires a millisecond late (uvloop ticks in ms), and a
+            # bucket smaller than that would cap the rate at burst per tick
+            cap = max(float(self.burst), rate * TIMER_SLACK)
+            self.tokens = min(self.tokens + (now - then) * rate, cap)
         if then is None or now > then:
             self._filled_at = now
 
