@@ -118,19 +118,23 @@ class PacketConn(Endpoint):
         return True
 
     def _flush(self, size: int) -> None:
-        """Packets sent in one loop iteration share datagrams: they go at its end, or
-        once a datagram's worth is queued, then two more, four more... (the first of a
-        burst does not wait for the last, and a long burst still costs few flushes)."""
+        """The first packet of a burst goes at once (a lone packet, an echo, waits for
+        nothing); the next ones share datagrams: they go once a datagram's worth is
+        queued, then two more, four more... and at the end of the loop iteration (the
+        first of a long burst does not wait for the last; a long burst costs few
+        flushes)."""
         driver = self._driver
         if not driver.flush_pending:  # a new burst
             self._batched = 0
             self._flush_at = min(self._flow.max_payload, _FLUSH_MAX)
+            driver.flush()
+            driver.flush_soon()  # marks the burst; flushes what follows at its end
+            return
         self._batched += size + _FRAME_OVERHEAD
         if self._batched >= self._flush_at:
             self._batched = 0
             self._flush_at *= 2
             driver.flush()
-        driver.flush_soon()
 
     async def recv(self) -> bytes:
         """Receive one packet (exactly one sent payload, possibly empty).
