@@ -202,11 +202,6 @@ class FlowDriver:
             self._timer = self.loop.call_at(fire, self._on_timer)
         self._timer_at = at
 
-    @property
-    def flush_pending(self) -> bool:
-        """A flush is scheduled for the end of this loop iteration."""
-        return self._soon is not None
-
     def flush_soon(self) -> None:
         """Flush at the end of this loop iteration (what the application queued
         meanwhile goes out together: many small packets share a datagram)."""

@@ -70,7 +70,8 @@ class PacketConn(Endpoint):
             ...
     """
 
-    _batched = 0  # packet bytes queued since the last flush (see _flush)
+    _in_burst = False  # packets were sent in this loop iteration (see _flush)
+    _batched = 0  # packet bytes queued since the last flush
     _flush_at = 0  # ... and how many bring the next one
 
     @property
@@ -124,17 +125,24 @@ class PacketConn(Endpoint):
         first of a long burst does not wait for the last; a long burst costs few
         flushes)."""
         driver = self._driver
-        if not driver.flush_pending:  # a new burst
+        if not self._in_burst:
+            self._in_burst = True
             self._batched = 0
             self._flush_at = min(self._flow.max_payload, _FLUSH_MAX)
             driver.flush()
-            driver.flush_soon()  # marks the burst; flushes what follows at its end
+            self._loop.call_soon(self._end_burst)
             return
         self._batched += size + _FRAME_OVERHEAD
         if self._batched >= self._flush_at:
             self._batched = 0
             self._flush_at *= 2
             driver.flush()
+
+    def _end_burst(self) -> None:
+        self._in_burst = False
+        if self._batched:  # what the burst queued since its last flush
+            self._batched = 0
+            self._driver.flush()
 
     async def recv(self) -> bytes:
         """Receive one packet (exactly one sent payload, possibly empty).
