@@ -202,12 +202,6 @@ class FlowDriver:
             self._timer = self.loop.call_at(fire, self._on_timer)
         self._timer_at = at
 
-    def flush_soon(self) -> None:
-        """Flush at the end of this loop iteration (what the application queued
-        meanwhile goes out together: many small packets share a datagram)."""
-        if self._soon is None:
-            self._soon = self.loop.call_soon(self._flush_soon)
-
     def _flush_soon(self) -> None:
         self._soon = None
         self.flush()
