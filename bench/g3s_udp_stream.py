@@ -365,18 +365,6 @@ HANDLERS: dict[str, tp.Handler] = {
 # ---------------------------------------------------------------------------- parent
 
 
-def udp_snmp() -> dict[str, int]:
-    """The host's ``Udp:`` counters from /proc/net/snmp (empty where unreadable)."""
-    try:
-        with open("/proc/net/snmp", encoding="ascii") as f:
-            rows = [line.split() for line in f if line.startswith("Udp:")]
-    except OSError:
-        return {}
-    if len(rows) < 2:
-        return {}
-    return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:], strict=False)}
-
-
 @dataclass
 class Transfer:
     """One stream transfer (rendr over udpflow or tcp), its two ends' reports."""
@@ -449,7 +437,7 @@ def stream_transfer(recv: tp.Worker, send: tp.Worker, transport: str, size: int,
                     relay: tp.Worker | None = None, relay_seed: int = 0,
                     faults: dict[str, float] | None = None, progress: float = 0.0) -> Transfer:
     """One transfer; with ``progress`` the receiver reports every that many s (printed)."""
-    before = udp_snmp()
+    before = runs.udp_snmp()
     t0 = time.perf_counter()
     ready = recv.call(cmd="stream_recv", transport=transport, verify=verify, seed=seed,
                       deadline=deadline, stall=stall, knobs=knobs, progress=progress)
@@ -471,7 +459,7 @@ def stream_transfer(recv: tp.Worker, send: tp.Worker, transport: str, size: int,
         if relay is not None:
             relay_stats = relay.call(cmd="relay_stop")["stats"]
     wall = time.perf_counter() - t0
-    after = udp_snmp()
+    after = runs.udp_snmp()
     drops = after.get("RcvbufErrors", 0) - before.get("RcvbufErrors", 0)
     loss = faults.get("loss") if faults else None
     return Transfer(transport, size, loss, seed, s, r, relay_stats, drops, wall)
@@ -500,12 +488,12 @@ class RawRun:
 
 
 def raw_run(recv: tp.Worker, send: tp.Worker, transport: str, duration: float) -> RawRun:
-    before = udp_snmp()
+    before = runs.udp_snmp()
     ready = recv.call(cmd="raw_recv", transport=transport)
     send.send(cmd="raw_send", transport=transport, addr=ready["addr"], duration=duration)
     s = send.recv()
     r = recv.recv()
-    after = udp_snmp()
+    after = runs.udp_snmp()
     return RawRun(transport, s, r, after.get("RcvbufErrors", 0) - before.get("RcvbufErrors", 0))
 
 

@@ -115,18 +115,6 @@ HANDLERS: dict[str, tp.Handler] = {"recv": h_recv, "send": h_send}
 # ---------------------------------------------------------------------------- parent side
 
 
-def udp_snmp() -> dict[str, int]:
-    """The host's ``Udp:`` counters from /proc/net/snmp (empty where unreadable)."""
-    try:
-        with open("/proc/net/snmp", encoding="ascii") as f:
-            rows = [line.split() for line in f if line.startswith("Udp:")]
-    except OSError:
-        return {}
-    if len(rows) < 2:
-        return {}
-    return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:], strict=False)}
-
-
 @dataclass
 class Run:
     transport: str
@@ -207,13 +195,13 @@ class Run:
 
 def one_run(recv: tp.Worker, send: tp.Worker, transport: str, mode: str,
             knobs: dict[str, Any], **params: Any) -> Run:
-    before = udp_snmp()
+    before = runs.udp_snmp()
     ready = recv.call(cmd="recv", transport=transport, knobs=knobs)
     send.send(cmd="send", transport=transport, mode=mode, addrs=ready["addrs"], knobs=knobs,
               **params)
     s = send.recv()
     r = recv.recv()
-    after = udp_snmp()
+    after = runs.udp_snmp()
     kernel = {k: after[k] - before.get(k, 0) for k in after}
     return Run(transport, mode, s, r, kernel)
 

@@ -37,6 +37,18 @@ TICK_S = 0.001  # paced sender: batch period
 PACED_MAX_BATCH_S = 0.002  # paced sender: most sent in one batch, in seconds of traffic
 
 
+def udp_snmp() -> dict[str, int]:
+    """The host's ``Udp:`` counters from /proc/net/snmp (empty where unreadable)."""
+    try:
+        with open("/proc/net/snmp", encoding="ascii") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+    except OSError:
+        return {}
+    if len(rows) < 2:
+        return {}
+    return {k: int(v) for k, v in zip(rows[0][1:], rows[1][1:], strict=False)}
+
+
 def percentile(sorted_xs: list[float], p: float) -> float:
     """Nearest-rank percentile of an ascending list (``nan`` when empty)."""
     if not sorted_xs:

@@ -51,6 +51,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "sender",
     "sendbuf",
     "types",
+    "window",
     "wire",
 )
 """The ``rendr.core`` submodules a compiled build compiles.

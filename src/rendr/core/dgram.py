@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .crypto import record_key
 from .records import EPOCH_RECORDS, TAG_LEN
+from .window import NEW, SeenWindow
 from .wire import HEADER
 
 __all__ = ["OVERHEAD", "REPLAY_WINDOW", "DatagramOpener", "DatagramSealer", "PlainPacker",
@@ -43,7 +44,6 @@ OVERHEAD: Final = 8 + TAG_LEN
 """Bytes a sealed datagram adds to its frames (packet number and tag)."""
 REPLAY_WINDOW: Final = 4096
 """Packet numbers remembered behind the highest one received (older ones are dropped)."""
-_MASK: Final = (1 << REPLAY_WINDOW) - 1
 _PN: Final = struct.Struct("!Q")
 _NONCE: Final = struct.Struct("!IQ")
 _EPOCH_SHIFT: Final = EPOCH_RECORDS.bit_length() - 1
@@ -176,14 +176,13 @@ class DatagramOpener:
         replays: datagrams dropped as repeats, or as older than the replay window.
     """
 
-    __slots__ = ("_encrypt", "_keys", "_path_id", "_seen", "_top", "failures", "replays")
+    __slots__ = ("_encrypt", "_keys", "_path_id", "_window", "failures", "replays")
 
     def __init__(self, key: bytes, path_id: int, encrypt: bool = True) -> None:
         self._keys = _Keys(key, path_id)
         self._path_id = path_id
         self._encrypt = encrypt
-        self._top = -1  # the highest packet number accepted
-        self._seen = 0  # bit i: number top - i was accepted
+        self._window = SeenWindow(REPLAY_WINDOW)  # the packet numbers accepted
         self.failures = 0
         self.replays = 0
 
@@ -195,12 +194,11 @@ class DatagramOpener:
             return []
         view = memoryview(datagram)
         (number,) = _PN.unpack_from(view, 0)
-        top = self._top
-        if number <= top:
-            back = top - number
-            if back >= REPLAY_WINDOW or (self._seen >> back) & 1:
-                self.replays += 1
-                return []
+        window = self._window
+        if window.check(number) != NEW:
+            self.replays += 1
+            return []
+        top = window.top
         epoch = number >> _EPOCH_SHIFT
         if top >= 0 and abs(epoch - (top >> _EPOCH_SHIFT)) > 1:
             self.failures += 1  # no honest sender jumps a whole epoch: not worth a key
@@ -217,10 +215,5 @@ class DatagramOpener:
         except InvalidTag:
             self.failures += 1
             return []
-        if number > top:
-            shift = number - top
-            self._seen = ((self._seen << shift) | 1) & _MASK if shift < REPLAY_WINDOW else 1
-            self._top = number
-        else:
-            self._seen |= 1 << (top - number)
+        window.mark(number)
         return [plain]

@@ -25,6 +25,7 @@ from typing import Final
 from ..errors import PacketTooLarge
 from .path import PathState
 from .paths import PathSet
+from .window import NEW, TOO_OLD, SeenWindow
 from .wire import DGRAM_HEADER, MAX_CONTROL_BODY, dgram_header
 
 __all__ = ["DEDUP_WINDOW", "MAX_PACKET", "PacketReceiver", "PacketSender", "max_payload",
@@ -35,7 +36,6 @@ DEDUP_WINDOW: Final = 4096
 MAX_PACKET: Final = MAX_CONTROL_BODY - 8
 """The largest payload on a stream carrier (a DGRAM frame is a control frame there)."""
 _FRAME_OVERHEAD: Final = DGRAM_HEADER.size
-_MASK: Final = (1 << DEDUP_WINDOW) - 1
 
 
 class PacketSender:
@@ -136,15 +136,14 @@ class PacketReceiver:
         overflow: packets dropped because the application did not read fast enough.
     """
 
-    __slots__ = ("_ready", "_seen", "_top", "dups", "max_bytes", "overflow", "ready_bytes",
+    __slots__ = ("_ready", "_window", "dups", "max_bytes", "overflow", "ready_bytes",
                  "received", "too_old")
 
     def __init__(self, max_bytes: int) -> None:
         self._ready: deque[bytes] = deque()
         self.max_bytes = max_bytes
         self.ready_bytes = 0
-        self._top = -1
-        self._seen = 0
+        self._window = SeenWindow(DEDUP_WINDOW)
         self.received = 0
         self.dups = 0
         self.too_old = 0
@@ -157,21 +156,15 @@ class PacketReceiver:
 
     def on_packet(self, number: int, payload: memoryview) -> bool:
         """One DGRAM frame arrived; True if its packet was queued for the application."""
-        top = self._top
-        if number > top:
-            shift = number - top
-            self._seen = ((self._seen << shift) | 1) & _MASK if shift < DEDUP_WINDOW else 1
-            self._top = number
-        else:
-            back = top - number
-            if back >= DEDUP_WINDOW:
+        window = self._window
+        seen = window.check(number)
+        if seen != NEW:
+            if seen == TOO_OLD:
                 self.too_old += 1
-                return False
-            bit = 1 << back
-            if self._seen & bit:
+            else:
                 self.dups += 1
-                return False
-            self._seen |= bit
+            return False
+        window.mark(number)
         n = len(payload)
         if self._ready and self.ready_bytes + n > self.max_bytes:
             self.overflow += 1
