@@ -188,9 +188,46 @@ def test_under_load_retry_costs_no_key_exchange_and_keeps_nothing(
     assert ok.ok and ok.flow is not None and exchanges == [1]
     flow = dialer.on_hello_ack(*_frame(ok.reply), 1, 0.1)
     assert flow.keys == ok.flow.keys
+    assert dialer.opened_by == 1  # the carrier of the re-sent HELLO is attached
     # the same cookie from another address is refused (another RETRY)
     lst.forget(FLOW)
     assert lst.decide(*_frame(again), 0.2, source="192.0.2.2").result == Result.RETRY
+
+
+def test_a_late_copy_of_the_first_hello_opens_the_flow_and_the_retry_gets_its_answer() -> None:
+    # Found by the 1000-flow udpflow test in CI: the first HELLO was answered RETRY
+    # (under load); a copy of it, re-sent by the carrier before the RETRY arrived,
+    # came when the load had passed and created the flow; the HELLO with the cookie
+    # then got that flow's stored answer, whose transcript is the FIRST HELLO's.  The
+    # dialer checked it against the second and refused a listener that was honest.
+    lst = _always_loaded()
+    dialer = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
+    first = dialer.hello(1)
+    retry = lst.decide(*_frame(first), 0.0, source="192.0.2.1")
+    assert retry.result == Result.RETRY
+    again = dialer.retry_hello(*_frame(retry.reply), 1)
+    assert again is not None
+    lst.handshake_done("x")  # the load passes
+    late = lst.decide(*_frame(first), 0.1, source="192.0.2.1")
+    assert late.ok and late.flow is not None
+    dup = lst.decide(*_frame(again), 0.1, source="192.0.2.1")
+    assert dup.result == Result.DUPLICATE_PATH and dup.reply
+    flow = dialer.on_hello_ack(*_frame(dup.reply), 1, 0.2)
+    assert flow.keys == late.flow.keys
+    # the listener attached the carrier of the late copy (which the dialer left) and
+    # closes this one: the dialer must not attach it but re-dial and JOIN
+    assert dialer.opened_by == 0
+
+
+def test_an_answer_to_no_hello_of_ours_is_refused() -> None:
+    lst = ListenerHandshake(FlowConfig())
+    other = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())  # same flow id, other keys
+    answer = lst.decide(*_frame(other.hello(1)), 0.0, source="192.0.2.1")
+    assert answer.ok
+    dialer = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
+    dialer.hello(1)
+    with pytest.raises(HandshakeError, match="could not prove"):
+        dialer.on_hello_ack(*_frame(answer.reply), 1, 0.1)
 
 
 def test_not_under_load_no_retry() -> None:

@@ -390,10 +390,13 @@ class DialerHandshake:
         self._ids = itertools.count(1)
         # the HELLOs in flight, by path id: their ephemeral key, the HELLO and its body
         # (dial() may send HELLO on several carriers; the first HELLO_ACK decides)
-        self._hellos: dict[int, tuple[X25519PrivateKey, Hello, bytes]] = {}
+        # per path: the ephemeral, the last HELLO, and the bodies of every HELLO sent
+        # (the first and its cookie re-send: the answer may be to either, see _keys_from)
+        self._hellos: dict[int, tuple[X25519PrivateKey, Hello, list[bytes]]] = {}
         self._retries = 0
         self.opened_by = 0
-        """The path id of the HELLO whose answer opened the flow (0: not open)."""
+        """The path id of the HELLO whose answer opened the flow over the carrier that
+        HELLO went on (0: not open, or the listener attached a carrier we left)."""
         self._join_nonces: dict[int, bytes] = {}
 
     def next_path_id(self) -> int:
@@ -421,7 +424,9 @@ class DialerHandshake:
         if self.psk:
             hello = dataclasses.replace(hello, auth=crypto.mac(
                 crypto.hello_key(self.psk), hello.encode_body()[:-AUTH_LEN]))
-        self._hellos[hello.path_id] = (eph, hello, hello.encode_body())
+        sent = self._hellos.get(hello.path_id)
+        bodies = sent[2] if sent is not None else []
+        self._hellos[hello.path_id] = (eph, hello, [*bodies, hello.encode_body()])
         return [PREFACE, hello.encode()]
 
     def retry_hello(self, ftype: int, body: bytes, path_id: int) -> list[bytes] | None:
@@ -481,8 +486,10 @@ class DialerHandshake:
         if ack.mode != self.mode:
             raise HandshakeError(f"listener granted mode {ack.mode}, we asked for "
                                  f"{int(self.mode)}")
-        keys = self._keys_from(ack, bytes(body), ack.path_id)
-        self.opened_by = ack.path_id
+        keys, latest = self._keys_from(ack, bytes(body), ack.path_id)
+        # an answer to an earlier HELLO of the path (before a RETRY) attached the
+        # carrier that HELLO went on, which we left: none of ours is attached
+        self.opened_by = ack.path_id if latest else 0
         cfg = self.config
         if ack.caps & CAP_BUDGET and ack.budget_ms:  # the agreed budget: never more than
             budget = min(ack.budget_ms / 1000, cfg.migration_budget)  # ours
@@ -494,8 +501,10 @@ class DialerHandshake:
                          records=bool(ack.key_flags & KEY_RECORDS), kind=self.kind)
         return self.flow
 
-    def _keys_from(self, ack: Hello, body: bytes, path_id: int) -> crypto.FlowKeys:
-        """The flow's keys, once the HELLO_ACK proved the listener derived them too.
+    def _keys_from(self, ack: Hello, body: bytes,
+                   path_id: int) -> tuple[crypto.FlowKeys, bool]:
+        """The flow's keys, once the HELLO_ACK proved the listener derived them too,
+        and whether it answers the path's latest HELLO (not one before a RETRY).
 
         Raises:
             HandshakeError: no key share, or its confirmation does not check out
@@ -504,7 +513,7 @@ class DialerHandshake:
         sent = self._hellos.get(path_id)
         if sent is None:
             raise HandshakeError(f"HELLO_ACK for path {path_id}, which sent no HELLO")
-        eph, _, hello_body = sent
+        eph, _, bodies = sent
         if not ack.caps & CAP_KEYS or len(ack.key_share) != 32:
             raise HandshakeError("HELLO_ACK without a key share")
         try:
@@ -512,13 +521,20 @@ class DialerHandshake:
             es = crypto.dh(eph, self.server_key) if self.server_key else None
         except ValueError as exc:
             raise HandshakeError(f"bad key share: {exc}") from None
-        transcript = crypto.transcript_hash(hello_body, body[:-AUTH_LEN])
-        keys = crypto.derive(ee, es, self.psk, transcript)
-        if not crypto.verify_mac(keys.confirm, ack.auth, b"hello-ack", transcript):
+        # The answer may be to the first HELLO although its cookie re-send came last:
+        # a late copy of the first can open the flow once the listener's load has
+        # passed, and the listener then gives the re-send that same stored answer.
+        # Both HELLOs are ours and carry our ephemeral; either transcript proves keys.
+        for hello_body in reversed(bodies):
+            transcript = crypto.transcript_hash(hello_body, body[:-AUTH_LEN])
+            keys = crypto.derive(ee, es, self.psk, transcript)
+            if crypto.verify_mac(keys.confirm, ack.auth, b"hello-ack", transcript):
+                break
+        else:
             raise HandshakeError("the listener could not prove the flow's keys (wrong psk "
                                  "or server key, or someone in the middle)")
         self._hellos.clear()  # forward secrecy: no ephemeral is needed any more
-        return keys
+        return keys, hello_body is bodies[-1]
 
     def join(self, path_id: int) -> list[bytes]:
         """The opening bytes of another carrier of the flow (a JOIN proving the keys).
