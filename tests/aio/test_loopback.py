@@ -365,12 +365,6 @@ async def test_version_mismatch_is_reported() -> None:
         await ln.close()
 
 
-async def test_unavailable_modes_raise_clearly() -> None:
-    for mode in (rendr.Mode.RACE, rendr.Mode.BOND):
-        with pytest.raises(rendr.ModeUnavailable, match="not available"):
-            await rendr.Dialer(mode=mode, paths=[rendr.PathSpec("tcp", "127.0.0.1:9")]).dial()
-
-
 async def test_async_for_and_listener_close() -> None:
     ln = await rendr.listen_tcp("127.0.0.1:0")
     port = ln.addrs[0][1]

@@ -6,9 +6,9 @@ import pytest
 
 from rendr.config import FlowConfig
 from rendr.core.lifecycle import TRANSITIONS, Lifecycle, ZombieGuard
-from rendr.core.scheduler import PrimeScheduler, make_scheduler
+from rendr.core.scheduler import BondScheduler, PrimeScheduler, RaceScheduler, make_scheduler
 from rendr.core.types import Mode, State
-from rendr.errors import ModeUnavailable, RendrError
+from rendr.errors import RendrError
 
 
 def test_every_state_has_a_row_and_closed_is_final() -> None:
@@ -96,6 +96,5 @@ def test_zombie_guard_progress_ends_the_outage() -> None:
 
 def test_scheduler_factory() -> None:
     assert isinstance(make_scheduler(Mode.PRIME, FlowConfig(), 0.0), PrimeScheduler)
-    for mode in (Mode.RACE, Mode.BOND):
-        with pytest.raises(ModeUnavailable):
-            make_scheduler(mode, FlowConfig(), 0.0)
+    assert isinstance(make_scheduler(Mode.RACE, FlowConfig(), 0.0), RaceScheduler)
+    assert isinstance(make_scheduler(Mode.BOND, FlowConfig(), 0.0), BondScheduler)

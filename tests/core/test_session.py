@@ -50,7 +50,7 @@ def test_hello_creates_a_flow_and_answers_ok() -> None:
 
 
 @pytest.mark.parametrize(("hello", "closed", "full", "result"), [
-    (_hello(mode=Mode.RACE), False, False, Result.BAD_MODE),
+    (_hello(mode=7), False, False, Result.BAD_MODE),  # no such mode
     (_hello(kind=Kind.PACKET + 1), False, False, Result.BAD_KIND),
     (_hello(), True, False, Result.BUSY),
     (_hello(), False, True, Result.BUSY),

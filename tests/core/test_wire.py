@@ -71,7 +71,7 @@ def test_code_points_are_pinned() -> None:
         "HELLO": 0x01, "HELLO_ACK": 0x02, "JOIN": 0x03, "JOIN_ACK": 0x04,
         "DATA": 0x10, "ACK": 0x11, "FIN": 0x12, "DGRAM": 0x13,
         "PING": 0x20, "PONG": 0x21,
-        "ACTIVATE": 0x30, "PATH_CLOSE": 0x31,
+        "ACTIVATE": 0x30, "PATH_CLOSE": 0x31, "MODE": 0x32,
         "CLOSE": 0x40,
     }
     assert all(t < EXTENSION_MIN for t in FrameType)

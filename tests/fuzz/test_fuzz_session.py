@@ -204,7 +204,7 @@ class Model:
             return Result.AUTH_FAILED
         if self.closed:
             return Result.BUSY
-        if hello.mode != Mode.PRIME:
+        if hello.mode not in (Mode.PRIME, Mode.RACE, Mode.BOND):
             return Result.BAD_MODE
         if hello.kind not in (Kind.STREAM, Kind.PACKET):
             return Result.BAD_KIND

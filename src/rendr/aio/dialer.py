@@ -27,7 +27,7 @@ from ..core.events import Event, EventKind
 from ..core.session import DialerHandshake
 from ..core.types import Mode, State
 from ..core.wire import Kind
-from ..errors import HandshakeError, ModeUnavailable, RendrError
+from ..errors import HandshakeError, RendrError
 from ..keys import check_authentication
 from ..spec import PathSpec
 from .conn import Conn
@@ -92,7 +92,6 @@ class Dialer:
         Other paths attach in the background as they connect.
 
         Raises:
-            ModeUnavailable: RACE or BOND.
             ValueError: no paths.
             HandshakeError, OSError: no path could be set up.
         """
@@ -112,8 +111,6 @@ class Dialer:
         return conn
 
     async def _dial(self, kind: Kind) -> Conn | PacketConn:
-        if self.mode is not Mode.PRIME:
-            raise ModeUnavailable(f"mode {self.mode} is not available yet (only prime)")
         if not self.paths:
             raise ValueError("Dialer has no paths")
         for spec in self.paths:

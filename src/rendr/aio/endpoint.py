@@ -9,10 +9,11 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
+from ..core.events import Event, EventKind
 from ..core.stats import ConnStats
 from ..core.types import Mode, Role, State
 from ..core.wire import CloseCode
-from ..errors import ConnClosed, ModeSwitchIllegal, ModeUnavailable
+from ..errors import ConnClosed, ModeSwitchIllegal
 from ..spec import PathSpec
 from .driver import EventCallback, FlowDriver
 from .events import EventStream
@@ -137,12 +138,44 @@ class Endpoint:
         self._driver.flush()
 
     async def set_mode(self, mode: Mode) -> None:
-        """Switch the flow's mode live (RACE and BOND are not available yet)."""
-        if mode is self._flow.mode:
+        """Switch the flow's mode live, in both directions: prime <-> race and prime
+        <-> bond.  Returns once the peer agreed and this end sends by ``mode``
+        (nothing is lost or duplicated on the way: receiving is the same in every
+        mode).  A no-op when already in ``mode``.
+
+        Raises:
+            ModeSwitchIllegal: race <-> bond (go through prime), another switch is
+                still in progress, or the peer refused (its own switch crossed ours).
+            ConnClosed: the connection is closed, or the flow ended meanwhile.
+        """
+        self._raise_if_unusable()
+        flow = self._flow
+        if not isinstance(mode, Mode):
+            mode = Mode(mode)
+        if mode is flow.mode and flow.modes.pending is None:
             return
-        if mode in (Mode.RACE, Mode.BOND):
-            raise ModeUnavailable(f"mode {mode} is not available yet")
-        raise ModeSwitchIllegal(f"cannot switch from {self._flow.mode} to {mode}")
+        wake: list[asyncio.Future[None]] = []
+
+        def on_event(event: Event) -> None:
+            if event.kind in (EventKind.MODE_CHANGE, EventKind.CLOSED):
+                for fut in wake:
+                    if not fut.done():
+                        fut.set_result(None)
+
+        self._driver.callbacks.append(on_event)
+        try:
+            flow.set_mode(mode, self._loop.time())
+            self._driver.flush()
+            while flow.modes.pending is not None and flow.state is not State.CLOSED:
+                fut = self._loop.create_future()
+                wake[:] = [fut]
+                await fut
+        finally:
+            self._driver.callbacks.remove(on_event)
+        if flow.state is State.CLOSED:
+            raise ConnClosed(f"the flow ended during the switch to {mode}")
+        if flow.modes.refused:
+            raise ModeSwitchIllegal(flow.modes.refused)
 
     @property
     def state(self) -> State:

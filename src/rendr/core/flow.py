@@ -25,20 +25,19 @@ from ..errors import (
     RendrError,
     ZombieFlow,
 )
-from .builder import fill_stream
 from .crypto import FlowKeys
 from .events import Event, EventKind
 from .inbound import Inbound
 from .lifecycle import Lifecycle
 from .memory import MemoryBudget
 from .migration import Migration
+from .modeswitch import ModeSwitch
 from .packets import PacketReceiver, PacketSender, max_payload, packet_stats
 from .path import PathState
 from .paths import PathSet
 from .receiver import StreamReceiver
 from .recovery import Recovery
 from .reliability import PathReliability, any_room, earliest, run_timers
-from .scheduler import Scheduler, make_scheduler
 from .sender import StreamSender
 from .stats import ConnStats, conn_stats
 from .types import Cause, Mode, Role, State
@@ -66,7 +65,7 @@ class Flow:
     Args:
         role: DIALER (decides the active path for both directions) or LISTENER.
         flow_id: the 16-byte flow id.
-        mode: the flow's mode (only PRIME is implemented).
+        mode: the flow's mode (PRIME, RACE or BOND; :meth:`set_mode` switches it).
         config: tuning knobs.
         now: current time.
         peer_window: the peer's initial receive window (from the handshake).
@@ -77,9 +76,6 @@ class Flow:
             plain frames (the engine alone, in tests and simulations).
         kind: a byte stream (``Kind.STREAM``) or the application's datagrams
             (``Kind.PACKET``: :meth:`send_packet` / :meth:`recv_packet`).
-
-    Raises:
-        ModeUnavailable: a mode without a scheduler yet.
     """
 
     def __init__(self, *, role: Role, flow_id: bytes, mode: Mode = Mode.PRIME,
@@ -97,7 +93,8 @@ class Flow:
             self._packets_out = PacketSender(cfg.packet_queue)
             self._packets_in = PacketReceiver(cfg.packet_queue)
         self.flow_id = flow_id
-        self.mode = mode
+        self.modes = ModeSwitch(mode, role, cfg, now)
+        """The flow's mode, its scheduler and switches in progress."""
         self.config = cfg
         self.created_at = now
         self._name = flow_id.hex()[:8]
@@ -108,7 +105,6 @@ class Flow:
         self._sender = StreamSender(cfg, peer_window, now)
         self._receiver = StreamReceiver(cfg, now, memory)
         self._recovery = Recovery()
-        self._scheduler: Scheduler = make_scheduler(mode, cfg, now)
         self._life = Lifecycle(self._name)
         if role is Role.LISTENER:  # accept() only once the dialer proved its keys
             self._life.unconfirmed = True
@@ -117,7 +113,7 @@ class Flow:
         self._events: deque[Event] = deque()
         self._migration = Migration(
             role=role, name=self._name, config=cfg, paths=self._paths, sender=self._sender,
-            receiver=self._receiver, recovery=self._recovery, scheduler=self._scheduler,
+            receiver=self._receiver, recovery=self._recovery, modes=self.modes,
             life=self._life, events=self._events, on_zombie=self._on_zombie)
         self._timer_at: float | None = None
         self.keys = keys
@@ -128,7 +124,7 @@ class Flow:
             recovery=self._recovery, migration=self._migration, life=self._life,
             packets=self._packets_in, reliable=self._reliable, emit=self._emit,
             abort=self._abort, finish=self._finish, check_close_done=self._check_close_done,
-            now=now)
+            modes=self.modes, now=now)
         self.undelivered_close: bytes | None = None
         """The CLOSE frame of an abort that found no path to carry it (the dialer
         delivers it later over a new carrier, so the listener need not wait out its
@@ -441,16 +437,16 @@ class Flow:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
             with_retx = self._recovery.hold_until is None  # the replay is not held
-            senders = self._scheduler.senders(self._paths, self._migration.active)
+            scheduler = self.modes.scheduler
+            senders = scheduler.senders(self._paths, self._migration.active)
             packets = self._packets_out
             if packets is not None and packets.pending and senders:
-                packets.fill(senders, self.config.write_burst)
+                scheduler.fill_packets(packets, senders, self.config.write_burst)
                 if packets.pending:  # the FIN goes after the last packet
                     senders = []
-            reliable = self._reliable
-            for path in senders:
-                fill_stream(path, self._sender, with_retx, self.config,
-                            reliable.get(path.id) if reliable else None, now)
+            if senders:
+                scheduler.fill(senders, self._sender, with_retx, self.config, self._reliable,
+                               now)
         out: list[tuple[int, list[Buffer]]] = []
         for path in self._paths.by_id.values():
             if path.outbox:
@@ -464,12 +460,12 @@ class Flow:
         """Whether more data could be written right now (flush again soon)."""
         if self._life.state is _CLOSED:
             return False
-        if not self._scheduler.senders(self._paths, self._migration.active):
+        senders = self.modes.scheduler.senders(self._paths, self._migration.active)
+        if not senders:
             return False
         if self._packets_out is not None and self._packets_out.pending:
             return True
-        if self._reliable and not any_room(
-                self._reliable, self._scheduler.senders(self._paths, self._migration.active)):
+        if self._reliable and not any_room(self._reliable, senders):
             return False  # window full or paced: an ACK or the timer resumes sending
         return self._sender.has_data(not self._recovery.held)
 
@@ -506,6 +502,9 @@ class Flow:
         t = self._paths.deadline()
         if t is not None and (at is None or t < at):
             at = t
+        t = self.modes.deadline()
+        if t is not None and (at is None or t < at):
+            at = t
         if self._reliable:
             at = earliest(self._reliable, at)
         self._timer_at = at
@@ -522,6 +521,7 @@ class Flow:
             self._paths.restart_waits(now)
         self._receiver.on_timer(now)
         self._recovery.on_timer(now)
+        self.modes.on_timer(self._paths, now)
         if self._reliable:
             run_timers(self._reliable, self._paths, now, self._sender)
         cfg = self.config
@@ -545,11 +545,32 @@ class Flow:
     # --------------------------------------------------------------- internal
 
     def _send_ack(self) -> None:
-        path = self._paths.ack_path(self._migration.active)
-        if path is not None:
-            path.outbox.append(self._receiver.build_ack())
+        paths = self.modes.scheduler.ack_paths(self._paths, self._migration.active)
+        if paths:
+            ack = self._receiver.build_ack()
+            for path in paths:
+                path.outbox.append(ack)
         else:
             self._receiver.ack_at = None  # add_path() asks for a fresh ACK
+
+    # ------------------------------------------------------------------ modes
+
+    @property
+    def mode(self) -> Mode:
+        """The mode this end sends by (both ends agree once a switch is answered)."""
+        return self.modes.mode
+
+    def set_mode(self, mode: Mode, now: float) -> None:
+        """Ask the peer to switch both directions to ``mode``; it takes effect here
+        when the peer answers (a MODE_CHANGE event; ``modes.pending`` until then,
+        ``modes.refused`` says why if the peer refused).
+
+        Raises:
+            ModeSwitchIllegal: race <-> bond, or a switch is still in progress.
+            RendrError: the flow is closed.
+        """
+        self._life.check_open()
+        self.modes.set_mode(mode, self._paths, now)
 
     def _check_close_done(self, now: float) -> None:
         # CLOSE(0) must be able to reach the peer (which may still wait for the ACK of

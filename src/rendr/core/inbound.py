@@ -19,6 +19,7 @@ from .events import EventKind
 from .framing import StreamDeframer
 from .lifecycle import Lifecycle
 from .migration import Migration
+from .modeswitch import ModeSwitch
 from .packetizer import DatagramDeframer
 from .packets import PacketReceiver
 from .path import PathState
@@ -55,6 +56,7 @@ _PONG: Final = int(FrameType.PONG)
 _ACTIVATE: Final = int(FrameType.ACTIVATE)
 _PATH_CLOSE: Final = int(FrameType.PATH_CLOSE)
 _CLOSE: Final = int(FrameType.CLOSE)
+_MODE: Final = int(FrameType.MODE)
 _CLOSED: Final = State.CLOSED
 _HANDSHAKE_FRAMES: Final = frozenset({int(FrameType.HELLO), int(FrameType.HELLO_ACK),
                                       int(FrameType.JOIN), int(FrameType.JOIN_ACK)})
@@ -81,7 +83,8 @@ class Inbound:
                  receiver: StreamReceiver, recovery: Recovery, migration: Migration,
                  life: Lifecycle, packets: PacketReceiver | None,
                  reliable: dict[int, PathReliability], emit: Emit,
-                 abort: Abort, finish: Finish, check_close_done: Check, now: float) -> None:
+                 abort: Abort, finish: Finish, check_close_done: Check, modes: ModeSwitch,
+                 now: float) -> None:
         self._name = name
         self._paths = paths
         self._sender = sender
@@ -95,6 +98,7 @@ class Inbound:
         self._abort = abort
         self._finish = finish
         self._check_close_done = check_close_done
+        self._modes = modes
         self.auth_failures = 0
         self.last_packet_at = now
 
@@ -196,6 +200,9 @@ class Inbound:
             self._migration.on_path_close(path, body, now)
         elif ftype == _CLOSE:
             self._handle_close(body, now)
+        elif ftype == _MODE:
+            if self._modes.receive(path, body, now):
+                self._emit_cb(EventKind.MODE_CHANGE, now, detail=self._modes.refused or "")
         elif ftype in _HANDSHAKE_FRAMES:
             raise ProtocolError("handshake frame on an attached path")
         elif ftype < EXTENSION_MIN:
@@ -223,7 +230,7 @@ class Inbound:
             active = self._paths.get(self._migration.active)
             sender.autotune(now, active.rtt.min_rtt if active is not None else None)
             self._migration.zombie.progress()
-            Recovery.on_cumulative_ack(self._paths, cum)
+            Recovery.on_cumulative_ack(self._paths, cum, now)
         for rel in self._reliable.values():  # datagram paths: loss and window
             rel.on_ack(cum, ranges, now, sender)
         if sender.fin_acked:

@@ -25,11 +25,11 @@ from ..config import FlowConfig
 from ..errors import LastPathError, ProtocolError, RendrError, ZombieFlow
 from .events import Event, EventKind
 from .lifecycle import Lifecycle, ZombieGuard
+from .modeswitch import ModeSwitch
 from .path import PathState
 from .paths import PathSet
 from .receiver import StreamReceiver
 from .recovery import Recovery
-from .scheduler import Scheduler
 from .sender import StreamSender
 from .types import Cause, PathStatus, Role
 from .wire import decode_activate, decode_path_close, encode_activate, encode_path_close
@@ -64,7 +64,7 @@ class Migration:
 
     def __init__(self, *, role: Role, name: str, config: FlowConfig, paths: PathSet,
                  sender: StreamSender, receiver: StreamReceiver, recovery: Recovery,
-                 scheduler: Scheduler, life: Lifecycle, events: deque[Event],
+                 modes: ModeSwitch, life: Lifecycle, events: deque[Event],
                  on_zombie: ZombieHandler) -> None:
         self.role = role
         self.name = name
@@ -73,7 +73,7 @@ class Migration:
         self.sender = sender
         self.receiver = receiver
         self.recovery = recovery
-        self.scheduler = scheduler
+        self.modes = modes
         self.life = life
         self.events = events
         self.on_zombie = on_zombie
@@ -233,7 +233,7 @@ class Migration:
         for path in suspects:
             self._suspected(path, now)
         if self.role is Role.DIALER:
-            better = self.scheduler.switch_to(paths, self.active, now)
+            better = self.modes.scheduler.switch_to(paths, self.active, now)
             if better is not None:
                 self.activate(better, QUALITY, now)
 
@@ -283,7 +283,7 @@ class Migration:
         old_path = self.paths.get(old)
         self.active = path_id
         self.had_active = True
-        self.scheduler.on_switch(now)
+        self.modes.scheduler.on_switch(now)
         if cause != FIRST:
             self.count += 1
             self.emit(EventKind.MIGRATION, now, old_path=old, new_path=path_id, cause=cause)

@@ -45,10 +45,12 @@ class PacketSender:
         max_bytes: the most payload bytes queued (``push`` refuses beyond it).
     """
 
-    __slots__ = ("_queue", "dropped", "max_bytes", "next_number", "queued_bytes", "sent")
+    __slots__ = ("_credit", "_queue", "dropped", "max_bytes", "next_number", "queued_bytes",
+                 "sent")
 
     def __init__(self, max_bytes: int) -> None:
         self._queue: deque[bytes] = deque()
+        self._credit: dict[int, float] = {}  # BOND's smooth weighted round robin
         self.max_bytes = max_bytes
         self.queued_bytes = 0
         self.next_number = 0
@@ -120,6 +122,47 @@ class PacketSender:
                     outbox.append(frames[i + 1])
                 else:
                     self.dropped += 1
+
+
+    def stripe(self, paths: list[PathState], budget: int) -> None:
+        """BOND: move queued packets, up to ``budget`` payload bytes, each into one
+        DGRAM frame on ONE path of ``paths``, shared in proportion to the paths'
+        weights (smooth weighted round robin: the path furthest behind its share
+        takes the next packet).  Packets carry no acknowledgement to measure a
+        path's rate by; ``PathSpec.weight`` says how to share."""
+        if not paths:
+            return
+        queue = self._queue
+        credit = self._credit
+        total = 0.0
+        for p in paths:
+            total += p.weight
+        taken = 0
+        number = self.next_number
+        while queue and taken < budget:
+            data = queue.popleft()
+            size = len(data)
+            taken += size
+            best: PathState | None = None
+            for p in paths:
+                c = credit.get(p.id, 0.0) + p.weight
+                credit[p.id] = c
+                limit = p.max_frame
+                if (limit is None or size + _FRAME_OVERHEAD <= limit) and (
+                        best is None or c > credit[best.id]):
+                    best = p
+            if best is None:
+                self.dropped += 1
+            else:
+                credit[best.id] -= total
+                best.outbox.append(dgram_header(number, size))
+                best.outbox.append(data)
+            number += 1
+        if len(credit) > 4 * len(paths):  # forget paths that left
+            self._credit = {p.id: credit.get(p.id, 0.0) for p in paths}
+        self.queued_bytes -= taken
+        self.sent += number - self.next_number
+        self.next_number = number
 
 
 class PacketReceiver:

@@ -6,6 +6,7 @@ from collections import deque
 from typing import Final
 
 from .crypto import FlowKeys
+from .delivery import DeliveryRate
 from .dgram import OVERHEAD, DatagramOpener, DatagramSealer, PlainPacker
 from .framing import StreamDeframer
 from .packetizer import DatagramDeframer
@@ -95,6 +96,9 @@ class PathState:
         self.deframer = deframer
         self.rtt = RttEstimator(rtt_window)
         self.inflight: deque[tuple[int, int]] = deque()
+        self.inflight_bytes = 0  # the sum of ``inflight``
+        self.weight = 1.0  # PathSpec.weight: BOND's hint for sharing packets
+        self.delivery = DeliveryRate(now)
         self.outbox: list[bytes | memoryview] = []
         self.blocked = False
         # authenticated records or datagrams (keyed flows); datagram paths of an

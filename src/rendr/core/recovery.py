@@ -35,21 +35,31 @@ class Recovery:
         self.hold_until: float | None = None
 
     @staticmethod
-    def on_sent(path: PathState, start: int, end: int, resend: bool) -> None:
-        """``[start, end)`` went out on ``path``."""
+    def on_sent(path: PathState, start: int, end: int, resend: bool, now: float) -> None:
+        """``[start, end)`` went out on ``path`` at ``now``."""
+        if not path.inflight:
+            path.delivery.idle(now)
         path.inflight.append((start, end))
+        path.inflight_bytes += end - start
         path.frames_sent += 1
         path.bytes_sent += end - start
         if resend:
             path.retransmits += end - start
 
     @staticmethod
-    def on_cumulative_ack(paths: PathSet, acked: int) -> None:
-        """Every byte below ``acked`` arrived: no path needs to remember it."""
+    def on_cumulative_ack(paths: PathSet, acked: int, now: float) -> None:
+        """Every byte below ``acked`` arrived: no path needs to remember it (each
+        path's delivery rate counts what it carried)."""
         for p in paths:
             inflight = p.inflight
+            if not inflight or inflight[0][1] > acked:
+                continue
+            done = 0
             while inflight and inflight[0][1] <= acked:
-                inflight.popleft()
+                s, e = inflight.popleft()
+                done += e - s
+            p.inflight_bytes -= done
+            p.delivery.on_delivered(done, now, p.rtt.min_rtt)
 
     @staticmethod
     def on_path_lost(path: PathState, sender: StreamSender) -> int:
@@ -59,6 +69,7 @@ class Recovery:
         for s, e in path.inflight:
             queued += sender.on_lost(s, e)
         path.inflight.clear()
+        path.inflight_bytes = 0
         if path.fin_sent:
             path.fin_sent = False
             sender.fin_lost()

@@ -1,35 +1,76 @@
-"""Schedulers: which path carries the next frame, and when the dialer should move.
+"""Schedulers: which paths carry what this end sends, and when the dialer should move.
 
-A :class:`Scheduler` is asked two things by the flow: which paths to fill with
-data now (:meth:`Scheduler.senders`), and, on the dialer, periodically, whether a
-better path should become the active one (:meth:`Scheduler.switch_to`).  Failover
-on a path's death is not the scheduler's business: the flow moves to
-:meth:`PathSet.best_alive` at once.
+A :class:`Scheduler` is asked which paths may take data now
+(:meth:`Scheduler.senders`) and then fills them (:meth:`Scheduler.fill` for the
+stream, :meth:`Scheduler.fill_packets` for a packet flow); it also names the paths
+an ACK goes on, and, on the dialer, periodically, whether a better path should
+become the active one (:meth:`Scheduler.switch_to`).  Failover on a path's death
+is not the scheduler's business: the flow moves to :meth:`PathSet.best_alive` at
+once.  Receiving is the same in every mode (the stream reassembles by offset and
+drops copies; packets are de-duplicated by number).
 
-:class:`PrimeScheduler` is PRIME mode: one active path carries everything; the
-dialer moves to a clearly better path when ``prime_switch`` is on.  RACE
-(every frame on every path) and BOND (frames striped over paths) plug in here.
+- :class:`PrimeScheduler` (PRIME): one active path carries everything; the dialer
+  moves to a clearly better path by score (RTT, jitter, loss).
+- :class:`RaceScheduler` (RACE): every frame, and every ACK, on every live path;
+  the first copy wins.
+- :class:`BondScheduler` (BOND): frames striped over the live paths, fastest
+  (lowest minimum RTT) first, each path up to its in-flight allowance from its
+  measured delivery rate (:mod:`.delivery`): min-RTT spill-over, so a slow path
+  takes only what the fast one cannot, and never more than about two of its own
+  bandwidth-delay products.
 """
 
 from __future__ import annotations
 
 import abc
+from typing import Final
 
 from ..config import FlowConfig
-from ..errors import ModeUnavailable
+from .builder import fill_race, fill_stream
+from .packets import PacketSender
 from .path import PathState
 from .paths import PathSet
+from .reliability import PathReliability
+from .sender import StreamSender
 from .types import Mode, PathStatus
 
-__all__ = ["PrimeScheduler", "Scheduler", "make_scheduler"]
+__all__ = ["BondScheduler", "PrimeScheduler", "RaceScheduler", "Scheduler", "make_scheduler"]
+
+Reliable = dict[int, PathReliability]
+
+STUCK_RATIO: Final = 4.0
+STUCK_FLOOR: Final = 0.2
+"""BOND skips a path whose minimum RTT is above ``STUCK_RATIO`` times the best
+path's and ``STUCK_FLOOR`` seconds more: what it would carry arrives so late that
+the receiver holds everything sent meanwhile on the fast path (counted:
+``BondScheduler.stuck_skips``)."""
 
 
 class Scheduler(abc.ABC):
-    """Chooses the paths data goes on."""
+    """Chooses the paths data goes on (see the module docstring)."""
+
+    mode: Mode = Mode.PRIME
 
     @abc.abstractmethod
     def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
         """The paths to fill with data now, in order (none blocked or down)."""
+
+    def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
+             config: FlowConfig, reliable: Reliable, now: float) -> None:
+        """Queue stream data (and the FIN) on ``senders``: each takes the next ranges."""
+        for path in senders:
+            fill_stream(path, sender, with_retx, config,
+                        reliable.get(path.id) if reliable else None, now)
+
+    def fill_packets(self, packets: PacketSender, senders: list[PathState],
+                     budget: int) -> None:
+        """Queue the application's packets on ``senders`` (every one gets a copy)."""
+        packets.fill(senders, budget)
+
+    def ack_paths(self, paths: PathSet, active: int | None) -> list[PathState]:
+        """The paths an ACK goes on: the active one (or the first live one)."""
+        path = paths.ack_path(active)
+        return [] if path is None else [path]
 
     def switch_to(self, paths: PathSet, active: int | None, now: float) -> int | None:
         """A path the dialer should make active now (None: stay)."""
@@ -37,6 +78,10 @@ class Scheduler(abc.ABC):
 
     def on_switch(self, now: float) -> None:  # noqa: B027 (optional hook)
         """The active path changed (for any reason) at ``now``."""
+
+
+def _usable(paths: PathSet) -> list[PathState]:
+    return [p for p in paths.by_id.values() if p.status is PathStatus.UP and not p.blocked]
 
 
 class PrimeScheduler(Scheduler):
@@ -58,6 +103,8 @@ class PrimeScheduler(Scheduler):
 
     def on_switch(self, now: float) -> None:
         self.last_switch_at = now
+
+    mode = Mode.PRIME
 
     def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
         path = paths.get(active)
@@ -93,12 +140,82 @@ class PrimeScheduler(Scheduler):
         return None
 
 
-def make_scheduler(mode: Mode, config: FlowConfig, now: float) -> Scheduler:
-    """The scheduler for ``mode``.
+class RaceScheduler(Scheduler):
+    """RACE: every frame on every live path that can take it now (a path that is
+    blocked or out of window misses frames; the others carry them), and every ACK
+    on every live path, so the return direction races too."""
 
-    Raises:
-        ModeUnavailable: a mode without a scheduler yet (RACE, BOND).
+    mode = Mode.RACE
+
+    def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
+        return _usable(paths)
+
+    def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
+             config: FlowConfig, reliable: Reliable, now: float) -> None:
+        fill_race(senders, sender, with_retx, config, reliable, now)
+
+    def ack_paths(self, paths: PathSet, active: int | None) -> list[PathState]:
+        return paths.alive()
+
+
+class BondScheduler(Scheduler):
+    """BOND: stripe over the live paths by measured delivery rate (min-RTT
+    spill-over; see the module docstring).
+
+    Attributes:
+        stuck_skips: times a path was left out for an RTT far above the best one's.
     """
-    if mode is Mode.PRIME:
-        return PrimeScheduler(config, now)
-    raise ModeUnavailable(f"mode {mode} is not available yet (only prime)")
+
+    mode = Mode.BOND
+
+    def __init__(self, config: FlowConfig) -> None:
+        self.config = config
+        self.stuck_skips = 0
+        self._stuck: set[int] = set()  # the paths being skipped now
+
+    def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
+        usable = _usable(paths)
+        if len(usable) > 1:
+            usable.sort(key=_min_rtt)
+            best = _min_rtt(usable[0])
+            kept = []
+            for p in usable:
+                r = _min_rtt(p)
+                if r > STUCK_RATIO * best and r - best > STUCK_FLOOR:
+                    if p.id not in self._stuck:  # count each time a path starts being skipped
+                        self._stuck.add(p.id)
+                        self.stuck_skips += 1
+                    continue
+                self._stuck.discard(p.id)
+                kept.append(p)
+            usable = kept
+        delay = self.config.ack_delay
+        return [p for p in usable
+                if p.inflight_bytes < p.delivery.allowance(p.rtt.min_rtt, delay)]
+
+    def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
+             config: FlowConfig, reliable: Reliable, now: float) -> None:
+        delay = config.ack_delay
+        for path in senders:
+            room = path.delivery.allowance(path.rtt.min_rtt, delay) - path.inflight_bytes
+            if room > 0:
+                fill_stream(path, sender, with_retx, config,
+                            reliable.get(path.id) if reliable else None, now, room)
+
+    def fill_packets(self, packets: PacketSender, senders: list[PathState],
+                     budget: int) -> None:
+        packets.stripe(senders, budget)
+
+
+def _min_rtt(path: PathState) -> float:
+    r = path.rtt.recent_min()
+    return 1e9 if r is None else r
+
+
+def make_scheduler(mode: Mode, config: FlowConfig, now: float) -> Scheduler:
+    """The scheduler for ``mode``."""
+    if mode is Mode.RACE:
+        return RaceScheduler()
+    if mode is Mode.BOND:
+        return BondScheduler(config)
+    return PrimeScheduler(config, now)

@@ -202,7 +202,7 @@ class ListenerHandshake:
             result = Result.AUTH_FAILED
         elif self.closed:
             result = Result.BUSY
-        elif hello.mode != Mode.PRIME:
+        elif hello.mode not in (Mode.PRIME, Mode.RACE, Mode.BOND):
             result = Result.BAD_MODE
         elif hello.kind not in (Kind.STREAM, Kind.PACKET):
             result = Result.BAD_KIND

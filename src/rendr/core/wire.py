@@ -30,6 +30,8 @@ __all__ = [
     "MAX_ACK_RANGES",
     "MAX_BODY",
     "MAX_CONTROL_BODY",
+    "MODE_ACK",
+    "MODE_REFUSED",
     "PREFACE",
     "VERSION",
     "CloseCode",
@@ -40,8 +42,10 @@ __all__ = [
     "Kind",
     "Result",
     "decode_ack",
+    "decode_mode",
     "encode_ack",
     "encode_frame",
+    "encode_mode",
     "parse_preface",
 ]
 
@@ -72,6 +76,7 @@ class FrameType(enum.IntEnum):
     PONG = 0x21
     ACTIVATE = 0x30
     PATH_CLOSE = 0x31
+    MODE = 0x32
     CLOSE = 0x40
 
 
@@ -420,6 +425,34 @@ def decode_activate(body: bytes | memoryview) -> tuple[int, int, int, int]:
         return path_id, epoch, dead_path, 0
     path_id, epoch, dead_path, suspect_path = _ACTIVATE_SUSPECT.unpack_from(body, 0)
     return path_id, epoch, dead_path, suspect_path
+
+
+_MODE: Final = struct.Struct("!IBB")
+
+MODE_ACK: Final = 0x01
+"""MODE flag: an answer (the mode now in force at the sender of the answer)."""
+MODE_REFUSED: Final = 0x02
+"""MODE flag, with :data:`MODE_ACK`: the request was refused (an illegal switch, or
+it crossed the dialer's own request); the mode named is the one kept."""
+
+
+def encode_mode(seq: int, mode: int, flags: int = 0) -> bytes:
+    """MODE: a request to switch the flow's mode (``flags`` 0), numbered ``seq`` by
+    its sender, or the answer to request ``seq`` (:data:`MODE_ACK`, maybe
+    :data:`MODE_REFUSED`)."""
+    return encode_frame(FrameType.MODE, _MODE.pack(seq, mode, flags))
+
+
+def decode_mode(body: bytes | memoryview) -> tuple[int, int, int]:
+    """Decode a MODE body into (seq, mode, flags).
+
+    Raises:
+        ProtocolError: too short.
+    """
+    if len(body) < _MODE.size:
+        raise ProtocolError("short MODE")
+    seq, mode, flags = _MODE.unpack_from(body, 0)
+    return int(seq), int(mode), int(flags)
 
 
 def encode_path_close(path_id: int) -> bytes:

@@ -1,0 +1,70 @@
+"""How fast each path delivers: the measure BOND stripes by.
+
+Every byte a path carried is counted when the peer's cumulative ACK covers it
+(:meth:`DeliveryRate.on_delivered`).  Samples of at least :data:`MIN_INTERVAL`
+(and at least one RTT) give a rate; the rate kept is the largest of the last
+:data:`SAMPLES` samples (BBR's windowed maximum: a path is rarely kept busy all
+the time, and an idle spell must not make it look slow).
+
+:meth:`DeliveryRate.allowance` turns it into the bytes a path may have in flight:
+``GAIN`` times rate x (minimum RTT + the peer's ACK delay), never below
+:data:`MIN_ALLOWANCE`.  With no sample yet a path starts at
+:data:`START_ALLOWANCE`; since a path can deliver at most its allowance per RTT,
+the allowance at most doubles (``GAIN``) per RTT until the path is full, and a
+slow path never holds more than about two of its own bandwidth-delay products:
+what the receiver must hold back to reorder stays small.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+__all__ = ["DeliveryRate"]
+
+MIN_INTERVAL: Final = 0.02
+SAMPLES: Final = 8
+GAIN: Final = 2.0
+MIN_ALLOWANCE: Final = 64 * 1024
+START_ALLOWANCE: Final = 256 * 1024
+
+
+class DeliveryRate:
+    """The delivery rate of one path (bytes per second) and its in-flight allowance.
+
+    Attributes:
+        delivered: bytes this path carried that the peer acknowledged.
+        rate: the windowed-maximum delivery rate (0.0: no sample yet).
+    """
+
+    __slots__ = ("_d0", "_samples", "_t0", "delivered", "rate")
+
+    def __init__(self, now: float) -> None:
+        self.delivered = 0
+        self.rate = 0.0
+        self._samples: deque[float] = deque(maxlen=SAMPLES)
+        self._t0 = now
+        self._d0 = 0
+
+    def on_delivered(self, nbytes: int, now: float, rtt: float | None) -> None:
+        """``nbytes`` sent on this path were acknowledged at ``now``."""
+        self.delivered += nbytes
+        elapsed = now - self._t0
+        if elapsed < MIN_INTERVAL or (rtt is not None and elapsed < rtt):
+            return
+        self._samples.append((self.delivered - self._d0) / elapsed)
+        self._t0 = now
+        self._d0 = self.delivered
+        self.rate = max(self._samples)
+
+    def idle(self, now: float) -> None:
+        """Nothing of this path is in flight: restart the sample interval (time with
+        nothing to deliver says nothing of the path's speed)."""
+        self._t0 = now
+        self._d0 = self.delivered
+
+    def allowance(self, min_rtt: float | None, ack_delay: float) -> int:
+        """The bytes this path may have in flight now."""
+        if not self.rate or min_rtt is None:
+            return START_ALLOWANCE
+        return max(MIN_ALLOWANCE, int(GAIN * self.rate * (min_rtt + 2 * ack_delay)))
