@@ -16,11 +16,19 @@ class PathSpec:
             :func:`rendr.register_transport` / ``Dialer(transports=...)``).
         address: where to connect, ``"host:port"`` or ``"[v6]:port"``.
         options: free-form options for custom transports.
+        weight: BOND's hint for sharing this end's *packets* among paths (in
+            proportion to the weights; packets carry no acknowledgement to measure a
+            path by).  Streams are shared by each path's measured delivery rate.
     """
 
     transport: str
     address: str
     options: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    weight: float = field(default=1.0, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ValueError(f"PathSpec.weight must be positive, not {self.weight!r}")
 
 
 @dataclass(frozen=True)

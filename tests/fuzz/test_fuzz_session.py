@@ -346,7 +346,7 @@ def test_hello_join_sequences(config: FlowConfig, steps: list[RawStep], psk: byt
                 _check_hello_ack(hs, model, hello, body, _private(key_n), decision, ack)
                 flow = decision.flow
                 assert flow is not None and hs.flows[fid] is flow
-                assert flow.flow_id == fid and flow.mode is Mode.PRIME
+                assert flow.flow_id == fid and flow.mode is Mode(hello.mode)
                 assert ack.recv_window == flow.advertised_window > 0
                 assert abs(flow.config.migration_budget * 1000 - agreed) < 1e-6
                 flow.add_path(path_id, now=now)  # the aio listener attaches the carrier

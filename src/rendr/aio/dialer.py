@@ -331,6 +331,7 @@ class DialSession:
         else:
             self.driver.attach(hello.path_id, hello.carrier, collector)
             hello.slot.path_id = hello.path_id
+            self._weigh(hello.path_id, hello.slot.spec)
         hello.slot.task = self.loop.create_task(self._supervise(hello.slot, None))
 
     async def _join(self, carrier: Carrier, fatal_if_unknown: bool = True) -> int:
@@ -351,6 +352,12 @@ class DialSession:
             raise HandshakeError("flow closed")
         driver.attach(path_id, carrier, collector)
         return path_id
+
+    def _weigh(self, path_id: int, spec: PathSpec) -> None:
+        assert self.driver is not None
+        path = self.driver.flow.find_path(path_id)
+        if path is not None:
+            path.weight = spec.weight
 
     def redial_delay(self, backoff: float) -> float:
         """``backoff`` with ``redial_jitter`` of it random (the dialer's ``rng``)."""
@@ -389,6 +396,7 @@ class DialSession:
                     carrier.close()
                     return
                 slot.path_id = await self._join(carrier)
+                self._weigh(slot.path_id, slot.spec)
                 backoff = cfg.redial_backoff
                 logger.info("flow %s: path %d attached over %s %s", self.flow_id.hex()[:8],
                             slot.path_id, slot.spec.transport, slot.spec.address)
@@ -422,6 +430,7 @@ class DialSession:
             raise
         slot = _Slot(spec)
         slot.path_id = path_id
+        self._weigh(path_id, spec)
         slot.task = self.loop.create_task(self._supervise(slot, None))
         self.slots.append(slot)
         return path_id

@@ -57,45 +57,35 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
 def fill_race(paths: list[PathState], sender: StreamSender, with_retx: bool,
               config: FlowConfig, reliable: dict[int, PathReliability],
               now: float) -> None:
-    """RACE: queue every DATA range (and the FIN) on every path of ``paths`` that can
-    take it now: each path up to ``write_burst`` and, on a datagram path, its
-    congestion window and pacer; a path out of room misses the rest of this round
-    (the others carry it).  Frames fit the smallest datagram among the paths."""
-    budgets: list[int] = []
-    max_frame = config.max_frame
+    """RACE: every path carries the whole stream, each at its own pace.  A path first
+    catches up from where it stopped (``PathState.race_next``) to what the others
+    already sent, skipping what the peer acknowledged meanwhile; once level, it takes
+    new ranges (which the others then catch up on).  A blocked or slow path never
+    holds the others back, and every byte still goes on every path that can carry it
+    in time: the first copy wins at the receiver."""
     for path in paths:
-        budget = config.write_burst
         rel = reliable.get(path.id) if reliable else None
+        budget = config.write_burst
         if rel is not None:
             budget = min(budget, rel.budget(now))
-        budgets.append(budget)
+        if budget <= 0:
+            continue
+        max_frame = config.max_frame
         if path.max_frame is not None:
             max_frame = min(max_frame, path.max_frame - DATA_HEADER.size)
-    while sender.has_data(with_retx):
-        most = max(budgets, default=0)
-        if most <= 0:
-            break
-        s, e, resend = sender.next_range(max_frame if max_frame < most else most, with_retx)
-        if s == e:
-            break
-        header = data_header(s, e - s)
-        views = sender.view(s, e)
-        for i, path in enumerate(paths):
-            if budgets[i] <= 0:
-                continue
-            path.outbox.append(header)
-            path.outbox.extend(views)
-            Recovery.on_sent(path, s, e, resend, now)
-            rel = reliable.get(path.id) if reliable else None
+        s = max(path.race_next, sender.acked)
+        end = sender.next_new
+        outbox = path.outbox
+        while budget > 0 and s < end:
+            e = min(s + min(max_frame, budget), end)
+            outbox.append(data_header(s, e - s))
+            outbox.extend(sender.view(s, e))
+            Recovery.on_sent(path, s, e, False, now)
             if rel is not None:
-                rel.on_sent(s, e, now, resend)
-            budgets[i] -= e - s
-    if paths and sender.fin_pending and sender.fin_ready():
-        fin = encode_u64(FrameType.FIN, sender.eof_offset or 0)
-        for path in paths:
-            path.outbox.append(fin)
-            path.fin_sent = True
-            rel = reliable.get(path.id) if reliable else None
-            if rel is not None:
-                rel.on_fin_sent(now)
-        sender.fin_pending = False
+                rel.on_sent(s, e, now, False)
+            budget -= e - s
+            s = e
+        path.race_next = s
+        if s >= end and budget > 0:  # level with the others: new ranges (and the FIN)
+            fill_stream(path, sender, with_retx, config, rel, now, budget)
+            path.race_next = sender.next_new

@@ -22,8 +22,8 @@ from typing import Final
 
 __all__ = ["DeliveryRate"]
 
-MIN_INTERVAL: Final = 0.02
-SAMPLES: Final = 8
+MIN_INTERVAL: Final = 0.05
+SAMPLES: Final = 4
 GAIN: Final = 2.0
 MIN_ALLOWANCE: Final = 64 * 1024
 START_ALLOWANCE: Final = 256 * 1024
@@ -50,7 +50,7 @@ class DeliveryRate:
         """``nbytes`` sent on this path were acknowledged at ``now``."""
         self.delivered += nbytes
         elapsed = now - self._t0
-        if elapsed < MIN_INTERVAL or (rtt is not None and elapsed < rtt):
+        if elapsed < MIN_INTERVAL or (rtt is not None and elapsed < 2 * rtt):
             return
         self._samples.append((self.delivered - self._d0) / elapsed)
         self._t0 = now

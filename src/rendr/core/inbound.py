@@ -226,11 +226,13 @@ class Inbound:
         if flags & ACK_PROBE:
             self._receiver.ack_needed = True
         sender = self._sender
-        if sender.on_ack(cum, max_offset, ranges, bool(flags & ACK_FIN)):
+        progressed = sender.on_ack(cum, max_offset, ranges, bool(flags & ACK_FIN))
+        if progressed:
             active = self._paths.get(self._migration.active)
             sender.autotune(now, active.rtt.min_rtt if active is not None else None)
             self._migration.zombie.progress()
-            Recovery.on_cumulative_ack(self._paths, cum, now)
+        if progressed or ranges:
+            Recovery.on_acked(self._paths, cum, ranges, now)
         for rel in self._reliable.values():  # datagram paths: loss and window
             rel.on_ack(cum, ranges, now, sender)
         if sender.fin_acked:

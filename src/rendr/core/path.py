@@ -26,6 +26,12 @@ answered, so a flood of them costs the most."""
 MAX_PINGS_OUTSTANDING: Final = 16
 """PINGs remembered per path; an answer to an older one yields no RTT sample."""
 
+LOSS_WEIGHT: Final = 0.5
+"""Seconds of RTT one unit of PING loss is worth in a path's score: a path losing
+10 % of PINGs ranks like one 50 ms slower."""
+LOSS_GAIN: Final = 1 / 8
+"""The weight of each PING's outcome in the loss estimate (an EWMA)."""
+
 # RFC 6298, 2.3
 K_ALPHA: Final = 1 / 8
 K_BETA: Final = 1 / 4
@@ -97,7 +103,9 @@ class PathState:
         self.rtt = RttEstimator(rtt_window)
         self.inflight: deque[tuple[int, int]] = deque()
         self.inflight_bytes = 0  # the sum of ``inflight``
+        self.sacked = 0  # bytes of ``inflight`` the peer acknowledged selectively
         self.weight = 1.0  # PathSpec.weight: BOND's hint for sharing packets
+        self.race_next = 0  # RACE: the stream offset this path sends next
         self.delivery = DeliveryRate(now)
         self.outbox: list[bytes | memoryview] = []
         self.blocked = False
@@ -116,6 +124,7 @@ class PathState:
         self.last_recv_at = now
         self.next_ping_at = now
         self.unanswered_since: float | None = None
+        self.ping_loss = 0.0  # the fraction of PINGs never answered (an EWMA)
         self.suspect = False  # unanswered for its suspect time; see FlowConfig
         self.fin_sent = False
         self.bytes_sent = 0
@@ -169,17 +178,32 @@ class PathState:
                 for _ in range(i + 1):
                     pings.popleft()
                 self.rtt.update(now - sent_at, now)
+                # the older PINGs were never answered: lost (on a datagram path), or
+                # skipped by a peer too busy to answer each (a congested stream)
+                loss = self.ping_loss
+                for _ in range(i):
+                    loss += LOSS_GAIN * (1.0 - loss)
+                self.ping_loss = loss * (1.0 - LOSS_GAIN)
                 return True
         return False
 
+    def quality(self) -> float | None:
+        """Lower is better: the recent minimum RTT, plus jitter (RTT variation), plus
+        :data:`LOSS_WEIGHT` per unit of PING loss, all measured by rendr itself
+        (never from the application's traffic).  None before any RTT sample."""
+        r = self.rtt.recent_min()
+        if r is None:
+            return None
+        return r + self.rtt.rttvar + LOSS_WEIGHT * self.ping_loss
+
     def score(self) -> float:
-        """Lower is better: smoothed RTT plus jitter (unknown RTT ranks after known
-        ones, suspect paths last)."""
+        """Lower is better: smoothed RTT plus jitter plus loss (see :meth:`quality`;
+        unknown RTT ranks after known ones, suspect paths last)."""
         srtt = self.rtt.srtt
         penalty = 1e12 if self.suspect else 0.0
         if srtt is None:
             return penalty + 1e9 + self.id
-        return penalty + srtt + self.rtt.rttvar
+        return penalty + srtt + self.rtt.rttvar + LOSS_WEIGHT * self.ping_loss
 
     def stats(self, now: float) -> PathStats:
         """A snapshot of the path's counters."""

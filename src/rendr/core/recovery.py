@@ -15,11 +15,34 @@ Per-path loss detection for datagram carriers (UDP, later) belongs here too.
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections import deque
+
 from .path import PathState
 from .paths import PathSet
 from .sender import StreamSender
 
 __all__ = ["Recovery"]
+
+
+def _covered(inflight: deque[tuple[int, int]], ranges: list[tuple[int, int]]) -> int:
+    """Bytes of the ``inflight`` ranges that lie within ``ranges`` (sorted)."""
+    starts = [s for s, _ in ranges]
+    total = 0
+    for s, e in inflight:
+        i = bisect_right(starts, s) - 1
+        if i < 0:
+            i = 0
+        while i < len(ranges):
+            rs, re = ranges[i]
+            if rs >= e:
+                break
+            lo = s if s > rs else rs
+            hi = e if e < re else re
+            if hi > lo:
+                total += hi - lo
+            i += 1
+    return total
 
 _HOLD_MIN = 0.01
 _HOLD_MAX = 0.25
@@ -47,19 +70,29 @@ class Recovery:
             path.retransmits += end - start
 
     @staticmethod
-    def on_cumulative_ack(paths: PathSet, acked: int, now: float) -> None:
-        """Every byte below ``acked`` arrived: no path needs to remember it (each
-        path's delivery rate counts what it carried)."""
+    def on_acked(paths: PathSet, acked: int, ranges: list[tuple[int, int]],
+               now: float) -> None:
+        """The peer has every byte below ``acked`` (no path needs to remember them)
+        and the selectively acknowledged ``ranges`` (sorted, above ``acked``).  Each
+        path counts what it carried that arrived (``PathState.sacked`` and its
+        delivery rate), so BOND knows what each path really has in flight even while
+        another path's slower bytes hold the cumulative ACK back."""
         for p in paths:
             inflight = p.inflight
-            if not inflight or inflight[0][1] > acked:
+            if not inflight:
+                if p.sacked:
+                    p.sacked = 0
                 continue
             done = 0
             while inflight and inflight[0][1] <= acked:
                 s, e = inflight.popleft()
                 done += e - s
             p.inflight_bytes -= done
-            p.delivery.on_delivered(done, now, p.rtt.min_rtt)
+            sacked = _covered(inflight, ranges) if ranges and inflight else 0
+            gained = done + sacked - p.sacked
+            p.sacked = sacked
+            if gained > 0:
+                p.delivery.on_delivered(gained, now, p.rtt.min_rtt)
 
     @staticmethod
     def on_path_lost(path: PathState, sender: StreamSender) -> int:
@@ -70,6 +103,7 @@ class Recovery:
             queued += sender.on_lost(s, e)
         path.inflight.clear()
         path.inflight_bytes = 0
+        path.sacked = 0
         if path.fin_sent:
             path.fin_sent = False
             sender.fin_lost()

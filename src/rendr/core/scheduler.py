@@ -87,10 +87,12 @@ def _usable(paths: PathSet) -> list[PathState]:
 class PrimeScheduler(Scheduler):
     """PRIME: everything on the active path.
 
-    With ``config.prime_switch``, the dialer moves to another live path whose recent
-    minimum RTT beats the active one's by ``prime_hysteresis`` (a fraction) and by at
-    least ``prime_floor`` seconds, for ``prime_dwell`` seconds in a row, at most once
-    per ``prime_cooldown``.
+    With ``config.prime_switch``, the dialer moves to another live path whose quality
+    (:meth:`PathState.quality`: recent minimum RTT plus jitter plus PING loss) beats
+    the active one's by ``prime_hysteresis`` (a fraction) and by at least
+    ``prime_floor`` seconds, for ``prime_dwell`` seconds in a row, at most once per
+    ``prime_cooldown``: this is also how it fails back to a better path that
+    recovered.
     """
 
     __slots__ = ("_challenger", "_challenger_since", "config", "last_switch_at")
@@ -117,17 +119,17 @@ class PrimeScheduler(Scheduler):
         if not cfg.prime_switch:
             return None
         current_path = paths.get(active)
-        current = (current_path.rtt.recent_min()
+        current = (current_path.quality()
                    if current_path is not None and current_path.alive else None)
         best: PathState | None = None
-        best_rtt = 0.0
+        best_q = 0.0
         for p in paths:
-            r = p.rtt.recent_min()
-            if (p.alive and not p.suspect and p is not current_path and r is not None
-                    and (best is None or r < best_rtt)):
-                best, best_rtt = p, r
-        if (current is None or best is None or best_rtt > current * (1 - cfg.prime_hysteresis)
-                or current - best_rtt < cfg.prime_floor):
+            q = p.quality()
+            if (p.alive and not p.suspect and p is not current_path and q is not None
+                    and (best is None or q < best_q)):
+                best, best_q = p, q
+        if (current is None or best is None or best_q > current * (1 - cfg.prime_hysteresis)
+                or current - best_q < cfg.prime_floor):
             self._challenger = None
             return None
         if self._challenger != best.id:
@@ -191,13 +193,14 @@ class BondScheduler(Scheduler):
             usable = kept
         delay = self.config.ack_delay
         return [p for p in usable
-                if p.inflight_bytes < p.delivery.allowance(p.rtt.min_rtt, delay)]
+                if p.inflight_bytes - p.sacked < p.delivery.allowance(p.rtt.min_rtt, delay)]
 
     def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
              config: FlowConfig, reliable: Reliable, now: float) -> None:
         delay = config.ack_delay
         for path in senders:
-            room = path.delivery.allowance(path.rtt.min_rtt, delay) - path.inflight_bytes
+            room = (path.delivery.allowance(path.rtt.min_rtt, delay)
+                    - (path.inflight_bytes - path.sacked))
             if room > 0:
                 fill_stream(path, sender, with_retx, config,
                             reliable.get(path.id) if reliable else None, now, room)

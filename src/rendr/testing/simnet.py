@@ -36,7 +36,7 @@ from typing import TypeVar
 from ..config import FlowConfig
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
-from ..core.types import Cause, Role, State
+from ..core.types import Cause, Mode, Role, State
 from ..errors import RendrError
 
 __all__ = ["Side", "Sim", "SimError", "SimPath"]
@@ -106,6 +106,7 @@ class Sim:
         listener_config: the listener's config.
         seed: seeds :attr:`rng` (jitter; tests may draw from it too).
         flow_id: the flow id of both engines.
+        mode: both engines' mode (as agreed in the handshake).
         spin_poll: if ``handle_timer(now)`` leaves ``get_timer() <= now`` (a real driver
             would busy-loop): None raises :class:`SimError`; a number re-runs that timer
             every ``spin_poll`` virtual seconds and counts it in :attr:`timer_spins`.
@@ -118,16 +119,17 @@ class Sim:
 
     def __init__(self, config: FlowConfig | None = None, *,
                  listener_config: FlowConfig | None = None, seed: int = 0,
-                 flow_id: bytes = b"F" * 16, spin_poll: float | None = None) -> None:
+                 flow_id: bytes = b"F" * 16, spin_poll: float | None = None,
+                 mode: Mode = Mode.PRIME) -> None:
         dcfg = config or FlowConfig()
         lcfg = listener_config or dcfg
         self.now = 0.0
         self.rng = random.Random(seed)
         self.flows = (
             Flow(role=Role.DIALER, flow_id=flow_id, config=dcfg, now=0.0,
-                 peer_window=lcfg.recv_window),
+                 peer_window=lcfg.recv_window, mode=mode),
             Flow(role=Role.LISTENER, flow_id=flow_id, config=lcfg, now=0.0,
-                 peer_window=dcfg.recv_window),
+                 peer_window=dcfg.recv_window, mode=mode),
         )
         self.paths: dict[int, SimPath] = {}
         self.events: tuple[list[Event], list[Event]] = ([], [])
