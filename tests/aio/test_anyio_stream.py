@@ -130,6 +130,33 @@ async def test_aclose_makes_the_stream_closed(pair: Pair) -> None:
     await server.aclose()
 
 
+async def test_aclose_wakes_a_blocked_send(pair: Pair) -> None:
+    """A send() held back by a full send buffer (the peer acknowledges nothing) ends
+    with ClosedResourceError as soon as another task closes the stream."""
+    client = rendr.anyio_stream(pair.client)
+    for relay in pair.relays:
+        relay.blackhole()
+    chunk = bytes(MIB)
+
+    async def flood() -> None:
+        while True:
+            await client.send(chunk)
+
+    sending = asyncio.ensure_future(flood())
+    await asyncio.sleep(0.3)
+    assert not sending.done()  # blocked by backpressure
+    closing = asyncio.ensure_future(client.aclose())
+    with anyio.fail_after(0.5), pytest.raises(anyio.ClosedResourceError):
+        await sending
+    for relay in pair.relays:
+        relay.forward()
+    closing.cancel()  # (the rest of the buffer is not needed: abort)
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert pair.client.is_closed
+    # (the server end is aborted by the fixture: the blackholes broke its paths)
+
+
 async def test_a_failed_flow_is_a_broken_resource(pair: Pair) -> None:
     """The peer aborts: receive() first returns what arrived, then raises
     BrokenResourceError caused by ConnAborted; send() raises it too."""

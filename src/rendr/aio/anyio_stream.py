@@ -19,7 +19,8 @@ anyio's terms:
 - ``receive()`` returns 1..``max_bytes`` bytes, and raises :class:`anyio.EndOfStream`
   after the peer's clean close (or ``send_eof``) and all its data;
 - :class:`anyio.ClosedResourceError` after this side's ``aclose()`` (also in a task
-  that was waiting in ``receive()`` when another task closed the stream), and for a
+  that was waiting in ``receive()`` or ``send()`` when another task closed the stream),
+  and for a
   ``send()`` after ``send_eof()``;
 - :class:`anyio.BrokenResourceError` when the flow failed (its cause is the rendr
   error: :class:`~rendr.ConnAborted`, :class:`~rendr.MigrationBudgetExceeded`,
@@ -161,16 +162,17 @@ class ConnByteStream(ByteStream):
 
     async def aclose(self) -> None:
         """Close gracefully: deliver everything sent, then end the flow (bounded by the
-        flow's ``linger``).  A task waiting in ``receive()`` gets
+        flow's ``linger``).  A task waiting in ``receive()`` or ``send()`` gets
         :class:`anyio.ClosedResourceError`.  If the close is cancelled the flow is aborted
         instead (the peer sees :class:`~rendr.ConnAborted`).  Idempotent."""
         if self._closed:
             return
         self._closed = True
         conn = self._conn
-        # conn.close() marks the Conn closed before its first await; a reader parked in
-        # Conn.read re-checks that once woken and raises ConnClosed (ClosedResourceError)
-        asyncio.get_running_loop().call_soon(self._wake_reader)
+        # conn.close() marks the Conn closed before its first await; a reader or writer
+        # parked in the Conn re-checks that once woken and raises ConnClosed (which
+        # receive() and send() turn into ClosedResourceError)
+        asyncio.get_running_loop().call_soon(self._wake_waiters)
         try:
             await conn.close()
         except asyncio.CancelledError:
@@ -180,13 +182,14 @@ class ConnByteStream(ByteStream):
         except RendrError as exc:  # the flow had failed already: nothing to deliver
             logger.debug("aclose() of %r after the flow ended: %s", conn, exc)
 
-    def _wake_reader(self) -> None:
-        # TODO(rendr.aio.conn): a public "wake my reader" on Conn.close() would avoid
-        # reaching into the driver; until then a pending read would wait for the flow's
-        # end (up to ``linger``) before seeing the close.
-        waiter = getattr(self._conn._driver, "read_waiter", None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+    def _wake_waiters(self) -> None:
+        # TODO(rendr.aio.conn): Conn.close() waking its own parked reader and writer would
+        # avoid reaching into the driver; without it they wait for the flow's end (up to
+        # ``linger``) before seeing the close.
+        driver = self._conn._driver
+        for waiter in (driver.read_waiter, driver.write_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     # ------------------------------------------------------------- attributes
 
