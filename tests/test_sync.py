@@ -85,3 +85,42 @@ def test_timeouts_nonblocking_and_makefile() -> None:
         client.close()
         server.close()
         ln.close()
+
+
+def test_short_timeouts_lose_no_bytes() -> None:
+    """recv() with a timeout shorter than the gaps between the peer's writes (the way
+    paramiko polls): every byte arrives, none dropped by a read that completed just as
+    its timeout expired."""
+    n = 5000
+    with rendr.sync.listen_tcp("127.0.0.1:0") as ln:
+        host, port = ln.addrs[0]
+        client = rendr.sync.dial([rendr.PathSpec("tcp", f"{host}:{port}")])
+        server, _ = ln.accept(timeout=10)
+
+        def send() -> None:
+            for i in range(n):
+                client.sendall(bytes([i % 251]))
+                if i % 20 == 0:
+                    time.sleep(0.002)
+            client.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        server.settimeout(0.0005)
+        got = bytearray()
+        timeouts = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                data = server.recv(1)
+            except TimeoutError:
+                timeouts += 1
+                continue
+            if not data:
+                break
+            got += data
+        sender.join(5)
+        assert timeouts > 0  # the race was exercised
+        assert bytes(got) == bytes(i % 251 for i in range(n))
+        client.close()
+        server.close()

@@ -6,6 +6,8 @@ without the application seeing a reset, an exception, EOF or a zero-length read.
 See the README for a quick start.
 """
 
+from typing import TYPE_CHECKING
+
 from ._native import is_compiled as _is_compiled
 from ._version import __version__
 from .admin import AdminConn, AdminPacketConn
@@ -52,8 +54,22 @@ from .errors import (
 from .keys import generate_server_key, server_public_key
 from .spec import ListenSpec, PathSpec
 
+if TYPE_CHECKING:
+    from .aio.anyio_stream import ConnByteStream
+
 __compiled__: bool = _is_compiled()
 """Whether the engine (``rendr.core``) that runs is the mypyc-compiled build."""
+
+
+
+def anyio_stream(conn: Conn) -> "ConnByteStream":
+    """``conn`` as an :class:`anyio.abc.ByteStream` (for anyio's TLS, buffered and text
+    streams); needs the optional ``anyio`` package (``pip install rendr[anyio]``).  See
+    :mod:`rendr.aio.anyio_stream`."""
+    from .aio.anyio_stream import anyio_stream as wrap
+
+    return wrap(conn)
+
 
 __all__ = [
     "AdminConn",
@@ -89,6 +105,7 @@ __all__ = [
     "ZombieFlow",
     "__compiled__",
     "__version__",
+    "anyio_stream",
     "create_connection",
     "create_datagram_endpoint",
     "create_server",

@@ -64,13 +64,22 @@ class _LoopThread:
 
 def _call(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
     """Run ``coro`` on the background loop and wait (at most ``timeout`` seconds: then
-    it is cancelled and TimeoutError raised)."""
+    it is cancelled and TimeoutError raised).
+
+    The timeout runs on the loop (``asyncio.wait_for``), not in the calling thread: a
+    read that completes just as the timeout expires is returned, never dropped (the
+    calling thread cancelling a finished read would lose its bytes, which a protocol
+    polling with short timeouts, as paramiko does, eventually hits)."""
     loop = _LoopThread.get()
-    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    if timeout is None:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
     try:
-        return future.result(timeout)
-    except TimeoutError:
-        future.cancel()
+        return asyncio.run_coroutine_threadsafe(bounded(), loop).result()
+    except (TimeoutError, asyncio.TimeoutError):
         raise TimeoutError("timed out") from None
 
 
