@@ -104,6 +104,7 @@ def test_bond_skips_a_stuck_path() -> None:
     assert bonded <= 1.1 * alone, (bonded, alone)
     scheduler = sim.dialer.modes.scheduler
     assert isinstance(scheduler, BondScheduler) and scheduler.stuck_skips >= 1
+    assert sim.dialer.stats(sim.now).bond_stuck_skips == scheduler.stuck_skips
 
 
 def test_bond_resends_a_dead_paths_data_on_the_survivor() -> None:
@@ -148,6 +149,7 @@ def test_switches_under_load_both_directions_byte_exact() -> None:
     assert modes == [(m, m) for _, _, m in plan]  # both ends agreed, every time
     for side in Side:
         assert sim.flows[side].modes.switches == len(plan)
+        assert sim.flows[side].stats(sim.now).mode_switches == len(plan)
         assert len(sim.events_of(side, EventKind.MODE_CHANGE)) >= len(plan)
     assert_no_errors(sim)
 

@@ -27,7 +27,7 @@ from ..config import FlowConfig
 from ..errors import ModeSwitchIllegal, ProtocolError
 from .path import PathState
 from .paths import PathSet
-from .scheduler import Scheduler, make_scheduler
+from .scheduler import BondScheduler, Scheduler, make_scheduler
 from .types import Mode, Role
 from .wire import MODE_ACK, MODE_REFUSED, decode_mode, encode_mode
 
@@ -54,14 +54,15 @@ class ModeSwitch:
         switches: switches that took effect at this end.
     """
 
-    __slots__ = ("_last_peer_seq", "_resend_at", "_seq", "config", "mode", "pending",
-                 "refused", "role", "scheduler", "switches")
+    __slots__ = ("_last_peer_seq", "_old_skips", "_resend_at", "_seq", "config", "mode",
+                 "pending", "refused", "role", "scheduler", "switches")
 
     def __init__(self, mode: Mode, role: Role, config: FlowConfig, now: float) -> None:
         self.mode = mode
         self.role = role
         self.config = config
         self.scheduler: Scheduler = make_scheduler(mode, config, now)
+        self._old_skips = 0  # stuck-path skips of BOND schedulers switched away from
         self.pending: Mode | None = None
         self.refused: str | None = None
         """Why the latest request was refused (None: not refused)."""
@@ -101,8 +102,15 @@ class ModeSwitch:
         if answer is not None:
             path.outbox.append(answer)
         if changed:
+            self._old_skips = self.bond_stuck_skips
             self.scheduler = make_scheduler(self.mode, self.config, now)
         return changed or bool(flags & MODE_ACK and self.pending is None)
+
+    @property
+    def bond_stuck_skips(self) -> int:
+        """Times BOND left a path out for an RTT far above the best one's."""
+        sched = self.scheduler
+        return self._old_skips + (sched.stuck_skips if isinstance(sched, BondScheduler) else 0)
 
     def request(self, mode: Mode, now: float) -> bytes | None:
         """Ask the peer to switch to ``mode``: the MODE frame to send on every live

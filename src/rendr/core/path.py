@@ -218,5 +218,5 @@ class PathState:
             down_cause=self.down_cause, suspect=self.suspect,
             dropped=(self.opener.failures + self.opener.replays
                      if isinstance(self.opener, DatagramOpener) else 0),
-            mtu=self.mtu,
+            mtu=self.mtu, ping_loss=self.ping_loss,
         )

@@ -37,6 +37,8 @@ class PathStats:
         dropped: datagrams dropped unopened (failed authentication, replayed, or older
             than the replay window; a datagram path only).
         mtu: the largest datagram of a datagram path (None on a stream carrier).
+        ping_loss: the fraction of this end's PINGs never answered (a moving average;
+            part of the path's score in PRIME).
     """
 
     id: int
@@ -56,6 +58,7 @@ class PathStats:
     suspect: bool = False
     dropped: int = 0
     mtu: int | None = None
+    ping_loss: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,9 @@ class ConnStats:
         paths: every path the flow ever had, in id order.
         recv_queue_hwm: the most bytes ever held in the reorder buffer.
         recv_dups: received pieces that carried already-received bytes.
-        bond_stuck_skips: bond-mode stuck-path skips (always 0 until bond exists).
+        bond_stuck_skips: times BOND left a path out for an RTT far above the best
+            path's (its bytes would have held the receiver back).
+        mode_switches: mode switches that took effect (see ``set_mode``).
         migration_count: active-path changes after the first.
         created_at: engine time the flow was created.
         bytes_written / bytes_read: application bytes accepted / delivered.
@@ -83,6 +88,7 @@ class ConnStats:
     recv_queue_hwm: int = 0
     recv_dups: int = 0
     bond_stuck_skips: int = 0
+    mode_switches: int = 0
     migration_count: int = 0
     created_at: float = 0.0
     bytes_written: int = 0
@@ -96,7 +102,8 @@ def conn_stats(flow: Flow, known: Iterable[PathState], now: float) -> ConnStats:
     return ConnStats(
         flow_id=flow.flow_id, state=flow.state, mode=flow.mode, active_path=flow.active,
         paths=[p.stats(now) for p in sorted(known, key=lambda p: p.id)],
-        recv_queue_hwm=flow.recv_queue_hwm, recv_dups=flow.recv_dups, bond_stuck_skips=0,
+        recv_queue_hwm=flow.recv_queue_hwm, recv_dups=flow.recv_dups,
+        bond_stuck_skips=flow.modes.bond_stuck_skips, mode_switches=flow.modes.switches,
         migration_count=flow.migration_count, created_at=flow.created_at,
         bytes_written=flow.bytes_written, bytes_read=flow.bytes_read,
         unacked_bytes=flow.unacked,
