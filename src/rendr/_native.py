@@ -29,6 +29,7 @@ __all__ = ["ENGINE_MODULES", "SOURCES_RECORD", "guard", "is_compiled", "stale_mo
 ENGINE_MODULES: tuple[str, ...] = (
     "builder",
     "congestion",
+    "delivery",
     "dgram",
     "flow",
     "framing",
@@ -38,6 +39,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "loss",
     "memory",
     "migration",
+    "modeswitch",
     "packetizer",
     "packets",
     "path",
