@@ -2,8 +2,9 @@
 
 Hypothesis draws paths (1-3, random delays and rates), a payload (up to 3 MiB, one
 way, plus a smaller one back) written in random chunks at random times, and a
-schedule of kills, blackholes, unblackholes, explicit migrations and re-dialed
-paths.  If after the schedule no usable path is left, most examples re-dial one
+schedule of kills, blackholes, unblackholes, explicit migrations, re-dialed
+paths and live mode switches (from either end), starting in any mode.
+If after the schedule no usable path is left, most examples re-dial one
 before the migration budget runs out.  Checked:
 
 * no exception escapes the engines;
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 import rendr
 from rendr.config import FlowConfig
 from rendr.core.events import EventKind
-from rendr.core.types import State
+from rendr.core.types import Mode, State
 from rendr.testing.simnet import Side, Sim, SimPath
 
 D, L = Side.DIALER, Side.LISTENER
@@ -43,7 +44,7 @@ rates = st.sampled_from([None, 4e6, 20e6, 100e6])
 @dataclass(frozen=True)
 class Fault:
     at: float
-    kind: str  # kill | blackhole | unblackhole | migrate | add
+    kind: str  # kill | blackhole | unblackhole | migrate | add | switch
     target: int  # index into the paths existing at that time
     delay: float
     rate: float | None
@@ -54,7 +55,7 @@ faults = st.builds(
     Fault,
     at=st.floats(0.0, FAULT_END),
     kind=st.sampled_from(["kill", "kill", "kill", "blackhole", "blackhole", "unblackhole",
-                          "migrate", "add"]),
+                          "migrate", "add", "switch"]),
     target=st.integers(0, 5),
     delay=delays,
     rate=rates,
@@ -73,6 +74,7 @@ class Scenario:
     rescue: bool
     rescue_after: float
     gentle: bool  # only migrations, unblackholes and new paths: no bytes lost
+    mode: Mode
 
 
 scenarios = st.builds(
@@ -87,6 +89,7 @@ scenarios = st.builds(
     rescue=st.integers(0, 9).map(lambda i: i < 8),  # re-dial in ~80% of doomed schedules
     rescue_after=st.floats(0.0, 0.8 * BUDGET),
     gentle=st.integers(0, 3).map(lambda i: i == 0),
+    mode=st.sampled_from([Mode.PRIME, Mode.PRIME, Mode.RACE, Mode.BOND]),
 )
 
 
@@ -137,6 +140,14 @@ def apply(sim: Sim, f: Fault, sc: Scenario, losses: list[str]) -> None:
     elif f.kind == "unblackhole":
         if path.blackholed:
             sim.unblackhole(pid)
+    elif f.kind == "switch":
+        side = f.near
+        flow = sim.flows[side]
+        if both_open(sim) and flow.modes.pending is None:
+            # legal moves only: to PRIME from the others, from PRIME to RACE or BOND
+            to = (Mode.PRIME if flow.mode is not Mode.PRIME
+                  else (Mode.RACE if f.target % 2 else Mode.BOND))
+            sim.call(side, lambda fl, now: fl.set_mode(to, now))
     elif f.kind == "migrate":
         dp = sim.dialer.paths.get(pid)  # a dead path leaves the engine's table
         if sim.dialer.state is not State.CLOSED and dp is not None and dp.alive:
@@ -162,7 +173,7 @@ def digest(b: bytes | bytearray) -> str:
 @given(sc=scenarios)
 def test_random_fault_schedules(sc: Scenario) -> None:
     cfg = FlowConfig(migration_budget=BUDGET, zombie_max_migrations=0)
-    sim = Sim(cfg, seed=sc.seed)  # a spinning engine timer raises SimError
+    sim = Sim(cfg, seed=sc.seed, mode=sc.mode)  # a spinning engine timer raises SimError
     rng = random.Random(sc.seed)
     for delay, rate, mss, jitter in sc.paths:
         sim.add_path(delay, rate=rate, mss=mss, jitter=jitter)
@@ -216,7 +227,10 @@ def test_random_fault_schedules(sc: Scenario) -> None:
         len(sim.received[L]), len(up), len(sim.received[D]), len(back))
     assert digest(sim.received[L]) == digest(up)
     assert digest(sim.received[D]) == digest(back)
-    if not losses:  # only migrations and new paths: nothing may be sent twice
+    switches = sum(f.kind == "switch" for f in sc.faults)
+    event(f"mode {sc.mode}{', switched' if switches else ''}")
+    if not losses and sc.mode is not Mode.RACE and not switches:
+        # only migrations and new paths (no race): nothing may be sent twice
         assert sim.dialer.recv_dups == 0 and sim.listener.recv_dups == 0
     for side in Side:
         assert not sim.events_of(side, EventKind.CLOSED)

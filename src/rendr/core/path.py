@@ -81,7 +81,7 @@ class PathState:
     """Everything the engine knows about one path.
 
     ``inflight`` lists the ``(start, end)`` stream ranges sent on this path and not
-    yet known to be acknowledged, in send order; on the path's death the
+    yet known to be acknowledged, in offset order; on the path's death the
     unacknowledged ones are re-sent elsewhere.
     """
 

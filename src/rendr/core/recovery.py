@@ -2,7 +2,7 @@
 
 A stream carrier (TCP) delivers every byte in order or dies, so nothing is lost
 on a live path; bytes are lost only with a path.  Each path records the ranges
-it carried (``PathState.inflight``, in send order) until the peer's cumulative
+it carried (``PathState.inflight``, in offset order) until the peer's cumulative
 ACK covers them.  :meth:`Recovery.on_path_lost` hands the uncovered ones back to
 the :class:`StreamSender` (minus what the peer acknowledged selectively).
 
@@ -15,7 +15,7 @@ Per-path loss detection for datagram carriers (UDP, later) belongs here too.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import deque
 
 from .path import PathState
@@ -60,9 +60,16 @@ class Recovery:
     @staticmethod
     def on_sent(path: PathState, start: int, end: int, resend: bool, now: float) -> None:
         """``[start, end)`` went out on ``path`` at ``now``."""
-        if not path.inflight:
+        inflight = path.inflight
+        if not inflight:
             path.delivery.idle(now)
-        path.inflight.append((start, end))
+            inflight.append((start, end))
+        elif start >= inflight[-1][0]:
+            inflight.append((start, end))
+        else:  # a re-send below what the path carried since: keep the ranges in offset
+            # order, so the cumulative ACK releases them from the front (in send order
+            # an old range would sit behind newer ones, counted in flight for ever)
+            inflight.insert(bisect_left(inflight, (start, end)), (start, end))
         path.inflight_bytes += end - start
         path.frames_sent += 1
         path.bytes_sent += end - start
