@@ -37,7 +37,7 @@ class DeliveryRate:
         rate: the windowed-maximum delivery rate (0.0: no sample yet).
     """
 
-    __slots__ = ("_d0", "_samples", "_t0", "delivered", "rate")
+    __slots__ = ("_d0", "_last_at", "_samples", "_t0", "delivered", "rate")
 
     def __init__(self, now: float) -> None:
         self.delivered = 0
@@ -45,10 +45,12 @@ class DeliveryRate:
         self._samples: deque[float] = deque(maxlen=SAMPLES)
         self._t0 = now
         self._d0 = 0
+        self._last_at = now  # when bytes were last delivered
 
     def on_delivered(self, nbytes: int, now: float, rtt: float | None) -> None:
         """``nbytes`` sent on this path were acknowledged at ``now``."""
         self.delivered += nbytes
+        self._last_at = now
         elapsed = now - self._t0
         if elapsed < MIN_INTERVAL or (rtt is not None and elapsed < 2 * rtt):
             return
@@ -58,10 +60,12 @@ class DeliveryRate:
         self.rate = max(self._samples)
 
     def idle(self, now: float) -> None:
-        """Nothing of this path is in flight: restart the sample interval (time with
-        nothing to deliver says nothing of the path's speed)."""
-        self._t0 = now
-        self._d0 = self.delivered
+        """Data goes out on this path with nothing of it in flight: if the path was
+        idle for a while (not merely waiting for the ACK that emptied it), restart
+        the sample interval (time with nothing to deliver says nothing of its speed)."""
+        if now - self._last_at > MIN_INTERVAL:
+            self._t0 = now
+            self._d0 = self.delivered
 
     def allowance(self, min_rtt: float | None, ack_delay: float) -> int:
         """The bytes this path may have in flight now."""
