@@ -519,3 +519,24 @@ async def test_custom_transport_factory_with_streams() -> None:
 
 
 _ = TcpRelay  # re-exported helper used by the fixtures
+
+
+async def test_close_wakes_a_reader_and_writer_parked_in_the_same_conn() -> None:
+    ln = await rendr.listen_tcp("127.0.0.1:0", recv_window=128 * 1024, max_frame=64 * 1024)
+    try:
+        conn = await rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{ln.addrs[0][1]}")],
+                                  linger=5.0).dial()
+        server = await asyncio.wait_for(ln.accept(), 5)
+        reader = asyncio.ensure_future(conn.read(10))
+        writer = asyncio.ensure_future(conn.write(bytes(16 << 20)))  # the peer never reads
+        await asyncio.sleep(0.1)
+        assert not reader.done() and not writer.done()
+        closing = asyncio.ensure_future(conn.close())  # lingers: the peer's window is full
+        for parked in (reader, writer):
+            with pytest.raises(rendr.ConnClosed):
+                await asyncio.wait_for(parked, 1)  # at once, not after the 5 s linger
+        assert not closing.done()
+        server.abort()
+        await asyncio.wait_for(closing, 5)
+    finally:
+        await ln.close()

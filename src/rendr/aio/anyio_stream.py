@@ -169,10 +169,8 @@ class ConnByteStream(ByteStream):
             return
         self._closed = True
         conn = self._conn
-        # conn.close() marks the Conn closed before its first await; a reader or writer
-        # parked in the Conn re-checks that once woken and raises ConnClosed (which
-        # receive() and send() turn into ClosedResourceError)
-        asyncio.get_running_loop().call_soon(self._wake_waiters)
+        # conn.close() marks the Conn closed and wakes a reader or writer parked in it,
+        # which raises ConnClosed (receive() and send() turn it into ClosedResourceError)
         try:
             await conn.close()
         except asyncio.CancelledError:
@@ -181,15 +179,6 @@ class ConnByteStream(ByteStream):
             raise
         except RendrError as exc:  # the flow had failed already: nothing to deliver
             logger.debug("aclose() of %r after the flow ended: %s", conn, exc)
-
-    def _wake_waiters(self) -> None:
-        # TODO(rendr.aio.conn): Conn.close() waking its own parked reader and writer would
-        # avoid reaching into the driver; without it they wait for the flow's end (up to
-        # ``linger``) before seeing the close.
-        driver = self._conn._driver
-        for waiter in (driver.read_waiter, driver.write_waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
 
     # ------------------------------------------------------------- attributes
 

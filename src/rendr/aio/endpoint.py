@@ -45,6 +45,7 @@ class Endpoint:
             self._local_closed = True
             self._flow.close(self._loop.time())
             self._driver.flush()
+            self._wake_parked()
         await asyncio.shield(self._driver.closed)
         self._driver.stop()
 
@@ -53,7 +54,16 @@ class Endpoint:
         self._local_closed = True
         self._flow.abort(self._loop.time(), code, reason)
         self._driver.flush()
+        self._wake_parked()
         self._driver.stop()
+
+    def _wake_parked(self) -> None:
+        """A task parked in read/write/recv/send of this connection re-checks it now
+        (and raises :class:`~rendr.ConnClosed`), instead of waiting for the flow's end."""
+        driver = self._driver
+        for waiter in (driver.read_waiter, driver.write_waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
     async def wait_closed(self) -> None:
         """Wait until the flow has ended (either side closed it, or it failed)."""
