@@ -146,3 +146,32 @@ async def test_raced_packets_arrive_once_over_udpflow() -> None:
         pc.abort()
     finally:
         await pln.close()
+
+
+@pytest.mark.timeout(60)
+async def test_an_idle_lossy_udpflow_path_stays_up() -> None:
+    # Before: an idle path PINGs once a second and was dead 0.6 s after one lost
+    # PING or PONG (half the time at 30 % loss each way), so it flapped; and a
+    # listener dropped a freshly joined path whose JOIN answer was lost before the
+    # dialer's re-sent opening could fetch it again.
+    from rendr.testing.udprelay import UdpRelay
+
+    pln = await rendr.listen_udpflow_packet("127.0.0.1:0", psk=PSK)
+    relay = UdpRelay(pln.addrs[0], seed=7)
+    relay.set_faults("both", loss=0.3, jitter=0.01)
+    await relay.start()
+    try:
+        dialer = rendr.Dialer(psk=PSK, paths=[rendr.PathSpec("udpflow",
+                                                             f"127.0.0.1:{relay.addr[1]}")])
+        pc = await asyncio.wait_for(dialer.dial_packet(), 15)
+        spc = await asyncio.wait_for(pln.accept(), 15)
+        await asyncio.sleep(5)  # idle
+        for conn in (pc, spc):
+            downs = [p for p in conn.stats().paths if p.state != "up"]
+            assert not downs, [(p.id, p.down_cause) for p in downs]
+        assert [p.ping_loss > 0.1 for p in pc.stats().paths] == [True]  # it was lossy
+        pc.abort()
+        spc.abort()
+    finally:
+        await pln.close()
+        await relay.close()

@@ -13,6 +13,7 @@ clears both.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -167,9 +168,19 @@ class PathSet:
     def dead_time(self, path: PathState) -> float:
         """How long ``path``'s oldest PING may go unanswered before it is dead."""
         rtt = path.rtt
+        # a path that loses PINGs (a lossy datagram path) needs more silence before it
+        # is called dead: up to 3x the time at 100 % measured loss
+        scale = 1.0 + 2.0 * path.ping_loss
         if rtt.srtt is None:
-            return self.config.dead_timeout
-        return max(self.config.dead_timeout, 3 * rtt.srtt + 4 * rtt.rttvar)
+            dead = self.config.dead_timeout * scale
+        else:
+            dead = max(self.config.dead_timeout, 3 * rtt.srtt + 4 * rtt.rttvar) * scale
+        if path.mtu is not None and not path.authentic:
+            # a datagram path not heard from since its handshake: our answer may have
+            # been lost, and the dialer's carrier re-sends its opening (and drops what
+            # we send) until an answer arrives: wait out the dialer's handshake time
+            dead = max(dead, self.config.handshake_timeout)
+        return dead
 
     def suspect_time(self, path: PathState) -> float:
         """How long ``path``'s oldest PING may go unanswered before it is suspect.
@@ -178,8 +189,8 @@ class PathSet:
         rtt = path.rtt
         if rtt.srtt is None:
             return self.dead_time(path)
-        return min(max(self.config.suspect_timeout, 2 * rtt.srtt + 4 * rtt.rttvar),
-                   self.dead_time(path))
+        return min(max(self.config.suspect_timeout, 2 * rtt.srtt + 4 * rtt.rttvar)
+                   * (1.0 + 2.0 * path.ping_loss), self.dead_time(path))
 
     def newly_suspect(self, path: PathState, now: float) -> bool:
         """Whether ``path`` becomes suspect at ``now`` (it is marked so)."""
@@ -215,7 +226,8 @@ class PathSet:
         if (path.unanswered_since is not None
                 and now - path.unanswered_since >= self.dead_time(path)):
             return True
-        if now >= path.next_ping_at or path.next_ping_at - now > interval:
+        if (now >= path.next_ping_at or path.next_ping_at - now > interval
+                or now >= self._retry_at(path)):
             self._ping_seq += 1
             token = (self._ping_seq * _TOKEN_MUL + self._token_key) & _U64
             path.pings.append((token, now))
@@ -224,6 +236,19 @@ class PathSet:
                 path.unanswered_since = now
             path.next_ping_at = now + interval
         return False
+
+    def _retry_at(self, path: PathState) -> float:
+        """When to PING again while a PING is unanswered (a datagram path may have lost
+        it, or its PONG): after twice the RTT, at least the busy PING interval, so an
+        idle lossy path gets several tries before its dead time, not one a second."""
+        pings = path.pings
+        if path.unanswered_since is None or not pings:
+            return math.inf
+        srtt = path.rtt.srtt
+        wait = self.config.ping_interval
+        if srtt is not None and 2 * srtt > wait:
+            wait = 2 * srtt
+        return pings[-1][1] + wait
 
     def deadline(self) -> float | None:
         """The earliest liveness or retirement deadline of any path."""
@@ -236,6 +261,9 @@ class PathSet:
                     at = path.retire_by
                 continue
             t = path.next_ping_at
+            retry = self._retry_at(path)
+            if retry < t:
+                t = retry
             since = path.unanswered_since
             if since is not None:
                 wait = self.dead_time(path) if path.suspect else self.suspect_time(path)
