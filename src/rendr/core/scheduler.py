@@ -40,10 +40,12 @@ Reliable = dict[int, PathReliability]
 
 STUCK_RATIO: Final = 4.0
 STUCK_FLOOR: Final = 0.2
+STUCK_LOSS: Final = 0.1
 """BOND skips a path whose minimum RTT is above ``STUCK_RATIO`` times the best
-path's and ``STUCK_FLOOR`` seconds more: what it would carry arrives so late that
-the receiver holds everything sent meanwhile on the fast path (counted:
-``BondScheduler.stuck_skips``)."""
+path's and ``STUCK_FLOOR`` seconds more, or that loses more than ``STUCK_LOSS`` of
+its PINGs while the fastest path does not: what it would carry arrives so late (or
+must be re-sent so often) that the receiver holds everything sent meanwhile on the
+good path back (counted: ``BondScheduler.stuck_skips``)."""
 
 
 class Scheduler(abc.ABC):
@@ -183,7 +185,8 @@ class BondScheduler(Scheduler):
             kept = []
             for p in usable:
                 r = _min_rtt(p)
-                if r > STUCK_RATIO * best and r - best > STUCK_FLOOR:
+                if ((r > STUCK_RATIO * best and r - best > STUCK_FLOOR)
+                        or p.ping_loss > STUCK_LOSS >= usable[0].ping_loss):
                     if p.id not in self._stuck:  # count each time a path starts being skipped
                         self._stuck.add(p.id)
                         self.stuck_skips += 1
