@@ -37,11 +37,14 @@ class DeliveryRate:
         rate: the windowed-maximum delivery rate (0.0: no sample yet).
     """
 
-    __slots__ = ("_d0", "_last_at", "_samples", "_t0", "delivered", "rate")
+    __slots__ = ("_d0", "_last_at", "_samples", "_t0", "delivered", "latest", "rate")
 
     def __init__(self, now: float) -> None:
         self.delivered = 0
         self.rate = 0.0
+        self.latest = 0.0
+        """The latest sample (a cautious estimate where overrating the path costs:
+        BOND's earliest-completion check of a slower path)."""
         self._samples: deque[float] = deque(maxlen=SAMPLES)
         self._t0 = now
         self._d0 = 0
@@ -54,7 +57,8 @@ class DeliveryRate:
         elapsed = now - self._t0
         if elapsed < MIN_INTERVAL or (rtt is not None and elapsed < 2 * rtt):
             return
-        self._samples.append((self.delivered - self._d0) / elapsed)
+        self.latest = (self.delivered - self._d0) / elapsed
+        self._samples.append(self.latest)
         self._t0 = now
         self._d0 = self.delivered
         self.rate = max(self._samples)

@@ -438,7 +438,7 @@ class Flow:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
             with_retx = self._recovery.hold_until is None  # the replay is not held
             scheduler = self.modes.scheduler
-            senders = scheduler.senders(self._paths, self._migration.active)
+            senders = scheduler.senders(self._paths, self._migration.active, self._sender)
             packets = self._packets_out
             if packets is not None and packets.pending and senders:
                 scheduler.fill_packets(packets, senders, self.config.write_burst)
@@ -460,7 +460,8 @@ class Flow:
         """Whether more data could be written right now (flush again soon)."""
         if self._life.state is _CLOSED:
             return False
-        senders = self.modes.scheduler.senders(self._paths, self._migration.active)
+        senders = self.modes.scheduler.senders(self._paths, self._migration.active,
+                                                self._sender)
         if not senders:
             return False
         if self._packets_out is not None and self._packets_out.pending:

@@ -27,6 +27,7 @@ from typing import Final
 
 from ..config import FlowConfig
 from .builder import fill_race, fill_stream
+from .delivery import MIN_ALLOWANCE
 from .packets import PacketSender
 from .path import PathState
 from .paths import PathSet
@@ -54,8 +55,10 @@ class Scheduler(abc.ABC):
     mode: Mode = Mode.PRIME
 
     @abc.abstractmethod
-    def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
-        """The paths to fill with data now, in order (none blocked or down)."""
+    def senders(self, paths: PathSet, active: int | None,
+                sender: StreamSender) -> list[PathState]:
+        """The paths to fill with data now, in order (none blocked or down); ``sender``
+        is the flow's stream sender (what waits to be sent)."""
 
     def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
              config: FlowConfig, reliable: Reliable, now: float) -> None:
@@ -110,7 +113,8 @@ class PrimeScheduler(Scheduler):
 
     mode = Mode.PRIME
 
-    def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
+    def senders(self, paths: PathSet, active: int | None,
+                sender: StreamSender) -> list[PathState]:
         path = paths.get(active)
         if path is None or path.blocked or path.status is not PathStatus.UP:
             return []
@@ -151,7 +155,8 @@ class RaceScheduler(Scheduler):
 
     mode = Mode.RACE
 
-    def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
+    def senders(self, paths: PathSet, active: int | None,
+                sender: StreamSender) -> list[PathState]:
         return _usable(paths)
 
     def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
@@ -176,8 +181,10 @@ class BondScheduler(Scheduler):
         self.config = config
         self.stuck_skips = 0
         self._stuck: set[int] = set()  # the paths being skipped now
+        self._fastest: PathState | None = None  # of the latest senders() call
 
-    def senders(self, paths: PathSet, active: int | None) -> list[PathState]:
+    def senders(self, paths: PathSet, active: int | None,
+                sender: StreamSender) -> list[PathState]:
         usable = _usable(paths)
         if len(usable) > 1:
             usable.sort(key=_min_rtt)
@@ -194,23 +201,50 @@ class BondScheduler(Scheduler):
                 self._stuck.discard(p.id)
                 kept.append(p)
             usable = kept
-        delay = self.config.ack_delay
-        return [p for p in usable
-                if p.inflight_bytes - p.sacked < p.delivery.allowance(p.rtt.min_rtt, delay)]
+        fast = self._fastest = usable[0] if usable else None
+        return [p for p in usable if self._room(p, fast, sender) > 0]
+
+    def _room(self, path: PathState, fast: PathState | None, sender: StreamSender) -> int:
+        """What ``path`` may take now: its allowance, and for a slower path no more
+        than arrives before the fastest one would deliver everything waiting."""
+        outstanding = path.inflight_bytes - path.sacked
+        room = path.delivery.allowance(path.rtt.min_rtt, self.config.ack_delay) - outstanding
+        if fast is not None and path is not fast and room > 0:
+            ecf = _earliest_completion_room(fast, path, sender)
+            if ecf < room:
+                room = ecf
+        return room
 
     def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
              config: FlowConfig, reliable: Reliable, now: float) -> None:
-        delay = config.ack_delay
+        fast = self._fastest
         for path in senders:
-            room = (path.delivery.allowance(path.rtt.min_rtt, delay)
-                    - (path.inflight_bytes - path.sacked))
+            room = self._room(path, fast, sender)
             if room > 0:
                 fill_stream(path, sender, with_retx, config,
                             reliable.get(path.id) if reliable else None, now, room)
-
     def fill_packets(self, packets: PacketSender, senders: list[PathState],
                      budget: int) -> None:
         packets.stripe(senders, budget)
+
+
+def _earliest_completion_room(fast: PathState, path: PathState, sender: StreamSender) -> int:
+    """How much a slower ``path`` may take now so that it arrives no later than the
+    fastest path would deliver everything still waiting (ECF, "earliest completion
+    first"): near the end of a transfer, or while the fast path keeps up, a slow
+    path's bytes would only hold the receiver back.  A path not measured yet may
+    take :data:`~rendr.core.delivery.MIN_ALLOWANCE` to get measured."""
+    rate = path.delivery.latest  # cautious for the slow path, generous for the fast one
+    fast_rate = fast.delivery.rate
+    outstanding = path.inflight_bytes - path.sacked
+    if not rate or not fast_rate:
+        return MIN_ALLOWANCE - outstanding
+    waiting = sender.written - sender.next_new + sender.retx_bytes
+    fast_done = ((fast.inflight_bytes - fast.sacked + waiting) / fast_rate
+                 + _min_rtt(fast) / 2)
+    # what this path may hold in flight to finish by then
+    limit = (fast_done - _min_rtt(path) / 2) * rate
+    return int(limit) - outstanding
 
 
 def _min_rtt(path: PathState) -> float:

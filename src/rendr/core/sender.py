@@ -133,6 +133,11 @@ class StreamSender:
         return self.next_new < (buf_end if buf_end < self.peer_max else self.peer_max)
 
     @property
+    def retx_bytes(self) -> int:
+        """Bytes queued for re-sending."""
+        return self._retx.total()
+
+    @property
     def retx_queued(self) -> bool:
         """Ranges are queued for re-sending."""
         return bool(self._retx)
