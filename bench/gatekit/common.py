@@ -143,7 +143,8 @@ def path_table(label: str, dialer_rows: list[dict[str, Any]],
                listener_rows: list[dict[str, Any]]) -> list[str]:
     """Lines: how much each path carried, as each end counted it (sent / received)."""
     out = [f"  {label}, per path: dialer sent/received | listener sent/received, bytes "
-           "(sent: stream payload; received: all carrier bytes) and frames"]
+           "(sent: stream payload, 0 for packets; received: all carrier bytes) and frames "
+           "(sent: DATA frames; received: all frames)"]
     ids = sorted({r["id"] for r in dialer_rows} | {r["id"] for r in listener_rows})
     d = {r["id"]: r for r in dialer_rows}
     li = {r["id"]: r for r in listener_rows}
