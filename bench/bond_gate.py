@@ -191,7 +191,7 @@ def report(sc: Scenario, results: dict[str, Result], v: gk.Verdict) -> None:
         if res.runs:
             s, r = res.runs[-1]
             print("\n".join(gk.path_table(f"{kind} (last run)", s["paths"], r["paths"])))
-            print(f"      idle srtt before the transfer (ms, per path): {s['idle_srtt_ms']}; "
+            print(f"      first srtt sample (ms, per path): {s['idle_srtt_ms']}; "
                   f"paths up at the start {s['paths_up_at_start']}")
     v.add(f"{sc.name}: every transfer complete, SHA-256 identical",
           all(r.sha_ok() for r in results.values()),

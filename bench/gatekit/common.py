@@ -55,7 +55,9 @@ class Verdict:
                        + ("(--allow-unavailable: they do not fail the gate)"
                           if self.allow_unavailable else
                           "(they FAIL the gate; --allow-unavailable lets them pass)"))
-        out.append(f"{self.gate} {'FAIL' if self.failed else 'PASS'}")
+        missing = sum(c.status == UNAVAILABLE for c in self.checks)
+        note = f" ({missing} goal(s) UNAVAILABLE, not measured)" if missing else ""
+        out.append(f"{self.gate} {'FAIL' if self.failed else 'PASS'}{note}")
         return out
 
     @property
