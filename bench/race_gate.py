@@ -76,10 +76,11 @@ def run_all(args: argparse.Namespace, seed: int) -> tuple[dict[str, tp.Msg], lis
             c = client.call(cmd="echo", mode=mode, addrs=[paths[n] for n in names],
                             duration=args.duration, pps=args.pps, grace=args.grace)
             if "unavailable" not in c:
-                c["server"] = server.call(cmd="result", timeout=30.0)
+                c["server"] = server.call(cmd="result", flow_id=c["flow_id"], timeout=30.0)
                 s = gk.rtt_summary(c["rtts"])
                 print(f"    {name:18} sent {c['sent']}, answered {c['answered']}, P99 "
-                      f"{gk.ms(s['p99'])}", flush=True)
+                      f"{gk.ms(s['p99'])}"
+                      + (f"; FLOW FAILED: {c['failure']}" if c["failure"] else ""), flush=True)
             else:
                 print(f"    {name:18} UNAVAILABLE: {c['unavailable']}", flush=True)
             out[name] = c
@@ -107,6 +108,11 @@ def report(args: argparse.Namespace, runs: dict[str, tp.Msg], relay_stats: list[
               f"{gk.ms(s['max']):>12}")
     for name, _, _ in RUNS:
         c = runs[name]
+        if "unavailable" not in c and c["failure"]:
+            print(f"  {name}: the flow FAILED ({c['failure']}): {c['sent']} of "
+                  f"{c['planned']} requests sent")
+    for name, _, _ in RUNS:
+        c = runs[name]
         if "unavailable" not in c:
             srv = c["server"]
             print("\n".join(gk.path_table(name, c["paths"], srv.get("paths", []))))
@@ -126,8 +132,10 @@ def report(args: argparse.Namespace, runs: dict[str, tp.Msg], relay_stats: list[
               f"race unavailable; prime clean P99 {gk.ms(clean['p99'])}")
     else:
         lost = race1["sent"] - race1["answered"]
-        v.add("race clean+lossy: no packet lost", lost == 0 and race1["bad"] == 0,
-              f"{race1['answered']}/{race1['sent']} answered, {race1['bad']} corrupted")
+        v.add("race clean+lossy: no packet lost",
+              lost == 0 and race1["bad"] == 0 and not race1["failure"],
+              f"{race1['answered']}/{race1['sent']} answered, {race1['bad']} corrupted"
+              + (f"; flow failed: {race1['failure']}" if race1["failure"] else ""))
         r99 = summ["race clean+lossy"]["p99"]
         limit = clean["p99"] * (1 + args.tolerance) + args.tolerance_ms / 1e3
         v.add("race clean+lossy P99 no worse than prime clean", r99 <= limit,
@@ -139,13 +147,17 @@ def report(args: argparse.Namespace, runs: dict[str, tp.Msg], relay_stats: list[
               f" / {gk.ms(summ['prime jitterB']['p99'])}")
     else:
         r99 = summ["race jitterA+B"]["p99"]
-        v.add("race jitterA+B P99 < either path alone", r99 < j,
-              f"{gk.ms(r99)} vs {gk.ms(j)} (the lower of prime jitterA/B)")
-    lossy = runs["prime lossy"]
-    v.info("prime lossy (reference)",
-           f"{lossy['sent'] - lossy['answered']}/{lossy['sent']} lost over the lossy path")
-    pc = runs["prime clean"]
-    v.info("prime clean", f"{pc['sent'] - pc['answered']}/{pc['sent']} lost")
+        v.add("race jitterA+B P99 < either path alone", r99 < j and not race2["failure"],
+              f"{gk.ms(r99)} vs {gk.ms(j)} (the lower of prime jitterA/B)"
+              + (f"; flow failed: {race2['failure']}" if race2["failure"] else ""))
+    for name in ("prime lossy", "prime clean", "prime jitterA", "prime jitterB"):
+        c = runs[name]
+        v.info(name, f"{c['sent'] - c['answered']}/{c['sent']} lost"
+               + (f"; the flow FAILED: {c['failure']}" if c["failure"] else ""))
+    pinned_ok = not any(runs[n]["failure"] for n in ("prime clean", "prime jitterA",
+                                                     "prime jitterB"))
+    v.add("the prime references (clean, jitterA, jitterB) ran to the end", pinned_ok,
+          "a reference flow failed" if not pinned_ok else "yes")
 
 
 def main() -> int:

@@ -17,6 +17,7 @@ Nothing here prints.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -42,34 +43,51 @@ def _packet_counters(pc: rendr.PacketConn) -> dict[str, int]:
 
 async def _echo(pc: rendr.PacketConn) -> dict[str, Any]:
     echoed = 0
+    out: dict[str, Any] = {"flow_id": pc.flow_id.hex()}
     try:
         async for pkt in pc:
             await pc.send(pkt)
             echoed += 1
     except rendr.RendrError as exc:
-        return {"error": f"{type(exc).__name__}: {exc}", "echoed": echoed}
-    return {"echoed": echoed, "paths": gk.path_rows(pc), "packets": _packet_counters(pc)}
+        out["error"] = f"{type(exc).__name__}: {exc}"
+    out.update(echoed=echoed, paths=gk.path_rows(pc), packets=_packet_counters(pc))
+    return out
 
 
 async def h_serve(msg: tp.Msg, say: tp.Say) -> tp.Msg:
-    results: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     pln = await rendr.listen_udpflow_packet(f"{HOST}:0", f"{HOST}:0", psk=PSK)
+    ended: dict[str, dict[str, Any]] = {}  # flow id -> its figures
+    changed = asyncio.Event()
+
+    def done(flow_id: str, t: asyncio.Task[dict[str, Any]]) -> None:
+        exc = t.exception()
+        ended[flow_id] = t.result() if exc is None else {"error": repr(exc)}
+        changed.set()
 
     async def accept_loop() -> None:
         while True:
             pc = await pln.accept()
             task = asyncio.create_task(_echo(pc))
-            task.add_done_callback(
-                lambda t: results.put_nowait(t.result() if t.exception() is None else
-                                             {"error": repr(t.exception())}))
+            task.add_done_callback(functools.partial(done, pc.flow_id.hex()))
 
-    _state.update(pln=pln, results=results, acceptor=asyncio.create_task(accept_loop()))
+    _state.update(pln=pln, ended=ended, changed=changed,
+                  acceptor=asyncio.create_task(accept_loop()))
     return {"addrs": [[h, p] for h, p in pln.addrs]}
 
 
 async def h_result(msg: tp.Msg, say: tp.Say) -> tp.Msg:
-    res: dict[str, Any] = await asyncio.wait_for(_state["results"].get(), msg["timeout"])
-    return res
+    """The server's figures of the flow ``flow_id`` once it ended (waits ``timeout``)."""
+    ended: dict[str, dict[str, Any]] = _state["ended"]
+    changed: asyncio.Event = _state["changed"]
+    deadline = time.perf_counter() + float(msg["timeout"])
+    while msg["flow_id"] not in ended:
+        changed.clear()
+        left = deadline - time.perf_counter()
+        try:
+            await asyncio.wait_for(changed.wait(), max(0.0, left))
+        except asyncio.TimeoutError:
+            return {"error": f"the flow did not end on the server within {msg['timeout']} s"}
+    return ended.pop(msg["flow_id"])
 
 
 # ---------------------------------------------------------------------------- client
@@ -89,6 +107,7 @@ async def h_echo(msg: tp.Msg, say: tp.Say) -> tp.Msg:
             break
         await asyncio.sleep(0.01)
     up = sum(p.state == "up" for p in pc.stats().paths)
+    flow_id = pc.flow_id.hex()
     rtts: list[float] = []
     seen: set[int] = set()
     bad = dup = 0
@@ -120,12 +139,17 @@ async def h_echo(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 
     task = asyncio.create_task(reader())
     t0 = time.perf_counter()
+    failure = None  # the flow failed (the engine raised): when and why
     while (at := t0 + sent * interval) < t0 + duration:
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
-        await pc.send(gk.echo_message(sent, time.perf_counter()))
+        try:
+            await pc.send(gk.echo_message(sent, time.perf_counter()))
+        except rendr.RendrError as exc:
+            failure = f"{type(exc).__name__}: {exc} after {time.perf_counter() - t0:.1f} s"
+            break
         sent += 1
     sending = False
-    if len(seen) < sent:
+    if len(seen) < sent and failure is None:
         try:
             await asyncio.wait_for(all_back.wait(), float(msg["grace"]))
         except asyncio.TimeoutError:
@@ -139,7 +163,8 @@ async def h_echo(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     except (asyncio.TimeoutError, rendr.RendrError):
         pc.abort()
     return {"sent": sent, "answered": len(seen), "bad": bad, "dup": dup, "rtts": rtts,
-            "paths": rows, "packets": counters, "paths_up_at_start": up}
+            "paths": rows, "packets": counters, "paths_up_at_start": up, "failure": failure,
+            "flow_id": flow_id, "planned": int(duration / interval)}
 
 
 # ---------------------------------------------------------------------------- relays
