@@ -199,6 +199,10 @@ class Migrator:
                 self.illegal_check = f"{self.current}->{other} was accepted (expected illegal)"
             except rendr.ModeSwitchIllegal:
                 self.illegal_check = "ok"
+            except rendr.ModeUnavailable as exc:  # one of the two modes only
+                self.available = False
+                self.unavailable_note = f"{type(exc).__name__}: {exc}"
+                self.illegal_check = f"not checked ({self.unavailable_note})"
             except rendr.RendrError as exc:
                 self.illegal_check = f"{self.current}->{other} raised {type(exc).__name__}: {exc}"
 
@@ -324,8 +328,9 @@ def report(args: argparse.Namespace, run: tp.Msg, srv: tp.Msg) -> gk.Verdict:
           f"set_mode/migrate call {mig['longest_call_ms']:.2f} ms; mode switches "
           f"{len(mig['switches'])}: {' '.join(mig['switches']) or '-'}")
     if mig["available"] is False:
-        print(f"  RACE/BOND UNAVAILABLE in this engine: the first set_mode raised "
-              f"{mig['unavailable_note']}; every migration ran in prime (no switch faked)")
+        print(f"  RACE/BOND UNAVAILABLE in this engine: set_mode raised "
+              f"{mig['unavailable_note']}; from then on every migration ran in prime (no "
+              f"switch faked)")
     for f in mig["failures"]:
         print(f"  migration not done: {f}")
     if run["events"]:
@@ -355,7 +360,7 @@ def report(args: argparse.Namespace, run: tp.Msg, srv: tp.Msg) -> gk.Verdict:
     modes_ok: bool | None
     if mig["available"] is False:
         modes_ok = None
-        detail = f"prime {mig['done']['prime']}; race/bond unavailable ({mig['unavailable_note']})"
+        detail = f"{mig['done']}; race/bond unavailable ({mig['unavailable_note']})"
     else:
         modes_ok = all(mig["done"][m] > 0 for m in ("prime", "race", "bond"))
         detail = f"{mig['done']}; direct race<->bond switch: {mig['illegal_check']}"
