@@ -41,13 +41,7 @@ from .reliability import PathReliability, any_room, earliest, run_timers
 from .sender import StreamSender
 from .stats import ConnStats, conn_stats
 from .types import Cause, Mode, Role, State
-from .wire import (
-    CloseCode,
-    FrameType,
-    Kind,
-    encode_close,
-    encode_u64,
-)
+from .wire import CloseCode, Kind, encode_close
 
 __all__ = ["Flow"]
 
@@ -158,10 +152,9 @@ class Flow:
     def add_path(self, path_id: int, *, now: float, transport: str = "tcp",
                  local_addr: str = "", remote_addr: str = "",
                  rtt: float | None = None, mtu: int | None = None) -> None:
-        """Attach a carrier whose handshake completed as path ``path_id``; ``rtt`` is a
-        round trip measured during its handshake (the dialer's HELLO or JOIN and the
-        answer), the path's first RTT sample; ``mtu``: the carrier carries datagrams
-        of at most this many bytes (None: a byte stream).
+        """Attach a carrier whose handshake completed as path ``path_id``; ``rtt``: the
+        handshake's round trip (the first RTT sample); ``mtu``: the carrier carries
+        datagrams of at most this many bytes (None: a byte stream).
 
         Raises:
             RendrError: the flow is closed or the path id is already used.
@@ -201,10 +194,7 @@ class Flow:
         """The carrier's write buffer is full (``True``) or drained again (``False``)."""
         path = self._paths.get(path_id)
         if path is not None:
-            path.blocked = blocked
-            if not blocked and path.pong_owed is not None:
-                path.outbox.append(encode_u64(FrameType.PONG, path.pong_owed))
-                path.pong_owed = None
+            path.set_blocked(blocked)
 
     def migrate(self, path_id: int, now: float) -> None:
         """Make ``path_id`` the active path for both directions (dialer only).
@@ -243,10 +233,8 @@ class Flow:
     # ------------------------------------------------------------------ input
 
     def receive(self, path_id: int, data: Buffer, now: float) -> bool:
-        """Bytes that arrived on a carrier (after its handshake); ``data`` must not be
-        mutated afterwards (payload is kept without copying).  Returns what changed:
-        False when only what is readable did (no frame to send, no event, no new
-        deadline; the driver may just wake a reader instead of flushing)."""
+        """Bytes that arrived on a carrier (see :meth:`Inbound.receive`; ``data`` is
+        kept without copying).  False when only what is readable changed."""
         return self._inbound.receive(path_id, data, now)
 
     @property
@@ -341,15 +329,9 @@ class Flow:
         return None if self._nothing_to_read() else b""
 
     def readinto(self, dest: memoryview) -> int | None:
-        """Copy up to ``len(dest)`` received bytes into ``dest`` (a writable byte view).
-
-        Returns:
-            How many bytes; ``0`` at the peer's clean EOF; ``None`` when nothing is
-            ready yet.
-
-        Raises:
-            RendrError: the flow failed (budget, zombie, abort) and no data is left.
-        """
+        """Copy up to ``len(dest)`` received bytes into ``dest`` (a writable byte view):
+        how many; ``0`` at the peer's clean EOF; ``None`` when nothing is ready yet.
+        Raises like :meth:`read`."""
         n = self._receiver.readinto(dest)
         if n:
             return n
@@ -562,14 +544,8 @@ class Flow:
         return self.modes.mode
 
     def set_mode(self, mode: Mode, now: float) -> None:
-        """Ask the peer to switch both directions to ``mode``; it takes effect here
-        when the peer answers (a MODE_CHANGE event; ``modes.pending`` until then,
-        ``modes.refused`` says why if the peer refused).
-
-        Raises:
-            ModeSwitchIllegal: race <-> bond, or a switch is still in progress.
-            RendrError: the flow is closed.
-        """
+        """Ask the peer to switch both directions to ``mode`` (see
+        :meth:`ModeSwitch.set_mode`; raises ``RendrError`` on a closed flow)."""
         self._life.check_open()
         self.modes.set_mode(mode, self._paths, now)
 
@@ -606,10 +582,8 @@ class Flow:
 
     @property
     def recv_dups(self) -> int:
-        """Received pieces that carried already-received bytes (and copies of packets
-        already received, on a packet flow)."""
-        into = self._packets_in
-        return self._receiver.dups + (0 if into is None else into.dups)
+        """Received pieces that carried already-received bytes (and packet copies)."""
+        return self._receiver.dups + (0 if self._packets_in is None else self._packets_in.dups)
 
     @property
     def recv_queue_hwm(self) -> int:

@@ -13,6 +13,7 @@ from .packetizer import DatagramDeframer
 from .records import RecordOpener, RecordSealer
 from .stats import PathStats
 from .types import PathStatus
+from .wire import FrameType, encode_u64
 
 __all__ = ["PathState", "RttEstimator"]
 
@@ -153,6 +154,14 @@ class PathState:
             self.sealer = DatagramSealer(out, self.id, self.mtu, encrypt)
             self.opener = DatagramOpener(into, self.id, encrypt)
             self.max_frame = self.mtu - OVERHEAD
+
+    def set_blocked(self, blocked: bool) -> None:
+        """The carrier's write buffer is full (True) or drained again (False): then
+        answer the PING that came meanwhile."""
+        self.blocked = blocked
+        if not blocked and self.pong_owed is not None:
+            self.outbox.append(encode_u64(FrameType.PONG, self.pong_owed))
+            self.pong_owed = None
 
     def spend_control(self, is_ping: bool, now: float) -> bool:
         """Count one control frame received at ``now``; False when the peer sends
