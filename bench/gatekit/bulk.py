@@ -148,11 +148,7 @@ async def h_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
         conn = await dialer.dial()
     except rendr.ModeUnavailable as exc:
         return {"unavailable": f"{type(exc).__name__}: {exc}"}
-    for _ in range(300):  # up to 3 s for every path to come up
-        if sum(p.state == "up" for p in conn.stats().paths) >= len(addrs):
-            break
-        await asyncio.sleep(0.01)
-    up = sum(p.state == "up" for p in conn.stats().paths)
+    up = await gk.wait_paths_up(conn, len(addrs))  # up to 3 s for every path
     for _ in range(200):  # the idle round trip of each path (up to 2 s for a PONG)
         if all(p.srtt is not None for p in conn.stats().paths if p.state == "up"):
             break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import struct
 from dataclasses import dataclass, field
@@ -87,6 +88,15 @@ def mode_of(name: str) -> rendr.Mode:
 
 
 # ---------------------------------------------------------------------------- percentiles
+
+
+async def wait_paths_up(conn: Any, want: int, timeout: float = 3.0) -> int:
+    """Wait (up to ``timeout``) until ``want`` paths of ``conn`` are up; return how many are."""
+    for _ in range(int(timeout / 0.01)):
+        if sum(p.state == "up" for p in conn.stats().paths) >= want:
+            break
+        await asyncio.sleep(0.01)
+    return sum(p.state == "up" for p in conn.stats().paths)
 
 
 def percentile(xs: list[float], q: float) -> float:

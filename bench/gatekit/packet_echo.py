@@ -102,11 +102,7 @@ async def h_echo(msg: tp.Msg, say: tp.Say) -> tp.Msg:
         pc = await dialer.dial_packet()
     except rendr.ModeUnavailable as exc:
         return {"unavailable": f"{type(exc).__name__}: {exc}"}
-    for _ in range(300):  # up to 3 s for every path to come up
-        if sum(p.state == "up" for p in pc.stats().paths) >= len(addrs):
-            break
-        await asyncio.sleep(0.01)
-    up = sum(p.state == "up" for p in pc.stats().paths)
+    up = await gk.wait_paths_up(pc, len(addrs))  # up to 3 s for every path
     flow_id = pc.flow_id.hex()
     rtts: list[float] = []
     seen: set[int] = set()

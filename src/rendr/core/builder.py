@@ -34,17 +34,12 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
         max_frame = config.max_frame
         if path.max_frame is not None:  # a datagram path: every frame fits a datagram
             max_frame = min(max_frame, path.max_frame - DATA_HEADER.size)
-        outbox = path.outbox
         while budget > 0:
             s, e, resend = sender.next_range(max_frame if max_frame < budget else budget,
                                              with_retx)
             if s == e:
                 break
-            outbox.append(data_header(s, e - s))
-            outbox.extend(sender.view(s, e))
-            Recovery.on_sent(path, s, e, resend, now)
-            if reliability is not None:
-                reliability.on_sent(s, e, now, resend)
+            _queue_data(path, sender, s, e, resend, reliability, now)
             budget -= e - s
     if sender.fin_pending and sender.fin_ready():
         path.outbox.append(encode_u64(FrameType.FIN, sender.eof_offset or 0))
@@ -52,6 +47,16 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
         sender.fin_pending = False
         if reliability is not None:
             reliability.on_fin_sent(now)
+
+
+def _queue_data(path: PathState, sender: StreamSender, s: int, e: int, resend: bool,
+                reliability: PathReliability | None, now: float) -> None:
+    """One DATA frame of ``[s, e)`` on ``path``'s outbox, recorded as sent."""
+    path.outbox.append(data_header(s, e - s))
+    path.outbox.extend(sender.view(s, e))
+    Recovery.on_sent(path, s, e, resend, now)
+    if reliability is not None:
+        reliability.on_sent(s, e, now, resend)
 
 
 def fill_race(paths: list[PathState], sender: StreamSender, with_retx: bool,
@@ -75,14 +80,9 @@ def fill_race(paths: list[PathState], sender: StreamSender, with_retx: bool,
             max_frame = min(max_frame, path.max_frame - DATA_HEADER.size)
         s = max(path.race_next, sender.acked)
         end = sender.next_new
-        outbox = path.outbox
         while budget > 0 and s < end:
             e = min(s + min(max_frame, budget), end)
-            outbox.append(data_header(s, e - s))
-            outbox.extend(sender.view(s, e))
-            Recovery.on_sent(path, s, e, False, now)
-            if rel is not None:
-                rel.on_sent(s, e, now, False)
+            _queue_data(path, sender, s, e, False, rel, now)
             budget -= e - s
             s = e
         path.race_next = s
