@@ -16,7 +16,7 @@ drops copies; packets are de-duplicated by number).
 - :class:`BondScheduler` (BOND): frames striped over the live paths, fastest
   (lowest minimum RTT) first, each path up to its in-flight allowance from its
   measured delivery rate (:mod:`.delivery`): min-RTT spill-over, so a slow path
-  takes only what the fast one cannot, and never more than about two of its own
+  takes only what the fast one cannot, and never more than about three of its own
   bandwidth-delay products.
 """
 
