@@ -149,9 +149,10 @@ class PrimeScheduler(Scheduler):
 
 
 class RaceScheduler(Scheduler):
-    """RACE: every frame on every live path that can take it now (a path that is
-    blocked or out of window misses frames; the others carry them), and every ACK
-    on every live path, so the return direction races too."""
+    """RACE: the whole stream (every packet) on every live path, each path at its own
+    pace (a blocked or slow one catches up later, skipping what was acknowledged
+    meanwhile: :func:`~rendr.core.builder.fill_race`), and every ACK on every live
+    path, so the return direction races too."""
 
     mode = Mode.RACE
 
@@ -223,6 +224,7 @@ class BondScheduler(Scheduler):
             if room > 0:
                 fill_stream(path, sender, with_retx, config,
                             reliable.get(path.id) if reliable else None, now, room)
+
     def fill_packets(self, packets: PacketSender, senders: list[PathState],
                      budget: int) -> None:
         packets.stripe(senders, budget)
