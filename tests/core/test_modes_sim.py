@@ -200,3 +200,23 @@ def test_mode_change_is_not_a_config_knob_bond_sees_config() -> None:
     sim = Sim(cfg, mode=Mode.BOND)
     assert isinstance(sim.dialer.modes.scheduler, BondScheduler)
     assert sim.dialer.modes.scheduler.config is cfg
+
+
+def test_a_repeated_illegal_request_is_refused_again() -> None:
+    # a repeat (its seq already seen) must not be answered as if it had succeeded
+    from rendr.core.modeswitch import ModeSwitch
+    from rendr.core.types import Role
+    from rendr.core.wire import MODE_ACK, MODE_REFUSED, decode_mode
+
+    listener = ModeSwitch(Mode.RACE, Role.LISTENER, FlowConfig(), 0.0)
+    dialer = ModeSwitch(Mode.PRIME, Role.DIALER, FlowConfig(), 0.0)
+    frame = dialer.request(Mode.BOND, 0.0)  # the ends disagree: BOND is illegal from RACE
+    assert frame is not None
+    body = frame[4:]
+    for _ in range(2):  # the first answer, then the answer to a repeat
+        answer, changed = listener.on_frame(*decode_mode(body))
+        assert answer is not None and not changed
+        _, mode, flags = decode_mode(answer[4:])
+        assert (Mode(mode), flags) == (Mode.RACE, MODE_ACK | MODE_REFUSED)
+    dialer.on_frame(*decode_mode(answer[4:]))
+    assert dialer.refused is not None and dialer.mode is Mode.PRIME

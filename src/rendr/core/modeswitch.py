@@ -158,7 +158,8 @@ class ModeSwitch:
         if flags & MODE_ACK:
             return None, self._on_answer(seq, wanted, bool(flags & MODE_REFUSED))
         if seq <= self._last_peer_seq:  # a repeat: answer it again, change nothing
-            return encode_mode(seq, int(self.mode), MODE_ACK), False
+            flags = MODE_ACK if wanted is self.mode else MODE_ACK | MODE_REFUSED
+            return encode_mode(seq, int(self.mode), flags), False
         if self.pending is not None and self.role is Role.DIALER:
             # crossed requests: the dialer's wins; the listener will switch to it
             return encode_mode(seq, int(self.mode), MODE_ACK | MODE_REFUSED), False
@@ -178,9 +179,10 @@ class ModeSwitch:
     def _on_answer(self, seq: int, mode: Mode, refused: bool) -> bool:
         if self.pending is None or seq != self._seq:
             return False  # an answer to a repeat, or to a request given up
+        asked = self.pending
         self.pending = None
         self._resend_at = None
-        if refused:
+        if refused or mode is not asked:
             self.refused = f"the peer refused the switch (it stays in {mode})"
             return False
         changed = mode is not self.mode
