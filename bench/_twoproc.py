@@ -39,6 +39,16 @@ Handler = Callable[[Msg, Say], Coroutine[Any, Any, Msg | None]]
 # ---------------------------------------------------------------------------- cores
 
 
+_block: bytes | None = None
+
+
+def payload_block() -> bytes:
+    """A 4 MiB random block, made once per process, repeated to a transfer's size."""
+    global _block
+    if _block is None:
+        _block = os.urandom(4 << 20)
+    return _block
+
 def core_plan() -> tuple[int | None, int | None]:
     """Two distinct cores for the two ends (``None`` when fewer than two are usable)."""
     cpus = sorted(os.sched_getaffinity(0))

@@ -67,16 +67,6 @@ MARKS = [0.3, 0.5, 0.7]  # forced migrations, fraction of the transfer
 SAMPLE_S = 0.1  # receiver progress sampling
 MAX_GAP_S = 0.5
 
-_block: bytes | None = None
-
-
-def payload_block() -> bytes:
-    """The sender's 4 MiB random block, repeated to the transfer size."""
-    global _block
-    if _block is None:
-        _block = os.urandom(4 * MIB)
-    return _block
-
 
 # ---------------------------------------------------------------------------- raw TCP
 
@@ -190,7 +180,7 @@ async def raw_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """256 KiB ``transport.write()``s, at most 1 MiB per callback, honouring pause_writing."""
     loop = asyncio.get_running_loop()
     size = msg["size"]
-    block = payload_block()
+    block = tp.payload_block()
     tls = tls_context(False, msg["cert"]) if msg.get("tls") else None
     transport, proto = await loop.create_connection(
         lambda: _RawSource(loop), "127.0.0.1", msg["ports"][0], ssl=tls,
@@ -288,7 +278,7 @@ def max_gap(samples: list[tuple[float, int]]) -> float:
 async def rendr_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """1 MiB writes over two paths, ``migrate()`` at the marks, ``write_eof``, wait for done."""
     size, verify = msg["size"], msg["verify"]
-    block = payload_block()
+    block = tp.payload_block()
     # before dialing: hashing 1 GiB blocks this loop for ~0.7 s, longer than the peer's
     # dead-path timeout, and the peer would rightly reset both paths
     expect = repeated_digest(block, size).hex() if verify else None

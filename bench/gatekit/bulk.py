@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import time
 from typing import Any
 
@@ -30,15 +29,6 @@ from . import common as gk
 MIB = 1 << 20
 PSK = b"rendr-bond-gate-psk-32-bytes-ok!"
 _state: dict[str, Any] = {}
-_block: bytes | None = None
-
-
-def block() -> bytes:
-    global _block
-    if _block is None:
-        _block = os.urandom(4 * MIB)
-    return _block
-
 
 # ---------------------------------------------------------------------------- receiver
 
@@ -113,7 +103,7 @@ async def h_result(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 
 
 async def _send_all(write: Any, size: int) -> None:
-    mv = memoryview(block())
+    mv = memoryview(tp.payload_block())
     sent = 0
     while sent < size:
         off = sent % len(mv)
@@ -125,7 +115,7 @@ async def _send_all(write: Any, size: int) -> None:
 async def h_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """One transfer: ``kind`` raw (first address only) or rendr in ``mode`` over all."""
     size, addrs = int(msg["size"]), msg["addrs"]
-    expect = repeated_digest(block(), size).hex()
+    expect = repeated_digest(tp.payload_block(), size).hex()
     if msg["kind"] == "raw":
         host, port = addrs[0]
         reader, writer = await asyncio.open_connection(host, port)
