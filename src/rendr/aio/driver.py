@@ -22,6 +22,7 @@ from ..carriers.base import Buffer, Carrier, CarrierSink
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
 from ..core.types import Cause, State
+from ..core.wire import Kind
 from ..spec import PathSpec
 
 __all__ = ["EventCallback", "FlowDriver", "PathOwner", "classify"]
@@ -142,6 +143,7 @@ class FlowDriver:
 
     def attach(self, path_id: int, carrier: Carrier, handshake: HandshakeHandoff) -> None:
         """Make a carrier whose handshake completed path ``path_id`` of the flow."""
+        carrier.prepare(packets=self.flow.kind is Kind.PACKET)
         self.flow.add_path(path_id, now=self.loop.time(), transport=carrier.transport,
                            local_addr=carrier.local_addr, remote_addr=carrier.remote_addr,
                            rtt=handshake.rtt, mtu=carrier.mtu)

@@ -116,6 +116,13 @@ class Carrier(abc.ABC):
             if old.lost is not None:
                 sink.carrier_lost(old.lost[0])
 
+    def prepare(self, *, packets: bool) -> None:
+        """Called once, after the carrier's handshake and just before it becomes a path
+        of a flow (before :attr:`mtu` is read): ``packets`` says whether the flow
+        carries the application's datagrams.  A carrier that can carry either kind
+        natively (QUIC: a stream, or DATAGRAM frames) picks its framing here and sets
+        :attr:`mtu`; others ignore it."""
+
     @abc.abstractmethod
     def write(self, buffers: Sequence[Buffer]) -> None:
         """Queue ``buffers`` for sending, in order, as one write."""
