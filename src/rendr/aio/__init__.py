@@ -7,6 +7,8 @@ from .listener import (
     Listener,
     PacketListener,
     listen,
+    listen_quic,
+    listen_quic_packet,
     listen_tcp,
     listen_udpflow,
     listen_udpflow_packet,
@@ -14,4 +16,5 @@ from .listener import (
 from .packetconn import PacketConn, PacketStats
 
 __all__ = ["Conn", "Dialer", "Listener", "PacketConn", "PacketListener", "PacketStats",
-           "listen", "listen_tcp", "listen_udpflow", "listen_udpflow_packet"]
+           "listen", "listen_quic",
+           "listen_quic_packet", "listen_tcp", "listen_udpflow", "listen_udpflow_packet"]

@@ -31,7 +31,7 @@ from .handshake import HandshakeCollector
 from .packetconn import PacketConn
 from .timeouts import wait_for
 
-__all__ = ["Listener", "listen", "listen_tcp"]
+__all__ = ["Listener", "listen", "listen_quic", "listen_quic_packet", "listen_tcp"]
 
 logger = logging.getLogger("rendr.listener")
 
@@ -378,3 +378,47 @@ async def listen_udpflow_packet(*addresses: str, **kwargs: Any) -> PacketListene
         pc = await pln.accept()
     """
     return PacketListener(await listen_udpflow(*addresses, **kwargs))
+
+
+def quic_specs(addresses: tuple[str, ...], tls: str | tuple[str, str] | None,
+               alpn: str | None = None) -> list[ListenSpec]:
+    """``ListenSpec("quic", ...)`` for each address, with the TLS options."""
+    options: dict[str, str | int] = {}
+    if isinstance(tls, tuple):
+        options["certfile"], options["keyfile"] = tls
+    elif tls is not None:
+        options["certfile"] = tls
+    if alpn is not None:
+        options["alpn"] = alpn
+    return [ListenSpec("quic", a, options=dict(options)) for a in addresses]
+
+
+async def listen_quic(*addresses: str, tls: str | tuple[str, str] | None = None,
+                      alpn: str | None = None, config: FlowConfig | None = None,
+                      backlog: int = 128, on_event: EventCallback | None = None,
+                      psk: bytes | None = None,
+                      server_key: X25519PrivateKey | bytes | None = None,
+                      **knobs: Any) -> Listener:
+    """Listen for rendr connections over QUIC (the ``quic`` carrier, needs ``qh3``) on
+    each ``"host:port"``, one UDP socket per address for every flow (see
+    :func:`listen`).  Stream flows ride a QUIC stream, packet flows QUIC DATAGRAM
+    frames.
+
+    Args:
+        tls: a PEM file with the certificate chain and key, or ``(certfile,
+            keyfile)``; None: a self-signed development certificate (a warning is
+            logged; dialers then need ``options={"insecure": "1"}``).
+        alpn: the ALPN protocol to accept (default ``"rendr/1"``).
+    """
+    return await listen(*quic_specs(addresses, tls, alpn), config=config, backlog=backlog,
+                        on_event=on_event, psk=psk, server_key=server_key, **knobs)
+
+
+async def listen_quic_packet(*addresses: str, **kwargs: Any) -> PacketListener:
+    """Listen for packet connections over QUIC DATAGRAM frames on each
+    ``"host:port"`` (arguments as :func:`listen_quic`)::
+
+        pln = await rendr.listen_quic_packet("0.0.0.0:5556")
+        pc = await pln.accept()
+    """
+    return PacketListener(await listen_quic(*addresses, **kwargs))
