@@ -156,7 +156,7 @@ async def test_killing_the_quic_socket_fails_over_to_tcp() -> None:
         await _transfer(c, s, os.urandom(2 << 20))  # written into the dead path first
         assert c.active_path == ids["tcp"]
         quic = next(p for p in c.stats().paths if p.id == ids["quic"])
-        assert quic.state != "up"
+        assert quic.suspect or quic.state != "up"  # left for being silent
         c.abort()
     finally:
         await ln.close()
