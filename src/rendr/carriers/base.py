@@ -122,6 +122,7 @@ class Carrier(abc.ABC):
         carries the application's datagrams.  A carrier that can carry either kind
         natively (QUIC: a stream, or DATAGRAM frames) picks its framing here and sets
         :attr:`mtu`; others ignore it."""
+        return None
 
     @abc.abstractmethod
     def write(self, buffers: Sequence[Buffer]) -> None:
