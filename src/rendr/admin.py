@@ -30,6 +30,9 @@ class AdminConn(Protocol):
     async def remove_path(self, path_id: int) -> None:
         """Retire a path (``LastPathError`` for the last one)."""
 
+    async def rebind_path(self, path_id: int, local: str | None = None) -> None:
+        """Move a QUIC path to a new local UDP socket (QUIC connection migration)."""
+
     @property
     def state(self) -> State:
         """The flow's state."""

@@ -6,6 +6,7 @@ migration, events, statistics).  :class:`~rendr.Conn` (a byte stream) and
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -13,7 +14,7 @@ from ..core.events import Event, EventKind
 from ..core.stats import ConnStats
 from ..core.types import Mode, Role, State
 from ..core.wire import CloseCode
-from ..errors import ConnClosed, ModeSwitchIllegal
+from ..errors import ConnClosed, ModeSwitchIllegal, RendrError
 from ..spec import PathSpec
 from .driver import EventCallback, FlowDriver
 from .events import EventStream
@@ -31,6 +32,7 @@ class Endpoint:
         self._flow = driver.flow
         self._loop = driver.loop
         self._local_closed = False
+        self._quic_rebinds = 0
 
     def _raise_if_unusable(self) -> None:
         if self._local_closed:
@@ -147,6 +149,34 @@ class Endpoint:
         self._driver.owner.forget(path_id)
         self._driver.flush()
 
+    async def rebind_path(self, path_id: int, local: str | None = None) -> None:
+        """Move the QUIC path ``path_id`` to a new local UDP socket (``local``:
+        ``"host:port"`` to bind, else a fresh port of the same family): QUIC connection
+        migration with a fresh connection ID, the server validating the new address
+        (PATH_CHALLENGE) before it sends there.  The path stays the same rendr path
+        (no :meth:`migrate`); counted in ``stats().quic_rebinds``.  Dialer side only.
+
+        Raises:
+            RendrError: no such live path, or it is not a QUIC path this end dialed.
+            OSError: ``local`` could not be bound.
+        """
+        self._raise_if_unusable()
+        carrier = self._driver.carriers.get(path_id)
+        if carrier is None:
+            raise RendrError(f"no live path {path_id}")
+        rebind = getattr(carrier, "rebind", None)
+        if rebind is None:
+            raise RendrError(f"path {path_id} ({carrier.transport}) cannot rebind: only "
+                             "QUIC paths can, on the dialer's side")
+        try:
+            await rebind(local)
+        except RuntimeError as exc:
+            raise RendrError(f"path {path_id}: {exc}") from exc
+        self._quic_rebinds += 1
+        path = self._flow.find_path(path_id)
+        if path is not None:  # statistics show the new socket
+            path.local_addr = carrier.local_addr
+
     async def set_mode(self, mode: Mode) -> None:
         """Switch the flow's mode live, in both directions: prime <-> race and prime
         <-> bond.  Returns once the peer agreed and this end sends by ``mode``
@@ -224,7 +254,10 @@ class Endpoint:
 
     def stats(self) -> ConnStats:
         """A snapshot of the connection's counters."""
-        return self._flow.stats(self._loop.time())
+        stats = self._flow.stats(self._loop.time())
+        if self._quic_rebinds:
+            stats = dataclasses.replace(stats, quic_rebinds=self._quic_rebinds)
+        return stats
 
     def __repr__(self) -> str:
         return (f"<rendr.Conn {self._flow.role.value} flow={self.flow_id.hex()[:8]} "

@@ -92,6 +92,8 @@ EARLY_DATAGRAMS = 1024
 """DATAGRAM frames held while the carrier has no flow yet (more are dropped)."""
 CLOSE_LINGER = 3.0
 """Seconds a closed carrier waits for the peer's FIN before closing the QUIC connection."""
+ACTIVE_CIDS = 8
+"""Connection IDs the server may keep issued to a dialer (spares for rebinds)."""
 _STREAM = 0  # the client's first bidirectional stream
 _ABORTED = 0x1  # application error code of an aborted carrier
 
@@ -452,9 +454,13 @@ class QuicClientCarrier(QuicCarrier):
         if local:
             host, port = parse_address(local)
             bind = (host or ("::" if self.family == socket.AF_INET6 else "0.0.0.0"), port)
+        try:
+            self.quic.change_connection_id()
+        except ValueError as exc:  # the server has not issued a spare one (yet)
+            raise RuntimeError(f"quic {self.remote_addr}: no unused connection ID "
+                               f"from the server yet ({exc})") from None
         before = self.local_addr
         await self.open_socket(bind)
-        self.quic.change_connection_id()
         self.quic.send_ping(self.rebinds)  # something to send from the new address
         self.rebinds += 1
         self.transmit()
@@ -479,7 +485,8 @@ def client_configuration(server_name: str | None = None, ca: str | None = None,
     config = QuicConfiguration(is_client=True, alpn_protocols=[alpn or ALPN],
                                idle_timeout=idle_timeout, server_name=server_name,
                                max_datagram_size=MAX_DATAGRAM_SIZE,
-                               max_datagram_frame_size=MAX_DATAGRAM_FRAME)
+                               max_datagram_frame_size=MAX_DATAGRAM_FRAME,
+                               active_connection_id_limit=ACTIVE_CIDS)
     if insecure:
         config.verify_mode = ssl.CERT_NONE
     if ca:

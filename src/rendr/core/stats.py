@@ -78,6 +78,8 @@ class ConnStats:
         created_at: engine time the flow was created.
         bytes_written / bytes_read: application bytes accepted / delivered.
         unacked_bytes: bytes written and not yet acknowledged by the peer.
+        quic_rebinds: QUIC connection migrations this end started
+            (``rebind_path``), apart from ``migration_count``.
     """
 
     flow_id: bytes
@@ -94,6 +96,7 @@ class ConnStats:
     bytes_written: int = 0
     bytes_read: int = 0
     unacked_bytes: int = 0
+    quic_rebinds: int = 0
 
 
 def conn_stats(flow: Flow, known: Iterable[PathState], now: float) -> ConnStats:
