@@ -58,11 +58,11 @@ ENGINE_MODULES: tuple[str, ...] = (
 )
 """The ``rendr.core`` submodules a compiled build compiles.
 
-Not compiled: ``__init__`` (it runs :func:`guard`); ``session`` (once per carrier
-handshake, nothing to gain); and ``events`` and ``stats``: public
-frozen dataclasses that applications copy, pickle, inspect with ``vars()`` or subclass,
-which compiled (native) classes do not all allow, for no measurable gain (they are
-built once per event or ``stats()`` call).
+Not compiled: ``__init__`` (it runs :func:`guard`); ``session``, ``opening``,
+``admission`` and ``dialing`` (once per carrier handshake, nothing to gain); and
+``events`` and ``stats``: public frozen dataclasses that applications copy, pickle,
+inspect with ``vars()`` or subclass, which compiled (native) classes do not all allow,
+for no measurable gain (they are built once per event or ``stats()`` call).
 """
 
 PACKAGE = "rendr.core"

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rendr.config import FlowConfig
-from rendr.core import crypto, session
+from rendr.core import crypto
 from rendr.core.cookie import COOKIE_LEN, ROTATION, CookieJar
 from rendr.core.fairness import LoadMeter, SourceBuckets, source_key
 from rendr.core.flow import Flow
@@ -173,7 +173,7 @@ def test_under_load_retry_costs_no_key_exchange_and_keeps_nothing(
     lst = _always_loaded()
     exchanges = []
     real = crypto.ephemeral
-    monkeypatch.setattr(session.crypto, "ephemeral",
+    monkeypatch.setattr(crypto, "ephemeral",
                         lambda: exchanges.append(1) or real())  # type: ignore[func-returns-value]
     dialer = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
     hello_bytes = dialer.hello(1)
