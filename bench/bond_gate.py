@@ -37,6 +37,7 @@ Usage::
     sudo PYTHONPATH=src python3 bench/bond_gate.py --short     # CI: 8 MiB, 1 round
     sudo PYTHONPATH=src python3 bench/bond_gate.py             # 32 MiB, 3 rounds
     sudo PYTHONPATH=src python3 bench/bond_gate.py --short --allow-unavailable
+    sudo PYTHONPATH=src python3 bench/bond_gate.py --short --transport udpflow
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class Setup:
         self.recv = self._worker("recv", topo.server_ns, common, cpu_r)
         self.send = self._worker("send", topo.client_ns, common, cpu_s)
         hosts = [p.server_addr for p in topo.paths]
-        ports = self.recv.call(cmd="listen", hosts=hosts)
+        self.transport = args.transport
+        ports = self.recv.call(cmd="listen", hosts=hosts, transport=args.transport)
         self.rendr_addrs: list[list[Any]] = [[h, p] for h, p in zip(hosts, ports["rendr"],
                                                                       strict=True)]
         self.raw_addrs: list[list[Any]] = [[h, p] for h, p in zip(hosts, ports["raw"],
@@ -111,7 +113,8 @@ class Setup:
         delayed = [k for k, rtt in enumerate(sc.rtt_ms) if rtt > 0]
         if delayed:
             relay = self._worker("relay", topo.server_ns, common, None)
-            specs = [{"host": hosts[k], "upstream": addrs[k], "delay": sc.rtt_ms[k] / 2e3}
+            specs = [{"host": hosts[k], "upstream": addrs[k], "delay": sc.rtt_ms[k] / 2e3,
+                      "udp": addrs is self.rendr_addrs and args.transport == "udpflow"}
                      for addrs in (self.rendr_addrs, self.raw_addrs) for k in delayed]
             got = relay.call(cmd="relays", relays=specs)["addrs"]
             for (addrs, k), addr in zip([(a, k) for a in (self.rendr_addrs, self.raw_addrs)
@@ -137,7 +140,7 @@ class Setup:
         else:
             addrs, mode = self.rendr_addrs, kind
         s = self.send.call(cmd="send", kind="raw" if kind.startswith("raw") else "rendr",
-                           mode=mode, addrs=addrs, size=res.size)
+                           mode=mode, addrs=addrs, size=res.size, transport=self.transport)
         if "unavailable" in s:
             res.unavailable = str(s["unavailable"])
             return
@@ -225,6 +228,9 @@ def main() -> int:
     gk.common_args(parser)
     parser.add_argument("--size-mib", type=int, help="per transfer (default 32; --short 8)")
     parser.add_argument("--repeat", type=int, help="rounds (default 3; --short 1)")
+    parser.add_argument("--transport", choices=["tcp", "udpflow"], default="tcp",
+                        help="the rendr paths' carrier (raw stays TCP; udpflow delay comes "
+                             "from a UdpRelay)")
     parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS], action="append",
                         help="run only this one (repeatable)")
     parser.add_argument("--min-ratio", action="append", default=[], metavar="NAME=RATIO",

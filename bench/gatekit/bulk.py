@@ -23,6 +23,7 @@ import _twoproc as tp
 import rendr
 from rendr.testing.payload import repeated_digest
 from rendr.testing.relay import TcpRelay
+from rendr.testing.udprelay import UdpRelay
 
 from . import common as gk
 
@@ -76,7 +77,8 @@ async def h_listen(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """A rendr listener on every host (one TCP address each) and a raw server on each."""
     results: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     _state["results"] = results
-    ln = await rendr.listen(*[rendr.ListenSpec("tcp", f"{h}:0") for h in msg["hosts"]],
+    transport = msg.get("transport", "tcp")
+    ln = await rendr.listen(*[rendr.ListenSpec(transport, f"{h}:0") for h in msg["hosts"]],
                             psk=PSK)
     raws = [await asyncio.start_server(_sink_raw, h, 0) for h in msg["hosts"]]
 
@@ -133,7 +135,8 @@ async def h_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
         return {"elapsed": elapsed, "expect": expect, "answer_ok": answer == b"done",
                 "paths": []}
     dialer = rendr.Dialer(mode=gk.mode_of(msg["mode"]),
-                          paths=[rendr.PathSpec("tcp", f"{h}:{p}") for h, p in addrs], psk=PSK)
+                          paths=[rendr.PathSpec(msg.get("transport", "tcp"), f"{h}:{p}")
+                                 for h, p in addrs], psk=PSK)
     try:
         conn = await dialer.dial()
     except rendr.ModeUnavailable as exc:
@@ -161,10 +164,18 @@ async def h_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 
 
 async def h_relays(msg: tp.Msg, say: tp.Say) -> tp.Msg:
-    """Start one TcpRelay per ``{"host", "upstream": [h, p], "delay"}``; their addresses."""
-    relays = []
+    """Start one relay per ``{"host", "upstream": [h, p], "delay", "udp"}`` (a TcpRelay,
+    or with ``udp`` a UdpRelay delaying each direction by ``delay``); their addresses."""
+    relays: list[TcpRelay | UdpRelay] = []
     for spec in msg["relays"]:
-        relay = TcpRelay((spec["upstream"][0], int(spec["upstream"][1])), host=spec["host"])
+        upstream = (spec["upstream"][0], int(spec["upstream"][1]))
+        if spec.get("udp"):
+            udp = UdpRelay(upstream, host=spec["host"])
+            await udp.start()
+            udp.set_faults("both", delay=float(spec["delay"]))
+            relays.append(udp)
+            continue
+        relay = TcpRelay(upstream, host=spec["host"])
         await relay.start()
         relay.set_delay(float(spec["delay"]))
         relays.append(relay)

@@ -142,12 +142,21 @@ def parse_echo(data: bytes) -> tuple[int, float, bool]:
 def path_rows(conn: Any) -> list[dict[str, Any]]:
     """Per-path counters of a Conn/PacketConn (``stats().paths``) as JSON-able dicts."""
     rows = []
+    # a datagram path's congestion control (engine internals: informational only)
+    reliable = getattr(getattr(conn, "_flow", None), "_reliable", None) or {}
     for p in conn.stats().paths:
-        rows.append({"id": p.id, "state": p.state, "remote": p.remote_addr,
-                     "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received,
-                     "frames_sent": p.frames_sent, "frames_received": p.frames_received,
-                     "retransmits": p.retransmits,
-                     "srtt_ms": None if p.srtt is None else round(p.srtt * 1e3, 2)})
+        row = {"id": p.id, "state": p.state, "remote": p.remote_addr,
+               "bytes_sent": p.bytes_sent, "bytes_received": p.bytes_received,
+               "frames_sent": p.frames_sent, "frames_received": p.frames_received,
+               "retransmits": p.retransmits,
+               "srtt_ms": None if p.srtt is None else round(p.srtt * 1e3, 2)}
+        rel = reliable.get(p.id)
+        if rel is not None:
+            cc = rel.cc
+            row["cc"] = (f"{type(cc).__name__} {getattr(cc, 'phase', '')} cwnd {cc.cwnd} "
+                         f"bw {getattr(cc, 'btl_bw', 0) / 1e6:.2f} MB/s "
+                         f"lost {rel.lost_bytes} probes {rel.probes}")
+        rows.append(row)
     return rows
 
 
@@ -171,5 +180,7 @@ def path_table(label: str, dialer_rows: list[dict[str, Any]],
 
         where = (a or b or {}).get("remote", "?")
         out.append(f"      path {pid} ({where}): {cell(a)} | {cell(b)}"
-                   + (f", srtt {a['srtt_ms']} ms" if a and a.get("srtt_ms") is not None else ""))
+                   + (f", srtt {a['srtt_ms']} ms" if a and a.get("srtt_ms") is not None else "")
+                   + (f", re-sent {a['retransmits']}" if a and a.get("retransmits") else "")
+                   + (f", {a['cc']}" if a and a.get("cc") else ""))
     return out

@@ -18,6 +18,7 @@ class Rtt:
         self.srtt: float | None = latest
         self.rttvar = latest / 2
         self.latest = latest
+        self.min_rtt: float | None = latest
 
 
 def rounds(cc: Bbr, n: int, rate: float, now: float, rtt: float = 0.02,

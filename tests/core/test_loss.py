@@ -30,6 +30,7 @@ class Rtt:
         self.srtt = srtt
         self.rttvar = rttvar
         self.latest = (srtt or 0.0) if latest is None else latest
+        self.min_rtt: float | None = srtt
 
 
 def send(det: LossDetector, n: int, now: float = 0.0, first: int = 0, step: float = 0.0,

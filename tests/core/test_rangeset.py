@@ -165,3 +165,10 @@ def test_iteration_is_over_a_snapshot() -> None:
         seen.append((s, e))
     assert seen == [(0, 1), (2, 3), (4, 5)]
     assert not rs
+
+
+def test_highest() -> None:
+    rs = RangeSet([(0, 1), (2, 3), (4, 5)])
+    assert rs.highest(2) == [(2, 3), (4, 5)]
+    assert rs.highest(5) == [(0, 1), (2, 3), (4, 5)]
+    assert rs.highest(0) == []

@@ -14,7 +14,9 @@ Simplifications, each chosen for an engine that sees byte ranges, not packets:
 - **Rate samples per round trip**, not per packet.  A round starts when an ACK
   acknowledges a segment sent after the previous round began; its sample is the
   bytes delivered in it over the longer of its ACK interval and its send interval
-  (the second guards against ACK compression).  No per-segment state.
+  (the second guards against ACK compression; it reaches back to the oldest segment
+  the round acknowledged, so data settled late, after a filled hole, does not look
+  fast).  No per-segment state.
 - **Windowed maximum** of the round samples of the last :data:`BW_ROUNDS` rounds
   (and at least :data:`BW_WINDOW` seconds).  A round that ends without the
   controller holding the sender back since the previous ACK (``on_limited`` not
@@ -41,6 +43,7 @@ Simplifications, each chosen for an engine that sees byte ranges, not packets:
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from typing import Final
 
@@ -111,6 +114,7 @@ class Bbr:
         "_now",
         "_probe_rtt_done",
         "_round_acked",
+        "_round_first_sent",
         "_round_lost",
         "_round_start",
         "_rtt",
@@ -152,6 +156,7 @@ class Bbr:
         self._d0 = 0
         self._ack_t0 = 0.0
         self._send_t0 = 0.0
+        self._round_first_sent = math.inf  # oldest send time acknowledged this round
         self._limited = False
         self._round_acked = 0  # settled since _loss_t0
         self._round_lost = 0
@@ -215,8 +220,12 @@ class Bbr:
         self._limited = True
 
     def on_acked(self, nbytes: int, sent_at: float, now: float,
-                 app_limited: bool = False) -> None:
-        """``nbytes`` newly acknowledged; the newest of them was sent at ``sent_at``."""
+                 app_limited: bool = False, first_sent_at: float | None = None) -> None:
+        """``nbytes`` newly acknowledged; the newest of them was sent at ``sent_at``,
+        the oldest at ``first_sent_at`` (default: ``sent_at``)."""
+        first = sent_at if first_sent_at is None else first_sent_at
+        if first < self._round_first_sent:
+            self._round_first_sent = first
         self.acked_bytes += nbytes
         self.delivered += nbytes
         self._round_acked += nbytes
@@ -274,10 +283,15 @@ class Bbr:
         self._d0 = self.delivered
         self._ack_t0 = now
         self._send_t0 = sent_at
+        self._round_first_sent = math.inf
 
     def _end_round(self, now: float, sent_at: float, app_limited: bool) -> None:
         self.rounds += 1
-        interval = max(now - self._ack_t0, sent_at - self._send_t0)
+        # the sample's bytes were sent from the oldest of them on: an ACK that
+        # settles old data at last (a hole filled under many SACK ranges) must not
+        # count it as sent within this round
+        interval = max(now - self._ack_t0, sent_at - min(self._send_t0,
+                                                         self._round_first_sent))
         limited = self._limited and not app_limited
         # the window forgets old samples, but never its last one: an application
         # that sends little for a while (whose samples do not count) finds the

@@ -63,9 +63,10 @@ class CongestionController(Protocol):
         """``nbytes`` went out and count in flight."""
 
     def on_acked(self, nbytes: int, sent_at: float, now: float,
-                 app_limited: bool = False) -> None:
+                 app_limited: bool = False, first_sent_at: float | None = None) -> None:
         """An ACK newly acknowledged ``nbytes``; the newest of them was sent at
-        ``sent_at``; ``app_limited``: the sender was not using its window."""
+        ``sent_at``, the oldest at ``first_sent_at``; ``app_limited``: the sender was
+        not using its window."""
 
     def on_lost(self, nbytes: int, largest_lost_sent_at: float, now: float) -> None:
         """``nbytes`` were declared lost; the newest of them was sent at
@@ -133,7 +134,7 @@ class NewReno:
         self.sent_bytes += nbytes
 
     def on_acked(self, nbytes: int, sent_at: float, now: float,
-                 app_limited: bool = False) -> None:
+                 app_limited: bool = False, first_sent_at: float | None = None) -> None:
         """Grow the window for ``nbytes`` newly acknowledged (RFC 9002 7.3, B.5),
         unless the newest of them was sent in the current recovery period or the
         sender is ``app_limited``."""

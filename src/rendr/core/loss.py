@@ -14,7 +14,8 @@ Rules followed (section numbers of RFC 9002):
 - RTT samples (5.1): only when the newest newly acknowledged segment is newer than
   every segment acknowledged before, and never from a re-sent one (Karn).  Nor does
   an acknowledged re-sent segment count as the largest acknowledged for the packet
-  and time thresholds: the ACK may be for its original.  There is
+  threshold (the ACK may be for its original); for the time threshold it does, if
+  acknowledged at least a minimum RTT after it went (RACK's test, RFC 8985).  There is
   no ack-delay field: ``max_ack_delay`` is the constant bound the PTO adds.  The
   detector reads an RTT source (``srtt``, ``rttvar``, ``latest``; the engine's
   :class:`~rendr.core.path.RttEstimator`) and reports the sample for the caller to
@@ -74,6 +75,8 @@ class RttSource(Protocol):
     def rttvar(self) -> float: ...
     @property
     def latest(self) -> float: ...
+    @property
+    def min_rtt(self) -> float | None: ...  # None: no sample yet
 
 
 class _Segment:
@@ -119,15 +122,18 @@ class AckOutcome(LossReport):
         largest_acked_sent_at: send time of the newest newly acknowledged segment
             (None: nothing new).
         rtt_sample: an RTT sample to feed the path's estimator, or None.
+        oldest_acked_sent_at: send time of the oldest newly acknowledged segment.
     """
 
-    __slots__ = ("acked_bytes", "acked_segments", "largest_acked_sent_at", "rtt_sample")
+    __slots__ = ("acked_bytes", "acked_segments", "largest_acked_sent_at",
+                 "oldest_acked_sent_at", "rtt_sample")
 
     def __init__(self) -> None:
         super().__init__()
         self.acked_bytes = 0
         self.acked_segments = 0
         self.largest_acked_sent_at: float | None = None
+        self.oldest_acked_sent_at: float | None = None
         self.rtt_sample: float | None = None
 
 
@@ -160,13 +166,16 @@ class LossDetector:
         pto_count: consecutive PTOs without an acknowledgement (the backoff exponent).
         loss_time: when the time threshold will declare a segment lost (or None).
         examined: segments looked at so far (a cost counter: tests and stats).
+        ambiguous: re-sent segments acknowledged sooner than a minimum RTT after
+            they went (their original arrived: the re-send was spurious).
     """
 
-    __slots__ = ("_first_sample_at", "_head", "_in_flight", "_index", "_largest_acked",
-                 "_last_sent_at", "_newest", "_newest_clean", "_next_num", "_pc_start",
-                 "_segs", "_starts",
-                 "bytes_in_flight", "examined", "initial_rtt", "loss_time", "max_ack_delay",
-                 "max_pto", "min_rto", "pto_count", "rtt")
+    __slots__ = ("_first_sample_at", "_head", "_in_flight", "_index",
+                 "_largest_acked", "_largest_any", "_last_sent_at", "_newest",
+                 "_newest_clean", "_next_num", "_pc_start", "_segs", "_starts",
+                 "ambiguous", "bytes_in_flight", "examined", "initial_rtt",
+                 "loss_time", "max_ack_delay", "max_pto", "min_rto",
+                 "pto_count", "rtt")
 
     def __init__(self, rtt: RttSource, *, max_ack_delay: float = MAX_ACK_DELAY,
                  initial_rtt: float = INITIAL_RTT, min_rto: float = MIN_RTO,
@@ -186,7 +195,9 @@ class LossDetector:
         self._head = 0  # entries below it are dead
         self._in_flight = 0  # segments
         self._next_num = 0
-        self._largest_acked = -1
+        self._largest_acked = -1  # of first transmissions (the packet threshold)
+        self._largest_any = -1  # also of re-sends (the time threshold; see on_ack)
+        self.ambiguous = 0
         self._last_sent_at = 0.0
         self._first_sample_at: float | None = None
         self._pc_start: float | None = None  # send time opening a run of losses
@@ -265,8 +276,9 @@ class LossDetector:
                 out.largest_acked_sent_at = newest.sent_at
             # a re-sent range's ACK is ambiguous (the original may be what arrived:
             # the ACK names bytes, not segments), so only a first transmission moves
-            # the largest acknowledged: else one spurious re-send, acknowledged by its
-            # late original, would declare everything sent before the re-send lost
+            # the largest acknowledged that the packet threshold counts from: else one
+            # spurious re-send, acknowledged by its late original, declared everything
+            # sent before the re-send lost at once (a cascade)
             if clean is not None and clean.num > self._largest_acked:
                 self._largest_acked = clean.num
                 if clean is newest:
@@ -274,6 +286,20 @@ class LossDetector:
                     out.rtt_sample = sample
                     if self._first_sample_at is None:
                         self._first_sample_at = now
+            # a re-sent segment acknowledged at least a minimum RTT after it went
+            # (RACK, RFC 8985 6.2: sooner, it must be the original that arrived) still
+            # moves the time threshold's reference: what was sent before it and is
+            # older than the loss delay is lost (a burst lost at the tail is found
+            # when the probe's ACK comes, not one probe timeout per segment)
+            if newest is not None and newest.num > self._largest_any:
+                min_rtt = self.rtt.min_rtt
+                if not newest.retransmit or min_rtt is None or (
+                        now - newest.sent_at >= min_rtt):
+                    self._largest_any = newest.num
+                else:
+                    self.ambiguous += 1
+            if self._largest_any < self._largest_acked:
+                self._largest_any = self._largest_acked
         self._detect(now, sample, out)
         return out
 
@@ -296,6 +322,9 @@ class LossDetector:
             self._in_flight -= 1
             out.acked_bytes += seg.wire
             out.acked_segments += 1
+            oldest = out.oldest_acked_sent_at
+            if oldest is None or seg.sent_at < oldest:
+                out.oldest_acked_sent_at = seg.sent_at
             if newest is None or seg.num > newest.num:
                 newest = seg
             if not seg.retransmit and (clean is None or seg.num > clean.num):
@@ -328,6 +357,7 @@ class LossDetector:
         pc_duration = self._pto_base(srtt, rttvar) * PERSISTENT_CONGESTION_THRESHOLD
         first_sample = self._first_sample_at
         largest = self._largest_acked
+        largest_any = self._largest_any
         segs = self._segs
         self.loss_time = None
         while segs:
@@ -338,10 +368,10 @@ class LossDetector:
                 if seg.state == _ACKED:
                     self._pc_start = None  # acknowledged between losses: no run
                 continue
-            if seg.num >= largest:
+            if seg.num >= largest_any:
                 break
             lost_at = seg.sent_at + loss_delay  # the same sum as loss_time: no livelock
-            if seg.num + PACKET_THRESHOLD > largest and lost_at > now:
+            if (seg.num >= largest or seg.num + PACKET_THRESHOLD > largest) and lost_at > now:
                 self.loss_time = lost_at
                 break
             segs.popleft()

@@ -27,7 +27,7 @@ from ..config import FlowConfig
 from ..errors import ModeSwitchIllegal, ProtocolError
 from .path import PathState
 from .paths import PathSet
-from .scheduler import BondScheduler, Scheduler, make_scheduler
+from .scheduler import BondScheduler, Reliable, Scheduler, make_scheduler
 from .types import Mode, Role
 from .wire import MODE_ACK, MODE_REFUSED, decode_mode, encode_mode
 
@@ -54,14 +54,17 @@ class ModeSwitch:
         switches: switches that took effect at this end.
     """
 
-    __slots__ = ("_last_peer_seq", "_old_skips", "_resend_at", "_seq", "config", "mode",
+    __slots__ = ("_last_peer_seq", "_old_skips", "_reliable", "_resend_at", "_seq", "config",
+                 "mode",
                  "pending", "refused", "role", "scheduler", "switches")
 
-    def __init__(self, mode: Mode, role: Role, config: FlowConfig, now: float) -> None:
+    def __init__(self, mode: Mode, role: Role, config: FlowConfig, now: float,
+                 reliable: Reliable | None = None) -> None:
         self.mode = mode
         self.role = role
         self.config = config
-        self.scheduler: Scheduler = make_scheduler(mode, config, now)
+        self._reliable = reliable
+        self.scheduler: Scheduler = make_scheduler(mode, config, now, reliable)
         self._old_skips = 0  # stuck-path skips of BOND schedulers switched away from
         self.pending: Mode | None = None
         self.refused: str | None = None
@@ -103,7 +106,7 @@ class ModeSwitch:
             path.outbox.append(answer)
         if changed:
             self._old_skips = self.bond_stuck_skips
-            self.scheduler = make_scheduler(self.mode, self.config, now)
+            self.scheduler = make_scheduler(self.mode, self.config, now, self._reliable)
         return changed or bool(flags & MODE_ACK and self.pending is None)
 
     @property

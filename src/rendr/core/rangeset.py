@@ -142,3 +142,7 @@ class RangeSet:
     def as_list(self, most: int | None = None) -> list[tuple[int, int]]:
         """The ranges as a list (the lowest ``most`` of them)."""
         return list(self._ranges if most is None else self._ranges[:most])
+
+    def highest(self, most: int) -> list[tuple[int, int]]:
+        """The highest ``most`` ranges, ascending."""
+        return self._ranges[-most:] if most > 0 else []

@@ -82,8 +82,17 @@ class ReceiveBuffer:
         return self.ready_bytes + self._ooo_bytes
 
     def sack_ranges(self, most: int) -> list[tuple[int, int]]:
-        """The lowest out-of-order ranges received (for selective ACK)."""
-        return self._ooo_ranges.as_list(most)
+        """Out-of-order ranges received, for selective ACK: all of them if there are
+        at most ``most``, else the lowest half and the highest half (ascending).  The
+        lowest say what holds the cumulative offset back; the highest what arrived
+        last (TCP's first SACK block, QUIC's largest acknowledged): with only the
+        lowest, a path striped next to a slower one (BOND) had its newest data
+        acknowledged late, in bursts, which skewed its delivery rate and RTT."""
+        ranges = self._ooo_ranges
+        if len(ranges) <= most:
+            return ranges.as_list()
+        low = most // 2
+        return ranges.as_list(low) + ranges.highest(most - low)
 
     def receive(self, offset: int, piece: memoryview) -> int:
         """Take a piece; return how many bytes became ready for the application."""

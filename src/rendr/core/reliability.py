@@ -118,7 +118,8 @@ class PathReliability:
             self._path.rtt.update(out.rtt_sample, now)
         sent_at = out.largest_acked_sent_at
         if out.acked_bytes and sent_at is not None:
-            self.cc.on_acked(out.acked_bytes, sent_at, now)
+            self.cc.on_acked(out.acked_bytes, sent_at, now,
+                             first_sent_at=out.oldest_acked_sent_at)
         self._lost(out, now, sender)
 
     def deadline(self) -> float | None:

@@ -178,8 +178,9 @@ class BondScheduler(Scheduler):
 
     mode = Mode.BOND
 
-    def __init__(self, config: FlowConfig) -> None:
+    def __init__(self, config: FlowConfig, reliable: Reliable | None = None) -> None:
         self.config = config
+        self._reliable: Reliable = {} if reliable is None else reliable
         self.stuck_skips = 0
         self._stuck: set[int] = set()  # the paths being skipped now
         self._fastest: PathState | None = None  # of the latest senders() call
@@ -205,15 +206,31 @@ class BondScheduler(Scheduler):
         fast = self._fastest = usable[0] if usable else None
         return [p for p in usable if self._room(p, fast, sender) > 0]
 
+    def _outstanding(self, path: PathState) -> int:
+        """Bytes ``path`` carries that may still arrive: on a datagram path what its
+        loss detector holds in flight (neither acknowledged nor declared lost: a lost
+        range stays in ``path.inflight`` until the cumulative ACK passes it, and
+        counting it there deadlocked BOND: no path had room to re-send what held the
+        cumulative ACK back); else what it carried that was not acknowledged."""
+        rel = self._reliable.get(path.id)
+        if rel is not None:
+            return rel.loss.bytes_in_flight
+        return path.inflight_bytes - path.sacked
+
     def _room(self, path: PathState, fast: PathState | None, sender: StreamSender) -> int:
         """What ``path`` may take now: its allowance, and for a slower path no more
-        than arrives before the fastest one would deliver everything waiting."""
-        outstanding = path.inflight_bytes - path.sacked
+        than arrives before the fastest one would deliver everything waiting; at least
+        what a probe timeout asks it to send (RFC 9002 6.2.4: a probe is never held)."""
+        outstanding = self._outstanding(path)
         room = path.delivery.allowance(path.rtt.min_rtt, self.config.ack_delay) - outstanding
         if fast is not None and path is not fast and room > 0:
-            ecf = _earliest_completion_room(fast, path, sender)
+            ecf = _earliest_completion_room(fast, path, sender, outstanding,
+                                            self._outstanding(fast))
             if ecf < room:
                 room = ecf
+        rel = self._reliable.get(path.id)
+        if rel is not None and rel.probe_credit > room:
+            room = rel.probe_credit
         return room
 
     def fill(self, senders: list[PathState], sender: StreamSender, with_retx: bool,
@@ -230,7 +247,8 @@ class BondScheduler(Scheduler):
         packets.stripe(senders, budget)
 
 
-def _earliest_completion_room(fast: PathState, path: PathState, sender: StreamSender) -> int:
+def _earliest_completion_room(fast: PathState, path: PathState, sender: StreamSender,
+                              outstanding: int, fast_outstanding: int) -> int:
     """How much a slower ``path`` may take now so that it arrives no later than the
     fastest path would deliver everything still waiting (ECF, "earliest completion
     first"): near the end of a transfer, or while the fast path keeps up, a slow
@@ -238,11 +256,10 @@ def _earliest_completion_room(fast: PathState, path: PathState, sender: StreamSe
     take :data:`~rendr.core.delivery.MIN_ALLOWANCE` to get measured."""
     rate = path.delivery.latest  # cautious for the slow path, generous for the fast one
     fast_rate = fast.delivery.rate
-    outstanding = path.inflight_bytes - path.sacked
     if not rate or not fast_rate:
         return MIN_ALLOWANCE - outstanding
     waiting = sender.written - sender.next_new + sender.retx_bytes
-    fast_done = ((fast.inflight_bytes - fast.sacked + waiting) / fast_rate
+    fast_done = ((fast_outstanding + waiting) / fast_rate
                  + _min_rtt(fast) / 2)
     # what this path may hold in flight to finish by then
     limit = (fast_done - _min_rtt(path) / 2) * rate
@@ -254,10 +271,12 @@ def _min_rtt(path: PathState) -> float:
     return 1e9 if r is None else r
 
 
-def make_scheduler(mode: Mode, config: FlowConfig, now: float) -> Scheduler:
-    """The scheduler for ``mode``."""
+def make_scheduler(mode: Mode, config: FlowConfig, now: float,
+                   reliable: Reliable | None = None) -> Scheduler:
+    """The scheduler for ``mode`` (``reliable``: the flow's datagram paths' loss
+    recovery, which BOND reads for what each path has in flight)."""
     if mode is Mode.RACE:
         return RaceScheduler()
     if mode is Mode.BOND:
-        return BondScheduler(config)
+        return BondScheduler(config, reliable)
     return PrimeScheduler(config, now)

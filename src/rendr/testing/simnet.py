@@ -84,9 +84,12 @@ class SimPath:
     """
 
     def __init__(self, pid: int, delay: float, rate: float | None, mss: int, jitter: float,
-                 sndbuf: int) -> None:
+                 sndbuf: int, mtu: int | None = None, loss: float = 0.0,
+                 queue: int = 64 * 1024) -> None:
         self.pid, self.delay, self.rate, self.mss = pid, delay, rate, mss
         self.jitter, self.sndbuf = jitter, sndbuf
+        self.mtu, self.loss, self.queue = mtu, loss, queue
+        self.drops = [0, 0]  # per sending side: datagrams lost (at random or queue full)
         self.pipes = (_Pipe(), _Pipe())
         self.dead = self.blackholed = False
         self.closed, self.blocked = [False, False], [False, False]
@@ -178,7 +181,8 @@ class Sim:
     # ------------------------------------------------------------ paths and faults
 
     def add_path(self, delay: float = 0.005, *, rate: float | None = None, mss: int = 64 * 1024,
-                 jitter: float = 0.0, sndbuf: int = 256 * 1024, pid: int | None = None) -> int:
+                 jitter: float = 0.0, sndbuf: int = 256 * 1024, pid: int | None = None,
+                 mtu: int | None = None, loss: float = 0.0, queue: int = 64 * 1024) -> int:
         """Attach a new path on both engines now (the dialer re-dials); return its id.
 
         Args:
@@ -188,6 +192,10 @@ class Sim:
             jitter: extra per-segment delay, uniform in ``[0, jitter]`` (never reorders).
             sndbuf: backlog above which the sender's carrier reports itself blocked.
             pid: the id (default: one more than the highest so far; ids are never reused).
+            mtu: a *datagram* path (like udpflow) carrying at most ``mtu`` bytes per
+                datagram: each buffer the engine writes is one datagram, lost with
+                probability ``loss`` or when the link's queue (``rate`` given) holds
+                more than ``queue`` bytes; never blocked.  None: a byte stream.
 
         Raises:
             RendrError: either engine is closed (a closed flow takes no new path).
@@ -198,9 +206,9 @@ class Sim:
         if any(f.state is State.CLOSED for f in self.flows):
             raise RendrError("flow is closed")
         self._next_pid = pid + 1
-        self.paths[pid] = SimPath(pid, delay, rate, mss, jitter, sndbuf)
+        self.paths[pid] = SimPath(pid, delay, rate, mss, jitter, sndbuf, mtu, loss, queue)
         for side in Side:
-            self.call(side, lambda f, now: f.add_path(pid, now=now, transport="sim"))
+            self.call(side, lambda f, now: f.add_path(pid, now=now, transport="sim", mtu=mtu))
         return pid
 
     def kill(self, pid: int, near: Side = Side.DIALER) -> None:
@@ -389,8 +397,12 @@ class Sim:
         path = self.paths.get(pid)
         if path is None or path.dead or path.closed[side]:
             return
-        data = memoryview(b"".join(buffers))
         pipe = path.pipes[side]
+        if path.mtu is not None:
+            for buf in buffers:
+                self._datagram(path, side, bytes(buf))
+            return
+        data = memoryview(b"".join(buffers))
         for i in range(0, len(data), path.mss):
             seg = data[i:i + path.mss]
             sent = self.now
@@ -401,6 +413,22 @@ class Sim:
             path.blocked[side] = True
             self.flows[side].set_path_blocked(pid, True)
             self._schedule_unblock(path, side)
+
+    def _datagram(self, path: SimPath, side: Side, data: bytes) -> None:
+        assert path.mtu is not None
+        if len(data) > path.mtu:
+            raise SimError(f"a {len(data)}-byte datagram on a path of mtu {path.mtu}")
+        pipe = path.pipes[side]
+        sent = self.now
+        if path.rate is not None:
+            if path.backlog(side, self.now) + len(data) > path.queue:
+                path.drops[side] += 1  # the bottleneck's queue is full: dropped
+                return
+            sent = pipe.tx_free_at = max(self.now, pipe.tx_free_at) + len(data) / path.rate
+        if path.loss and self.rng.random() < path.loss:
+            path.drops[side] += 1
+            return
+        self._push(path, side, sent, _DATA, memoryview(data))
 
     def _schedule_unblock(self, path: SimPath, side: Side) -> None:
         assert path.rate is not None
