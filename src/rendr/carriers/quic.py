@@ -47,7 +47,7 @@ from typing import Any, cast
 
 from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.connection import QuicConnection
+from qh3.quic.connection import QuicConnection, QuicConnectionError
 from qh3.quic.packet import QuicErrorCode
 from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
@@ -55,6 +55,11 @@ from ..errors import HandshakeError
 from .address import format_address, parse_address
 from .base import Buffer, Carrier
 from .udpbase import _tune
+
+try:  # qh3's own UDP transport: recvmmsg (GRO) and GSO sends through quinn-udp
+    from qh3.asyncio._transport import create_optimized_datagram_transport
+except ImportError:  # pragma: no cover - another qh3 version: the loop's transport
+    create_optimized_datagram_transport = None
 
 __all__ = [
     "ALPN",
@@ -108,7 +113,7 @@ def _flag(value: object) -> bool:
 class QuicCarrier(Carrier):
     """One QUIC connection as a carrier (the part shared by both ends).
 
-    Subclasses say how datagrams leave (:meth:`_send`) and what ending releases
+    Subclasses say how datagrams leave (:meth:`_send_many`) and what ending releases
     (:meth:`_release`).
     """
 
@@ -128,6 +133,7 @@ class QuicCarrier(Carrier):
         self._fin_sent = False
         self._fin_received = False
         self._linger: asyncio.TimerHandle | None = None
+        self._transmit_pending = False
         self._done = False  # reported loss or was closed: reports nothing further
         self._released = False
         self.handshake_done = False
@@ -153,18 +159,27 @@ class QuicCarrier(Carrier):
         if self._done or self._fin_sent:
             return
         quic = self.quic
-        if self._packets:
-            mtu = DATAGRAM_MTU
-            for buf in buffers:
-                if len(buf) > mtu:  # the engine never does this; qh3 would fail
-                    logger.warning("quic %s: dropped a %d-byte datagram (mtu %d)",
-                                   self.remote_addr, len(buf), mtu)
-                    continue
-                quic.send_datagram_frame(buf if isinstance(buf, bytes) else bytes(buf))
-        elif len(buffers) == 1:
-            quic.send_stream_data(_STREAM, buffers[0])
-        elif buffers:
-            quic.send_stream_data(_STREAM, b"".join(buffers))
+        try:
+            if self._packets:
+                mtu = DATAGRAM_MTU
+                send = quic.send_datagram_frame
+                for buf in buffers:
+                    if len(buf) > mtu:  # the engine never does this; qh3 would fail
+                        logger.warning("quic %s: dropped a %d-byte datagram (mtu %d)",
+                                       self.remote_addr, len(buf), mtu)
+                        continue
+                    send(buf if type(buf) is bytes else bytes(buf))
+                # one transmit per loop iteration, not per write: the engine writes a
+                # burst in several flushes, and QUIC packs the frames into fewer packets
+                self._transmit_soon()
+                return
+            if len(buffers) == 1:
+                quic.send_stream_data(_STREAM, buffers[0])
+            elif buffers:
+                quic.send_stream_data(_STREAM, b"".join(buffers))
+        except QuicConnectionError as exc:  # qh3 closed it (its event is on the way)
+            self._lost(ConnectionResetError(f"quic {self.remote_addr}: {exc}"))
+            return
         self.transmit()
 
     def close(self) -> None:
@@ -198,6 +213,26 @@ class QuicCarrier(Carrier):
             return
         self.quic.receive_datagram(data, addr, self._loop.time())
         self._process_events()
+        self._transmit_soon()
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        """Feed a batch of UDP datagrams from ``addr`` (one socket read) to the QUIC
+        connection: one pass of qh3, one transmit (its ACKs) for the whole batch."""
+        if self._released:
+            return
+        self.quic.receive_many_datagrams(datagrams, addr, self._loop.time())
+        self._process_events()
+        self._transmit_soon()
+
+    def _transmit_soon(self) -> None:
+        """:meth:`transmit` once, later in this loop iteration (after the other
+        callbacks that are ready: more input, the application's next sends)."""
+        if not self._transmit_pending and not self._released:
+            self._transmit_pending = True
+            self._loop.call_soon(self._transmit_now)
+
+    def _transmit_now(self) -> None:
+        self._transmit_pending = False
         self.transmit()
 
     def transmit(self) -> None:
@@ -206,8 +241,9 @@ class QuicCarrier(Carrier):
             return
         quic = self.quic
         now = self._loop.time()
-        for data, addr in quic.datagrams_to_send(now):
-            self._send(data, addr)
+        out = quic.datagrams_to_send(now)
+        if out:
+            self._send_many(out)
         at = quic.get_timer()
         if at != self._timer_at:
             if self._timer is not None:
@@ -325,7 +361,8 @@ class QuicCarrier(Carrier):
 
     # ------------------------------------------------------------------ subclasses
 
-    def _send(self, data: bytes, addr: Any) -> None:
+    def _send_many(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """Send ``(data, addr)`` pairs (what ``datagrams_to_send()`` gave)."""
         raise NotImplementedError
 
     def _release(self) -> None:
@@ -338,6 +375,38 @@ class QuicCarrier(Carrier):
 
     def _on_cid(self, cid: bytes, issued: bool) -> None:
         pass
+
+
+def send_batch(transport: asyncio.DatagramTransport,
+               datagrams: list[tuple[bytes, Any]]) -> None:
+    """Send ``(data, addr)`` pairs, runs to one address in one call where the transport
+    can (qh3's: one GSO ``sendmsg`` for a run of equal-sized packets)."""
+    many = getattr(transport, "sendto_many", None)
+    if many is None or len(datagrams) == 1:
+        for data, addr in datagrams:
+            transport.sendto(data, addr)
+        return
+    run: list[bytes] = []
+    to: Any = None
+    for data, addr in datagrams:
+        if run and addr != to:
+            many(run, to)
+            run = []
+        run.append(data)
+        to = addr
+    if run:
+        many(run, to)
+
+
+async def open_endpoint(loop: asyncio.AbstractEventLoop, protocol: asyncio.DatagramProtocol,
+                        sock: socket.socket) -> asyncio.DatagramTransport:
+    """The datagram transport of ``sock``: qh3's (batched reads handed to the
+    protocol's ``datagrams_received``; GSO sends) where it can, else the loop's."""
+    if create_optimized_datagram_transport is not None:
+        transport, _ = await create_optimized_datagram_transport(loop, lambda: protocol, sock)
+    else:  # pragma: no cover
+        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+    return cast(asyncio.DatagramTransport, transport)
 
 
 class _ClientSocket(asyncio.DatagramProtocol):
@@ -353,6 +422,10 @@ class _ClientSocket(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         if self.carrier.socket is self:
             self.carrier.datagram_received(data, addr)
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        if self.carrier.socket is self:
+            self.carrier.datagrams_received(datagrams, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors are not authenticated: rendr's PING/PONG decides
@@ -384,9 +457,9 @@ class QuicClientCarrier(QuicCarrier):
         self.rebinds = 0
         """Times :meth:`rebind` moved this path to a new socket."""
 
-    def _send(self, data: bytes, addr: Any) -> None:
+    def _send_many(self, datagrams: list[tuple[bytes, Any]]) -> None:
         if self.socket is not None and self.socket.transport is not None:
-            self.socket.transport.sendto(data, addr)
+            send_batch(self.socket.transport, datagrams)
 
     def _on_handshake(self, event: events.HandshakeCompleted) -> None:
         if not self.ready.done():
@@ -431,7 +504,7 @@ class QuicClientCarrier(QuicCarrier):
             sock.close()
             raise
         protocol = _ClientSocket(self)
-        await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        await open_endpoint(self._loop, protocol, sock)
         old, self.socket = self.socket, protocol
         self.local_addr = format_address(sock.getsockname())
         if old is not None and old.transport is not None:
