@@ -194,10 +194,16 @@ class _RendrQuicEnd(PacketEnd):
                 await self.pc.rebind_path(self.pc.active_path)
                 kind = "rebind"
             else:
-                others = [p.id for p in self.pc.stats().paths
-                          if p.state == "up" and p.id != self.pc.active_path]
+                others: list[int] = []
+                for _ in range(100):  # up to 1 s for the other path to be up (again)
+                    others = [p.id for p in self.pc.stats().paths
+                              if p.state == "up" and p.id != self.pc.active_path]
+                    if others:
+                        break
+                    await asyncio.sleep(0.01)
                 if not others:
-                    self.failures.append("no other path up")
+                    self.failures.append("no other path up: " + ", ".join(
+                        f"{p.id} {p.transport} {p.state}" for p in self.pc.stats().paths))
                     return False
                 await self.pc.migrate(others[0])
                 kind = "migrate"

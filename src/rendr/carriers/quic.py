@@ -97,6 +97,9 @@ EARLY_DATAGRAMS = 1024
 """DATAGRAM frames held while the carrier has no flow yet (more are dropped)."""
 CLOSE_LINGER = 3.0
 """Seconds a closed carrier waits for the peer's FIN before closing the QUIC connection."""
+OLD_SOCKET_LINGER = 2.0
+"""Seconds the socket a rebind left keeps reading (the server's datagrams sent before
+it validated the new address)."""
 ACTIVE_CIDS = 8
 """Connection IDs the server may keep issued to a dialer (spares for rebinds)."""
 _STREAM = 0  # the client's first bidirectional stream
@@ -419,13 +422,13 @@ class _ClientSocket(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
+    # a socket a rebind left still reads, for OLD_SOCKET_LINGER: what the server sent
+    # before it moved to the new address is the connection's too
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.carrier.socket is self:
-            self.carrier.datagram_received(data, addr)
+        self.carrier.datagram_received(data, addr)
 
     def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
-        if self.carrier.socket is self:
-            self.carrier.datagrams_received(datagrams, addr)
+        self.carrier.datagrams_received(datagrams, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors are not authenticated: rendr's PING/PONG decides
@@ -453,6 +456,7 @@ class QuicClientCarrier(QuicCarrier):
         super().__init__(loop, quic)
         self.family = family
         self.socket: _ClientSocket | None = None
+        self._lingering: list[asyncio.DatagramTransport] = []
         self.ready: asyncio.Future[None] = loop.create_future()
         self.rebinds = 0
         """Times :meth:`rebind` moved this path to a new socket."""
@@ -483,6 +487,14 @@ class QuicClientCarrier(QuicCarrier):
             self.ready.set_exception(HandshakeError(f"quic {self.remote_addr}: closed"))
         if self.socket is not None and self.socket.transport is not None:
             self.socket.transport.close()
+        for transport in self._lingering:
+            transport.close()
+        self._lingering.clear()
+
+    def _close_lingering(self, transport: asyncio.DatagramTransport) -> None:
+        if transport in self._lingering:
+            self._lingering.remove(transport)
+            transport.close()
 
     async def open_socket(self, local: tuple[str, int] | None) -> None:
         """Make a new UDP socket (bound to ``local``, else any port) the path's.
@@ -508,7 +520,10 @@ class QuicClientCarrier(QuicCarrier):
         old, self.socket = self.socket, protocol
         self.local_addr = format_address(sock.getsockname())
         if old is not None and old.transport is not None:
-            old.transport.close()
+            # datagrams the server sent before it saw the new address still arrive
+            # there: read them for a while (QUIC routes them by connection ID)
+            self._lingering.append(old.transport)
+            self._loop.call_later(OLD_SOCKET_LINGER, self._close_lingering, old.transport)
         if self._socket_paused:
             self.socket_paused(False)
 
