@@ -20,15 +20,15 @@ import ssl
 import time
 from typing import Any
 
-import _twoproc as tp
-from g3qkit.transports import HOST, cert
 from qh3.asyncio import connect, serve
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.events import QuicEvent, StreamDataReceived
 from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
+import _twoproc as tp
 import rendr
+from g3qkit.transports import HOST, cert
 from rendr.testing.payload import repeated_digest
 
 MIB = 1 << 20

@@ -28,7 +28,6 @@ import ssl
 import time
 from typing import Any
 
-from g3ukit.transports import PACKET_COUNTERS, Addr, PacketEnd, PacketTransport, _Queue
 from qh3.asyncio import connect, serve
 from qh3.asyncio.protocol import QuicConnectionProtocol
 from qh3.quic.configuration import QuicConfiguration
@@ -36,6 +35,7 @@ from qh3.quic.events import DatagramFrameReceived, QuicEvent
 from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
 import rendr
+from g3ukit.transports import PACKET_COUNTERS, Addr, PacketEnd, PacketTransport, _Queue
 from rendr.carriers.quic import development_certificate
 
 HOST = "127.0.0.1"

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import ipaddress
 import logging
 import socket
@@ -57,9 +58,11 @@ from .base import Buffer, Carrier
 from .udpbase import _tune
 
 try:  # qh3's own UDP transport: recvmmsg (GRO) and GSO sends through quinn-udp
-    from qh3.asyncio._transport import create_optimized_datagram_transport
+    from qh3.asyncio._transport import (
+        create_optimized_datagram_transport as _qh3_transport,
+    )
 except ImportError:  # pragma: no cover - another qh3 version: the loop's transport
-    create_optimized_datagram_transport = None
+    _qh3_transport = None  # type: ignore[assignment]
 
 __all__ = [
     "ALPN",
@@ -380,6 +383,12 @@ class QuicCarrier(Carrier):
         pass
 
 
+def certificate_binding(der: bytes) -> bytes:
+    """The channel binding of a QUIC path (:attr:`Carrier.binding`): SHA-256 of the
+    server's leaf certificate, DER-encoded."""
+    return hashlib.sha256(der).digest()
+
+
 def send_batch(transport: asyncio.DatagramTransport,
                datagrams: list[tuple[bytes, Any]]) -> None:
     """Send ``(data, addr)`` pairs, runs to one address in one call where the transport
@@ -405,11 +414,12 @@ async def open_endpoint(loop: asyncio.AbstractEventLoop, protocol: asyncio.Datag
                         sock: socket.socket) -> asyncio.DatagramTransport:
     """The datagram transport of ``sock``: qh3's (batched reads handed to the
     protocol's ``datagrams_received``; GSO sends) where it can, else the loop's."""
-    if create_optimized_datagram_transport is not None:
-        transport, _ = await create_optimized_datagram_transport(loop, lambda: protocol, sock)
-    else:  # pragma: no cover
-        transport, _ = await loop.create_datagram_endpoint(lambda: protocol, sock=sock)
-    return cast(asyncio.DatagramTransport, transport)
+    if _qh3_transport is not None:
+        transport, _ = await _qh3_transport(loop, lambda: protocol, sock)
+        return transport
+    made, _ = await loop.create_datagram_endpoint(  # pragma: no cover
+        lambda: protocol, sock=sock)
+    return made  # pragma: no cover
 
 
 class _ClientSocket(asyncio.DatagramProtocol):
@@ -466,6 +476,9 @@ class QuicClientCarrier(QuicCarrier):
             send_batch(self.socket.transport, datagrams)
 
     def _on_handshake(self, event: events.HandshakeCompleted) -> None:
+        cert = self.quic.get_peercert()
+        if cert is not None:
+            self.binding = certificate_binding(cert.public_bytes())
         if not self.ready.done():
             self.ready.set_result(None)
 

@@ -28,7 +28,13 @@ from qh3.quic.packet import QuicErrorCode, QuicPacketType
 
 from .address import format_address, parse_address
 from .base import Carrier
-from .quic import QuicCarrier, open_endpoint, send_batch, server_configuration
+from .quic import (
+    QuicCarrier,
+    certificate_binding,
+    open_endpoint,
+    send_batch,
+    server_configuration,
+)
 from .udpbase import _tune
 
 __all__ = ["QuicServer", "QuicServerCarrier", "listen_quic"]
@@ -51,6 +57,7 @@ class QuicServerCarrier(QuicCarrier):
         self.cids: set[bytes] = set()
         self.local_addr = server.local_addr
         self.remote_addr = format_address(addr)
+        self.binding = server.binding
         self._deadline: asyncio.TimerHandle | None = server.loop.call_later(
             HANDSHAKE_TIMEOUT, self._handshake_expired)
 
@@ -99,6 +106,10 @@ class QuicServer(asyncio.DatagramProtocol):
         self._closed = False
         self._waiter: asyncio.Future[None] = loop.create_future()
         self.local_addr = ""
+        cert = config.certificate
+        self.binding = b"" if cert is None else certificate_binding(cert.public_bytes())
+        """What every carrier binds into its path's handshake (SHA-256 of our leaf
+        certificate: the one the dialer's QUIC saw, unless someone is in the middle)."""
         self.dropped = 0
         """Datagrams dropped before QUIC: unparsable, unknown connection ID, over a cap."""
 
