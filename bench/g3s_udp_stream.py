@@ -122,7 +122,12 @@ def conn_info(conn: Any) -> dict[str, Any]:
         try:
             rel[str(pid)] = {"cwnd": r.cc.cwnd, "in_flight": r.loss.bytes_in_flight,
                              "lost_bytes": r.lost_bytes, "probes": r.probes,
-                             "wait_until": r.wait_until, "pto": r.loss.pto_period}
+                             "wait_until": r.wait_until, "pto": r.loss.pto_period,
+                             "cc": type(r.cc).__name__,
+                             "phase": str(getattr(r.cc, "phase", "")),
+                             "btl_bw": getattr(r.cc, "btl_bw", None),
+                             "min_rtt": getattr(r.cc, "min_rtt", None),
+                             "srtt": r.loss.rtt.srtt}
         except AttributeError:  # another build's internals: the public figures suffice
             pass
     out["reliability"] = rel

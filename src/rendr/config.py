@@ -15,6 +15,8 @@ __all__ = ["FlowConfig"]
 
 KIB = 1024
 MIB = 1024 * 1024
+CONGESTION_CONTROLLERS = ("bbr", "newreno")
+"""The values of :attr:`FlowConfig.congestion`."""
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,12 @@ class FlowConfig:
     """With ``records``: encrypt them too (else authenticate only, for carriers that
     bring their own confidentiality, e.g. TLS).  On if either end asks."""
 
+    congestion: str = "bbr"
+    """Congestion control of datagram paths (udpflow) carrying a stream: ``"bbr"``
+    (:mod:`rendr.core.bbr`: paces at the measured bandwidth, so random loss costs
+    only the bytes re-sent) or ``"newreno"`` (RFC 9002: halves its window on every
+    loss episode).  Each end chooses for what it sends."""
+
     # ---- listener caps (hostile peers; see docs/hardening.md) ----
 
     max_flows: int = 1024
@@ -235,8 +243,13 @@ class FlowConfig:
     at once.  0: no limit."""
 
     def __post_init__(self) -> None:
+        if self.congestion not in CONGESTION_CONTROLLERS:
+            raise ValueError(f"congestion must be one of {CONGESTION_CONTROLLERS}, "
+                             f"got {self.congestion!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "congestion":
+                continue
             if not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{f.name} must be a non-negative number, got {value!r}")
         if self.migration_budget > 90.0:

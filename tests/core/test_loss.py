@@ -3,25 +3,21 @@ lossy, reordering link (LossDetector + NewReno + Pacer + StreamSender) under hyp
 
 from __future__ import annotations
 
-import heapq
 import random
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rendr.config import FlowConfig
-from rendr.core.congestion import NewReno, Pacer
+from rendr.core.congestion import NewReno
 from rendr.core.loss import (
     GRANULARITY,
     INITIAL_RTT,
     PTO_PROBES,
     LossDetector,
-    LossReport,
 )
-from rendr.core.path import RttEstimator
-from rendr.core.rangeset import RangeSet
-from rendr.core.sender import StreamSender
+
+from ._linksim import Sim
 
 SEG = 1000
 
@@ -118,8 +114,11 @@ def test_time_threshold() -> None:
 def test_time_threshold_uses_the_larger_of_srtt_and_latest() -> None:
     det = LossDetector(Rtt(srtt=0.1, latest=0.2))
     det.on_sent(*seg(0), 0.0, 1050, False)
-    det.on_sent(*seg(1), 0.05, 1050, True)  # re-sent: no sample, latest stays 0.2
-    assert det.on_ack(0, [seg(1)], 0.2).lost == []
+    det.on_sent(*seg(1), 0.05, 1050, False)
+    det.on_sent(*seg(2), 0.06, 1050, True)
+    # the newest acknowledged is re-sent: no sample, latest stays 0.2; segment 1 (a
+    # first transmission) is the largest acknowledged and arms the timer for 0
+    assert det.on_ack(0, [(SEG, 3 * SEG)], 0.2).lost == []
     assert det.loss_time == pytest.approx(9 / 8 * 0.2)
 
 
@@ -438,188 +437,18 @@ def test_ack_cost_in_send_order() -> None:
 
 # ------------------------------------------------------------------ simulated link
 
-MSS = 1150
-OVERHEAD = 50  # wire bytes per datagram besides the DATA payload: MSS + 50 = the mds
-ACK_DELAY = 0.01
-DATA, ACK, ACK_TIMER = 0, 1, 2
-
-
-class Sim:
-    """A sender (StreamSender + LossDetector + NewReno + Pacer) and a receiver joined by
-    a link that drops, delays and reorders datagrams both ways; a virtual clock."""
-
-    def __init__(self, seed: int, total: int, loss: float, ack_loss: float, reorder: float,
-                 delay: float, ack_every: int) -> None:
-        self.rng = random.Random(seed)
-        self.total, self.loss, self.ack_loss, self.reorder = total, loss, ack_loss, reorder
-        self.delay, self.ack_every = delay, ack_every
-        self.now = 0.0
-        self.events: list[tuple[float, int, int, int, int, list[tuple[int, int]]]] = []
-        self.seq = 0
-        self.rtt = RttEstimator()
-        self.det = LossDetector(self.rtt, max_ack_delay=ACK_DELAY)
-        self.cc = NewReno(MSS + OVERHEAD)
-        self.pacer = Pacer(self.cc, self.rtt)
-        self.snd = StreamSender(FlowConfig(), 1 << 62, 0.0)
-        self.data = bytes(total)
-        self.written = 0
-        self.pace_at: float | None = None
-        # the receiver
-        self.got = RangeSet()
-        self.unacked = 0
-        self.ack_timer = False
-        # checks: what the sender learnt from ACKs; a naive model of the segments
-        self.known = RangeSet()
-        self.model: list[tuple[int, int, int]] = []  # (start, end, wire) in flight
-        self.lost_reports = 0
-        self.probes = 0
-
-    def push(self, at: float, kind: int, a: int, b: int,
-             sack: list[tuple[int, int]] | None = None) -> None:
-        self.seq += 1
-        heapq.heappush(self.events, (at, self.seq, kind, a, b, sack or []))
-
-    def hop(self) -> float:
-        """One trip's delay: small jitter, or (with probability ``reorder``) up to 3x."""
-        extra = self.rng.random() * (2.0 if self.rng.random() < self.reorder else 0.1)
-        return self.delay * (1.0 + extra)
-
-    # ---------------------------------------------------------------- sender
-
-    def transmit(self, s: int, e: int, resend: bool) -> None:
-        wire = e - s + OVERHEAD
-        self.det.on_sent(s, e, self.now, wire, resend)
-        self.cc.on_sent(wire)
-        self.pacer.on_sent(self.now, wire)
-        self.model.append((s, e, wire))
-        if self.rng.random() >= self.loss:
-            self.push(self.now + self.hop(), DATA, s, e)
-
-    def pump(self) -> None:
-        snd = self.snd
-        while True:
-            if self.written < self.total:
-                self.written += snd.send(self.data[self.written:])
-            if not snd.has_data(True) or self.cc.room(self.det.bytes_in_flight) <= 0:
-                return
-            at = self.pacer.next_send_time(self.now)
-            if at is not None:
-                self.pace_at = at
-                return
-            s, e, resend = snd.next_range(MSS, True)
-            assert e <= self.total
-            self.transmit(s, e, resend)
-
-    def on_lost(self, out: LossReport) -> None:
-        for s, e in out.lost:
-            # nothing the sender knows to be acknowledged is ever reported lost
-            assert self.known.missing(s, e), (s, e)
-            i = next(i for i, m in enumerate(self.model) if m[:2] == (s, e))
-            del self.model[i]  # it was in flight
-            self.snd.on_lost(s, e)
-            self.lost_reports += 1
-        if out.lost:
-            assert out.lost_largest_sent_at is not None
-            self.cc.on_lost(out.lost_bytes, out.lost_largest_sent_at, self.now)
-        if out.persistent_congestion:
-            self.cc.on_persistent_congestion()
-
-    def on_ack(self, cum: int, sack: list[tuple[int, int]]) -> None:
-        app_limited = not self.snd.has_data(True)
-        self.snd.on_ack(cum, 1 << 62, sack, False)
-        out = self.det.on_ack(cum, sack, self.now)
-        # the naive model: a segment is acknowledged when inside [0, cum) or one range
-        newly = [m for m in self.model
-                 if m[1] <= cum or any(s <= m[0] and m[1] <= e for s, e in sack)]
-        assert out.acked_bytes == sum(m[2] for m in newly)
-        self.model = [m for m in self.model if m not in newly]
-        if cum:
-            self.known.add(0, cum)
-        for s, e in sack:
-            self.known.add(s, e)
-        if out.rtt_sample is not None:
-            self.rtt.update(out.rtt_sample, self.now)
-        if out.acked_bytes:
-            assert out.largest_acked_sent_at is not None
-            self.cc.on_acked(out.acked_bytes, out.largest_acked_sent_at, self.now, app_limited)
-        self.on_lost(out)
-
-    def on_timer(self) -> None:
-        out = self.det.on_timer(self.now)
-        self.on_lost(out)
-        if out.probe:
-            self.probes += 1
-            for _ in range(out.probes):  # new data or re-sends first, else a copy
-                s, e, resend = self.snd.next_range(MSS, True)
-                if s < e:
-                    self.transmit(s, e, resend)
-            if not self.snd.has_data(True):
-                for s, e in self.det.oldest(out.probes):
-                    self.transmit(s, e, True)
-
-    # ---------------------------------------------------------------- receiver
-
-    def send_ack(self) -> None:
-        self.unacked = 0
-        ranges = self.got.as_list()
-        cum = ranges[0][1] if ranges and ranges[0][0] == 0 else 0
-        sack = [r for r in ranges if r[0] > cum][:16]
-        if self.rng.random() >= self.ack_loss:
-            self.push(self.now + self.hop(), ACK, cum, 0, sack)
-
-    def on_data(self, s: int, e: int) -> None:
-        self.got.add(s, e)
-        self.unacked += 1
-        if self.unacked >= self.ack_every:
-            self.send_ack()
-        elif not self.ack_timer:
-            self.ack_timer = True
-            self.push(self.now + ACK_DELAY, ACK_TIMER, 0, 0)
-
-    # ---------------------------------------------------------------- the clock
-
-    def run(self) -> None:
-        self.pump()
-        inf = float("inf")
-        for _ in range(1_000_000):
-            t_event = self.events[0][0] if self.events else inf
-            deadline = self.det.deadline()
-            t_timer = inf if deadline is None else deadline
-            t_pace = inf if self.pace_at is None else self.pace_at
-            t = min(t_event, t_timer, t_pace)
-            if t == inf:
-                return
-            assert t >= self.now
-            self.now = t
-            if t == t_event:
-                _, _, kind, a, b, sack = heapq.heappop(self.events)
-                if kind == DATA:
-                    self.on_data(a, b)
-                elif kind == ACK:
-                    self.on_ack(a, sack)
-                else:
-                    self.ack_timer = False
-                    if self.unacked:
-                        self.send_ack()
-            elif t == t_timer:
-                self.on_timer()
-            else:
-                self.pace_at = None
-            self.pump()
-            assert self.det.bytes_in_flight == sum(m[2] for m in self.model) >= 0
-            assert self.cc.cwnd >= self.cc.min_window
-            assert self.now < 3600, "no progress"
-        raise AssertionError("the simulation did not end")
-
 
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**32 - 1), total=st.integers(1, 200_000),
        loss=st.floats(0.0, 0.3), ack_loss=st.floats(0.0, 0.3), reorder=st.floats(0.0, 0.5),
-       delay=st.floats(0.001, 0.2), ack_every=st.sampled_from([1, 2]))
+       delay=st.floats(0.001, 0.2), ack_every=st.sampled_from([1, 2]),
+       cc=st.sampled_from(["newreno", "bbr"]),
+       rate=st.sampled_from([None, 200_000.0, 5_000_000.0]))
 def test_lossy_reordering_link_delivers_everything(seed: int, total: int, loss: float,
                                                    ack_loss: float, reorder: float,
-                                                   delay: float, ack_every: int) -> None:
-    sim = Sim(seed, total, loss, ack_loss, reorder, delay, ack_every)
+                                                   delay: float, ack_every: int, cc: str,
+                                                   rate: float | None) -> None:
+    sim = Sim(seed, total, loss, ack_loss, reorder, delay, ack_every, cc, rate)
     sim.run()
     assert sim.got.as_list() == [(0, total)]  # every byte arrived
     assert sim.snd.acked == total  # and the sender knows it
@@ -634,5 +463,23 @@ def test_simulation_sees_losses_and_recovers() -> None:
     sim.run()
     assert sim.got.as_list() == [(0, 300_000)]
     assert sim.lost_reports > 20 and sim.probes > 0
-    assert sim.cc.ssthresh is not None
+    assert isinstance(sim.cc, NewReno) and sim.cc.ssthresh is not None
     assert sim.rtt.samples > 10
+
+
+def test_a_resent_segment_acked_by_its_late_original_declares_nothing_else_lost() -> None:
+    """Found by the BBR work: a spurious re-send (its original merely reordered) got a
+    higher number than the 10 originals still in flight; the late original's ACK
+    covered the re-send's bytes, the re-send counted as the largest acknowledged, and
+    all 10 originals (sent before it, not yet arrived) were declared lost: a cascade
+    that re-sent more than the whole stream on a 1 % loss path."""
+    det = LossDetector(Rtt(srtt=1.0))  # time threshold far away
+    send(det, 20, step=0.001)
+    out = det.on_ack(2 * SEG, [(3 * SEG, 10 * SEG)], 0.05)
+    assert out.lost == [seg(2)]  # 3 newer acknowledged: the packet threshold
+    det.on_sent(*seg(2), 0.06, 1050, True)  # re-sent: segment number 20
+    out = det.on_ack(10 * SEG, [], 0.07)  # the original arrived after all
+    assert out.acked_segments == 1 and out.lost == []
+    assert det.in_flight == 10  # 10..19 still in flight, none declared lost
+    out = det.on_ack(10 * SEG, [seg(14)], 0.08)  # a first transmission still counts
+    assert out.lost == [seg(10), seg(11)]

@@ -45,7 +45,8 @@ _MIN_SRTT: Final = 1e-6  # a zero RTT sample (loopback) must not divide by zero
 
 
 class CongestionController(Protocol):
-    """What the engine calls on a congestion controller (:class:`NewReno`; CUBIC later).
+    """What the engine calls on a congestion controller (:class:`NewReno`, or
+    :class:`~rendr.core.bbr.Bbr`).
 
     Attributes:
         cwnd: the congestion window, bytes.
@@ -75,6 +76,12 @@ class CongestionController(Protocol):
 
     def room(self, bytes_in_flight: int) -> int:
         """Bytes that may be sent now with ``bytes_in_flight`` outstanding."""
+
+    def on_limited(self) -> None:
+        """The sender had data that the window or the pacer held back."""
+
+    def pacing_rate(self, srtt: float) -> float:
+        """Bytes per second the pacer lets out, given the smoothed RTT."""
 
 
 class NewReno:
@@ -163,6 +170,13 @@ class NewReno:
         """Bytes that may be sent now: what is left of the window."""
         return max(self.cwnd - bytes_in_flight, 0)
 
+    def on_limited(self) -> None:
+        """Nothing to do (growth stops only for ``app_limited`` ACKs)."""
+
+    def pacing_rate(self, srtt: float) -> float:
+        """RFC 9002 7.7: 5/4 of the window per smoothed RTT."""
+        return PACING_GAIN * self.cwnd / max(srtt, _MIN_SRTT)
+
 
 TIMER_SLACK: Final = 0.002
 """Seconds of pacing the bucket can hold beyond ``burst`` (see ``Pacer._fill``):
@@ -172,10 +186,10 @@ two ticks of a millisecond event-loop timer."""
 class Pacer:
     """A token bucket spreading the congestion window over an RTT (RFC 9002 7.7).
 
-    It reads the window from ``cc`` and the smoothed RTT from ``rtt`` at each call,
-    filling at ``PACING_GAIN * cwnd / srtt`` bytes per second up to ``burst``
-    datagrams of ``cc.max_datagram_size``; without an RTT sample it does not pace
-    (the window alone bounds the first flight).
+    It asks ``cc`` for its pacing rate given the smoothed RTT from ``rtt`` at each call
+    (NewReno: ``PACING_GAIN * cwnd / srtt``), filling at that many bytes per second up
+    to ``burst`` datagrams of ``cc.max_datagram_size``; without an RTT sample it does
+    not pace (the window alone bounds the first flight).
 
     Attributes:
         tokens: bytes that may go at once (negative: a debt to wait out).
@@ -199,7 +213,7 @@ class Pacer:
         srtt = self.rtt.srtt
         if srtt is None:
             return None
-        return PACING_GAIN * self.cc.cwnd / max(srtt, _MIN_SRTT)
+        return self.cc.pacing_rate(srtt)
 
     def _fill(self, now: float, rate: float) -> None:
         then = self._filled_at

@@ -171,7 +171,7 @@ class Flow:
         if self.keys is not None and self.records:
             path.protect(self.keys, self.role is Role.DIALER, self.encrypt)
         if mtu is not None:  # a lossy path: loss recovery (and a FIN that is re-sent)
-            self._reliable[path_id] = PathReliability(path, mtu)
+            self._reliable[path_id] = PathReliability(path, mtu, self.config.congestion)
         self._paths.add(path)
         self._migration.attached(path, now)
         self._check_close_done(now)

@@ -12,7 +12,9 @@ inside one SACK range.
 Rules followed (section numbers of RFC 9002):
 
 - RTT samples (5.1): only when the newest newly acknowledged segment is newer than
-  every segment acknowledged before, and never from a re-sent one (Karn).  There is
+  every segment acknowledged before, and never from a re-sent one (Karn).  Nor does
+  an acknowledged re-sent segment count as the largest acknowledged for the packet
+  and time thresholds: the ACK may be for its original.  There is
   no ack-delay field: ``max_ack_delay`` is the constant bound the PTO adds.  The
   detector reads an RTT source (``srtt``, ``rttvar``, ``latest``; the engine's
   :class:`~rendr.core.path.RttEstimator`) and reports the sample for the caller to
@@ -161,7 +163,8 @@ class LossDetector:
     """
 
     __slots__ = ("_first_sample_at", "_head", "_in_flight", "_index", "_largest_acked",
-                 "_last_sent_at", "_newest", "_next_num", "_pc_start", "_segs", "_starts",
+                 "_last_sent_at", "_newest", "_newest_clean", "_next_num", "_pc_start",
+                 "_segs", "_starts",
                  "bytes_in_flight", "examined", "initial_rtt", "loss_time", "max_ack_delay",
                  "max_pto", "min_rto", "pto_count", "rtt")
 
@@ -188,6 +191,7 @@ class LossDetector:
         self._first_sample_at: float | None = None
         self._pc_start: float | None = None  # send time opening a run of losses
         self._newest: _Segment | None = None  # newest newly acked, during on_ack
+        self._newest_clean: _Segment | None = None  # the same, first transmissions only
 
     # ------------------------------------------------------------------ sending
 
@@ -255,16 +259,21 @@ class LossDetector:
         if out.acked_segments:
             self.pto_count = 0
             newest = self._newest
-            self._newest = None
+            clean = self._newest_clean
+            self._newest = self._newest_clean = None
             if newest is not None:
                 out.largest_acked_sent_at = newest.sent_at
-                if newest.num > self._largest_acked:
-                    self._largest_acked = newest.num
-                    if not newest.retransmit:
-                        sample = max(now - newest.sent_at, 0.0)
-                        out.rtt_sample = sample
-                        if self._first_sample_at is None:
-                            self._first_sample_at = now
+            # a re-sent range's ACK is ambiguous (the original may be what arrived:
+            # the ACK names bytes, not segments), so only a first transmission moves
+            # the largest acknowledged: else one spurious re-send, acknowledged by its
+            # late original, would declare everything sent before the re-send lost
+            if clean is not None and clean.num > self._largest_acked:
+                self._largest_acked = clean.num
+                if clean is newest:
+                    sample = max(now - clean.sent_at, 0.0)
+                    out.rtt_sample = sample
+                    if self._first_sample_at is None:
+                        self._first_sample_at = now
         self._detect(now, sample, out)
         return out
 
@@ -274,6 +283,7 @@ class LossDetector:
         keep: list[_Segment] = []
         index = self._index
         newest = self._newest
+        clean = self._newest_clean
         for k in range(lo, hi):
             seg = index[k]
             if seg.state != _IN_FLIGHT:
@@ -288,7 +298,10 @@ class LossDetector:
             out.acked_segments += 1
             if newest is None or seg.num > newest.num:
                 newest = seg
+            if not seg.retransmit and (clean is None or seg.num > clean.num):
+                clean = seg
         self._newest = newest
+        self._newest_clean = clean
         self.examined += hi - lo
         return keep
 

@@ -7,7 +7,9 @@ lives, so each one gets a :class:`PathReliability` that joins three parts:
 - :class:`~rendr.core.loss.LossDetector`: which ranges were lost (RFC 9002 packet
   and time thresholds over byte ranges, from the peer's cumulative ACK and SACK
   ranges) and when to probe (PTO);
-- :class:`~rendr.core.congestion.NewReno`: how many bytes may be in flight;
+- a congestion controller (:class:`~rendr.core.bbr.Bbr` by default, or
+  :class:`~rendr.core.congestion.NewReno`): how many bytes may be in flight, and
+  how fast they may leave;
 - :class:`~rendr.core.congestion.Pacer`: how fast they may leave (no bursts that
   would overflow a socket buffer on the way).
 
@@ -24,7 +26,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from .congestion import NewReno, Pacer
+from .bbr import Bbr
+from .congestion import CongestionController, NewReno, Pacer
 from .loss import LossDetector, LossReport
 from .path import PathState
 from .paths import PathSet
@@ -49,10 +52,13 @@ class PathReliability:
     __slots__ = ("_fin_at", "_fin_wait", "_path", "cc", "loss", "lost_bytes", "pacer",
                  "probe_credit", "probes", "wait_until")
 
-    def __init__(self, path: PathState, datagram_size: int) -> None:
+    def __init__(self, path: PathState, datagram_size: int,
+                 congestion: str = "bbr") -> None:
         self._path = path
         self.loss = LossDetector(path.rtt)
-        self.cc = NewReno(max_datagram_size=datagram_size)
+        self.cc: CongestionController = (
+            Bbr(path.rtt, max_datagram_size=datagram_size) if congestion == "bbr"
+            else NewReno(max_datagram_size=datagram_size))
         self.pacer = Pacer(self.cc, path.rtt)
         self.lost_bytes = 0
         self.probes = 0
@@ -79,11 +85,14 @@ class PathReliability:
         :attr:`wait_until`); a probe goes beyond the window, unpaced."""
         if self.probe_credit > 0:
             return self.probe_credit
-        room = self.cc.room(self.loss.bytes_in_flight)
+        cc = self.cc
+        room = cc.room(self.loss.bytes_in_flight)
         if room <= 0:
+            cc.on_limited()
             return 0
         at = self.pacer.next_send_time(now)
         if at is not None:
+            cc.on_limited()
             self.wait_until = at
             return 0
         self.wait_until = None
