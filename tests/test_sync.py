@@ -124,3 +124,24 @@ def test_short_timeouts_lose_no_bytes() -> None:
         assert bytes(got) == bytes(i % 251 for i in range(n))
         client.close()
         server.close()
+
+
+def test_listen_quic_serves_blocking_sockets() -> None:
+    pytest.importorskip("qh3")
+    with rendr.sync.listen_quic("127.0.0.1:0") as ln:
+        (host, port), = ln.addrs
+        client = rendr.sync.dial([rendr.PathSpec("quic", f"{host}:{port}",
+                                                 options={"insecure": "1"})])
+        server, _ = ln.accept(timeout=10)
+        try:
+            payload = os.urandom(MIB)
+            client.sendall(payload)
+            client.shutdown(socket.SHUT_WR)
+            got = bytearray()
+            while chunk := server.recv(65536):
+                got += chunk
+            assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+            assert client.conn.stats().paths[0].transport == "quic"
+        finally:
+            client.close()
+            server.close()

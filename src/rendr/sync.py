@@ -38,7 +38,7 @@ from .aio import listen as aio_listen
 from .aio.runner import loop_factory
 from .spec import ListenSpec, PathSpec
 
-__all__ = ["Socket", "SyncListener", "dial", "listen", "listen_tcp"]
+__all__ = ["Socket", "SyncListener", "dial", "listen", "listen_quic", "listen_tcp"]
 
 T = TypeVar("T")
 
@@ -307,3 +307,17 @@ def listen(*specs: ListenSpec, **options: Any) -> SyncListener:
 def listen_tcp(address: str, **options: Any) -> SyncListener:
     """Listen on one TCP address (``"host:port"``)."""
     return listen(ListenSpec("tcp", address), **options)
+
+
+def listen_quic(*addresses: str, tls: str | tuple[str, str] | None = None,
+                alpn: str | None = None, **options: Any) -> SyncListener:
+    """Listen for stream flows over QUIC on each ``"host:port"`` (needs ``qh3``; the
+    arguments of :func:`rendr.listen_quic`: ``tls=None`` is a self-signed development
+    certificate, which dialers accept only with ``options={"insecure": "1"}``)::
+
+        with rendr.sync.listen_quic("0.0.0.0:5556", tls=("cert.pem", "key.pem")) as ln:
+            sock, peer = ln.accept()
+    """
+    from .aio.listener import quic_specs
+
+    return listen(*quic_specs(addresses, tls, alpn), **options)

@@ -305,3 +305,60 @@ async def _transfer_part(c: rendr.Conn, s: rendr.Conn, data: bytes) -> None:
     writer = asyncio.ensure_future(c.write(data))
     assert await asyncio.wait_for(s.readexactly(len(data)), 10) == data
     await writer
+
+
+async def test_quic_paths_bind_the_server_certificate_on_both_ends() -> None:
+    """Both ends of a QUIC path hold the same channel binding (SHA-256 of the server's
+    leaf certificate; each listen address has its own development certificate); a
+    flow with a QUIC HELLO path and a QUIC JOIN path works (both handshakes covered
+    the binding)."""
+    from rendr.carriers.quic import certificate_binding
+
+    ln = await rendr.listen_quic("127.0.0.1:0", "127.0.0.1:0", psk=PSK)
+    try:
+        c = await rendr.Dialer(paths=[_quic(ln.addrs[0][1]), _quic(ln.addrs[1][1])],
+                               psk=PSK).dial()
+        s = await asyncio.wait_for(ln.accept(), 5)
+        await _wait_up(c, 2)
+        carriers = c._driver.carriers
+        server_carriers = s._driver.carriers
+        assert len(carriers) == 2 and carriers.keys() == server_carriers.keys()
+        for pid, carrier in carriers.items():
+            want = certificate_binding(carrier.quic.get_peercert().public_bytes())
+            assert len(want) == 32
+            assert carrier.binding == want == server_carriers[pid].binding
+        await _transfer(c, s, os.urandom(64 << 10))
+        c.abort()
+    finally:
+        await ln.close()
+
+
+async def test_a_certificate_other_than_the_listeners_fails_the_handshake(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the dialer's QUIC saw is not the certificate the listener binds (someone
+    in the middle terminating QUIC with their own certificate): the listener cannot
+    prove the flow's keys (HELLO), and a JOIN on such a path is refused."""
+    import rendr.carriers.quic as quic_mod
+
+    real = quic_mod.certificate_binding
+    ln = await rendr.listen_quic("127.0.0.1:0", "127.0.0.1:0", psk=PSK)
+    try:
+        # HELLO over a path whose certificate is "another one"
+        monkeypatch.setattr(quic_mod, "certificate_binding",
+                            lambda der: real(b"mitm" + der))
+        with pytest.raises((rendr.HandshakeError, OSError), match="QUIC certificate"):
+            await rendr.Dialer(paths=[_quic(ln.addrs[0][1])], psk=PSK,
+                               connect_timeout=3).dial()
+        # a flow opened over a good path; then a JOIN over a "MITM" one is refused
+        monkeypatch.setattr(quic_mod, "certificate_binding", real)
+        c = await rendr.Dialer(paths=[_quic(ln.addrs[0][1])], psk=PSK).dial()
+        s = await asyncio.wait_for(ln.accept(), 5)
+        monkeypatch.setattr(quic_mod, "certificate_binding",
+                            lambda der: real(b"mitm" + der))
+        with pytest.raises((rendr.HandshakeError, OSError), match="AUTH_FAILED"):
+            await c.add_path(_quic(ln.addrs[1][1]))
+        assert len([p for p in c.stats().paths if p.state == "up"]) == 1
+        await _transfer(c, s, os.urandom(16 << 10))
+        c.abort()
+    finally:
+        await ln.close()

@@ -303,7 +303,7 @@ class DialSession:
         is followed at once: the same HELLO with its cookie, on a fresh carrier
         (``hello.carrier`` then names it)."""
         hs = self.handshake
-        opening = hs.hello(hello.path_id)
+        opening = hs.hello(hello.path_id, hello.carrier.binding)
         while True:
             answer = await exchange(hello.carrier, opening, self.config.handshake_timeout,
                                     hello.label)
@@ -313,6 +313,7 @@ class DialSession:
                 return answer
             hello.carrier.close()
             hello.carrier = await self._open(hello.slot.spec)
+            hs.bind(hello.path_id, hello.carrier.binding)
             opening = retry
 
     def _on_hello_answer(self, hello: _Hello) -> None:
@@ -340,7 +341,7 @@ class DialSession:
         hs = self.handshake
         path_id = hs.next_path_id()
         label = f"JOIN of path {path_id} ({_route(carrier)})"
-        ftype, body, collector = await exchange(carrier, hs.join(path_id),
+        ftype, body, collector = await exchange(carrier, hs.join(path_id, carrier.binding),
                                                 self.config.handshake_timeout, label)
         try:
             with named(label):
@@ -470,7 +471,7 @@ class DialSession:
                 try:
                     carrier = await self._open(spec)
                     path_id = self.handshake.next_path_id()
-                    await exchange(carrier, [*self.handshake.join(path_id),
+                    await exchange(carrier, [*self.handshake.join(path_id, carrier.binding),
                                              *self.handshake.seal(path_id, [close_frame])],
                                    cfg.handshake_timeout,
                                    f"farewell JOIN of path {path_id} ({_route(carrier)})")

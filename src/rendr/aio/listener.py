@@ -128,7 +128,8 @@ class Listener:
             if ftype == FrameType.JOIN and not self._session.knows(Join.decode(body).flow_id):
                 await self._wait_for_hello(Join.decode(body).flow_id)
             decision = self._session.decide(ftype, body, self._loop.time(),
-                                            queue_full=self._queue.full(), source=source)
+                                            queue_full=self._queue.full(), source=source,
+                                            binding=carrier.binding)
         except HandshakeError as exc:
             if exc.peer_version is not None:
                 carrier.write([PREFACE])  # let the peer see which version we speak

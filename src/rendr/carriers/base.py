@@ -99,6 +99,13 @@ class Carrier(abc.ABC):
     to :meth:`write` is one datagram, each ``carrier_data`` one datagram); None for a
     byte stream."""
 
+    binding: bytes = b""
+    """Channel binding: what the carrier's own security layer authenticated, the same
+    on both ends (QUIC: SHA-256 of the server's leaf certificate, DER), mixed into the
+    handshake of the path it carries (a HELLO's keys, a JOIN's proof), so a party in
+    the middle that terminates the carrier with another certificate cannot complete
+    rendr's handshake.  Empty: none (TCP, udpflow)."""
+
     def __init__(self) -> None:
         self._sink: CarrierSink = _Buffering()
         self.local_addr = ""

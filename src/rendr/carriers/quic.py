@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import ipaddress
 import logging
 import socket
@@ -47,7 +48,7 @@ from typing import Any, cast
 
 from qh3.quic import events
 from qh3.quic.configuration import QuicConfiguration
-from qh3.quic.connection import QuicConnection
+from qh3.quic.connection import QuicConnection, QuicConnectionError
 from qh3.quic.packet import QuicErrorCode
 from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
@@ -55,6 +56,13 @@ from ..errors import HandshakeError
 from .address import format_address, parse_address
 from .base import Buffer, Carrier
 from .udpbase import _tune
+
+try:  # qh3's own UDP transport: recvmmsg (GRO) and GSO sends through quinn-udp
+    from qh3.asyncio._transport import (
+        create_optimized_datagram_transport as _qh3_transport,
+    )
+except ImportError:  # pragma: no cover - another qh3 version: the loop's transport
+    _qh3_transport = None  # type: ignore[assignment]
 
 __all__ = [
     "ALPN",
@@ -92,6 +100,9 @@ EARLY_DATAGRAMS = 1024
 """DATAGRAM frames held while the carrier has no flow yet (more are dropped)."""
 CLOSE_LINGER = 3.0
 """Seconds a closed carrier waits for the peer's FIN before closing the QUIC connection."""
+OLD_SOCKET_LINGER = 2.0
+"""Seconds the socket a rebind left keeps reading (the server's datagrams sent before
+it validated the new address)."""
 ACTIVE_CIDS = 8
 """Connection IDs the server may keep issued to a dialer (spares for rebinds)."""
 _STREAM = 0  # the client's first bidirectional stream
@@ -108,7 +119,7 @@ def _flag(value: object) -> bool:
 class QuicCarrier(Carrier):
     """One QUIC connection as a carrier (the part shared by both ends).
 
-    Subclasses say how datagrams leave (:meth:`_send`) and what ending releases
+    Subclasses say how datagrams leave (:meth:`_send_many`) and what ending releases
     (:meth:`_release`).
     """
 
@@ -128,6 +139,7 @@ class QuicCarrier(Carrier):
         self._fin_sent = False
         self._fin_received = False
         self._linger: asyncio.TimerHandle | None = None
+        self._transmit_pending = False
         self._done = False  # reported loss or was closed: reports nothing further
         self._released = False
         self.handshake_done = False
@@ -153,18 +165,27 @@ class QuicCarrier(Carrier):
         if self._done or self._fin_sent:
             return
         quic = self.quic
-        if self._packets:
-            mtu = DATAGRAM_MTU
-            for buf in buffers:
-                if len(buf) > mtu:  # the engine never does this; qh3 would fail
-                    logger.warning("quic %s: dropped a %d-byte datagram (mtu %d)",
-                                   self.remote_addr, len(buf), mtu)
-                    continue
-                quic.send_datagram_frame(buf if isinstance(buf, bytes) else bytes(buf))
-        elif len(buffers) == 1:
-            quic.send_stream_data(_STREAM, buffers[0])
-        elif buffers:
-            quic.send_stream_data(_STREAM, b"".join(buffers))
+        try:
+            if self._packets:
+                mtu = DATAGRAM_MTU
+                send = quic.send_datagram_frame
+                for buf in buffers:
+                    if len(buf) > mtu:  # the engine never does this; qh3 would fail
+                        logger.warning("quic %s: dropped a %d-byte datagram (mtu %d)",
+                                       self.remote_addr, len(buf), mtu)
+                        continue
+                    send(buf if type(buf) is bytes else bytes(buf))
+                # one transmit per loop iteration, not per write: the engine writes a
+                # burst in several flushes, and QUIC packs the frames into fewer packets
+                self._transmit_soon()
+                return
+            if len(buffers) == 1:
+                quic.send_stream_data(_STREAM, buffers[0])
+            elif buffers:
+                quic.send_stream_data(_STREAM, b"".join(buffers))
+        except QuicConnectionError as exc:  # qh3 closed it (its event is on the way)
+            self._lost(ConnectionResetError(f"quic {self.remote_addr}: {exc}"))
+            return
         self.transmit()
 
     def close(self) -> None:
@@ -198,6 +219,26 @@ class QuicCarrier(Carrier):
             return
         self.quic.receive_datagram(data, addr, self._loop.time())
         self._process_events()
+        self._transmit_soon()
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        """Feed a batch of UDP datagrams from ``addr`` (one socket read) to the QUIC
+        connection: one pass of qh3, one transmit (its ACKs) for the whole batch."""
+        if self._released:
+            return
+        self.quic.receive_many_datagrams(datagrams, addr, self._loop.time())
+        self._process_events()
+        self._transmit_soon()
+
+    def _transmit_soon(self) -> None:
+        """:meth:`transmit` once, later in this loop iteration (after the other
+        callbacks that are ready: more input, the application's next sends)."""
+        if not self._transmit_pending and not self._released:
+            self._transmit_pending = True
+            self._loop.call_soon(self._transmit_now)
+
+    def _transmit_now(self) -> None:
+        self._transmit_pending = False
         self.transmit()
 
     def transmit(self) -> None:
@@ -206,8 +247,9 @@ class QuicCarrier(Carrier):
             return
         quic = self.quic
         now = self._loop.time()
-        for data, addr in quic.datagrams_to_send(now):
-            self._send(data, addr)
+        out = quic.datagrams_to_send(now)
+        if out:
+            self._send_many(out)
         at = quic.get_timer()
         if at != self._timer_at:
             if self._timer is not None:
@@ -325,7 +367,8 @@ class QuicCarrier(Carrier):
 
     # ------------------------------------------------------------------ subclasses
 
-    def _send(self, data: bytes, addr: Any) -> None:
+    def _send_many(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        """Send ``(data, addr)`` pairs (what ``datagrams_to_send()`` gave)."""
         raise NotImplementedError
 
     def _release(self) -> None:
@@ -340,6 +383,45 @@ class QuicCarrier(Carrier):
         pass
 
 
+def certificate_binding(der: bytes) -> bytes:
+    """The channel binding of a QUIC path (:attr:`Carrier.binding`): SHA-256 of the
+    server's leaf certificate, DER-encoded."""
+    return hashlib.sha256(der).digest()
+
+
+def send_batch(transport: asyncio.DatagramTransport,
+               datagrams: list[tuple[bytes, Any]]) -> None:
+    """Send ``(data, addr)`` pairs, runs to one address in one call where the transport
+    can (qh3's: one GSO ``sendmsg`` for a run of equal-sized packets)."""
+    many = getattr(transport, "sendto_many", None)
+    if many is None or len(datagrams) == 1:
+        for data, addr in datagrams:
+            transport.sendto(data, addr)
+        return
+    run: list[bytes] = []
+    to: Any = None
+    for data, addr in datagrams:
+        if run and addr != to:
+            many(run, to)
+            run = []
+        run.append(data)
+        to = addr
+    if run:
+        many(run, to)
+
+
+async def open_endpoint(loop: asyncio.AbstractEventLoop, protocol: asyncio.DatagramProtocol,
+                        sock: socket.socket) -> asyncio.DatagramTransport:
+    """The datagram transport of ``sock``: qh3's (batched reads handed to the
+    protocol's ``datagrams_received``; GSO sends) where it can, else the loop's."""
+    if _qh3_transport is not None:
+        transport, _ = await _qh3_transport(loop, lambda: protocol, sock)
+        return transport
+    made, _ = await loop.create_datagram_endpoint(  # pragma: no cover
+        lambda: protocol, sock=sock)
+    return made  # pragma: no cover
+
+
 class _ClientSocket(asyncio.DatagramProtocol):
     """The UDP socket of one dialed path (replaced by :meth:`QuicClientCarrier.rebind`)."""
 
@@ -350,9 +432,13 @@ class _ClientSocket(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
+    # a socket a rebind left still reads, for OLD_SOCKET_LINGER: what the server sent
+    # before it moved to the new address is the connection's too
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        if self.carrier.socket is self:
-            self.carrier.datagram_received(data, addr)
+        self.carrier.datagram_received(data, addr)
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        self.carrier.datagrams_received(datagrams, addr)
 
     def error_received(self, exc: Exception) -> None:
         # ICMP errors are not authenticated: rendr's PING/PONG decides
@@ -380,15 +466,19 @@ class QuicClientCarrier(QuicCarrier):
         super().__init__(loop, quic)
         self.family = family
         self.socket: _ClientSocket | None = None
+        self._lingering: list[asyncio.DatagramTransport] = []
         self.ready: asyncio.Future[None] = loop.create_future()
         self.rebinds = 0
         """Times :meth:`rebind` moved this path to a new socket."""
 
-    def _send(self, data: bytes, addr: Any) -> None:
+    def _send_many(self, datagrams: list[tuple[bytes, Any]]) -> None:
         if self.socket is not None and self.socket.transport is not None:
-            self.socket.transport.sendto(data, addr)
+            send_batch(self.socket.transport, datagrams)
 
     def _on_handshake(self, event: events.HandshakeCompleted) -> None:
+        cert = self.quic.get_peercert()
+        if cert is not None:
+            self.binding = certificate_binding(cert.public_bytes())
         if not self.ready.done():
             self.ready.set_result(None)
 
@@ -410,6 +500,14 @@ class QuicClientCarrier(QuicCarrier):
             self.ready.set_exception(HandshakeError(f"quic {self.remote_addr}: closed"))
         if self.socket is not None and self.socket.transport is not None:
             self.socket.transport.close()
+        for transport in self._lingering:
+            transport.close()
+        self._lingering.clear()
+
+    def _close_lingering(self, transport: asyncio.DatagramTransport) -> None:
+        if transport in self._lingering:
+            self._lingering.remove(transport)
+            transport.close()
 
     async def open_socket(self, local: tuple[str, int] | None) -> None:
         """Make a new UDP socket (bound to ``local``, else any port) the path's.
@@ -431,11 +529,14 @@ class QuicClientCarrier(QuicCarrier):
             sock.close()
             raise
         protocol = _ClientSocket(self)
-        await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
+        await open_endpoint(self._loop, protocol, sock)
         old, self.socket = self.socket, protocol
         self.local_addr = format_address(sock.getsockname())
         if old is not None and old.transport is not None:
-            old.transport.close()
+            # datagrams the server sent before it saw the new address still arrive
+            # there: read them for a while (QUIC routes them by connection ID)
+            self._lingering.append(old.transport)
+            self._loop.call_later(OLD_SOCKET_LINGER, self._close_lingering, old.transport)
         if self._socket_paused:
             self.socket_paused(False)
 

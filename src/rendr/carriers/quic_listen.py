@@ -28,7 +28,13 @@ from qh3.quic.packet import QuicErrorCode, QuicPacketType
 
 from .address import format_address, parse_address
 from .base import Carrier
-from .quic import QuicCarrier, server_configuration
+from .quic import (
+    QuicCarrier,
+    certificate_binding,
+    open_endpoint,
+    send_batch,
+    server_configuration,
+)
 from .udpbase import _tune
 
 __all__ = ["QuicServer", "QuicServerCarrier", "listen_quic"]
@@ -51,11 +57,12 @@ class QuicServerCarrier(QuicCarrier):
         self.cids: set[bytes] = set()
         self.local_addr = server.local_addr
         self.remote_addr = format_address(addr)
+        self.binding = server.binding
         self._deadline: asyncio.TimerHandle | None = server.loop.call_later(
             HANDSHAKE_TIMEOUT, self._handshake_expired)
 
-    def _send(self, data: bytes, addr: Any) -> None:
-        self._server.sendto(data, addr)
+    def _send_many(self, datagrams: list[tuple[bytes, Any]]) -> None:
+        self._server.send_many(datagrams)
 
     def _on_handshake(self, event: events.HandshakeCompleted) -> None:
         if self._deadline is not None:
@@ -99,6 +106,10 @@ class QuicServer(asyncio.DatagramProtocol):
         self._closed = False
         self._waiter: asyncio.Future[None] = loop.create_future()
         self.local_addr = ""
+        cert = config.certificate
+        self.binding = b"" if cert is None else certificate_binding(cert.public_bytes())
+        """What every carrier binds into its path's handshake (SHA-256 of our leaf
+        certificate: the one the dialer's QUIC saw, unless someone is in the middle)."""
         self.dropped = 0
         """Datagrams dropped before QUIC: unparsable, unknown connection ID, over a cap."""
 
@@ -113,18 +124,52 @@ class QuicServer(asyncio.DatagramProtocol):
         self.local_addr = format_address(self._transport.get_extra_info("sockname"))
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        carrier = self._route(data, addr)
+        if carrier is not None:
+            carrier.datagram_received(data, addr)
+
+    def datagrams_received(self, datagrams: list[bytes], addr: Any) -> None:
+        """A batch from one socket read, all from ``addr``: runs for one connection
+        go to it in one call (usually the whole batch)."""
+        if len(datagrams) == 1:
+            self.datagram_received(datagrams[0], addr)
+            return
+        run: list[bytes] = []
+        to: QuicServerCarrier | None = None
+        for data in datagrams:
+            carrier = self._route(data, addr)
+            if carrier is None:
+                continue
+            if run and carrier is not to:
+                self._deliver(to, run, addr)
+                run = []
+            run.append(data)
+            to = carrier
+        if run:
+            self._deliver(to, run, addr)
+
+    @staticmethod
+    def _deliver(carrier: QuicServerCarrier | None, run: list[bytes], addr: Any) -> None:
+        if carrier is None:
+            return
+        if len(run) == 1 or not carrier.handshake_done:
+            for data in run:  # handshake packets one by one (qh3 wants them so)
+                carrier.datagram_received(data, addr)
+        else:
+            carrier.datagrams_received(run, addr)
+
+    def _route(self, data: bytes, addr: Any) -> QuicServerCarrier | None:
         try:
             header = pull_quic_header(data, 0, self._config.connection_id_length)
         except ValueError:
             self.dropped += 1
-            return
+            return None
         carrier = self._routes.get(header[3])
         if carrier is None:
             carrier = self._accept(data, header, addr)
             if carrier is None:
                 self.dropped += 1
-                return
-        carrier.datagram_received(data, addr)
+        return carrier
 
     def _accept(self, data: bytes, header: Any, addr: Any) -> QuicServerCarrier | None:
         """A datagram for no known connection: an Initial opens a new one."""
@@ -153,9 +198,9 @@ class QuicServer(asyncio.DatagramProtocol):
             carrier.socket_paused(False)
 
     # for the carriers
-    def sendto(self, data: bytes, addr: Any) -> None:
+    def send_many(self, datagrams: list[tuple[bytes, Any]]) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.sendto(data, addr)
+            send_batch(self._transport, datagrams)
 
     def route(self, carrier: QuicServerCarrier, cid: bytes, issued: bool) -> None:
         if issued:
@@ -238,6 +283,6 @@ async def listen_quic(address: str, on_carrier: Callable[[Carrier], None],
         sock.close()
         raise
     server = QuicServer(loop, config, on_carrier)
-    await loop.create_datagram_endpoint(lambda: server, sock=sock)
+    await open_endpoint(loop, server, sock)
     name = sock.getsockname()
     return server, (name[0], name[1])

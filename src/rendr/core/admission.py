@@ -17,7 +17,7 @@ from .cookie import CookieJar
 from .fairness import LoadMeter, SourceBuckets, source_key
 from .flow import Flow
 from .memory import MemoryBudget
-from .opening import Decision, u32
+from .opening import Decision, bound, u32
 from .types import Mode, Role, State
 from .wire import (
     AUTH_LEN,
@@ -114,13 +114,15 @@ class ListenerHandshake:
             self._pending_from.pop(source, None)
 
     def decide(self, ftype: int, body: bytes, now: float, *, queue_full: bool = False,
-               source: str = "") -> Decision:
+               source: str = "", binding: bytes = b"") -> Decision:
         """Answer a carrier's first frame (after its preface).
 
         Args:
             queue_full: the accept queue has no room for another new flow.
             source: where the carrier comes from (its IP address; a datagram carrier
                 adds the port): what a cookie is bound to and limits count per.
+            binding: the carrier's channel binding (``Carrier.binding``), bound into
+                the HELLO's keys or the JOIN's proof (empty: none).
 
         Raises:
             ProtocolError: the first frame is neither HELLO nor JOIN, or is malformed
@@ -128,13 +130,14 @@ class ListenerHandshake:
         """
         if ftype == FrameType.HELLO:
             return self.on_hello(Hello.decode(body), now, queue_full=queue_full,
-                                 body=bytes(body), source=source)
+                                 body=bytes(body), source=source, binding=binding)
         if ftype == FrameType.JOIN:
-            return self.on_join(Join.decode(body))
+            return self.on_join(Join.decode(body), binding)
         raise ProtocolError(f"carrier opened with frame type 0x{ftype:02x}")
 
     def on_hello(self, hello: Hello, now: float, *, queue_full: bool = False,
-                 body: bytes | None = None, source: str = "") -> Decision:
+                 body: bytes | None = None, source: str = "",
+                 binding: bytes = b"") -> Decision:
         """A new flow: create it, or refuse (or, under load, ask for a cookie).
         ``body`` is the HELLO as received (its transcript; re-encoded from ``hello``
         when None); ``source`` as for :meth:`decide`."""
@@ -193,7 +196,7 @@ class ListenerHandshake:
         ack = Hello(hello.flow_id, hello.path_id, hello.mode, hello.kind,
                     hello.caps & CAP_BUDGET, window, result, budget_ms)
         if flow is not None and secrets is not None:
-            ack = self._key_exchange(hello, body, ack, flow, *secrets)
+            ack = self._key_exchange(hello, body, ack, flow, *secrets, binding=binding)
         decision = Decision(result, [PREFACE, ack.encode(ack=True)], path_id=hello.path_id)
         if flow is None:
             logger.info("refused flow %s: %s", hello.flow_id.hex()[:8], result.name)
@@ -239,7 +242,7 @@ class ListenerHandshake:
         return share, ee, es
 
     def _key_exchange(self, hello: Hello, body: bytes, ack: Hello, flow: Flow, share: bytes,
-                      ee: bytes, es: bytes | None) -> Hello:
+                      ee: bytes, es: bytes | None, *, binding: bytes = b"") -> Hello:
         """Derive the flow's keys; the HELLO_ACK with our share and its confirmation."""
         encrypt = bool(hello.key_flags & KEY_ENCRYPT) or self.config.encrypt
         records = bool(hello.key_flags & KEY_RECORDS) or self.config.records
@@ -247,7 +250,8 @@ class ListenerHandshake:
                  | (hello.key_flags & (KEY_PSK | KEY_STATIC)))
         ack = dataclasses.replace(ack, caps=ack.caps | CAP_KEYS, key_share=share,
                                   key_flags=flags)
-        transcript = crypto.transcript_hash(body, ack.encode_body(ack=True)[:-AUTH_LEN])
+        transcript = crypto.transcript_hash(body, ack.encode_body(ack=True)[:-AUTH_LEN],
+                                            *bound(binding))
         keys = crypto.derive(ee, es, self.psk, transcript)
         flow.keys = keys
         flow.encrypt = encrypt
@@ -255,14 +259,16 @@ class ListenerHandshake:
         return dataclasses.replace(ack, auth=crypto.mac(keys.confirm, b"hello-ack",
                                                          transcript))
 
-    def on_join(self, join: Join) -> Decision:
-        """Another path for a known flow: accept it, or refuse."""
+    def on_join(self, join: Join, binding: bytes = b"") -> Decision:
+        """Another path for a known flow: accept it, or refuse (``binding``: the
+        carrier's channel binding, which the JOIN's proof must cover)."""
         flow = self.flows.get(join.flow_id)
         keys = flow.keys if flow is not None else None
         if flow is None:
             result = Result.UNKNOWN_FLOW
         elif keys is None or not join.nonce or not crypto.verify_mac(
-                keys.join, join.mac, b"join", join.flow_id, u32(join.path_id), join.nonce):
+                keys.join, join.mac, b"join", join.flow_id, u32(join.path_id), join.nonce,
+                *bound(binding)):
             self.auth_failures += 1
             result = Result.AUTH_FAILED
         elif flow.state is State.CLOSED:
@@ -278,7 +284,7 @@ class ListenerHandshake:
             nonce = os.urandom(16)
             ack = JoinAck(join.flow_id, join.path_id, result, nonce, crypto.mac(
                 keys.join, b"join-ack", join.flow_id, u32(join.path_id), bytes([result]),
-                join.nonce, nonce))
+                join.nonce, nonce, *bound(binding)))
         decision = Decision(result, [PREFACE, ack.encode()], path_id=join.path_id)
         if result != Result.OK:
             logger.info("refused JOIN of path %d to flow %s: %s", join.path_id,

@@ -14,7 +14,7 @@ from ..config import FlowConfig
 from ..errors import HandshakeError, ProtocolError, RendrError, ZombieFlow
 from . import crypto
 from .flow import Flow
-from .opening import MAX_RETRIES, result_name, u32
+from .opening import MAX_RETRIES, bound, result_name, u32
 from .records import RecordSealer
 from .types import Mode, Role, State
 from .wire import (
@@ -74,18 +74,29 @@ class DialerHandshake:
         """The path id of the HELLO whose answer opened the flow over the carrier that
         HELLO went on (0: not open, or the listener attached a carrier we left)."""
         self._join_nonces: dict[int, bytes] = {}
+        self._bindings: dict[int, bytes] = {}  # per path: its carrier's channel binding
 
     def next_path_id(self) -> int:
         """A fresh path id (ids are never reused within a flow)."""
         return next(self._ids)
 
-    def hello(self, path_id: int) -> list[bytes]:
-        """The opening bytes of a carrier that asks for the flow (HELLO).
+    def bind(self, path_id: int, binding: bytes) -> None:
+        """The channel binding of path ``path_id``'s carrier (``Carrier.binding``):
+        bound into the keys its HELLO_ACK proves, or into its JOIN's proofs."""
+        if binding:
+            self._bindings[path_id] = binding
+        else:
+            self._bindings.pop(path_id, None)
+
+    def hello(self, path_id: int, binding: bytes = b"") -> list[bytes]:
+        """The opening bytes of a carrier that asks for the flow (HELLO); ``binding``:
+        see :meth:`bind`.
 
         Several carriers may each send one (each with its own path id and key share):
         the listener creates the flow for the first to arrive and refuses the others
         (``DUPLICATE_PATH``); the first accepted HELLO_ACK opens the flow here.
         """
+        self.bind(path_id, binding)
         cfg = self.config
         eph, share = crypto.ephemeral()
         flags = ((KEY_ENCRYPT if cfg.encrypt else 0) | (KEY_RECORDS if cfg.records else 0)
@@ -201,27 +212,33 @@ class DialerHandshake:
         # a late copy of the first can open the flow once the listener's load has
         # passed, and the listener then gives the re-send that same stored answer.
         # Both HELLOs are ours and carry our ephemeral; either transcript proves keys.
+        binding = bound(self._bindings.get(path_id, b""))
         for hello_body in reversed(bodies):
-            transcript = crypto.transcript_hash(hello_body, body[:-AUTH_LEN])
+            transcript = crypto.transcript_hash(hello_body, body[:-AUTH_LEN], *binding)
             keys = crypto.derive(ee, es, self.psk, transcript)
             if crypto.verify_mac(keys.confirm, ack.auth, b"hello-ack", transcript):
                 break
         else:
             raise HandshakeError("the listener could not prove the flow's keys (wrong psk "
-                                 "or server key, or someone in the middle)")
+                                 "or server key, or someone in the middle"
+                                 + (": the QUIC certificate it holds is not the one this "
+                                    "end saw" if binding else "") + ")")
         self._hellos.clear()  # forward secrecy: no ephemeral is needed any more
         return keys, hello_body is bodies[-1]
 
-    def join(self, path_id: int) -> list[bytes]:
-        """The opening bytes of another carrier of the flow (a JOIN proving the keys).
+    def join(self, path_id: int, binding: bytes = b"") -> list[bytes]:
+        """The opening bytes of another carrier of the flow (a JOIN proving the keys);
+        ``binding``: see :meth:`bind`.
 
         Raises:
             RendrError: there is no flow (no HELLO_ACK yet).
         """
         keys = self._keys()
+        self.bind(path_id, binding)
         nonce = os.urandom(16)
         self._join_nonces[path_id] = nonce
-        tag = crypto.mac(keys.join, b"join", self.flow_id, u32(path_id), nonce)
+        tag = crypto.mac(keys.join, b"join", self.flow_id, u32(path_id), nonce,
+                         *bound(binding))
         return [PREFACE, Join(self.flow_id, path_id, nonce, tag).encode()]
 
     def _keys(self) -> crypto.FlowKeys:
@@ -262,7 +279,7 @@ class DialerHandshake:
         nonce = self._join_nonces.pop(path_id, b"")
         proven = bool(ack.nonce) and crypto.verify_mac(
             self._keys().join, ack.mac, b"join-ack", self.flow_id, u32(path_id),
-            bytes([ack.result]), nonce, ack.nonce)
+            bytes([ack.result]), nonce, ack.nonce, *bound(self._bindings.get(path_id, b"")))
         if (ack.nonce or ack.result == Result.OK) and not proven:
             raise HandshakeError("JOIN_ACK does not prove the flow's keys")
         if ack.result == Result.UNKNOWN_FLOW:

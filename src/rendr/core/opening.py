@@ -51,3 +51,9 @@ class Decision:
 def u32(value: int) -> bytes:
     """``value`` as 4 big-endian bytes (path ids in MACs)."""
     return value.to_bytes(4, "big")
+
+
+def bound(binding: bytes) -> tuple[bytes, ...]:
+    """The extra parts a carrier's channel binding adds to a handshake transcript or
+    MAC (none without one, so carriers without a binding keep the v1 handshake)."""
+    return (b"channel-binding", binding) if binding else ()
