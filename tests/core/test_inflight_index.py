@@ -87,9 +87,23 @@ def test_the_index_mirrors_a_resend_and_the_cumulative_ack() -> None:
     idx = InflightIndex()
     idx.append(0, 10)
     idx.append(10, 20)
-    idx.insert(0, 0, 5)
+    idx.insert(0, 5)
     assert idx.covered([(0, 20)]) == 25
-    idx.popleft()
+    idx.popleft(0, 5)
     assert idx.covered([(0, 20)]) == 20 and len(idx) == 2
     idx.clear()
     assert idx.covered([(0, 20)]) == 0 and len(idx) == 0
+
+
+def test_ranges_with_the_same_start_leave_in_the_order_they_are_named() -> None:
+    idx = InflightIndex()
+    idx.append(0, 10)
+    idx.append(10, 20)
+    idx.insert(5, 7)  # two re-sends of the same start
+    idx.insert(5, 9)
+    assert idx.covered([(0, 20)]) == 26
+    idx.popleft(0, 10)
+    idx.popleft(5, 9)  # the second one at that start
+    assert idx.covered([(6, 20)]) == 1 + 10
+    idx.popleft(5, 7)
+    assert idx.covered([(0, 20)]) == 10 and len(idx) == 1

@@ -15,7 +15,9 @@ bytes come from the prefix sums; only the ranges starting within ``L`` below eit
 end of a SACK range are looked at one by one.  On a datagram path every range is at
 most one datagram, so an ACK costs O(SACK ranges x log n).  Appending and dropping
 from the front keep the prefix sums; a re-send inserted below newer ranges makes
-them stale, rebuilt (in C, ``itertools.accumulate``) at the next query.
+them stale, so re-sends go to a second, smaller list of their own (rebuilt, in C
+with ``itertools.accumulate``, at the next query after one was inserted): a recovery
+episode costs O(re-sends) per ACK there, not O(in flight).
 """
 
 from __future__ import annotations
@@ -31,85 +33,87 @@ __all__ = ["InflightIndex"]
 _COMPACT: Final = 1024  # dropped entries before the lists are compacted
 
 
-class InflightIndex:
-    """The ranges of ``PathState.inflight`` (kept in step by :class:`~.recovery.Recovery`).
+class _Run:
+    """Ranges sorted by start, with prefix sums of their lengths (see the module
+    docstring)."""
 
-    Attributes:
-        examined: ranges looked at one by one by :meth:`covered` (a cost counter).
-    """
-
-    __slots__ = ("_cum", "_ends", "_fresh", "_head", "_longest", "_starts", "examined")
+    __slots__ = ("cum", "ends", "fresh", "head", "starts")
 
     def __init__(self) -> None:
-        self._starts: list[int] = []
-        self._ends: list[int] = []
-        self._cum: list[int] = [0]  # _cum[k]: bytes of entries [0, k) (when _fresh)
-        self._fresh = True
-        self._head = 0  # entries below it were dropped
-        self._longest = 0
-        self.examined = 0
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.cum: list[int] = [0]  # cum[k]: bytes of entries [0, k) (when fresh)
+        self.fresh = True
+        self.head = 0  # entries below it were dropped
 
     def __len__(self) -> int:
-        return len(self._starts) - self._head
+        return len(self.starts) - self.head
 
     def append(self, start: int, end: int) -> None:
-        """A range at the top (its start at or above every other one's)."""
-        self._starts.append(start)
-        self._ends.append(end)
-        if self._fresh:
-            self._cum.append(self._cum[-1] + end - start)
-        if end - start > self._longest:
-            self._longest = end - start
+        self.starts.append(start)
+        self.ends.append(end)
+        if self.fresh:
+            self.cum.append(self.cum[-1] + end - start)
 
-    def insert(self, pos: int, start: int, end: int) -> None:
-        """A range at position ``pos`` (0: the front) of the remaining ones."""
-        k = self._head + pos
-        self._starts.insert(k, start)
-        self._ends.insert(k, end)
-        self._fresh = False
-        if end - start > self._longest:
-            self._longest = end - start
+    def insert(self, start: int, end: int) -> None:
+        starts = self.starts
+        k = bisect_right(starts, start, self.head)
+        starts.insert(k, start)
+        self.ends.insert(k, end)
+        self.fresh = False
 
-    def popleft(self) -> None:
-        """Drop the front range."""
-        head = self._head + 1
-        starts = self._starts
-        if head == len(starts):
+    def pop(self, start: int, end: int) -> bool:
+        """Drop ``(start, end)`` if it is at the front (False: it is not)."""
+        starts = self.starts
+        ends = self.ends
+        head = self.head
+        n = len(starts)
+        if head == n or starts[head] != start:
+            return False
+        if ends[head] != end:  # another range with the same start is at the front
+            k = head + 1
+            while k < n and starts[k] == start and ends[k] != end:
+                k += 1
+            if k == n or starts[k] != start:
+                return False
+            ends[head], ends[k] = end, ends[head]  # same starts: order and sums hold
+            self.fresh = False
+        head += 1
+        if head == n:
             self.clear()
-            return
-        self._head = head
-        if head > _COMPACT and 2 * head > len(starts):
+            return True
+        self.head = head
+        if head > _COMPACT and 2 * head > n:
             del starts[:head]
-            del self._ends[:head]
-            if self._fresh:
-                del self._cum[:head]
-            self._head = 0
+            del ends[:head]
+            if self.fresh:
+                del self.cum[:head]
+            self.head = 0
+        return True
 
     def clear(self) -> None:
-        self._starts.clear()
-        self._ends.clear()
-        self._cum = [0]
-        self._fresh = True
-        self._head = 0
-        self._longest = 0
+        self.starts.clear()
+        self.ends.clear()
+        self.cum = [0]
+        self.fresh = True
+        self.head = 0
 
-    def covered(self, ranges: Sequence[tuple[int, int]]) -> int:
-        """Bytes of the ranges that lie within ``ranges`` (sorted, disjoint), a range
-        present twice counted twice."""
-        starts = self._starts
-        ends = self._ends
-        head = self._head
+    def covered(self, ranges: Sequence[tuple[int, int]], longest: int) -> tuple[int, int]:
+        """``(bytes within ranges, ranges examined one by one)``; no range is longer
+        than ``longest``."""
+        starts = self.starts
+        ends = self.ends
+        head = self.head
         if head == len(starts):
-            return 0
-        if not self._fresh:
+            return 0, 0
+        if not self.fresh:
             if head:
                 del starts[:head]
                 del ends[:head]
-                self._head = head = 0
-            self._cum = list(accumulate(map(sub, ends, starts), initial=0))
-            self._fresh = True
-        cum = self._cum
-        longest = self._longest
+                self.head = head = 0
+            self.cum = list(accumulate(map(sub, ends, starts), initial=0))
+            self.fresh = True
+        cum = self.cum
         total = 0
         examined = 0
         for rs, re in ranges:
@@ -128,5 +132,63 @@ class InflightIndex:
                 e = ends[k]
                 total += (e if e < re else re) - starts[k]
             examined += (a - lo) + (hi - b)
+        return total, examined
+
+
+class InflightIndex:
+    """The ranges of ``PathState.inflight`` (kept in step by :class:`~.recovery.Recovery`):
+    those sent in offset order, and the re-sends inserted below them.
+
+    Attributes:
+        examined: ranges looked at one by one by :meth:`covered` (a cost counter).
+    """
+
+    __slots__ = ("_longest", "_main", "_side", "examined")
+
+    def __init__(self) -> None:
+        self._main = _Run()
+        self._side = _Run()  # re-sends below the top of _main
+        self._longest = 0
+        self.examined = 0
+
+    def __len__(self) -> int:
+        return len(self._main) + len(self._side)
+
+    def append(self, start: int, end: int) -> None:
+        """A range whose start is at or above every other one's."""
+        self._main.append(start, end)
+        if end - start > self._longest:
+            self._longest = end - start
+
+    def insert(self, start: int, end: int) -> None:
+        """A range below the top (a re-send)."""
+        main = self._main
+        if not main or start >= main.starts[-1]:
+            main.append(start, end)
+        else:
+            self._side.insert(start, end)
+        if end - start > self._longest:
+            self._longest = end - start
+
+    def popleft(self, start: int, end: int) -> None:
+        """Drop ``(start, end)``, the range with the lowest start."""
+        if not self._main.pop(start, end) and not self._side.pop(start, end):
+            raise ValueError(f"({start}, {end}) is not at the front")
+        if not self._main and not self._side:
+            self._longest = 0
+
+    def clear(self) -> None:
+        self._main.clear()
+        self._side.clear()
+        self._longest = 0
+
+    def covered(self, ranges: Sequence[tuple[int, int]]) -> int:
+        """Bytes of the ranges that lie within ``ranges`` (sorted, disjoint), a range
+        present twice counted twice."""
+        total, examined = self._main.covered(ranges, self._longest)
+        if self._side:
+            more, seen = self._side.covered(ranges, self._longest)
+            total += more
+            examined += seen
         self.examined += examined
         return total

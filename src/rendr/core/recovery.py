@@ -53,7 +53,7 @@ class Recovery:
             # an old range would sit behind newer ones, counted in flight for ever)
             i = bisect_left(inflight, (start, end))
             inflight.insert(i, (start, end))
-            path.inflight_index.insert(i, start, end)
+            path.inflight_index.insert(start, end)
         path.inflight_bytes += end - start
         path.frames_sent += 1
         path.bytes_sent += end - start
@@ -78,7 +78,7 @@ class Recovery:
             done = 0
             while inflight and inflight[0][1] <= acked:
                 s, e = inflight.popleft()
-                index.popleft()
+                index.popleft(s, e)
                 done += e - s
             p.inflight_bytes -= done
             sacked = index.covered(ranges) if ranges and inflight else 0
