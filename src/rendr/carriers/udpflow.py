@@ -61,6 +61,7 @@ import socket
 from collections.abc import Callable, Sequence
 
 from .address import format_address, parse_address
+from .base import READ_BATCH as _BATCH
 from .base import Buffer, Carrier, CarrierKind, register_transport
 from .udpbase import (
     _RECV_SIZE,
@@ -149,17 +150,21 @@ class UdpClientCarrier(Carrier):
 
     def _on_readable(self) -> None:
         sock = self._sock
-        for _ in range(READ_BATCH):
-            try:
-                data = sock.recv(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # ICMP port unreachable etc.: not authenticated
-                logger.debug("udpflow %s: %s (ignored)", self.remote_addr, exc)
-                continue
-            if self._done:
-                return
-            self._on_datagram(data)
+        _BATCH.begin()  # the sink flushes once, after the last datagram
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    data = sock.recv(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:  # ICMP port unreachable etc.: not authenticated
+                    logger.debug("udpflow %s: %s (ignored)", self.remote_addr, exc)
+                    continue
+                if self._done:
+                    return
+                self._on_datagram(data)
+        finally:
+            _BATCH.end()
 
     def _on_datagram(self, data: bytes) -> None:
         if len(data) < HEADER_LEN:

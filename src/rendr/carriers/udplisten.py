@@ -10,6 +10,7 @@ import socket
 from collections.abc import Callable, Sequence
 
 from .address import format_address
+from .base import READ_BATCH as _BATCH
 from .base import Buffer, Carrier
 from .udpbase import (
     _RECV_SIZE,
@@ -181,17 +182,21 @@ class UdpServer:
     def _on_readable(self) -> None:
         sock = self._sock
         now = self._loop.time()
-        for _ in range(READ_BATCH):
-            try:
-                data, addr = sock.recvfrom(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                logger.debug("udpflow listener %s: %s (ignored)", self.local_addr, exc)
-                continue
-            self._on_datagram(data, addr, now)
-            if self._sock.fileno() < 0:
-                return
+        _BATCH.begin()  # each flow's sink flushes once, after the last datagram
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    data, addr = sock.recvfrom(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    logger.debug("udpflow listener %s: %s (ignored)", self.local_addr, exc)
+                    continue
+                self._on_datagram(data, addr, now)
+                if self._sock.fileno() < 0:
+                    return
+        finally:
+            _BATCH.end()
 
     def _on_datagram(self, data: bytes, addr: Address, now: float) -> None:
         n = len(data)
