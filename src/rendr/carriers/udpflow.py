@@ -64,6 +64,7 @@ from .address import format_address, parse_address
 from .base import READ_BATCH as _BATCH
 from .base import Buffer, Carrier, CarrierKind, register_transport
 from .udpbase import (
+    _GRO_CMSG,
     _RECV_SIZE,
     ANSWER,
     CHALLENGE,
@@ -84,6 +85,8 @@ from .udpbase import (
     _opening_len,
     _Sender,
     _tune,
+    enable_gro,
+    split_gro,
 )
 from .udplisten import UdpServer, UdpServerCarrier
 
@@ -113,6 +116,7 @@ class UdpClientCarrier(Carrier):
         self._retry: asyncio.TimerHandle | None = None
         self._done = False
         self._tx = _Sender(loop, sock, self._pause, self._resume)
+        self._gro = enable_gro(sock)
         self.local_addr = format_address(sock.getsockname())
         self.remote_addr = format_address(sock.getpeername())
         loop.add_reader(sock.fileno(), self._on_readable)
@@ -134,11 +138,9 @@ class UdpClientCarrier(Carrier):
                 self._opening = bytes([OPEN]) + self._nonce + opening + bytes(pad)
                 self._send_open(OPEN_RETRY, OPEN_TRIES)
             return
-        send = self._tx.send
-        hdr = self._hdr
-        for buf in buffers:
-            send([hdr, buf])
-            self._last = buf
+        if buffers:
+            self._tx.send_each(self._hdr, buffers)
+            self._last = buffers[-1]
 
     def _send_open(self, delay: float, tries: int) -> None:
         self._retry = None
@@ -154,7 +156,10 @@ class UdpClientCarrier(Carrier):
         try:
             for _ in range(READ_BATCH):
                 try:
-                    data = sock.recv(_RECV_SIZE)
+                    if self._gro:
+                        data, anc, _, _ = sock.recvmsg(_RECV_SIZE, _GRO_CMSG)
+                    else:
+                        data = sock.recv(_RECV_SIZE)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:  # ICMP port unreachable etc.: not authenticated
@@ -162,7 +167,13 @@ class UdpClientCarrier(Carrier):
                     continue
                 if self._done:
                     return
-                self._on_datagram(data)
+                if self._gro and anc:
+                    for one in split_gro(data, anc):
+                        self._on_datagram(one)
+                        if self._done:
+                            return
+                else:
+                    self._on_datagram(data)
         finally:
             _BATCH.end()
 

@@ -13,6 +13,7 @@ from .address import format_address
 from .base import READ_BATCH as _BATCH
 from .base import Buffer, Carrier
 from .udpbase import (
+    _GRO_CMSG,
     _RECV_SIZE,
     ANSWER,
     CHALLENGE,
@@ -36,6 +37,8 @@ from .udpbase import (
     _nothing,
     _opening_len,
     _Sender,
+    enable_gro,
+    split_gro,
 )
 
 __all__ = ["UdpServer", "UdpServerCarrier"]
@@ -82,6 +85,11 @@ class UdpServerCarrier(Carrier):
             return
         hdr = self._hdr
         addr = self.addr
+        if self._allowance < 0 and buffers:  # validated: no limit
+            send_each = self._server.tx.send_each
+            send_each(hdr, buffers, addr)
+            self._last = buffers[-1]
+            return
         for buf in buffers:
             if self._allowance >= 0:  # not validated yet: three times what came
                 size = HEADER_LEN + len(buf)
@@ -165,6 +173,7 @@ class UdpServer:
         self._on_carrier = on_carrier
         self.mtu = mtu
         self.tx = _Sender(loop, sock, _nothing, _nothing)
+        self._gro = enable_gro(sock)
         self.local_addr = format_address(sock.getsockname())
         self._carriers: dict[bytes, UdpServerCarrier] = {}
         self._openings: dict[tuple[Address, bytes], tuple[UdpServerCarrier, float]] = {}
@@ -186,15 +195,24 @@ class UdpServer:
         try:
             for _ in range(READ_BATCH):
                 try:
-                    data, addr = sock.recvfrom(_RECV_SIZE)
+                    if self._gro:
+                        data, anc, _, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG)
+                    else:
+                        data, addr = sock.recvfrom(_RECV_SIZE)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
                     logger.debug("udpflow listener %s: %s (ignored)", self.local_addr, exc)
                     continue
-                self._on_datagram(data, addr, now)
-                if self._sock.fileno() < 0:
-                    return
+                if self._gro and anc:
+                    for one in split_gro(data, anc):
+                        self._on_datagram(one, addr, now)
+                        if self._sock.fileno() < 0:
+                            return
+                else:
+                    self._on_datagram(data, addr, now)
+                    if self._sock.fileno() < 0:
+                        return
         finally:
             _BATCH.end()
 
