@@ -50,6 +50,11 @@ type    direction                   layout
 Reading uses the loop's ``add_reader`` with its own loop of ``recvfrom`` until the
 socket is empty (at most :data:`READ_BATCH` per wake-up): the default asyncio
 loop's datagram transport reads one datagram per iteration (~28k datagrams/s here).
+The engine is flushed once per such batch (:data:`~rendr.carriers.base.READ_BATCH`):
+one ACK and one send pass answer every datagram read.  On Linux the socket reads
+GRO trains (``UDP_GRO``: many datagrams of one sender per ``recvmsg``, split again
+here) and a write of many equal-size datagrams goes out in GSO trains
+(``UDP_SEGMENT``, up to 64 per ``sendmsg``); the datagrams on the wire are the same.
 """
 
 from __future__ import annotations
