@@ -35,6 +35,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "framing",
     "handshake",
     "inbound",
+    "inflight",
     "lifecycle",
     "loss",
     "memory",

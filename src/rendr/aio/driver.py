@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from ..carriers.base import Buffer, Carrier, CarrierSink
+from ..carriers.base import READ_BATCH, Buffer, Carrier, CarrierSink
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
 from ..core.types import Cause, State
@@ -82,7 +82,9 @@ class _PathSink:
 
     def carrier_data(self, data: Buffer) -> None:
         if self._flow.receive(self._pid, data, self._loop.time()):
-            self._driver.flush()
+            flush = self._driver.flush
+            if not READ_BATCH.defer(flush):  # a datagram carrier's batch: flush at its end
+                flush()
         else:  # only stream data arrived: wake the reader, nothing else changed
             waiter = self._driver.read_waiter
             if waiter is not None and not waiter.done():

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol, Union
 
 __all__ = [
+    "READ_BATCH",
     "Carrier",
     "CarrierKind",
     "CarrierServer",
@@ -38,6 +39,53 @@ __all__ = [
 ]
 
 Buffer = bytes | memoryview
+
+
+class ReadBatch:
+    """Work deferred to the end of a datagram carrier's read batch.
+
+    A datagram carrier reads every datagram waiting on its socket in one wake-up
+    (:meth:`begin` ... :meth:`end`).  A sink that would flush after each one (send
+    an ACK, re-arm its timer, send what the window allows now) :meth:`defer` (delays) the
+    flush instead: it runs once, when the batch ends, and acknowledges and answers
+    everything read (QUIC stacks do the same with each ``recvmmsg`` or GRO batch).
+    Outside a batch (a stream carrier, a test feeding a sink) :meth:`defer` says
+    no and the sink flushes at once.
+    """
+
+    __slots__ = ("_depth", "_pending")
+
+    def __init__(self) -> None:
+        self._depth = 0
+        self._pending: dict[Callable[[], object], None] = {}
+
+    def begin(self) -> None:
+        self._depth += 1
+
+    def defer(self, flush: Callable[[], object]) -> bool:
+        """Run ``flush`` at the end of the batch (once, however often deferred);
+        False: no batch is open, the caller runs it now."""
+        if not self._depth:
+            return False
+        self._pending[flush] = None
+        return True
+
+    def end(self) -> None:
+        """Close the batch; the outermost one runs what was deferred, in order."""
+        self._depth -= 1
+        if self._depth:
+            return
+        pending = self._pending
+        while pending:
+            flush = next(iter(pending))
+            del pending[flush]
+            flush()
+
+
+READ_BATCH = ReadBatch()
+"""The process's read batch (one event loop runs at a time per thread; carriers and
+sinks of every loop share it, which costs nothing: a batch ends before its
+callback returns)."""
 
 
 class CarrierSink(Protocol):

@@ -4,10 +4,13 @@ and non-blocking sends (see :mod:`rendr.carriers.udpflow` for the protocol)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
+import struct
+import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..core.wire import HEADER, PREFACE_STRUCT
@@ -59,8 +62,49 @@ _RECV_SIZE: Final = 65535
 is still whole; CPython allocates this much and shrinks it to what came)."""
 _OPENING_MIN: Final = PREFACE_STRUCT.size + HEADER.size
 
+UDP_SEGMENT: Final = getattr(socket, "UDP_SEGMENT", 103)
+"""Linux UDP GSO (4.18+): one ``sendmsg`` carries many equal-size datagrams (the last
+may be shorter), split by the kernel (or the NIC) on the way out."""
+UDP_GRO: Final = getattr(socket, "UDP_GRO", 104)
+"""Linux UDP GRO (5.0+): one ``recvmsg`` may return a train of equal-size datagrams
+from one sender, their size in a control message."""
+GSO_SEGMENTS: Final = 64
+"""Most datagrams per GSO send (the kernel's limit: UDP_MAX_SEGMENTS)."""
+GSO_BYTES: Final = 65000
+"""Most bytes per GSO send (a UDP payload is at most 65507 bytes)."""
+_GSO_OK: Final = sys.platform.startswith("linux")
+_GSO_OFF: Final = frozenset((errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
+                             errno.EMSGSIZE))
+"""Errors of a GSO send that mean the path cannot segment: sent one by one from then on
+(EIO: no checksum offload on the device; the others: no or limited support)."""
+_GRO_CMSG: Final = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_SEG: Final = struct.Struct("=H")
+
 Address = tuple[Any, ...]
 """A socket address as ``recvfrom`` gives it."""
+
+
+def enable_gro(sock: socket.socket) -> bool:
+    """Ask for GRO on ``sock`` (Linux); whether it is on.  The reader must then use
+    :func:`recv_batch`."""
+    if not _GSO_OK or not _GRO_CMSG:
+        return False
+    try:
+        sock.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
+
+
+def split_gro(data: bytes, ancdata: list[tuple[int, int, bytes]]) -> list[bytes]:
+    """The datagrams of one ``recvmsg`` on a GRO socket: ``data`` cut at the segment
+    size its control message gives (one datagram without one)."""
+    for level, kind, cdata in ancdata:
+        if level == socket.SOL_UDP and kind == UDP_GRO and len(cdata) >= 4:
+            seg = int.from_bytes(cdata[:4], sys.byteorder)
+            if 0 < seg < len(data):
+                return [data[k : k + seg] for k in range(0, len(data), seg)]
+    return [data]
 
 
 def _opening_len(data: bytes) -> int:
@@ -108,8 +152,67 @@ class _Sender:
         self._on_pause = on_pause
         self._on_resume = on_resume
         self._paused = False
+        self._gso = _GSO_OK and sock.type == socket.SOCK_DGRAM
         self.closed = False
         self.dropped = 0
+        self.trains = 0
+        """GSO sends (each several datagrams)."""
+
+    def send_each(self, hdr: bytes, bufs: Sequence[Buffer], addr: Address | None = None
+                  ) -> None:
+        """Send each of ``bufs`` as one datagram, ``hdr`` before it: runs of equal
+        size go out in one GSO ``sendmsg`` each where the kernel can (Linux), so a
+        flush of many datagrams costs a few system calls, not one per datagram."""
+        n = len(bufs)
+        if not self._gso or n < 2 or self._queue or self.closed:
+            for buf in bufs:
+                self.send([hdr, buf], addr)
+            return
+        h = len(hdr)
+        i = 0
+        while i < n:
+            size = len(bufs[i])
+            seg = h + size
+            most = min(n, i + GSO_SEGMENTS, i + GSO_BYTES // seg)
+            j = i + 1
+            while j < most and len(bufs[j]) == size:
+                j += 1
+            if j < most and len(bufs[j]) < size:  # a shorter one may end the train
+                j += 1
+            if j - i < 2 or self._queue or not self._gso:
+                for k in range(i, j):
+                    self.send([hdr, bufs[k]], addr)
+            else:
+                self._send_train(hdr, bufs, i, j, seg, addr)
+            i = j
+
+    def _send_train(self, hdr: bytes, bufs: Sequence[Buffer], i: int, j: int, seg: int,
+                    addr: Address | None) -> None:
+        parts: list[Buffer] = []
+        for k in range(i, j):
+            parts.append(hdr)
+            parts.append(bufs[k])
+        data = b"".join(parts)
+        anc = [(socket.SOL_UDP, UDP_SEGMENT, _SEG.pack(seg))]
+        try:
+            if addr is None:
+                self._sock.sendmsg([data], anc)
+            else:
+                self._sock.sendmsg([data], anc, 0, addr)
+            self.trains += 1
+        except (BlockingIOError, InterruptedError):
+            for k in range(i, j):
+                self._enqueue([hdr, bufs[k]], addr)
+            self._loop.add_writer(self._sock.fileno(), self._drain)
+        except OSError as exc:
+            if exc.errno in _GSO_OFF:  # this path cannot segment: one by one from now on
+                logger.debug("udpflow: GSO off (%s)", exc)
+                self._gso = False
+                for k in range(i, j):
+                    self.send([hdr, bufs[k]], addr)
+            else:  # ICMP errors, no route: UDP loses them, liveness decides
+                self.dropped += j - i
+                logger.debug("udpflow send failed: %s", exc)
 
     def send(self, parts: list[Buffer], addr: Address | None = None) -> None:
         if self.closed:

@@ -10,8 +10,10 @@ import socket
 from collections.abc import Callable, Sequence
 
 from .address import format_address
+from .base import READ_BATCH as _BATCH
 from .base import Buffer, Carrier
 from .udpbase import (
+    _GRO_CMSG,
     _RECV_SIZE,
     ANSWER,
     CHALLENGE,
@@ -35,6 +37,8 @@ from .udpbase import (
     _nothing,
     _opening_len,
     _Sender,
+    enable_gro,
+    split_gro,
 )
 
 __all__ = ["UdpServer", "UdpServerCarrier"]
@@ -81,6 +85,11 @@ class UdpServerCarrier(Carrier):
             return
         hdr = self._hdr
         addr = self.addr
+        if self._allowance < 0 and buffers:  # validated: no limit
+            send_each = self._server.tx.send_each
+            send_each(hdr, buffers, addr)
+            self._last = buffers[-1]
+            return
         for buf in buffers:
             if self._allowance >= 0:  # not validated yet: three times what came
                 size = HEADER_LEN + len(buf)
@@ -164,6 +173,7 @@ class UdpServer:
         self._on_carrier = on_carrier
         self.mtu = mtu
         self.tx = _Sender(loop, sock, _nothing, _nothing)
+        self._gro = enable_gro(sock)
         self.local_addr = format_address(sock.getsockname())
         self._carriers: dict[bytes, UdpServerCarrier] = {}
         self._openings: dict[tuple[Address, bytes], tuple[UdpServerCarrier, float]] = {}
@@ -181,17 +191,30 @@ class UdpServer:
     def _on_readable(self) -> None:
         sock = self._sock
         now = self._loop.time()
-        for _ in range(READ_BATCH):
-            try:
-                data, addr = sock.recvfrom(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                logger.debug("udpflow listener %s: %s (ignored)", self.local_addr, exc)
-                continue
-            self._on_datagram(data, addr, now)
-            if self._sock.fileno() < 0:
-                return
+        _BATCH.begin()  # each flow's sink flushes once, after the last datagram
+        try:
+            for _ in range(READ_BATCH):
+                try:
+                    if self._gro:
+                        data, anc, _, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG)
+                    else:
+                        data, addr = sock.recvfrom(_RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    logger.debug("udpflow listener %s: %s (ignored)", self.local_addr, exc)
+                    continue
+                if self._gro and anc:
+                    for one in split_gro(data, anc):
+                        self._on_datagram(one, addr, now)
+                        if self._sock.fileno() < 0:
+                            return
+                else:
+                    self._on_datagram(data, addr, now)
+                    if self._sock.fileno() < 0:
+                        return
+        finally:
+            _BATCH.end()
 
     def _on_datagram(self, data: bytes, addr: Address, now: float) -> None:
         n = len(data)

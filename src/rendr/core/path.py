@@ -9,6 +9,7 @@ from .crypto import FlowKeys
 from .delivery import DeliveryRate
 from .dgram import OVERHEAD, DatagramOpener, DatagramSealer, PlainPacker
 from .framing import StreamDeframer
+from .inflight import InflightIndex
 from .packetizer import DatagramDeframer
 from .records import RecordOpener, RecordSealer
 from .stats import PathStats
@@ -104,6 +105,7 @@ class PathState:
         self.rtt = RttEstimator(rtt_window)
         self.inflight: deque[tuple[int, int]] = deque()
         self.inflight_bytes = 0  # the sum of ``inflight``
+        self.inflight_index = InflightIndex()  # ``inflight`` indexed for SACK accounting
         self.sacked = 0  # bytes of ``inflight`` the peer acknowledged selectively
         self.weight = 1.0  # PathSpec.weight: BOND's hint for sharing packets
         self.race_next = 0  # RACE: the stream offset this path sends next

@@ -15,8 +15,7 @@ Per-path loss detection for datagram carriers (UDP, later) belongs here too.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-from collections import deque
+from bisect import bisect_left
 
 from .path import PathState
 from .paths import PathSet
@@ -24,25 +23,6 @@ from .sender import StreamSender
 
 __all__ = ["Recovery"]
 
-
-def _covered(inflight: deque[tuple[int, int]], ranges: list[tuple[int, int]]) -> int:
-    """Bytes of the ``inflight`` ranges that lie within ``ranges`` (sorted)."""
-    starts = [s for s, _ in ranges]
-    total = 0
-    for s, e in inflight:
-        i = bisect_right(starts, s) - 1
-        if i < 0:
-            i = 0
-        while i < len(ranges):
-            rs, re = ranges[i]
-            if rs >= e:
-                break
-            lo = s if s > rs else rs
-            hi = e if e < re else re
-            if hi > lo:
-                total += hi - lo
-            i += 1
-    return total
 
 _HOLD_MIN = 0.01
 _HOLD_MAX = 0.25
@@ -64,12 +44,16 @@ class Recovery:
         if not inflight:
             path.delivery.idle(now)
             inflight.append((start, end))
+            path.inflight_index.append(start, end)
         elif start >= inflight[-1][0]:
             inflight.append((start, end))
+            path.inflight_index.append(start, end)
         else:  # a re-send below what the path carried since: keep the ranges in offset
             # order, so the cumulative ACK releases them from the front (in send order
             # an old range would sit behind newer ones, counted in flight for ever)
-            inflight.insert(bisect_left(inflight, (start, end)), (start, end))
+            i = bisect_left(inflight, (start, end))
+            inflight.insert(i, (start, end))
+            path.inflight_index.insert(start, end)
         path.inflight_bytes += end - start
         path.frames_sent += 1
         path.bytes_sent += end - start
@@ -90,12 +74,14 @@ class Recovery:
                 if p.sacked:
                     p.sacked = 0
                 continue
+            index = p.inflight_index
             done = 0
             while inflight and inflight[0][1] <= acked:
                 s, e = inflight.popleft()
+                index.popleft(s, e)
                 done += e - s
             p.inflight_bytes -= done
-            sacked = _covered(inflight, ranges) if ranges and inflight else 0
+            sacked = index.covered(ranges) if ranges and inflight else 0
             gained = done + sacked - p.sacked
             p.sacked = sacked
             if gained > 0:
@@ -109,6 +95,7 @@ class Recovery:
         for s, e in path.inflight:
             queued += sender.on_lost(s, e)
         path.inflight.clear()
+        path.inflight_index.clear()
         path.inflight_bytes = 0
         path.sacked = 0
         if path.fin_sent:
