@@ -312,7 +312,7 @@ async def test_quic_paths_bind_the_server_certificate_on_both_ends() -> None:
     leaf certificate; each listen address has its own development certificate); a
     flow with a QUIC HELLO path and a QUIC JOIN path works (both handshakes covered
     the binding)."""
-    from rendr.carriers.quic import certificate_binding
+    from rendr.carriers.quic_tls import certificate_binding
 
     ln = await rendr.listen_quic("127.0.0.1:0", "127.0.0.1:0", psk=PSK)
     try:

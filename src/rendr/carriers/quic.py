@@ -32,29 +32,36 @@ frames that overtake the handshake's answer are held (at most
   connection ID (:mod:`rendr.carriers.quic_listen`).  Socket buffers are asked for
   4 MiB; the kernel caps them at ``net.core.rmem_max`` / ``wmem_max`` (raise those
   sysctls for high datagram rates).
+
+TLS set-up (configurations, the development certificate, the certificate binding)
+lives in :mod:`rendr.carriers.quic_tls`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
-import hashlib
-import ipaddress
 import logging
 import socket
-import ssl
 from collections.abc import Sequence
 from typing import Any, cast
 
 from qh3.quic import events
-from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection, QuicConnectionError
 from qh3.quic.packet import QuicErrorCode
-from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
 from ..errors import HandshakeError
 from .address import format_address, parse_address
 from .base import Buffer, Carrier
+from .quic_tls import (
+    ALPN,
+    IDLE_TIMEOUT,
+    MAX_DATAGRAM_SIZE,
+    certificate_binding,
+    client_configuration,
+    development_certificate,
+    is_ip,
+    server_configuration,
+)
 from .udpbase import _tune
 
 try:  # qh3's own UDP transport: recvmmsg (GRO) and GSO sends through quinn-udp
@@ -78,20 +85,12 @@ __all__ = [
 
 logger = logging.getLogger("rendr.carriers.quic")
 
-ALPN = "rendr/1"
-"""The ALPN protocol both ends offer."""
-IDLE_TIMEOUT = 120.0
-"""QUIC's idle timeout, seconds: above rendr's largest migration budget (90 s)."""
-MAX_DATAGRAM_SIZE = 1280
-"""QUIC packets are at most this many bytes of UDP payload (fits any IPv6 path)."""
 _DATAGRAM_OVERHEAD = 1 + 20 + 4 + 16 + 1 + 4
 # short header byte + longest connection ID + longest packet number + AEAD tag +
 # DATAGRAM frame type + its length varint (generous: qh3 fails the whole connection
 # when a DATAGRAM frame does not fit in a packet)
 DATAGRAM_MTU = MAX_DATAGRAM_SIZE - _DATAGRAM_OVERHEAD
 """The largest rendr datagram one QUIC DATAGRAM frame carries."""
-MAX_DATAGRAM_FRAME = 65536
-"""The DATAGRAM frame size both ends advertise (RFC 9221 ``max_datagram_frame_size``)."""
 STREAM_HIGH = 512 * 1024
 """Bytes waiting in qh3's stream send buffer above which the carrier pauses its sink."""
 STREAM_LOW = 128 * 1024
@@ -103,8 +102,6 @@ CLOSE_LINGER = 3.0
 OLD_SOCKET_LINGER = 2.0
 """Seconds the socket a rebind left keeps reading (the server's datagrams sent before
 it validated the new address)."""
-ACTIVE_CIDS = 8
-"""Connection IDs the server may keep issued to a dialer (spares for rebinds)."""
 _STREAM = 0  # the client's first bidirectional stream
 _ABORTED = 0x1  # application error code of an aborted carrier
 
@@ -383,12 +380,6 @@ class QuicCarrier(Carrier):
         pass
 
 
-def certificate_binding(der: bytes) -> bytes:
-    """The channel binding of a QUIC path (:attr:`Carrier.binding`): SHA-256 of the
-    server's leaf certificate, DER-encoded."""
-    return hashlib.sha256(der).digest()
-
-
 def send_batch(transport: asyncio.DatagramTransport,
                datagrams: list[tuple[bytes, Any]]) -> None:
     """Send ``(data, addr)`` pairs, runs to one address in one call where the transport
@@ -569,97 +560,6 @@ class QuicClientCarrier(QuicCarrier):
                     self.local_addr)
 
 
-def client_configuration(server_name: str | None = None, ca: str | None = None,
-                         insecure: bool = False, alpn: str | None = None,
-                         idle_timeout: float = IDLE_TIMEOUT) -> QuicConfiguration:
-    """The qh3 client configuration of a dialed QUIC path.
-
-    Args:
-        server_name: the name the server's certificate must carry (and SNI).
-        ca: a PEM file of the certificate authorities to trust (default: the
-            system's).
-        insecure: accept any certificate (development only: an attacker in the
-            middle could then read what rendr sends unencrypted).
-        alpn: the ALPN protocol to offer instead of :data:`ALPN`.
-        idle_timeout: QUIC's idle timeout, seconds.
-    """
-    config = QuicConfiguration(is_client=True, alpn_protocols=[alpn or ALPN],
-                               idle_timeout=idle_timeout, server_name=server_name,
-                               max_datagram_size=MAX_DATAGRAM_SIZE,
-                               max_datagram_frame_size=MAX_DATAGRAM_FRAME,
-                               active_connection_id_limit=ACTIVE_CIDS)
-    if insecure:
-        config.verify_mode = ssl.CERT_NONE
-    if ca:
-        config.load_verify_locations(cafile=ca)
-    return config
-
-
-def server_configuration(tls: str | tuple[str, str] | None = None, *,
-                         certfile: str | None = None, keyfile: str | None = None,
-                         alpn: str | None = None,
-                         idle_timeout: float = IDLE_TIMEOUT) -> QuicConfiguration:
-    """The qh3 server configuration of a QUIC listener.
-
-    Args:
-        tls: a PEM file holding the certificate chain and its key, or a
-            ``(certfile, keyfile)`` pair; None (and no ``certfile``): a self-signed
-            development certificate (:func:`development_certificate`), logged as a
-            warning.
-        certfile, keyfile: the same as separate options (for ``ListenSpec``).
-        alpn: the ALPN protocol to accept instead of :data:`ALPN`.
-        idle_timeout: QUIC's idle timeout, seconds.
-    """
-    config = QuicConfiguration(is_client=False, alpn_protocols=[alpn or ALPN],
-                               idle_timeout=idle_timeout,
-                               max_datagram_size=MAX_DATAGRAM_SIZE,
-                               max_datagram_frame_size=MAX_DATAGRAM_FRAME)
-    if isinstance(tls, tuple):
-        certfile, keyfile = tls
-    elif tls is not None:
-        certfile = tls
-    if certfile is None:
-        cert_pem, key_pem = development_certificate()
-        logger.warning("QUIC listener uses a self-signed development certificate: "
-                       "dialers must pass insecure=True (anyone in the middle could "
-                       "impersonate it); give tls=(certfile, keyfile) in production")
-        config.certificate = load_pem_x509_certificates(cert_pem)[0]
-        config.private_key = load_pem_private_key(key_pem)
-    else:
-        config.load_cert_chain(certfile, keyfile)
-    return config
-
-
-def development_certificate(names: Sequence[str] = ("localhost", "127.0.0.1", "::1")
-                            ) -> tuple[bytes, bytes]:
-    """A fresh self-signed EC P-256 certificate for ``names`` (valid 30 days), and its
-    key: ``(cert_pem, key_pem)``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rendr development")])
-    sans: list[x509.GeneralName] = []
-    for name in names:
-        try:
-            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
-        except ValueError:
-            sans.append(x509.DNSName(name))
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(key, hashes.SHA256()))
-    return (cert.public_bytes(serialization.Encoding.PEM),
-            key.private_bytes(serialization.Encoding.PEM,
-                              serialization.PrivateFormat.PKCS8,
-                              serialization.NoEncryption()))
-
-
 async def connect_quic(address: str, *, server_name: str | None = None,
                        ca: str | None = None, insecure: bool | str = False,
                        alpn: str | None = None, local: str | None = None,
@@ -678,7 +578,7 @@ async def connect_quic(address: str, *, server_name: str | None = None,
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host or "127.0.0.1", port, type=socket.SOCK_DGRAM)
     family, _, _, _, sockaddr = infos[0]
-    if server_name is None and host and not _is_ip(host):
+    if server_name is None and host and not is_ip(host):
         server_name = host
     config = client_configuration(server_name, ca, _flag(insecure), alpn, float(idle_timeout))
     if server_name is None:
@@ -699,11 +599,3 @@ async def connect_quic(address: str, *, server_name: str | None = None,
         carrier.abort()
         raise
     return carrier
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -28,13 +28,8 @@ from qh3.quic.packet import QuicErrorCode, QuicPacketType
 
 from .address import format_address, parse_address
 from .base import Carrier
-from .quic import (
-    QuicCarrier,
-    certificate_binding,
-    open_endpoint,
-    send_batch,
-    server_configuration,
-)
+from .quic import QuicCarrier, open_endpoint, send_batch
+from .quic_tls import certificate_binding, server_configuration
 from .udpbase import _tune
 
 __all__ = ["QuicServer", "QuicServerCarrier", "listen_quic"]
@@ -259,13 +254,13 @@ async def listen_quic(address: str, on_carrier: Callable[[Carrier], None],
                       alpn: str | None = None, idle_timeout: float | str | None = None
                       ) -> tuple[QuicServer, tuple[str, int]]:
     """Accept QUIC carriers on ``"host:port"`` (port 0: any free port); TLS as
-    :func:`~rendr.carriers.quic.server_configuration` (``tls=None``: a self-signed
+    :func:`~rendr.carriers.quic_tls.server_configuration` (``tls=None``: a self-signed
     development certificate, logged as a warning).
 
     Raises:
         OSError: the address could not be bound.
     """
-    from .quic import IDLE_TIMEOUT
+    from .quic_tls import IDLE_TIMEOUT
 
     config = server_configuration(tls, certfile=certfile, keyfile=keyfile, alpn=alpn,
                                   idle_timeout=float(idle_timeout or IDLE_TIMEOUT))
