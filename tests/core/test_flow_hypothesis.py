@@ -198,6 +198,14 @@ def test_random_fault_schedules(sc: Scenario) -> None:
         assert sim.run_until(lambda: all_closed(sim), FAULT_END + 60)
         for side in Side:
             flow = sim.flows[side]
+            if (side is L and isinstance(flow.error, rendr.ProtocolError)
+                    and flow._life.unconfirmed):
+                # nothing from the dialer ever reached the listener (every path died
+                # first): a half-open flow ends after confirm_timeout, by design
+                # (FlowConfig.confirm_timeout), not after the budget
+                assert "sent nothing after the HELLO_ACK" in str(flow.error)
+                assert not sim.received[L]
+                continue
             assert isinstance(flow.error, rendr.MigrationBudgetExceeded), (side, flow.error)
             (closed,) = sim.events_of(side, EventKind.CLOSED)
             last_death = max(e.at for e in sim.events_of(side, EventKind.PATH_DOWN)
