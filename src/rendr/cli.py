@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.logging import RichHandler
@@ -390,9 +391,10 @@ def _split_url(url: str) -> tuple[str, str]:
     return transport, address
 
 
-def _host_port(value: str) -> tuple[str, int]:
+def _host_port(value: str, any_port: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); port 0 (pick a free one) only if ``any_port``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not (0 if any_port else 1) <= int(port) < 65536:
         raise click.BadParameter(f"{value!r}: expected HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
 
@@ -476,7 +478,7 @@ def _observe(ctx: click.Context, role: str, json_logs: bool, metrics: str | None
                        static={"role": role})
     metrics_at = None
     if metrics is not None:
-        metrics_at = _host_port(metrics)
+        metrics_at = _host_port(metrics, any_port=True)
         try:
             import prometheus_client  # noqa: F401
         except ImportError:
@@ -563,7 +565,7 @@ def connect(ctx: click.Context, paths: tuple[str, ...], mode: str, local: str | 
                 await forward_stdio(dialer, monitor)
                 return
             assert local is not None
-            server = await forward_local(dialer, _host_port(local), monitor)
+            server = await forward_local(dialer, _host_port(local, any_port=True), monitor)
             host, port = server.sockets[0].getsockname()[:2]
             monitor.info["local"] = f"{host}:{port}"
             obs.say(f"rendr connect: forwarding {host}:{port} over {len(paths)} path(s)",
@@ -650,29 +652,34 @@ def _render_stats(doc: dict[str, Any]) -> RenderableType:
                   f"{len(flows)} flow(s) open, {totals.get('flows_opened', 0)} opened, "
                   f"{totals.get('flows_closed', 0)} closed, "
                   f"{totals.get('flows_failed', 0)} failed")
-    ft = Table(title="flows", title_justify="left")
-    for col, right in (("flow", False), ("peer", False), ("state", False), ("mode", False),
-                       ("active", True), ("migrations", True), ("age", True),
-                       ("in/s", True), ("out/s", True), ("read", True), ("written", True)):
-        ft.add_column(col, justify="right" if right else "left")
-    pt = Table(title="paths (* active)", title_justify="left")
-    for col, right in (("flow", False), ("path", True), ("transport", False),
-                       ("remote", False), ("state", False), ("srtt ms", True),
-                       ("rttvar ms", True), ("send/s", True), ("recv/s", True),
-                       ("sent", True), ("received", True), ("retx", True), ("cause", False)):
-        pt.add_column(col, justify="right" if right else "left")
+    compact: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False, "show_edge": False,
+                               "collapse_padding": True, "title_justify": "left"}
+    many = len(flows) > 1  # the paths' flow column only when there is a choice
+    ft = Table(title="flows", **compact)
+    ft.add_column("flow", no_wrap=True, min_width=8)
+    for col in ("peer", "state", "mode", "active", "migr", "age", "in/s", "out/s", "read",
+                "written"):
+        ft.add_column(col, justify="left" if col in ("peer", "state", "mode") else "right")
+    pt = Table(title="paths (* active)", **compact)
+    if many:
+        pt.add_column("flow", no_wrap=True, min_width=8)
+    for col in ("path", "remote", "state", "rtt ms", "send/s", "recv/s", "sent", "recv",
+                "retx", "cause"):
+        pt.add_column(col, justify="left" if col in ("remote", "state", "cause") else "right")
     for f in flows:
         short = str(f["flow_id"])[:8]
         active = f.get("active_path")
         ft.add_row(short, f.get("peer") or "-", f["state"], f["mode"],
                    "-" if active is None else f"#{active}", str(f["migrations"]),
-                   _fmt_secs(float(f["age"])), _fmt_bytes(f["read_rate"]) ,
+                   _fmt_secs(float(f["age"])), _fmt_bytes(f["read_rate"]),
                    _fmt_bytes(f["write_rate"]), _fmt_bytes(f["bytes_read"]),
                    _fmt_bytes(f["bytes_written"]))
         for p in f["paths"]:
             state = p["state"] + (" (suspect)" if p.get("suspect") else "")
-            pt.add_row(short, f"{p['id']}{' *' if p['active'] else ''}", p["transport"],
-                       p["remote_addr"], state, _fmt_ms(p["srtt"]), _fmt_ms(p["rttvar"]),
+            rtt = _fmt_ms(p["srtt"]) + ("" if p["rttvar"] is None
+                                        else f"±{_fmt_ms(p['rttvar'])}")
+            pt.add_row(*([short] if many else []), f"{p['id']}{'*' if p['active'] else ''}",
+                       f"{p['transport']}://{p['remote_addr']}", state, rtt,
                        _fmt_bytes(p["send_rate"]), _fmt_bytes(p["recv_rate"]),
                        _fmt_bytes(p["bytes_sent"]), _fmt_bytes(p["bytes_received"]),
                        _fmt_bytes(p["retransmits"]), p.get("down_cause") or "")
@@ -729,7 +736,10 @@ def stats(control: str | None, watch: bool, interval: float, count: int | None,
         if as_json:
             click.echo(json.dumps(doc, indent=2))
         else:
-            console.print(_render_stats(doc))
+            # piped or redirected: wide enough not to fold the tables (unless $COLUMNS)
+            wide = not console.is_terminal and "COLUMNS" not in os.environ
+            out = Console(highlight=False, width=160) if wide else console
+            out.print(_render_stats(doc))
         return 0
     n = 0
     try:

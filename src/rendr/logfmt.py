@@ -33,12 +33,12 @@ _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` as something :func:`json.dumps` takes (bytes as hex, enums by value,
-    anything else unknown as its ``str``)."""
+    """``value`` as something :func:`json.dumps` takes (bytes as hex, an enum by its
+    text value or else its lower-case name, anything else unknown as its ``str``)."""
+    if isinstance(value, enum.Enum):  # (before int: an IntEnum is an int)
+        return value.value if isinstance(value.value, str) else value.name.lower()
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, enum.Enum):
-        return _jsonable(value.value) if not isinstance(value, int) else str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, dict):
