@@ -250,6 +250,9 @@ async def test_forwarder_json_logs_metrics_and_stats(tmp_path: Path) -> None:
             table = await _stats("--control", serve_sock)
             assert "rendr serve" in table and flow_id[:8] in table
             assert "1 flow(s) open" in table and "paths" in table
+            tables = await _stats("--control", serve_sock, "--watch", "--count", "2",
+                                  "--interval", "0.2")
+            assert tables.count("rendr serve (pid") == 2 and tables.count(flow_id[:8]) == 2
             watch = await _stats("--control", serve_sock, "--json", "--watch",
                                  "--count", "2", "--interval", "0.3")
             docs = [json.loads(line) for line in watch.splitlines()]

@@ -731,21 +731,25 @@ def stats(control: str | None, watch: bool, interval: float, count: int | None,
             raise click.ClickException(
                 f"control socket {ctl._fmt(address)}: {type(exc).__name__}: {exc}") from None
 
+    # piped or redirected: wide enough not to fold the tables (unless $COLUMNS says)
+    wide = not console.is_terminal and "COLUMNS" not in os.environ
+    out = Console(highlight=False, width=160) if wide else console
     if not watch:
         doc = fetch()
         if as_json:
             click.echo(json.dumps(doc, indent=2))
         else:
-            # piped or redirected: wide enough not to fold the tables (unless $COLUMNS)
-            wide = not console.is_terminal and "COLUMNS" not in os.environ
-            out = Console(highlight=False, width=160) if wide else console
             out.print(_render_stats(doc))
         return 0
     n = 0
     try:
-        if as_json:
+        if as_json or not console.is_terminal:  # one document / table after another
             while True:
-                click.echo(json.dumps(fetch()))
+                doc = fetch()
+                if as_json:
+                    click.echo(json.dumps(doc))
+                else:
+                    out.print(_render_stats(doc), "")
                 n += 1
                 if count is not None and n >= count:
                     break
