@@ -72,3 +72,24 @@ def test_race_next_to_a_slow_far_path_delivers() -> None:
     """Known weak (docs/benchmarks.md): the slow path's segments are acknowledged by
     the fast path's copies, so its own congestion control over-rates it; still exact."""
     transfer(Mode.RACE, [(0.007, RATE, 0.0), (0.032, RATE / 10, 0.0)], size=256 << 10)
+
+
+@pytest.mark.parametrize("seed", range(1, 7))
+def test_migrations_over_lossy_datagram_paths_reach_the_listener(seed: int) -> None:
+    """An ACTIVATE lost on a datagram path left the listener sending on the path the
+    dialer had left (found with seeds 4 and 6 here): the dialer repeats it."""
+    sim = Sim(FlowConfig(), mode=Mode.PRIME, seed=seed)
+    p1 = sim.add_path(0.005, rate=2e6, mtu=1200, loss=0.2)
+    p2 = sim.add_path(0.010, rate=2e6, mtu=1200, loss=0.2)
+    data, back = os.urandom(512 << 10), os.urandom(128 << 10)
+    sim.write(Side.DIALER, data, eof=True)
+    sim.write(Side.LISTENER, back, eof=True)
+    for k in range(8):
+        target = p2 if k % 2 == 0 else p1
+        sim.at(0.05 + 0.08 * k, lambda pid=target: sim.migrate(pid))
+    assert sim.run_until(lambda: sim.eof[Side.LISTENER] and sim.eof[Side.DIALER], 120)
+    sim.run(sim.now + 1.0)
+    assert bytes(sim.received[Side.LISTENER]) == data
+    assert bytes(sim.received[Side.DIALER]) == back
+    assert sim.dialer.stats(sim.now).migration_count == 8
+    assert sim.listener._migration.active == sim.dialer._migration.active

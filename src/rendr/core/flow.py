@@ -418,6 +418,7 @@ class Flow:
         if self._life.state is not _CLOSED:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
+            self._migration.repeat_activate(now)
             with_retx = self._recovery.hold_until is None  # the replay is not held
             scheduler = self.modes.scheduler
             senders = scheduler.senders(self._paths, self._migration.active, self._sender)

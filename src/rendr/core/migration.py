@@ -51,6 +51,14 @@ MAX_EPOCH_STEP: Final = 1024
 activation; the listener misses only those lost with their paths.  A jump beyond
 this is a protocol error: no ACTIVATE can pin the epoch near 2^32 and make every
 later (genuine) one look stale."""
+ACTIVATE_REPEATS: Final = 3
+"""Copies of an ACTIVATE a dialer sends after the first on a datagram path."""
+
+
+def _repeat_gap(path: PathState) -> float:
+    srtt = path.rtt.srtt
+    return max(2 * srtt, 0.01) if srtt is not None else 0.1
+
 
 ZombieHandler = Callable[[ZombieFlow, float], None]
 
@@ -83,6 +91,9 @@ class Migration:
         self.had_active = False
         self.epoch = 0
         self.count = 0
+        # the dialer's ACTIVATE on a datagram path, to repeat (it may be lost):
+        # (epoch, path id, dead, suspect, when next, repeats left)
+        self._repeat: tuple[int, int, int, int, float, int] | None = None
 
     def emit(self, kind: EventKind, now: float, **fields: object) -> None:
         """Queue an event for the driver."""
@@ -292,8 +303,11 @@ class Migration:
                 self.epoch += 1
                 dead = old if old_path is not None and old_path.status is PathStatus.DOWN else 0
                 suspect = old if cause == SUSPECT else 0
-                self.paths.by_id[path_id].outbox.append(
-                    encode_activate(path_id, self.epoch, dead or 0, suspect or 0))
+                new = self.paths.by_id[path_id]
+                new.outbox.append(encode_activate(path_id, self.epoch, dead or 0, suspect or 0))
+                self._repeat = None if new.mtu is None else (
+                    self.epoch, path_id, dead or 0, suspect or 0,
+                    now + _repeat_gap(new), ACTIVATE_REPEATS)
         self.receiver.ack_needed = True
         sender = self.sender
         if sender.eof_offset is not None and (old_path is None or not old_path.alive):
@@ -308,6 +322,23 @@ class Migration:
                                           f"{window:g} s moved no application data"), now)
             else:
                 self._hold_replay(path_id, now)
+
+    def repeat_activate(self, now: float) -> None:
+        """Dialer: repeat the latest ACTIVATE on a datagram path (a lost one would
+        leave the listener sending on the path the dialer left), at most
+        :data:`ACTIVATE_REPEATS` times, two RTTs apart; the listener ignores copies
+        of an epoch it has (called on every transmit; nothing to do is one test)."""
+        r = self._repeat
+        if r is None or now < r[4]:
+            return
+        epoch, path_id, dead, suspect, _, left = r
+        path = self.paths.get(path_id)
+        if epoch != self.epoch or self.active != path_id or path is None or not path.alive:
+            self._repeat = None
+            return
+        path.outbox.append(encode_activate(path_id, epoch, dead, suspect))
+        self._repeat = None if left <= 1 else (epoch, path_id, dead, suspect,
+                                               now + _repeat_gap(path), left - 1)
 
     def _hold_replay(self, path_id: int, now: float) -> None:
         """Re-sending after a failover waits for the peer's ACK (asked for now)."""
