@@ -15,23 +15,33 @@ API (plus the testing relay).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 import os
+import signal
+import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 import rendr
+from rendr import control as ctl
+from rendr.aio.monitor import FlowMonitor
 from rendr.aio.runner import loop_factory, run
 from rendr.aio.timeouts import wait_for
+from rendr.logfmt import json_handler
 from rendr.testing.relay import TcpRelay
 
 __all__ = ["cli", "main"]
@@ -314,11 +324,26 @@ _ENGINE = "compiled engine" if rendr.__compiled__ else "pure-Python engine"
                       message=f"%(prog)s, version %(version)s ({_ENGINE})")
 @click.option("-v", "--verbose", count=True,
               help="Log rendr's internals (-v: info, -vv: debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """rendr: one stable connection over swappable network paths."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(name)s: %(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=log_console, show_path=False)], force=True)
+    ctx.obj = {"verbose": verbose}
+    _setup_logging(verbose, json_logs=False)
+
+
+def _setup_logging(verbose: int, json_logs: bool, static: dict[str, Any] | None = None
+                   ) -> None:
+    """Human logs through rich (warnings; -v info; -vv debug), or with ``json_logs`` one
+    JSON object per record on stderr (info and up: the flows' events; -vv debug)."""
+    if json_logs:
+        level = logging.DEBUG if verbose >= 2 else logging.INFO
+        handler = json_handler(sys.stderr, static)
+    else:
+        level = (logging.WARNING if verbose == 0 else
+                 logging.INFO if verbose == 1 else logging.DEBUG)
+        handler = RichHandler(console=log_console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(name)s: %(message)s", datefmt="[%X]"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 @cli.command()
@@ -366,11 +391,16 @@ def _split_url(url: str) -> tuple[str, str]:
     return transport, address
 
 
-def _host_port(value: str) -> tuple[str, int]:
+def _host_port(value: str, any_port: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` -> (host, port); port 0 (pick a free one) only if ``any_port``."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not (0 if any_port else 1) <= int(port) < 65536:
         raise click.BadParameter(f"{value!r}: expected HOST:PORT")
     return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _fmt_host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _read_psk(path: str | None) -> bytes | None:
@@ -387,6 +417,80 @@ _PSK = click.option("--psk-file", type=click.Path(exists=True, dir_okay=False),
                     help="File holding a pre-shared key (both ends, >= 16 bytes).")
 _UVLOOP = click.option("--uvloop/--no-uvloop", "use_uvloop", default=True, show_default=True,
                        help="Use uvloop's event loop when it is installed.")
+_JSON_LOGS = click.option("--json", "json_logs", is_flag=True,
+                          help="Log one JSON object per record on stderr (time, level, "
+                               "logger, message, flow_id, path_id, event, ...).")
+_METRICS = click.option("--metrics", metavar="HOST:PORT",
+                        help="Serve Prometheus metrics at http://HOST:PORT/metrics "
+                             "(needs prometheus_client: pip install 'rendr[metrics]').")
+_CONTROL = click.option(
+    "--control", is_flag=False, flag_value="auto", default=None, metavar="[PATH|HOST:PORT]",
+    help="Serve live stats for 'rendr stats' on a unix socket (mode 0600; alone: "
+         "$XDG_RUNTIME_DIR/rendr/ROLE-PID.sock) or a loopback HOST:PORT.")
+
+
+@dataclass
+class _Observe:
+    """How a forwarder reports: log format, metrics address, control socket."""
+
+    json_logs: bool
+    metrics: tuple[str, int] | None
+    control: ctl.ControlAddress | None  # "auto": the default path
+
+    def say(self, message: str, **fields: Any) -> None:
+        """Announce something to the user: a rich line, or an info record in JSON."""
+        if self.json_logs:
+            logger.info(message, extra=fields)
+        else:
+            log_console.print(message, markup=False, highlight=False)
+
+    @contextlib.asynccontextmanager
+    async def serving(self, monitor: FlowMonitor) -> AsyncIterator[None]:
+        """The metrics endpoint and the control socket, while the forwarder runs."""
+        async with contextlib.AsyncExitStack() as stack:
+            if self.metrics is not None:
+                from rendr.metrics import start_metrics_server
+
+                server = await start_metrics_server(monitor, *self.metrics)
+                stack.push_async_callback(server.wait_closed)
+                stack.callback(server.close)
+                port = server.sockets[0].getsockname()[1]
+                self.say(f"rendr {monitor.role}: metrics on "
+                         f"http://{self.metrics[0]}:{port}/metrics",
+                         event="metrics_listening", metrics=f"{self.metrics[0]}:{port}")
+            if self.control is not None:
+                if self.control == "auto":
+                    control = await ctl.start_default_control_server(monitor)
+                else:
+                    control = await ctl.start_control_server(monitor, self.control)
+                await stack.enter_async_context(control)
+                where = ctl._fmt(control.address)
+                self.say(f"rendr {monitor.role}: control socket {where}",
+                         event="control_listening", control=where)
+            yield
+
+
+def _observe(ctx: click.Context, role: str, json_logs: bool, metrics: str | None,
+             control: str | None) -> _Observe:
+    """Check the observability options (bad ones are usage errors) and set logging up."""
+    if json_logs:
+        _setup_logging(ctx.obj["verbose"] if ctx.obj else 0, json_logs=True,
+                       static={"role": role})
+    metrics_at = None
+    if metrics is not None:
+        metrics_at = _host_port(metrics, any_port=True)
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--metrics needs the prometheus_client package: "
+                                   "pip install 'rendr[metrics]'") from None
+    control_at: ctl.ControlAddress | None = None
+    if control is not None:
+        try:
+            control_at = control if control == "auto" else ctl.parse_control_address(control)
+        except ctl.ControlError as exc:
+            raise click.BadParameter(str(exc), param_hint="--control") from None
+    return _Observe(json_logs, metrics_at, control_at)
 
 
 @cli.command()
@@ -396,9 +500,14 @@ _UVLOOP = click.option("--uvloop/--no-uvloop", "use_uvloop", default=True, show_
               help="TCP address every flow is forwarded to (e.g. 127.0.0.1:22).")
 @_PSK
 @_UVLOOP
-def serve(listens: tuple[str, ...], target: str, psk_file: str | None,
-          use_uvloop: bool) -> int:
+@_JSON_LOGS
+@_METRICS
+@_CONTROL
+@click.pass_context
+def serve(ctx: click.Context, listens: tuple[str, ...], target: str, psk_file: str | None,
+          use_uvloop: bool, json_logs: bool, metrics: str | None, control: str | None) -> int:
     """Accept rendr flows and forward each to a TCP service (e.g. sshd)."""
+    obs = _observe(ctx, "serve", json_logs, metrics, control)
     specs = [rendr.ListenSpec(*_split_url(u)) for u in listens]
     to = _host_port(target)
     psk = _read_psk(psk_file)
@@ -407,12 +516,16 @@ def serve(listens: tuple[str, ...], target: str, psk_file: str | None,
         from rendr.aio.forward import forward_flows
 
         ln = await rendr.listen(*specs, psk=psk)
-        addrs = ", ".join(f"{h}:{p}" for h, p, *_ in ln.addrs)
-        log_console.print(f"rendr serve: listening on {addrs}, forwarding to {to[0]}:{to[1]}")
-        async with ln:
-            await forward_flows(ln, to)
+        addrs = [f"{s.transport}://{_fmt_host_port(h, p)}"
+                 for s, (h, p, *_) in zip(specs, ln.addrs, strict=False)]
+        monitor = FlowMonitor("serve", {"listen": addrs, "forward": f"{to[0]}:{to[1]}"})
+        async with ln, obs.serving(monitor):
+            obs.say(f"rendr serve: listening on {', '.join(a.split('://')[1] for a in addrs)}"
+                    f", forwarding to {to[0]}:{to[1]}",
+                    event="listening", listen=addrs, forward=f"{to[0]}:{to[1]}")
+            await forward_flows(ln, to, monitor)
 
-    return _run_forever(main(), use_uvloop)
+    return _run_forever(main(), use_uvloop, obs.json_logs)
 
 
 @cli.command()
@@ -426,42 +539,231 @@ def serve(listens: tuple[str, ...], target: str, psk_file: str | None,
               help="One flow on stdin/stdout (netcat-style, for ssh's ProxyCommand).")
 @_PSK
 @_UVLOOP
-def connect(paths: tuple[str, ...], mode: str, local: str | None, stdio: bool,
-            psk_file: str | None, use_uvloop: bool) -> int:
+@_JSON_LOGS
+@_METRICS
+@_CONTROL
+@click.pass_context
+def connect(ctx: click.Context, paths: tuple[str, ...], mode: str, local: str | None,
+            stdio: bool, psk_file: str | None, use_uvloop: bool, json_logs: bool,
+            metrics: str | None, control: str | None) -> int:
     """Forward a local TCP port (or stdin/stdout) over a migrating rendr flow."""
     if (local is None) == (not stdio):
         raise click.UsageError("give exactly one of --local HOST:PORT and --stdio")
+    obs = _observe(ctx, "connect", json_logs, metrics, control)
     dialer = rendr.Dialer(mode=rendr.Mode[mode.upper()],
                           paths=[rendr.PathSpec(*_split_url(u)) for u in paths],
                           psk=_read_psk(psk_file))
+    info: dict[str, Any] = {"path_urls": list(paths), "mode": mode,
+                            "local": "stdio" if stdio else local}
 
     async def main() -> None:
         from rendr.aio.forward import forward_local, forward_stdio
 
-        if stdio:
-            await forward_stdio(dialer)
-            return
-        assert local is not None
-        server = await forward_local(dialer, _host_port(local))
-        host, port = server.sockets[0].getsockname()[:2]
-        log_console.print(f"rendr connect: forwarding {host}:{port} over {len(paths)} path(s)")
-        async with server:
-            await server.serve_forever()
+        monitor = FlowMonitor("connect", info)
+        async with obs.serving(monitor):
+            if stdio:
+                await forward_stdio(dialer, monitor)
+                return
+            assert local is not None
+            server = await forward_local(dialer, _host_port(local, any_port=True), monitor)
+            host, port = server.sockets[0].getsockname()[:2]
+            monitor.info["local"] = f"{host}:{port}"
+            obs.say(f"rendr connect: forwarding {host}:{port} over {len(paths)} path(s)",
+                    event="listening", local=f"{host}:{port}", path_urls=list(paths))
+            async with server:
+                await server.serve_forever()
 
-    return _run_forever(main(), use_uvloop)
+    return _run_forever(main(), use_uvloop, obs.json_logs)
 
 
-def _run_forever(coro: Coroutine[Any, Any, None], use_uvloop: bool) -> int:
-    """Run a forwarder until it ends or Ctrl-C; bad addresses and the like are one
-    line and exit status 1 (a traceback only with -vv)."""
+def _run_forever(coro: Coroutine[Any, Any, None], use_uvloop: bool,
+                 json_logs: bool = False) -> int:
+    """Run a forwarder until it ends, Ctrl-C or SIGTERM (both end it cleanly: the
+    control socket's file is removed); bad addresses and the like are one line and
+    exit status 1 (a traceback only with -vv)."""
+    terminated = False
+
+    async def guarded() -> None:
+        nonlocal terminated
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_term() -> None:
+            nonlocal terminated
+            terminated = True
+            task.cancel()
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, on_term)
+        try:
+            await coro
+        except asyncio.CancelledError:
+            if not terminated:
+                raise
+
     try:
-        run(coro, use_uvloop=use_uvloop)
+        run(guarded(), use_uvloop=use_uvloop)
     except KeyboardInterrupt:
         return 0
-    except (OSError, rendr.RendrError) as exc:
+    except (OSError, rendr.RendrError, ctl.ControlError) as exc:
         logger.debug("forwarder failed", exc_info=True)
-        log_console.print(f"[red bold]rendr:[/red bold] {type(exc).__name__}: {escape(str(exc))}")
+        if json_logs:
+            logger.error("%s: %s", type(exc).__name__, exc, extra={"event": "failed"})
+        else:
+            log_console.print(f"[red bold]rendr:[/red bold] {type(exc).__name__}: "
+                              f"{escape(str(exc))}")
         return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- stats
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"  # pragma: no cover - the loop returns
+
+
+def _fmt_secs(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
+def _fmt_ms(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1000:.2f}"
+
+
+def _render_stats(doc: dict[str, Any]) -> RenderableType:
+    """The snapshot of a control socket as rich tables: a header, the flows, the paths."""
+    totals = doc.get("totals", {})
+    flows: list[dict[str, Any]] = doc.get("flows", [])
+    where = (f"listening on {', '.join(doc.get('listen', []))} -> {doc.get('forward')}"
+             if doc.get("role") == "serve" else
+             f"{doc.get('local')} over {', '.join(doc.get('path_urls', []))}")
+    header = Text(f"rendr {doc.get('role')} (pid {doc.get('pid')}), up "
+                  f"{_fmt_secs(float(doc.get('uptime', 0)))}, {where}\n"
+                  f"{len(flows)} flow(s) open, {totals.get('flows_opened', 0)} opened, "
+                  f"{totals.get('flows_closed', 0)} closed, "
+                  f"{totals.get('flows_failed', 0)} failed")
+    compact: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False, "show_edge": False,
+                               "collapse_padding": True, "title_justify": "left"}
+    many = len(flows) > 1  # the paths' flow column only when there is a choice
+    ft = Table(title="flows", **compact)
+    ft.add_column("flow", no_wrap=True, min_width=8)
+    for col in ("peer", "state", "mode", "active", "migr", "age", "in/s", "out/s", "read",
+                "written"):
+        ft.add_column(col, justify="left" if col in ("peer", "state", "mode") else "right")
+    pt = Table(title="paths (* active)", **compact)
+    if many:
+        pt.add_column("flow", no_wrap=True, min_width=8)
+    for col in ("path", "remote", "state", "rtt ms", "send/s", "recv/s", "sent", "recv",
+                "retx", "cause"):
+        pt.add_column(col, justify="left" if col in ("remote", "state", "cause") else "right")
+    for f in flows:
+        short = str(f["flow_id"])[:8]
+        active = f.get("active_path")
+        ft.add_row(short, f.get("peer") or "-", f["state"], f["mode"],
+                   "-" if active is None else f"#{active}", str(f["migrations"]),
+                   _fmt_secs(float(f["age"])), _fmt_bytes(f["read_rate"]),
+                   _fmt_bytes(f["write_rate"]), _fmt_bytes(f["bytes_read"]),
+                   _fmt_bytes(f["bytes_written"]))
+        for p in f["paths"]:
+            state = p["state"] + (" (suspect)" if p.get("suspect") else "")
+            rtt = _fmt_ms(p["srtt"]) + ("" if p["rttvar"] is None
+                                        else f"±{_fmt_ms(p['rttvar'])}")
+            pt.add_row(*([short] if many else []), f"{p['id']}{'*' if p['active'] else ''}",
+                       f"{p['transport']}://{p['remote_addr']}", state, rtt,
+                       _fmt_bytes(p["send_rate"]), _fmt_bytes(p["recv_rate"]),
+                       _fmt_bytes(p["bytes_sent"]), _fmt_bytes(p["bytes_received"]),
+                       _fmt_bytes(p["retransmits"]), p.get("down_cause") or "")
+    return Group(header, ft, pt) if flows else Group(header)
+
+
+def _control_address(control: str | None) -> ctl.ControlAddress:
+    if control is not None:
+        try:
+            return ctl.parse_control_address(control)
+        except ctl.ControlError as exc:
+            raise click.BadParameter(str(exc), param_hint="--control") from None
+    found = ctl.find_control_sockets()
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise click.UsageError(
+            f"no running 'rendr serve/connect --control' in {ctl.default_control_dir()}; "
+            "give --control PATH|HOST:PORT")
+    raise click.UsageError("several forwarders are running; choose one with --control: "
+                           + ", ".join(found))
+
+
+@cli.command()
+@click.option("--control", metavar="PATH|HOST:PORT",
+              help="The forwarder's control socket (default: the only one running under "
+                   "$XDG_RUNTIME_DIR/rendr or /tmp/rendr-UID).")
+@click.option("--watch", is_flag=True, help="Refresh until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes with --watch.")
+@click.option("--count", type=click.IntRange(min=1),
+              help="With --watch: stop after this many refreshes.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the raw JSON (with --watch: one document per line).")
+def stats(control: str | None, watch: bool, interval: float, count: int | None,
+          as_json: bool) -> int:
+    """Show the flows and paths of a running 'rendr serve/connect --control'.
+
+    Per flow: state, mode, active path, migrations, throughput in and out; per path:
+    state, RTT, throughput, bytes, retransmitted bytes.  Throughputs are averaged since
+    the previous look (since the flow began on the first).
+    """
+    address = _control_address(control)
+
+    def fetch() -> dict[str, Any]:
+        try:
+            return ctl.fetch_stats(address)
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(
+                f"control socket {ctl._fmt(address)}: {type(exc).__name__}: {exc}") from None
+
+    # piped or redirected: wide enough not to fold the tables (unless $COLUMNS says)
+    wide = not console.is_terminal and "COLUMNS" not in os.environ
+    out = Console(highlight=False, width=160) if wide else console
+    if not watch:
+        doc = fetch()
+        if as_json:
+            click.echo(json.dumps(doc, indent=2))
+        else:
+            out.print(_render_stats(doc))
+        return 0
+    n = 0
+    try:
+        if as_json or not console.is_terminal:  # one document / table after another
+            while True:
+                doc = fetch()
+                if as_json:
+                    click.echo(json.dumps(doc))
+                else:
+                    out.print(_render_stats(doc), "")
+                n += 1
+                if count is not None and n >= count:
+                    break
+                time.sleep(interval)
+        else:
+            with Live(console=console, auto_refresh=False) as live:
+                while True:
+                    live.update(_render_stats(fetch()), refresh=True)
+                    n += 1
+                    if count is not None and n >= count:
+                        break
+                    time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 

@@ -10,6 +10,9 @@
 
 Half-close passes through; a flow that fails reaches the TCP application as a reset, a
 clean close as a FIN (:func:`~rendr.aio.streams.splice`).
+
+Each takes an optional :class:`~rendr.aio.monitor.FlowMonitor`, which then holds every
+live flow (for ``rendr stats`` and the metrics exporter) and logs each flow's life.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 from ..errors import RendrError
 from .conn import Conn
 from .dialer import Dialer
 from .listener import Listener
+from .monitor import FlowMonitor
 from .streams import splice
 
 __all__ = ["forward_flows", "forward_local", "forward_stdio"]
@@ -30,13 +35,32 @@ __all__ = ["forward_flows", "forward_local", "forward_stdio"]
 logger = logging.getLogger("rendr.forward")
 
 
-async def forward_flows(listener: Listener, target: tuple[str, int]) -> None:
+@contextlib.contextmanager
+def _tracked(monitor: FlowMonitor | None, conn: Conn, peer: str) -> Iterator[None]:
+    if monitor is None:
+        yield
+        return
+    with monitor.tracking(conn, peer):
+        yield
+
+
+def _peer(conn: Conn) -> str:
+    """The dialer's address on the flow's active (or first) path."""
+    stats = conn.stats()
+    for p in stats.paths:
+        if p.id == stats.active_path:
+            return p.remote_addr
+    return stats.paths[0].remote_addr if stats.paths else ""
+
+
+async def forward_flows(listener: Listener, target: tuple[str, int],
+                        monitor: FlowMonitor | None = None) -> None:
     """Splice every accepted flow to a new TCP connection to ``target``, until the
     listener closes (or this task is cancelled)."""
     tasks: set[asyncio.Task[None]] = set()
     try:
         async for conn in listener:
-            task = asyncio.create_task(_to_target(conn, target))
+            task = asyncio.create_task(_to_target(conn, target, monitor))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     finally:
@@ -44,32 +68,47 @@ async def forward_flows(listener: Listener, target: tuple[str, int]) -> None:
             task.cancel()
 
 
-async def _to_target(conn: Conn, target: tuple[str, int]) -> None:
-    try:
-        reader, writer = await asyncio.open_connection(*target)
-    except OSError as exc:
-        logger.warning("forward to %s:%d failed: %s", target[0], target[1], exc)
-        conn.abort(reason=f"forward target unreachable: {exc}")
-        return
-    await splice(conn, reader, writer)
+async def _to_target(conn: Conn, target: tuple[str, int],
+                     monitor: FlowMonitor | None) -> None:
+    with _tracked(monitor, conn, _peer(conn)):
+        try:
+            reader, writer = await asyncio.open_connection(*target)
+        except OSError as exc:
+            logger.warning("forward to %s:%d failed: %s", target[0], target[1], exc,
+                           extra={"flow_id": conn.flow_id.hex(), "event": "forward_failed",
+                                  "target": f"{target[0]}:{target[1]}"})
+            conn.abort(reason=f"forward target unreachable: {exc}")
+            return
+        await splice(conn, reader, writer)
 
 
-async def forward_local(dialer: Dialer, local: tuple[str, int]) -> asyncio.Server:
+async def forward_local(dialer: Dialer, local: tuple[str, int],
+                        monitor: FlowMonitor | None = None) -> asyncio.Server:
     """Listen on ``local`` (TCP); each connection there dials a flow of its own and is
     spliced to it.  Returns the server (close it to stop)."""
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = _fmt_addr(writer.get_extra_info("peername"))
         try:
             conn = await dialer.dial()
         except (RendrError, OSError) as exc:
-            logger.warning("dial for %s failed: %s", writer.get_extra_info("peername"), exc)
+            logger.warning("dial for %s failed: %s", peer, exc,
+                           extra={"event": "dial_failed", "peer": peer})
             writer.transport.abort()
             return
-        await splice(conn, reader, writer)
+        with _tracked(monitor, conn, peer):
+            await splice(conn, reader, writer)
 
     return await asyncio.start_server(serve, *local)
 
 
-async def forward_stdio(dialer: Dialer) -> None:
+def _fmt_addr(addr: object) -> str:
+    if isinstance(addr, tuple) and len(addr) >= 2:
+        host, port = addr[0], addr[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return "" if addr is None else str(addr)
+
+
+async def forward_stdio(dialer: Dialer, monitor: FlowMonitor | None = None) -> None:
     """One flow spliced to stdin/stdout; returns when both directions ended."""
     loop = asyncio.get_running_loop()
     conn = await dialer.dial()
@@ -79,5 +118,5 @@ async def forward_stdio(dialer: Dialer) -> None:
     w_transport, w_protocol = await loop.connect_write_pipe(
         lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), sys.stdout)
     writer = asyncio.StreamWriter(w_transport, w_protocol, None, loop)
-    with contextlib.suppress(BrokenPipeError):
+    with _tracked(monitor, conn, "stdio"), contextlib.suppress(BrokenPipeError):
         await splice(conn, reader, writer)
