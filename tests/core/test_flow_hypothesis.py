@@ -168,6 +168,7 @@ def digest(b: bytes | bytearray) -> str:
     return hashlib.sha256(b).hexdigest()
 
 
+@pytest.mark.timeout(600)  # 1200 schedules: ~80 s on a loaded box, more if shrinking
 @settings(max_examples=1200, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(sc=scenarios)
