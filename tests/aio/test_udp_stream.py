@@ -5,42 +5,16 @@ that mix a TCP path with a udpflow path (both loops)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 
 import pytest
 
 import rendr
 from rendr.testing.relay import TcpRelay
+from rendr.testing.transfer import transfer
 from rendr.testing.udprelay import UdpRelay
 
 PSK = b"udp-stream-test-psk-0123456789ab"
-
-
-async def _transfer(c: rendr.Conn, s: rendr.Conn, data: bytes, timeout: float = 60) -> None:
-    """Write ``data`` and EOF on ``c``; read it all on ``s`` and check it."""
-    async def write() -> None:
-        await c.write(data)
-        await c.write_eof()
-
-    writer = asyncio.ensure_future(write())
-    digest = hashlib.sha256()
-    got = 0
-    buf = bytearray(1 << 20)
-
-    async def read() -> None:
-        nonlocal got
-        while n := await s.readinto(buf):
-            digest.update(memoryview(buf)[:n])
-            got += n
-
-    try:
-        await asyncio.wait_for(read(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"stalled at {got} of {len(data)} bytes: "
-                             f"{c.stats()} / {s.stats()}") from None
-    await writer
-    assert got == len(data) and digest.digest() == hashlib.sha256(data).digest()
 
 
 async def _transfer_part(c: rendr.Conn, s: rendr.Conn, data: bytes) -> None:
@@ -62,7 +36,7 @@ async def test_stream_is_byte_exact_through_loss_and_reordering(loss: float) -> 
         s = await asyncio.wait_for(ln.accept(), 5)
         relay.set_faults("both", loss=loss, reorder=0.03, reorder_gap=0.002)
         size = (2 << 20) if loss < 0.1 else (512 << 10)
-        await _transfer(c, s, os.urandom(size))
+        await transfer(c, s, os.urandom(size))
         sent = relay.stats["up"]
         if loss:
             assert sent.lost > 0
@@ -82,8 +56,8 @@ async def test_both_directions_at_once_over_udpflow() -> None:
         c = await rendr.Dialer(paths=[rendr.PathSpec("udpflow", f"127.0.0.1:{ln.addrs[0][1]}")],
                                psk=PSK).dial()
         s = await asyncio.wait_for(ln.accept(), 5)
-        await asyncio.gather(_transfer(c, s, os.urandom(3 << 20)),
-                             _transfer(s, c, os.urandom(3 << 20)))
+        await asyncio.gather(transfer(c, s, os.urandom(3 << 20)),
+                             transfer(s, c, os.urandom(3 << 20)))
         c.abort()
     finally:
         await ln.close()
@@ -117,7 +91,7 @@ async def test_a_flow_over_tcp_and_udpflow_migrates_and_fails_over_between_them(
         await moving
         assert c.active_path == by_transport["udpflow"]
         udp_relay.blackhole()  # the active path goes silent: no error, no RST
-        await _transfer(c, s, os.urandom(2 << 20))  # fails over to TCP meanwhile
+        await transfer(c, s, os.urandom(2 << 20))  # fails over to TCP meanwhile
         assert c.active_path == by_transport["tcp"]
         assert c.migration_count >= 3  # (the first migrate may find udpflow active)
         c.abort()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import hashlib
 import os
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import pytest
 
 import rendr
 from rendr.carriers.quic import DATAGRAM_MTU
+from rendr.testing.transfer import transfer
 from rendr.testing.udprelay import UdpRelay
 
 pytest.importorskip("qh3")
@@ -21,32 +21,6 @@ pytest.importorskip("qh3")
 PSK = b"quic-carrier-test-psk-0123456789"
 INSECURE = {"insecure": "1"}
 pytestmark = pytest.mark.timeout(20)
-
-
-async def _transfer(c: rendr.Conn, s: rendr.Conn, data: bytes, timeout: float = 15) -> None:
-    """Write ``data`` and EOF on ``c``; read it all on ``s``; compare SHA-256."""
-    async def write() -> None:
-        await c.write(data)
-        await c.write_eof()
-
-    writer = asyncio.ensure_future(write())
-    digest = hashlib.sha256()
-    got = 0
-    buf = bytearray(1 << 20)
-
-    async def read() -> None:
-        nonlocal got
-        while n := await s.readinto(buf):
-            digest.update(memoryview(buf)[:n])
-            got += n
-
-    try:
-        await asyncio.wait_for(read(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"stalled at {got} of {len(data)} bytes: {c.stats()}") from None
-    await writer
-    assert got == len(data)
-    assert digest.digest() == hashlib.sha256(data).digest()
 
 
 async def _wait_up(conn: rendr.Conn | rendr.PacketConn, n: int) -> None:
@@ -66,8 +40,8 @@ async def test_stream_flow_over_quic_is_byte_exact() -> None:
     try:
         c = await rendr.Dialer(paths=[_quic(ln.addrs[0][1])], psk=PSK).dial()
         s = await asyncio.wait_for(ln.accept(), 5)
-        await _transfer(c, s, os.urandom(4 << 20))
-        await _transfer(s, c, os.urandom(256 << 10))
+        await transfer(c, s, os.urandom(4 << 20))
+        await transfer(s, c, os.urandom(256 << 10))
         path = c.stats().paths[0]
         assert path.transport == "quic" and path.mtu is None and path.retransmits == 0
         await c.close()
@@ -123,7 +97,7 @@ async def test_a_flow_over_quic_and_tcp_migrates_both_ways_and_fails_over_to_tcp
         await writer
         assert c.active_path == ids["quic"] and c.migration_count >= 2
         relay.blackhole()  # the QUIC path goes silent: no error, no close
-        await _transfer(c, s, os.urandom(1 << 20))
+        await transfer(c, s, os.urandom(1 << 20))
         assert c.active_path == ids["tcp"]
         c.abort()
     finally:
@@ -153,7 +127,7 @@ async def test_killing_the_quic_socket_fails_over_to_tcp() -> None:
         assert c.active_path == ids["quic"]
         relay.kill()
         relay.blackhole()
-        await _transfer(c, s, os.urandom(2 << 20))  # written into the dead path first
+        await transfer(c, s, os.urandom(2 << 20))  # written into the dead path first
         assert c.active_path == ids["tcp"]
         quic = next(p for p in c.stats().paths if p.id == ids["quic"])
         assert quic.suspect or quic.state != "up"  # left for being silent
@@ -205,7 +179,7 @@ async def test_ca_signed_certificate_verifies_and_a_wrong_name_fails(tmp_path: P
                               options={"server_name": "quic.rendr.test", "ca": str(ca)})
         c = await rendr.Dialer(paths=[good], psk=PSK).dial()
         s = await asyncio.wait_for(ln.accept(), 5)
-        await _transfer(c, s, os.urandom(64 << 10))
+        await transfer(c, s, os.urandom(64 << 10))
         c.abort()
         wrong = rendr.PathSpec("quic", f"127.0.0.1:{port}",
                                options={"server_name": "other.rendr.test", "ca": str(ca)})
@@ -237,7 +211,7 @@ async def test_rebind_path_moves_a_quic_path_to_a_new_socket_during_a_transfer()
         await writer
         assert len(seen) == 3  # three fresh sockets
         assert c.stats().quic_rebinds == 3 and c.migration_count == 0
-        await _transfer(s, c, os.urandom(256 << 10))  # the server sends to the new one
+        await transfer(s, c, os.urandom(256 << 10))  # the server sends to the new one
         with pytest.raises(rendr.RendrError):
             await s.rebind_path(pid)  # the listener did not dial it
         c.abort()
@@ -327,7 +301,7 @@ async def test_quic_paths_bind_the_server_certificate_on_both_ends() -> None:
             want = certificate_binding(carrier.quic.get_peercert().public_bytes())
             assert len(want) == 32
             assert carrier.binding == want == server_carriers[pid].binding
-        await _transfer(c, s, os.urandom(64 << 10))
+        await transfer(c, s, os.urandom(64 << 10))
         c.abort()
     finally:
         await ln.close()
@@ -358,7 +332,7 @@ async def test_a_certificate_other_than_the_listeners_fails_the_handshake(
         with pytest.raises((rendr.HandshakeError, OSError), match="AUTH_FAILED"):
             await c.add_path(_quic(ln.addrs[1][1]))
         assert len([p for p in c.stats().paths if p.state == "up"]) == 1
-        await _transfer(c, s, os.urandom(16 << 10))
+        await transfer(c, s, os.urandom(16 << 10))
         c.abort()
     finally:
         await ln.close()

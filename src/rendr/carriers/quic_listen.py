@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -26,11 +25,11 @@ from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 from qh3.quic.packet import QuicErrorCode, QuicPacketType
 
-from .address import format_address, parse_address
+from .address import format_address
 from .base import Carrier
 from .quic import QuicCarrier, open_endpoint, send_batch
 from .quic_tls import certificate_binding, server_configuration
-from .udpbase import _tune
+from .udpbase import bound_socket
 
 __all__ = ["QuicServer", "QuicServerCarrier", "listen_quic"]
 
@@ -264,19 +263,8 @@ async def listen_quic(address: str, on_carrier: Callable[[Carrier], None],
 
     config = server_configuration(tls, certfile=certfile, keyfile=keyfile, alpn=alpn,
                                   idle_timeout=float(idle_timeout or IDLE_TIMEOUT))
-    host, port = parse_address(address)
+    sock = await bound_socket(address)
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM,
-                                   flags=socket.AI_PASSIVE)
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        _tune(sock)
-        sock.bind(sockaddr)
-    except BaseException:
-        sock.close()
-        raise
     server = QuicServer(loop, config, on_carrier)
     await open_endpoint(loop, server, sock)
     name = sock.getsockname()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from ..core.wire import HEADER, PREFACE_STRUCT
+from .address import parse_address
 from .base import Buffer
 
 logger = logging.getLogger("rendr.carriers.udpflow")
@@ -119,6 +120,26 @@ def _opening_len(data: bytes) -> int:
 
 _FORCE: Final = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
                  socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None)}
+
+
+async def bound_socket(address: str) -> socket.socket:
+    """A non-blocking UDP socket bound to ``"host:port"`` (port 0: any free port; no
+    host: every address), its buffers raised (:func:`_tune`): what a listener
+    serves every flow from (udpflow, quic)."""
+    host, port = parse_address(address)
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM,
+                                   flags=socket.AI_PASSIVE)
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        _tune(sock)
+        sock.bind(sockaddr)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def _tune(sock: socket.socket) -> None:

@@ -90,6 +90,7 @@ from .udpbase import (
     _opening_len,
     _Sender,
     _tune,
+    bound_socket,
     enable_gro,
     split_gro,
 )
@@ -260,19 +261,8 @@ async def listen_udpflow(address: str, on_carrier: Callable[[Carrier], None],
                          backlog: int = 128, mtu: int | str = DEFAULT_MTU
                          ) -> tuple[UdpServer, tuple[str, int]]:
     """Accept udpflow paths on ``"host:port"`` (port 0: any free port)."""
-    host, port = parse_address(address)
+    sock = await bound_socket(address)
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_DGRAM,
-                                   flags=socket.AI_PASSIVE)
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        _tune(sock)
-        sock.bind(sockaddr)
-    except BaseException:
-        sock.close()
-        raise
     server = UdpServer(loop, sock, on_carrier, int(mtu))
     name = sock.getsockname()
     return server, (name[0], name[1])
