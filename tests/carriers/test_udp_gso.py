@@ -128,3 +128,36 @@ def test_a_socket_that_cannot_segment_sends_one_by_one() -> None:
     assert sock.tries == 1
     assert sock.sent == [HDR + b"a" * 100] * (4 * GSO_SEGMENTS)
     assert sender.dropped == 0 and sender.trains == 0
+
+
+async def test_gro_only_for_sockets_that_carry_stream_flows() -> None:
+    """GRO helps a stream's trains of full datagrams and hurt packet mode at 100k pps
+    (the receiver's kernel buffer filled sooner: 24k of 3M lost), so a udpflow socket
+    reads with GRO only once it carries a stream flow's path."""
+    import rendr
+
+    psk = b"gro-only-for-streams-0123456789a"
+    pln = await rendr.listen_udpflow_packet("127.0.0.1:0", psk=psk)
+    ln = await rendr.listen_udpflow("127.0.0.1:0", psk=psk)
+    try:
+        spec = [rendr.PathSpec("udpflow", f"127.0.0.1:{pln.addrs[0][1]}")]
+        pc = await rendr.Dialer(paths=spec, psk=psk).dial_packet()
+        peer = await pln.accept()
+        await pc.send(b"x")
+        assert await peer.recv() == b"x"
+        conn = await rendr.Dialer(paths=[rendr.PathSpec(
+            "udpflow", f"127.0.0.1:{ln.addrs[0][1]}")], psk=psk).dial()
+        await ln.accept()
+        packet_carriers = list(pc._driver.carriers.values())
+        stream_carriers = list(conn._driver.carriers.values())
+        assert packet_carriers and stream_carriers
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        gro = enable_gro(probe)  # this kernel has it (else nothing here may use it)
+        probe.close()
+        assert not any(c._gro for c in packet_carriers)
+        assert all(c._gro is gro for c in stream_carriers)
+        await pc.close()
+        await conn.close()
+    finally:
+        await pln.close()
+        await ln.close()

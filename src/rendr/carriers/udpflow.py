@@ -122,10 +122,18 @@ class UdpClientCarrier(Carrier):
         self._retry: asyncio.TimerHandle | None = None
         self._done = False
         self._tx = _Sender(loop, sock, self._pause, self._resume)
-        self._gro = enable_gro(sock)
+        self._gro = False  # on for a stream flow only (see prepare)
         self.local_addr = format_address(sock.getsockname())
         self.remote_addr = format_address(sock.getpeername())
         loop.add_reader(sock.fileno(), self._on_readable)
+
+    def prepare(self, *, packets: bool) -> None:
+        """GRO reads for a stream flow only: its full-size datagrams come in trains
+        (goodput 66 vs 54 MB/s); a packet flow's small datagrams of mixed sizes gain
+        nothing and fill the kernel's receive buffer sooner (G3u at 100k pps lost
+        24k datagrams with GRO, none without)."""
+        if not packets:
+            self._gro = enable_gro(self._sock)
 
     def _pause(self) -> None:
         self._sink.carrier_pause()

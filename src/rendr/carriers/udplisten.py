@@ -74,6 +74,11 @@ class UdpServerCarrier(Carrier):
         self.local_addr = server.local_addr
         self.remote_addr = format_address(addr)
 
+    def prepare(self, *, packets: bool) -> None:
+        """A stream flow's path: the listening socket reads with GRO."""
+        if not packets:
+            self._server.stream_flow()
+
     def write(self, buffers: Sequence[Buffer]) -> None:
         if self._done or self._closing >= 0:
             return
@@ -173,7 +178,7 @@ class UdpServer:
         self._on_carrier = on_carrier
         self.mtu = mtu
         self.tx = _Sender(loop, sock, _nothing, _nothing)
-        self._gro = enable_gro(sock)
+        self._gro = False  # on once a stream flow has a path here (see stream_flow)
         self.local_addr = format_address(sock.getsockname())
         self._carriers: dict[bytes, UdpServerCarrier] = {}
         self._openings: dict[tuple[Address, bytes], tuple[UdpServerCarrier, float]] = {}
@@ -182,6 +187,13 @@ class UdpServer:
         self.dropped = 0
         """Datagrams dropped before the engine: unknown id, malformed, over a cap."""
         loop.add_reader(sock.fileno(), self._on_readable)
+
+    def stream_flow(self) -> None:
+        """A path of a stream flow is attached: read with GRO from now on (a socket
+        that serves packet flows only never does; see
+        :meth:`~rendr.carriers.udpflow.UdpClientCarrier.prepare`)."""
+        if not self._gro:
+            self._gro = enable_gro(self._sock)
 
     @property
     def carriers(self) -> int:
