@@ -97,16 +97,7 @@ async def h_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 
 async def h_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """Open the client end and run the max-rate or paced sender."""
-    tr = make(msg["transport"], msg.get("knobs"))
-    end = await asyncio.wait_for(tr.open_client([(h, p) for h, p in msg["addrs"]]), 30.0)
-    usage0 = tp.Usage.now()
-    if msg["mode"] == "max":
-        res = await runs.send_max(end, msg["duration"], msg["size"])
-    else:
-        res = await runs.send_paced(end, msg["duration"], msg["size"], msg["pps"],
-                                    msg["echo_every"], msg["migrations"])
-    res["usage"] = tp.Usage.now().since(usage0)
-    return res
+    return await runs.run_sender(make(msg["transport"], msg.get("knobs")), msg)
 
 
 HANDLERS: dict[str, tp.Handler] = {"recv": h_recv, "send": h_send}

@@ -24,7 +24,8 @@ import struct
 import time
 from typing import Any
 
-from g3ukit.transports import PacketEnd
+import _twoproc as tp
+from g3ukit.transports import PacketEnd, PacketTransport
 
 HDR = struct.Struct("!QdB")
 DATA, ECHO, END = 0, 1, 3
@@ -267,3 +268,17 @@ async def send_paced(end: PacketEnd, duration: float, size: int, pps: float, ech
                max_backlog=max_backlog, behind_ticks=behind_ticks, ticks=ticks,
                echo_requests=(seq + echo_every - 1) // echo_every)
     return out
+
+
+async def run_sender(tr: PacketTransport, msg: dict[str, Any]) -> dict[str, Any]:
+    """A gate's ``send`` handler: open ``tr``'s client end to ``msg["addrs"]`` and run
+    the max-rate (``msg["mode"] == "max"``) or paced sender, with its CPU usage."""
+    end = await asyncio.wait_for(tr.open_client([(h, p) for h, p in msg["addrs"]]), 30.0)
+    usage0 = tp.Usage.now()
+    if msg["mode"] == "max":
+        res = await send_max(end, msg["duration"], msg["size"])
+    else:
+        res = await send_paced(end, msg["duration"], msg["size"], msg["pps"],
+                               msg["echo_every"], msg["migrations"])
+    res["usage"] = tp.Usage.now().since(usage0)
+    return res

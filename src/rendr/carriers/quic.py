@@ -31,10 +31,7 @@ frames that overtake the handshake's answer are held (at most
   a listener serves every connection from one socket, demultiplexed by QUIC
   connection ID (:mod:`rendr.carriers.quic_listen`).  Socket buffers are asked for
   4 MiB; the kernel caps them at ``net.core.rmem_max`` / ``wmem_max`` (raise those
-  sysctls for high datagram rates).
-
-TLS set-up (configurations, the development certificate, the certificate binding)
-lives in :mod:`rendr.carriers.quic_tls`.
+  sysctls for high datagram rates).  TLS set-up: :mod:`rendr.carriers.quic_tls`.
 """
 
 from __future__ import annotations
