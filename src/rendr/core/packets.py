@@ -31,7 +31,7 @@ from .wire import DGRAM_HEADER, MAX_CONTROL_BODY, dgram_header
 __all__ = ["DEDUP_WINDOW", "MAX_PACKET", "PacketReceiver", "PacketSender", "max_payload",
            "packet_stats"]
 
-DEDUP_WINDOW: Final = 4096
+DEDUP_WINDOW: Final = 1 << 16
 """Packet numbers remembered behind the highest one received."""
 MAX_PACKET: Final = MAX_CONTROL_BODY - 8
 """The largest payload on a stream carrier (a DGRAM frame is a control frame there)."""

@@ -22,15 +22,23 @@ TOO_OLD: Final = 2
 
 
 class SeenWindow:
-    """The last ``size`` numbers behind the highest one marked (see the module)."""
+    """The last ``size`` numbers behind the highest one marked (see the module).
 
-    __slots__ = ("_mask", "_seen", "size", "top")
+    A ring of ``size`` bits (``size``: a power of two, at least 8): number ``n`` is bit
+    ``n % size``.  Marking a number above the top clears the bits of the numbers it
+    skips (they belonged to numbers ``size`` behind), so checking and marking cost the
+    same at any window size and memory is ``size / 8`` bytes.
+    """
+
+    __slots__ = ("_bits", "_mask", "size", "top")
 
     def __init__(self, size: int) -> None:
+        if size < 8 or size & (size - 1):
+            raise ValueError(f"window size {size} is not a power of two >= 8")
         self.size = size
-        self._mask = (1 << size) - 1
+        self._mask = size - 1
+        self._bits = bytearray(size >> 3)
         self.top = -1  # the highest number marked
-        self._seen = 0  # bit i: number top - i was marked
 
     def check(self, number: int) -> int:
         """:data:`NEW`, :data:`REPEAT` or :data:`TOO_OLD` (nothing changes)."""
@@ -39,14 +47,40 @@ class SeenWindow:
             return NEW
         if back >= self.size:
             return TOO_OLD
-        return REPEAT if (self._seen >> back) & 1 else NEW
+        i = number & self._mask
+        return REPEAT if (self._bits[i >> 3] >> (i & 7)) & 1 else NEW
 
     def mark(self, number: int) -> None:
         """Remember ``number`` (checked :data:`NEW` just before)."""
         top = self.top
         if number > top:
-            shift = number - top
-            self._seen = ((self._seen << shift) | 1) & self._mask if shift < self.size else 1
+            if number - top > 1:
+                self._forget(top + 1, number)
             self.top = number
+        i = number & self._mask
+        self._bits[i >> 3] |= 1 << (i & 7)
+
+    def _forget(self, lo: int, hi: int) -> None:
+        """Clear the bits of numbers ``lo`` .. ``hi - 1`` (skipped by a jump)."""
+        size = self.size
+        if hi - lo >= size:
+            self._bits[:] = bytes(size >> 3)
+            return
+        a = lo & self._mask
+        b = a + (hi - lo)
+        if b <= size:
+            self._clear(a, b)
         else:
-            self._seen |= 1 << (top - number)
+            self._clear(a, size)
+            self._clear(0, b - size)
+
+    def _clear(self, a: int, b: int) -> None:
+        bits = self._bits
+        while a < b and a & 7:
+            bits[a >> 3] &= ~(1 << (a & 7)) & 0xFF
+            a += 1
+        while b > a and b & 7:
+            b -= 1
+            bits[b >> 3] &= ~(1 << (b & 7)) & 0xFF
+        if a < b:
+            bits[a >> 3 : b >> 3] = bytes((b - a) >> 3)
