@@ -2,7 +2,9 @@
 (``:class:`~rendr.Conn```, ``:meth:`dial```, ``:func:`listen```...), which Markdown
 would show as they are.  Each becomes an *optional* mkdocs-autorefs cross-reference:
 a link where the target is documented on the site, plain code where it is not (the
-standard library, anyio...), so an unknown target is never a warning.
+standard library, anyio...), so an unknown target is never a warning.  reST's
+literal-block marker (a paragraph ending in ``::``) becomes a plain colon: the
+indented block after it is already a Markdown code block.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import griffe
 
+_LITERAL_ALONE = re.compile(r"^[ \t]*::[ \t]*$", re.MULTILINE)
+_LITERAL_END = re.compile(r"(\S)::[ \t]*$", re.MULTILINE)
 _ROLE = re.compile(r":(?:py:)?(?:class|meth|func|attr|mod|exc|data|obj|const):`(~?)([^`<>]+)`")
 
 
@@ -35,7 +39,12 @@ class SphinxRoles(griffe.Extension):
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         docstring = obj.docstring
-        if docstring is None or ":`" not in docstring.value:
+        if docstring is None:
+            return
+        if "::" in docstring.value:
+            text = _LITERAL_ALONE.sub("", docstring.value)
+            docstring.value = _LITERAL_END.sub(r"\1:", text)
+        if ":`" not in docstring.value:
             return
 
         def replace(match: re.Match[str]) -> str:
