@@ -6,6 +6,7 @@ which must not clash with pytest-asyncio's.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -35,6 +36,50 @@ def test_demo_migrates_and_hashes_match(loop: str) -> None:
     assert "migration_count: client 1" in out
     if loop == "--no-uvloop":
         assert "event loop: asyncio" in out
+
+
+@pytest.mark.timeout(30)
+def test_demo_json() -> None:
+    """``rendr demo --json``: one JSON object on stdout and nothing else there."""
+    proc = _run_cli("demo", "--size-mib", "4", "--json", "--timeout", "20")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads(proc.stdout)  # the whole of stdout is one object
+    assert doc["ok"] is True
+    assert doc["size"] == 4 * 1024 * 1024
+    assert doc["mode"] == "prime"
+    assert doc["compiled"] is rendr.__compiled__
+    assert doc["version"] == rendr.__version__
+    sha = doc["sha256"]
+    assert sha["match"] is True
+    assert len(sha["sent"]) == 64 and sha["sent"] == sha["received"] == sha["echoed"]
+    assert doc["migrations"]["client"] >= 1
+    assert doc["killed_path"] is not None
+    paths = {p["id"]: p for p in doc["paths"]}
+    assert len(paths) == 2 and {p["kind"] for p in paths.values()} == {"tcp"}
+    killed = paths[doc["killed_path"]]
+    assert killed["state"] == "down" and killed["down_cause"] == "reset"
+    assert all(p["listener_address"] for p in paths.values())
+    assert sum(p["bytes_sent"] for p in paths.values()) >= doc["size"]
+    assert doc["elapsed_s"] > 0 and doc["mb_per_s"] > 0
+    assert doc["error"] is None
+
+
+def test_demo_json_hash_mismatch_exits_non_zero(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A transfer whose hashes differ is a failure, in JSON as in the tables."""
+    import rendr.cli
+    from rendr.demo import DemoResult
+
+    async def fake_demo(size: int, *args: object, **kwargs: object) -> DemoResult:
+        return DemoResult(sent_digest="a" * 64, received_digest="b" * 64,
+                          echoed_digest="b" * 64, size=size, elapsed=0.5, killed_path=1,
+                          client_migrations=1, server_migrations=1)
+
+    monkeypatch.setattr(rendr.cli, "run_demo", fake_demo)
+    assert main(["demo", "--size-mib", "1", "--json", "--no-uvloop"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is False and doc["sha256"]["match"] is False
+    assert doc["migrations"]["client"] == 1 and doc["paths"] == []
 
 
 def test_help() -> None:

@@ -35,7 +35,7 @@ import rendr
 from rendr import control as ctl
 from rendr.aio.monitor import FlowMonitor
 from rendr.aio.runner import loop_factory, run
-from rendr.demo import console, report, run_demo
+from rendr.demo import console, report, result_json, run_demo
 from rendr.logfmt import json_handler
 
 __all__ = ["cli", "main"]
@@ -92,7 +92,10 @@ def _setup_logging(verbose: int, json_logs: bool, static: dict[str, Any] | None 
               help="Give up (and fail) after this many seconds.")
 @click.option("--uvloop/--no-uvloop", "use_uvloop", default=True, show_default=True,
               help="Use uvloop's event loop when it is installed.")
-def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop: bool) -> int:
+@click.option("--json", "as_json", is_flag=True,
+              help="No progress or tables: print one JSON object on stdout at the end.")
+def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop: bool,
+         as_json: bool) -> int:
     """Send data over several loopback paths and kill the active one half-way.
 
     A listener and a dialer run in this process.  Every path goes through a
@@ -102,13 +105,22 @@ def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop
     connection migrated.
     """
     _, loop_name = loop_factory(use_uvloop)
-    console.print(f"rendr {rendr.__version__} demo, event loop: {loop_name}, {_ENGINE}")
+    if not as_json:
+        console.print(f"rendr {rendr.__version__} demo, event loop: {loop_name}, {_ENGINE}")
     try:
-        result = run(run_demo(size_mib * MIB, n_paths, kill_at, timeout), use_uvloop=use_uvloop)
+        result = run(run_demo(size_mib * MIB, n_paths, kill_at, timeout, quiet=as_json),
+                     use_uvloop=use_uvloop)
     except (OSError, rendr.RendrError) as exc:  # could not even set the demo up
-        console.print(f"[red bold]demo failed:[/red bold] {type(exc).__name__}: {escape(str(exc))}")
+        if as_json:
+            click.echo(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}))
+        else:
+            console.print(f"[red bold]demo failed:[/red bold] {type(exc).__name__}: "
+                          f"{escape(str(exc))}")
         return 1
-    report(result)
+    if as_json:
+        click.echo(json.dumps(result_json(result, loop_name), indent=2))
+    else:
+        report(result)
     return 0 if result.match and result.migrated and not result.error else 1
 
 

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,7 +28,7 @@ import rendr
 from rendr.aio.timeouts import wait_for
 from rendr.testing.relay import TcpRelay
 
-__all__ = ["DemoResult", "console", "report", "run_demo"]
+__all__ = ["DemoResult", "console", "report", "result_json", "run_demo"]
 
 logger = logging.getLogger("rendr.cli")
 
@@ -121,6 +122,8 @@ class DemoResult:
     server_dups: int = 0
     error: str = ""
     notes: list[str] = field(default_factory=list)
+    relays: dict[str, str] = field(default_factory=dict)
+    """The dialer's path addresses (each a relay) -> the listener address behind it."""
 
     @property
     def match(self) -> bool:
@@ -134,15 +137,21 @@ class DemoResult:
         return self.client_migrations > 0
 
 
-async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float) -> DemoResult:
-    """Run the whole demo in the current event loop."""
+async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float,
+                   quiet: bool = False) -> DemoResult:
+    """Run the whole demo in the current event loop (``quiet``: print nothing, for
+    ``rendr demo --json``; the result has it all)."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     result = DemoResult(size=size)
 
+    def say(elapsed: float, side: str, text: str) -> None:
+        if not quiet:
+            _say(elapsed, side, text)
+
     def printer(side: str) -> Callable[[rendr.Event], None]:
         def on_event(event: rendr.Event) -> None:
-            _say(event.at - t0, side, _fmt_event(event))
+            say(event.at - t0, side, _fmt_event(event))
         return on_event
 
     specs = [rendr.ListenSpec("tcp", "127.0.0.1:0") for _ in range(n_paths)]
@@ -156,6 +165,7 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float) -> D
             await relay.start()
             relays.append(relay)
         by_addr = {f"{r.addr[0]}:{r.addr[1]}": r for r in relays}
+        result.relays = {a: f"{r.upstream[0]}:{r.upstream[1]}" for a, r in by_addr.items()}
         table = Table(title="paths", title_justify="left")
         table.add_column("#", justify="right")
         table.add_column("dialer connects to (relay)")
@@ -163,9 +173,10 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float) -> D
         for i, relay in enumerate(relays, 1):
             table.add_row(str(i), f"tcp {relay.addr[0]}:{relay.addr[1]}",
                           f"tcp {relay.upstream[0]}:{relay.upstream[1]}")
-        console.print(table)
-        console.print(f"sending {size / MIB:g} MiB; the active path is killed (RST) "
-                      f"after {kill_at:.0%} of it has arrived\n")
+        if not quiet:
+            console.print(table)
+            console.print(f"sending {size / MIB:g} MiB; the active path is killed (RST) "
+                          f"after {kill_at:.0%} of it has arrived\n")
 
         dialer = rendr.Dialer(mode=rendr.Mode.PRIME, paths=[
             rendr.PathSpec("tcp", addr) for addr in by_addr])
@@ -176,7 +187,7 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float) -> D
         # Paths that came up before the callbacks were registered.
         for side, conn in (("client", client), ("server", server)):
             for p in conn.stats().paths:
-                _say(loop.time() - t0, side,
+                say(loop.time() - t0, side,
                      f"[green]path #{p.id} {p.state}[/green] [dim](already) {p.transport} "
                      f"{p.local_addr} -> {p.remote_addr}[/dim]")
 
@@ -186,7 +197,7 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float) -> D
             stats = client.stats()
             for p in stats.paths:
                 if p.id == active and p.remote_addr in by_addr:
-                    _say(loop.time() - t0, "demo",
+                    say(loop.time() - t0, "demo",
                          f"[red bold]killing path #{active}[/red bold] "
                          f"(relay {p.remote_addr} resets both of its TCP connections)")
                     by_addr[p.remote_addr].kill()
@@ -261,6 +272,38 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float) -> D
             await relay.close()
         await listener.close()
     return result
+
+
+def result_json(result: DemoResult, event_loop: str) -> dict[str, Any]:
+    """The outcome as one JSON-ready object (``rendr demo --json``)."""
+    stats = result.client_stats
+    paths = [] if stats is None else [
+        {"id": p.id, "kind": p.transport, "dialer_address": p.remote_addr,
+         "listener_address": result.relays.get(p.remote_addr), "state": p.state,
+         "down_cause": p.down_cause, "bytes_sent": p.bytes_sent,
+         "bytes_received": p.bytes_received}
+        for p in stats.paths]
+    mbps = result.size / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
+    return {
+        "ok": result.match and result.migrated and not result.error,
+        "version": rendr.__version__,
+        "compiled": rendr.__compiled__,
+        "event_loop": event_loop,
+        "mode": (stats.mode if stats is not None else rendr.Mode.PRIME).name.lower(),
+        "size": result.size,
+        "paths": paths,
+        "killed_path": result.killed_path,
+        "killed_at_bytes": result.killed_at_bytes,
+        "migrations": {"client": result.client_migrations,
+                       "server": result.server_migrations},
+        "recv_dups": {"client": result.client_dups, "server": result.server_dups},
+        "elapsed_s": round(result.elapsed, 6),
+        "mb_per_s": round(mbps, 3),
+        "sha256": {"sent": result.sent_digest, "received": result.received_digest,
+                   "echoed": result.echoed_digest, "match": result.match},
+        "error": result.error or None,
+        "notes": result.notes,
+    }
 
 
 def report(result: DemoResult) -> None:

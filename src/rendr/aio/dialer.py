@@ -104,7 +104,8 @@ class Dialer:
         :class:`~rendr.PacketConn`) over the dialer's paths, as :meth:`dial` does.
 
         Raises:
-            like :meth:`dial`.
+            ValueError: no paths.
+            HandshakeError, OSError: no path could be set up (as :meth:`dial`).
         """
         conn = await self._dial(Kind.PACKET)
         assert isinstance(conn, PacketConn)

@@ -106,7 +106,10 @@ class PacketConn(Endpoint):
         when it is full: for applications that would rather drop than wait.
 
         Raises:
-            like :meth:`send`.
+            PacketTooLarge: ``data`` is larger than :attr:`max_payload`.
+            ConnClosed: after ``close()`` or the peer's close.
+            MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed (as
+                :meth:`send`).
         """
         self._raise_if_unusable()
         flow = self._flow
