@@ -24,7 +24,8 @@ Figures per transport, median (min-max) over rounds:
 - *sent pps*: datagrams sent / the sender's sending time;
 - *received pps*: distinct datagrams received / the receiver's first -> last arrival;
 - *loss %*: 1 - distinct received / sent (after the sender's END datagrams);
-- *kernel drops*: the change of ``Udp: RcvbufErrors`` in /proc/net/snmp (whole host);
+- *kernel drops*: the change of ``Udp: InErrors`` in /proc/net/snmp (whole host): full
+  receive buffers (``RcvbufErrors``) and GSO trains the receiver failed to split;
 - *CPU*: user + system seconds of each process / its window (1.00 = one core), and
   CPU µs per datagram of each end (sent / received): on a shared box these stay
   meaningful when another process takes part of a core.
@@ -150,8 +151,8 @@ class Run:
 
     @property
     def kernel_drops(self) -> float:
-        """The host's ``Udp: RcvbufErrors`` change during the run (nan: unknown)."""
-        return float(self.kernel.get("RcvbufErrors", math.nan))
+        """The host's ``Udp: InErrors`` change during the run (nan: unknown)."""
+        return float(self.kernel.get("InErrors", self.kernel.get("RcvbufErrors", math.nan)))
 
     @property
     def delivered(self) -> bool:
@@ -177,6 +178,7 @@ class Run:
                 ps = msg["info"].get("packet_stats")
                 if ps:
                     s += f"; {who} " + " ".join(f"{k} {v}" for k, v in ps.items())
+                    s += f" paths_dropped {msg['info'].get('paths_dropped')}"
         if self.recv["end_total"] not in (None, self.sent):
             s += f" [END announced {self.recv['end_total']} sent]"
         if self.recv["stop"] not in ("end", "eof"):

@@ -344,7 +344,11 @@ class _RendrEnd(PacketEnd):
         out: dict[str, Any] = {"migration_count": getattr(st, "migration_count", None),
                                "paths": len(getattr(st, "paths", [])),
                                "max_payload": getattr(self.pc, "max_payload", None),
-                               "migrate_failures": self.migrate_failures}
+                               "migrate_failures": self.migrate_failures,
+                               # datagrams the paths dropped unopened (failed authentication,
+                               # replayed, older than the replay window)
+                               "paths_dropped": sum(getattr(p, "dropped", 0)
+                                                    for p in getattr(st, "paths", []))}
         packet_stats = getattr(self.pc, "packet_stats", None)
         if packet_stats is not None:
             ps = packet_stats()

@@ -45,7 +45,9 @@ class Dialer:
     """Opens rendr connections over one or more paths.
 
     Args:
-        mode: :class:`~rendr.Mode` (only PRIME is available yet).
+        mode: :class:`~rendr.Mode`: PRIME (one active path), RACE (every frame on every
+            path, first copy wins) or BOND (striped by measured delivery rate);
+            change it later with ``conn.set_mode()``.
         paths: the paths to use; at least one.
         transports: per-dialer transport factories, consulted before the registry.
         on_event: called with every :class:`~rendr.Event` of every flow this dialer
