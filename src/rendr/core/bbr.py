@@ -54,7 +54,7 @@ __all__ = ["Bbr", "Phase"]
 STARTUP_GAIN: Final = 2.885  # 2 / ln 2: doubles the sending rate per round
 DRAIN_GAIN: Final = 1 / STARTUP_GAIN
 CWND_GAIN: Final = 2.0
-PROBE_BW_GAINS: Final = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+PROBE_BW_GAINS: tuple[float, ...] = (1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
 BW_ROUNDS: Final = 10
 """Round trips the bandwidth estimate is the maximum over..."""
 BW_WINDOW: Final = 0.1

@@ -153,9 +153,9 @@ class Inbound:
         try:
             for piece in pieces:
                 flags |= path.deframer.feed(piece, now)
-        except ProtocolError as exc:
-            logger.warning("flow %s: protocol error on path %d: %s", self._name, path_id, exc)
-            self._abort(CloseCode.PROTOCOL_ERROR, str(exc), now, ProtocolError(str(exc)))
+        except ProtocolError as err:  # not ``exc``: compiled, a name keeps one type
+            logger.warning("flow %s: protocol error on path %d: %s", self._name, path_id, err)
+            self._abort(CloseCode.PROTOCOL_ERROR, str(err), now, ProtocolError(str(err)))
             return True
         return bool(flags & MUST_FLUSH)
 
