@@ -306,7 +306,7 @@ class ListenerHandshake:
             logger.info("refused JOIN of path %d to flow %s: %s", join.path_id,
                         join.flow_id.hex()[:8], result.name)
             return decision
-        if agreed:
+        if agreed and flow is not None:
             flow.auth_only.add(join.path_id)
         decision.flow = flow
         return decision
