@@ -108,6 +108,9 @@ async def test_only_the_verified_quic_path_of_a_mixed_flow_drops_encryption(
         assert carriers[ids[0]].verified and not carriers[ids[1]].verified
         assert carriers[ids[1]].binding  # insecure: bound, but not verified
         assert _auth_only(c) == _auth_only(s) == {ids[0]}
+        for end in (c, s):
+            assert {p.id: p.encrypted for p in end.stats().paths} == {
+                ids[0]: False, ids[1]: True, ids[2]: True, ids[3]: True}
         tap_c, tap_s = _Tap(), _Tap()
         tap_c.attach(carriers)
         tap_s.attach(s._driver.carriers)
