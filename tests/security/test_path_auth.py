@@ -15,6 +15,7 @@ import pytest
 
 from rendr.config import FlowConfig
 from rendr.core import crypto
+from rendr.core.dgram import DatagramOpener, DatagramSealer
 from rendr.core.flow import Flow
 from rendr.core.records import RecordError, RecordOpener, RecordSealer
 from rendr.core.session import DialerHandshake, ListenerHandshake
@@ -28,6 +29,7 @@ from rendr.core.wire import (
     Join,
     JoinAck,
     Result,
+    dgram_header,
 )
 from rendr.errors import HandshakeError
 
@@ -263,3 +265,23 @@ def test_a_tampered_authentication_only_record_is_rejected() -> None:
     path = lflow.find_path(1)
     assert path is not None and path.status is not PathStatus.UP
     assert path.down_cause == "auth" and lflow.read(1 << 20) is None
+
+
+def test_a_tampered_authentication_only_datagram_is_dropped() -> None:
+    """On QUIC DATAGRAM frames (a packet flow): an authentication-only datagram with a
+    flipped byte, or one replayed, is dropped and counted, never delivered.  (A flipped
+    top byte of the packet number, before any authentic datagram, named an epoch past
+    u32 and raised OverflowError from the key schedule: now dropped like any other.)"""
+    key = bytes(range(32))
+    frame = dgram_header(0, len(MARK)) + MARK  # a DGRAM frame carrying MARK
+    (dgram,) = DatagramSealer(key, 3, 1200, encrypt=False).seal([frame])
+    wire = bytes(dgram)
+    assert MARK in wire
+    opener = DatagramOpener(key, 3, encrypt=False)
+    for i in (0, 8, len(wire) - 1):  # packet number, frames, tag
+        bad = bytearray(wire)
+        bad[i] ^= 1
+        assert opener.feed(bytes(bad)) == []
+    assert opener.failures == 3
+    assert b"".join(bytes(f) for f in opener.feed(wire)) == frame
+    assert opener.feed(wire) == [] and opener.replays == 1
