@@ -10,7 +10,9 @@ loops are that module's, the transports ``bench/g3qkit/transports.py``:
 - ``raw-qh3``: qh3's own asyncio API (``serve``/``connect``), one DATAGRAM frame per
   send, one ``transmit()`` per loop iteration;
 - ``rendr``: ``rendr.listen_quic_packet`` on two loopback sockets, a dialer with a
-  QUIC path to each (development certificate, ``insecure``).
+  QUIC path to each (development certificate, ``insecure``: rendr encrypts its sealed
+  datagrams); with ``--auth-only`` the dialer pins the certificate instead, so the
+  datagrams are authenticated only (QUIC encrypts them; issue 10).
 
 (a) **max rate**: ``--repeat`` interleaved rounds (raw, then rendr), ``--duration`` s
 each; received pps = distinct datagrams / the receiver's first -> last arrival.
@@ -33,6 +35,13 @@ random bytes over one rendr stream flow with a QUIC path and a TCP path, the sen
 calling ``migrate()`` between them ``--stream-migrations`` times; the receiver checks
 SHA-256 (exact).  Raw qh3 stream throughput (one QUIC stream, same size) in the same
 run.  Goal: goodput >= 0.8x raw (reported; the ``--short`` floor is lower).
+
+(d) **QUIC-only stream** (``--skip-quic-stream`` to omit): the same transfer over a
+rendr flow with one QUIC path and nothing else, like for like with raw qh3 (same
+processes, loop, 1 MiB writes): ``--quic-stream-repeat`` interleaved rounds of raw
+qh3, rendr with encrypted records (``insecure`` path) and rendr with
+authentication-only records (pinned certificate).  Reported, not gated: the medians
+and the ratios rendr / raw and authentication-only / encrypted.
 
 Verdict ``G3 PASS`` / ``G3 FAIL``, exit code 0 / 1.  ``--short`` (CI, ~40 s on a
 2-core box): (a) 2 s x 1 round, (b) 8 s at 20k pps with 10 migrations, (c) 64 MiB;
@@ -60,7 +69,7 @@ from typing import Any
 
 import _twoproc as tp
 from g3qkit import stream as qs
-from g3qkit.transports import BIN_S, Binned, make, recovery_times
+from g3qkit.transports import BIN_S, Binned, make, recovery_times, share_certificate
 from g3ukit import runs
 
 # ---------------------------------------------------------------------------- child side
@@ -86,6 +95,8 @@ async def h_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 
 
 HANDLERS: dict[str, tp.Handler] = {"recv": h_recv, "send": h_send, **qs.HANDLERS}
+QUIC_ONLY = ("raw-qh3", "rendr-quic", "rendr-quic-auth")
+"""(d)'s transports, in the order of each round."""
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -160,13 +171,19 @@ def main_parent(args: argparse.Namespace) -> int:
           f"{args.size}-byte payloads; the machine may be shared (see load average)",
           flush=True)
     common = ["--no-uvloop"] if args.no_uvloop else []
+    share_certificate()  # one certificate for every process: the dialers can pin it
+    ren = "rendr-auth" if args.auth_only else "rendr"
+    print("rendr's QUIC paths: " + ("certificate pinned: authentication-only records"
+                                     if args.auth_only else "insecure: encrypted records"),
+          flush=True)
     timeout = max(args.duration, args.paced_duration) + 90.0
     recv = tp.Worker(__file__, "recv", common, cpu=cpu_recv, timeout=timeout)
     send = tp.Worker(__file__, "send", common, cpu=cpu_send, timeout=timeout)
-    kinds = ["raw-qh3", "rendr"]
+    kinds = ["raw-qh3", ren]
     max_runs: dict[str, list[Run]] = {k: [] for k in kinds}
     paced: dict[str, list[Run]] = {k: [] for k in kinds}
-    stream: dict[str, list[tp.Msg]] = {"raw-qh3": [], "rendr": []}
+    stream: dict[str, list[tp.Msg]] = {"raw-qh3": [], ren: []}
+    qstream: dict[str, list[tp.Msg]] = {k: [] for k in QUIC_ONLY}
     checks: list[tuple[str, bool, str]] = []
     try:
         if not args.skip_max:
@@ -186,7 +203,7 @@ def main_parent(args: argparse.Namespace) -> int:
                 for k in kinds:
                     r = one_run(recv, send, k, mode="paced", duration=args.paced_duration,
                                 size=args.size, pps=args.pps, echo_every=args.echo_every,
-                                migrations=args.migrations if k == "rendr" else 0)
+                                migrations=args.migrations if k == ren else 0)
                     paced[k].append(r)
                     print(f"  pair {i + 1}: {r.summary(args.pps)}", flush=True)
         if not args.skip_stream:
@@ -194,10 +211,19 @@ def main_parent(args: argparse.Namespace) -> int:
                   f"over a QUIC + a TCP path, {args.stream_migrations} migrations",
                   flush=True)
             for i in range(args.stream_repeat):
-                for k in ("raw-qh3", "rendr"):
+                for k in ("raw-qh3", ren):
                     res = qs.run(recv, send, k, args.stream_mib << 20,
                                  args.stream_migrations)
                     stream[k].append(res)
+                    print(f"  round {i + 1}: {qs.summary(k, res)}", flush=True)
+        if not args.skip_quic_stream:
+            print(f"(d) QUIC-only stream, {args.stream_mib} MiB, {args.quic_stream_repeat} "
+                  "interleaved round(s): raw qh3, rendr encrypted, rendr authentication-only",
+                  flush=True)
+            for i in range(args.quic_stream_repeat):
+                for k in QUIC_ONLY:
+                    res = qs.run(recv, send, k, args.stream_mib << 20, 0)
+                    qstream[k].append(res)
                     print(f"  round {i + 1}: {qs.summary(k, res)}", flush=True)
     except (RuntimeError, TimeoutError) as exc:
         print(f"G3 FAIL: a run did not complete: {exc}")
@@ -210,14 +236,14 @@ def main_parent(args: argparse.Namespace) -> int:
     print(f"\nG3 (loop={loop}) checks, medians over runs:")
     if not args.skip_max:
         ratios = [b.rx_pps / a.rx_pps if a.rx_pps else 0.0
-                  for a, b in zip(max_runs["raw-qh3"], max_runs["rendr"], strict=True)]
+                  for a, b in zip(max_runs["raw-qh3"], max_runs[ren], strict=True)]
         ratio = med(ratios)
         checks.append(("max rate rendr/raw pps", ratio >= args.min_ratio,
-                       f"rendr {med([r.rx_pps for r in max_runs['rendr']]) / 1e3:.1f}k vs raw "
+                       f"rendr {med([r.rx_pps for r in max_runs[ren]]) / 1e3:.1f}k vs raw "
                        f"qh3 {med([r.rx_pps for r in max_runs['raw-qh3']]) / 1e3:.1f}k pps "
                        f"received, paired ratio {ratio:.2f} (floor {args.min_ratio}, goal 0.8)"))
     if not args.skip_paced:
-        raw_rs, ren_rs = paced["raw-qh3"], paced["rendr"]
+        raw_rs, ren_rs = paced["raw-qh3"], paced[ren]
         lost = sum(max(0, r.lost) for r in ren_rs)
         checks.append(("paced: application loss", lost <= args.max_lost,
                        f"rendr lost {lost} of {sum(r.sent for r in ren_rs)} (raw lost "
@@ -247,11 +273,11 @@ def main_parent(args: argparse.Namespace) -> int:
             print(f"  note: {len(slow)} paced run(s) reached only "
                   f"{min(r.send['tx_pps'] for r in slow) / 1e3:.1f}k of {args.pps / 1e3:g}k pps")
     if not args.skip_stream:
-        ok_sha = all(r["sha_ok"] for r in stream["rendr"])
+        ok_sha = all(r["sha_ok"] for r in stream[ren])
         raw_mb = med([r["mb_s"] for r in stream["raw-qh3"]])
-        ren_mb = med([r["mb_s"] for r in stream["rendr"]])
+        ren_mb = med([r["mb_s"] for r in stream[ren]])
         ratio = ren_mb / raw_mb if raw_mb else 0.0
-        migs = [r.get("migrations", 0) for r in stream["rendr"]]
+        migs = [r.get("migrations", 0) for r in stream[ren]]
         checks.append(("stream: SHA-256 exact", ok_sha and all(
             m >= args.stream_migrations for m in migs),
             f"{args.stream_mib} MiB, digests {'match' if ok_sha else 'DIFFER'}, "
@@ -259,6 +285,19 @@ def main_parent(args: argparse.Namespace) -> int:
         checks.append(("stream: goodput vs raw qh3 stream", ratio >= args.min_stream_ratio,
                        f"rendr {ren_mb:.1f} MB/s vs raw qh3 {raw_mb:.1f} MB/s = {ratio:.2f} "
                        f"(floor {args.min_stream_ratio}, goal 0.8)"))
+    if not args.skip_quic_stream:
+        mb = {k: med([r["mb_s"] for r in qstream[k]]) for k in QUIC_ONLY}
+        raw_mb, enc_mb, auth_mb = (mb[k] for k in QUIC_ONLY)
+        pairs = list(zip(*(qstream[k] for k in QUIC_ONLY), strict=True))
+        auth_enc = med([c["mb_s"] / b["mb_s"] for _, b, c in pairs])
+        ok_sha = all(r["sha_ok"] for k in QUIC_ONLY[1:] for r in qstream[k])
+        print(f"  [INFO] QUIC-only stream (medians of {len(pairs)} interleaved round(s)): raw "
+              f"qh3 {raw_mb:.1f} MB/s, rendr encrypted {enc_mb:.1f} MB/s ({enc_mb / raw_mb:.2f}x "
+              f"raw), rendr authentication-only {auth_mb:.1f} MB/s ({auth_mb / raw_mb:.2f}x "
+              f"raw; goal 0.8), paired authentication-only / encrypted {auth_enc:.2f}; "
+              f"SHA-256 {'ok' if ok_sha else 'MISMATCH'}")
+        checks.append(("QUIC-only stream: SHA-256 exact", ok_sha,
+                       f"{args.stream_mib} MiB x {len(pairs)} round(s) x 2 rendr variants"))
     ok = True
     for name, good, detail in checks:
         ok = ok and good
@@ -290,6 +329,11 @@ def main() -> int:
     parser.add_argument("--skip-max", action="store_true")
     parser.add_argument("--skip-paced", action="store_true")
     parser.add_argument("--skip-stream", action="store_true")
+    parser.add_argument("--skip-quic-stream", action="store_true")
+    parser.add_argument("--quic-stream-repeat", type=int, help="(d) rounds (3; --short 1)")
+    parser.add_argument("--auth-only", action="store_true",
+                        help="rendr's QUIC paths pin the certificate: authentication-only "
+                             "records (default: insecure, encrypted records)")
     parser.add_argument("--role", choices=["recv", "send"], help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -299,7 +343,8 @@ def main() -> int:
         return tp.serve(HANDLERS, use_uvloop=not args.no_uvloop, cpu=args.cpu)
     for name, full, quick in (("duration", 5.0, 2.0), ("repeat", 3, 1), ("pps", 30000.0, 20000.0),
                               ("paced_duration", 30.0, 8.0), ("stream_mib", 256, 64),
-                              ("stream_repeat", 3, 1), ("min_ratio", 0.8, 0.5),
+                              ("stream_repeat", 3, 1), ("quic_stream_repeat", 3, 1),
+                              ("min_ratio", 0.8, 0.5),
                               ("max_lost", 0, 50), ("max_p95_ratio", 2.0, 4.0),
                               ("max_recovery", 0.2, 1.0), ("min_stream_ratio", 0.8, 0.4)):
         if getattr(args, name) is None:

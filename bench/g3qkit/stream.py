@@ -1,5 +1,11 @@
 """G3's stream part: bulk bytes over raw qh3 (one QUIC stream) and over a rendr stream
-flow with a QUIC path and a TCP path, SHA-256 checked by the receiver.
+flow, SHA-256 checked by the receiver.  rendr transports:
+
+- ``rendr`` / ``rendr-auth``: a flow with a QUIC path and a TCP path (the sender
+  migrates between them); ``rendr-quic`` / ``rendr-quic-auth``: a flow with one QUIC
+  path, nothing else (like for like with raw qh3);
+- ``-auth``: the QUIC path pins the listener's certificate, so its records are
+  authenticated only (QUIC encrypts them); without: ``insecure``, rendr encrypts.
 
 - receiver (``s_recv``): opens the server end, answers its address(es), reads to the
   end hashing every byte, writes ``done``; answers the digest and its byte count;
@@ -16,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import ssl
 import time
 from typing import Any
@@ -28,7 +35,8 @@ from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
 import _twoproc as tp
 import rendr
-from g3qkit.transports import HOST, cert
+from g3qkit.transports import HOST, cert, cert_files, quic_options
+from rendr.carriers.udpbase import _tune
 from rendr.testing.payload import repeated_digest
 
 MIB = 1 << 20
@@ -49,6 +57,13 @@ def _send_chunks(size: int) -> Any:
 # ---------------------------------------------------------------------------- raw qh3
 
 
+RAW_FIXES = os.environ.get("G3_RAW_FIXES", "buffers,batch").split(",")
+"""What the raw qh3 receiver does as rendr's QUIC carrier does (the baseline used to
+do neither): ``buffers``: 4 MiB socket buffers on both ends (rendr's ``_tune``);
+``batch``: one ``transmit()`` per loop iteration, not one per datagram received
+(qh3's server socket hands datagrams over one at a time)."""
+
+
 class _RawSink(QuicConnectionProtocol):
     """Hashes stream 0 to its FIN, then answers ``done`` on it."""
 
@@ -57,6 +72,21 @@ class _RawSink(QuicConnectionProtocol):
         self.digest = hashlib.sha256()
         self.got = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tx_soon = False
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        if "batch" not in RAW_FIXES:
+            super().datagram_received(data, addr)
+            return
+        self._quic.receive_datagram(bytes(data), addr, now=self._loop.time())
+        self._process_events()
+        if not self._tx_soon:
+            self._tx_soon = True
+            self._loop.call_soon(self._tx)
+
+    def _tx(self) -> None:
+        self._tx_soon = False
+        self.transmit()
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, StreamDataReceived):
@@ -120,14 +150,20 @@ async def s_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 
         server = await serve(HOST, 0, configuration=_qh3_server_config(),
                              create_protocol=create)
+        if "buffers" in RAW_FIXES:
+            _tune(server._transport.get_extra_info("socket"))
         say({"addrs": [[HOST, server._transport.get_extra_info("sockname")[1]]]})
         proto = await asyncio.wait_for(accepted, 30.0)
         await asyncio.wait_for(proto.done, 600.0)
         await asyncio.sleep(0.2)  # let "done" and its ACKs go
         server.close()
         return {"received": proto.got, "digest": proto.digest.hexdigest()}
-    ln = await rendr.listen(rendr.ListenSpec("quic", f"{HOST}:0"),
-                            rendr.ListenSpec("tcp", f"{HOST}:0"))
+    certfile, keyfile = cert_files()
+    specs = [rendr.ListenSpec("quic", f"{HOST}:0",
+                              options={"certfile": certfile, "keyfile": keyfile})]
+    if not msg["transport"].startswith("rendr-quic"):
+        specs.append(rendr.ListenSpec("tcp", f"{HOST}:0"))
+    ln = await rendr.listen(*specs)
     say({"addrs": [[HOST, p] for _, p in ln.addrs]})
     conn = await asyncio.wait_for(ln.accept(), 30.0)
     digest = hashlib.sha256()
@@ -159,6 +195,8 @@ async def s_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
                         create_protocol=_RawClient))
             client: Any = proto
             quic = client._quic
+            if "buffers" in RAW_FIXES:
+                _tune(client._transport.get_extra_info("socket"))
             t0 = time.perf_counter()
             for chunk in _send_chunks(size):
                 while quic.get_send_buffer_size(0) >= RAW_BUFFER:
@@ -171,13 +209,14 @@ async def s_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
             await asyncio.wait_for(client.answered, 600.0)
             elapsed = time.perf_counter() - t0
         return {"elapsed": elapsed, "expect": expect, "answer_ok": client.answer == b"done"}
-    quic_addr, tcp_addr = addrs
+    quic_addr = addrs[0]
     paths = [rendr.PathSpec("quic", f"{quic_addr[0]}:{quic_addr[1]}",
-                            options={"insecure": "1"}),
-             rendr.PathSpec("tcp", f"{tcp_addr[0]}:{tcp_addr[1]}")]
+                            options=quic_options(msg["transport"].endswith("-auth")))]
+    if len(addrs) > 1:
+        paths.append(rendr.PathSpec("tcp", f"{addrs[1][0]}:{addrs[1][1]}"))
     conn = await rendr.Dialer(paths=paths).dial()
     for _ in range(300):
-        if sum(p.state == "up" for p in conn.stats().paths) >= 2:
+        if sum(p.state == "up" for p in conn.stats().paths) >= len(paths):
             break
         await asyncio.sleep(0.01)
     migrations = int(msg["migrations"])
@@ -200,10 +239,11 @@ async def s_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     elapsed = time.perf_counter() - t0
     st = conn.stats()
     per_path = {f"{p.id}:{p.transport}": p.bytes_sent for p in st.paths}
+    auth_only = sorted(conn._driver.flow.auth_only)
     await conn.close()
     return {"elapsed": elapsed, "expect": expect, "answer_ok": answer == b"done",
             "migrations": done_migrations, "migration_count": st.migration_count,
-            "per_path": per_path}
+            "per_path": per_path, "auth_only": auth_only}
 
 
 HANDLERS: dict[str, tp.Handler] = {"s_recv": s_recv, "s_send": s_send}
@@ -230,5 +270,5 @@ def summary(transport: str, res: tp.Msg) -> str:
          f"{'ok' if res['sha_ok'] else 'MISMATCH'}")
     if "migrations" in res:
         s += (f", migrations {res['migrations']} (stats {res['migration_count']}), bytes per "
-              f"path {res['per_path']}")
+              f"path {res['per_path']}, authentication-only paths {res['auth_only']}")
     return s

@@ -8,7 +8,10 @@
   frames its congestion window does not let out yet; the sender waits (transmitting
   and reading) while more than :data:`RAW_PENDING` frames are queued.
 - ``rendr``: rendr's packet mode over the ``quic`` carrier: a listener with two UDP
-  sockets on loopback and a dialer with a QUIC path to each.  ``migrate()``
+  sockets on loopback and a dialer with a QUIC path to each, ``insecure`` (the
+  certificate not checked: rendr encrypts its sealed datagrams itself);
+  ``rendr-auth``: the same with the certificate pinned (``pin``), so the datagrams are
+  authenticated only (QUIC encrypts them; issue 10).  ``migrate()``
   alternates between ``rebind_path()`` of the active path (QUIC connection migration
   to a new local socket, new connection ID) and ``migrate()`` to the other path; the
   time of each is kept (``info()["migrate_at"]``, ``time.perf_counter()``, which is
@@ -24,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import os
 import ssl
+import tempfile
 import time
 from typing import Any
 
@@ -43,13 +49,51 @@ BIN_S = 0.010
 RAW_PENDING = 4096  # raw-qh3 sender: frames queued in qh3 before send() waits
 
 _cert: tuple[bytes, bytes] | None = None
+CERT_ENV = "RENDR_BENCH_CERT_DIR"
+"""Where the parent wrote the certificate every process of a run uses (cert.pem,
+key.pem), so a dialer can pin the listener's."""
+
+
+def share_certificate() -> str:
+    """In the parent, before the workers start: one development certificate for every
+    process of the run (they inherit the environment)."""
+    where = tempfile.mkdtemp(prefix="rendr-bench-cert-")
+    cert_pem, key_pem = development_certificate()
+    for name, data in (("cert.pem", cert_pem), ("key.pem", key_pem)):
+        with open(os.path.join(where, name), "wb") as f:
+            f.write(data)
+    os.environ[CERT_ENV] = where
+    return where
 
 
 def cert() -> tuple[bytes, bytes]:
     global _cert
     if _cert is None:
-        _cert = development_certificate()
+        where = os.environ.get(CERT_ENV)
+        if where:
+            with open(os.path.join(where, "cert.pem"), "rb") as f, \
+                    open(os.path.join(where, "key.pem"), "rb") as g:
+                _cert = f.read(), g.read()
+        else:
+            _cert = development_certificate()
     return _cert
+
+
+def cert_files() -> tuple[str, str]:
+    """The shared certificate and key as files (for ``tls=``)."""
+    where = os.environ.get(CERT_ENV) or share_certificate()
+    return os.path.join(where, "cert.pem"), os.path.join(where, "key.pem")
+
+
+def pin() -> str:
+    """The shared certificate's pin: SHA-256 of its DER, hex."""
+    return hashlib.sha256(load_pem_x509_certificates(cert()[0])[0].public_bytes()).hexdigest()
+
+
+def quic_options(auth: bool) -> dict[str, str]:
+    """A dialer's QUIC path options: pinned (authentication-only records) or
+    ``insecure`` (rendr encrypts)."""
+    return {"pin": pin()} if auth else {"insecure": "1"}
 
 
 # ---------------------------------------------------------------------------- raw-qh3
@@ -236,12 +280,14 @@ class RendrQuicTransport(PacketTransport):
 
     name = "rendr"
 
-    def __init__(self, knobs: dict[str, Any] | None = None) -> None:
+    def __init__(self, knobs: dict[str, Any] | None = None, auth: bool = False) -> None:
         self.knobs = knobs or {}
+        self.auth = auth
         self._pln: Any = None
 
     async def open_server(self) -> list[Addr]:
-        self._pln = await rendr.listen_quic_packet(f"{HOST}:0", f"{HOST}:0", **self.knobs)
+        self._pln = await rendr.listen_quic_packet(f"{HOST}:0", f"{HOST}:0",
+                                                   tls=cert_files(), **self.knobs)
         return [(str(h), int(p)) for h, p in self._pln.addrs]
 
     async def accept(self) -> PacketEnd:
@@ -249,7 +295,7 @@ class RendrQuicTransport(PacketTransport):
         return _RendrQuicEnd(pc, self._pln)
 
     async def open_client(self, addrs: list[Addr]) -> PacketEnd:
-        specs = [rendr.PathSpec("quic", f"{HOST}:{p}", options={"insecure": "1"})
+        specs = [rendr.PathSpec("quic", f"{HOST}:{p}", options=quic_options(self.auth))
                  for _, p in addrs]
         pc = await rendr.Dialer(paths=specs, **self.knobs).dial_packet()
         want = min(2, len(addrs))
@@ -261,8 +307,8 @@ class RendrQuicTransport(PacketTransport):
 
 
 def make(name: str, knobs: dict[str, Any] | None = None) -> PacketTransport:
-    if name == "rendr":
-        return RendrQuicTransport(knobs)
+    if name in ("rendr", "rendr-auth"):
+        return RendrQuicTransport(knobs, auth=name == "rendr-auth")
     if name == "raw-qh3":
         return RawQh3Transport()
     raise KeyError(name)

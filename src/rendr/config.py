@@ -171,6 +171,14 @@ class FlowConfig:
     """With ``records``: encrypt them too (else authenticate only, for carriers that
     bring their own confidentiality, e.g. TLS).  On if either end asks."""
 
+    trust_carrier: bool = True
+    """With ``encrypt``: on a path whose carrier encrypts and authenticates itself and
+    whose certificate the dialer verified (a QUIC path dialed with a CA or a ``pin``,
+    not ``insecure``; :attr:`Carrier.verified <rendr.carriers.base.Carrier.verified>`),
+    records are authenticated only, not encrypted a second time.  Agreed per path in
+    the keyed handshake, bound to the certificate (docs/security.md); off on either end:
+    every path encrypts."""
+
     congestion: str = "bbr"
     """Congestion control of datagram paths (udpflow) carrying a stream: ``"bbr"``
     (:mod:`rendr.core.bbr`: paces at the measured bandwidth, so random loss costs

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-_BOTH_LOOPS = {"test_quic.py", "test_udp_gso.py"}
+_BOTH_LOOPS = {"test_quic.py", "test_quic_auth.py", "test_udp_gso.py"}
 
 
 def pytest_asyncio_loop_factories(

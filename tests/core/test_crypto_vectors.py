@@ -11,10 +11,25 @@ import hashlib
 import hmac
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from rendr.core import crypto
 from rendr.core.cookie import CookieJar
-from rendr.core.wire import CAP_BUDGET, CAP_KEYS, Hello
+from rendr.core.dgram import DatagramSealer
+from rendr.core.opening import bound, flagged
+from rendr.core.records import RecordSealer
+from rendr.core.wire import (
+    CAP_BUDGET,
+    CAP_KEYS,
+    CAP_PATH_AUTH,
+    KEY_ENCRYPT,
+    KEY_PATH_AUTH,
+    KEY_RECORDS,
+    PATH_AUTH_ONLY,
+    FrameType,
+    Hello,
+    encode_u64,
+)
 
 ALICE = bytes.fromhex("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
 BOB = bytes.fromhex("5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb")
@@ -129,3 +144,73 @@ def test_cookie_vector() -> None:
     ts = (1500).to_bytes(4, "big")
     assert cookie == ts + _hmac(bytes(32), _lp(b"cookie", b"192.0.2.1", FLOW, h(ALICE_PUB),
                                                ts))[:16]
+
+
+# ------------------------------------------- authentication-only paths (issue 10)
+
+BINDING = bytes(range(0xA0, 0xC0))  # a QUIC path's channel binding (SHA-256 of a cert)
+AUTH_HELLO_BODY = ("000102030405060708090a0b0c0d0e0f 00000001 01 00 000b 00800000 00015f90"
+                   + ALICE_PUB + "19" + "00" * 16)
+AUTH_ACK_BODY_NO_AUTH = ("000102030405060708090a0b0c0d0e0f 00000001 01 00 000b 00800000 00"
+                         " 00015f90" + BOB_PUB + "19")
+AUTH_TRANSCRIPT = "ccded60d926256e19d9b041ad0a856dbb44fadd8842645fa84a00d821b27692f"
+FLAGGED_JOIN_MAC = "a52356da90bf5710e068cda07c09fb4b"
+RECORD_SECRET = bytes(range(32))
+AUTH_RECORD = "00000015 72656e6472 14a19e6bbac35b17b90ade15cb073c12"  # "rendr", path 7
+AUTH_DATAGRAM = ("0000000000000000 20000008 0000000000000001"  # pn 0, PING 1, path 7
+                 " 36dbecdde144026497c930da1806ae9f")
+
+
+def test_transcript_vector_with_binding_and_path_auth() -> None:
+    """A HELLO over a verified QUIC path: caps 000b (CAP_PATH_AUTH), key flags 0x19
+    (KEY_ENCRYPT | KEY_RECORDS | KEY_PATH_AUTH), both bodies and then the binding in
+    the transcript."""
+    caps, flags = CAP_BUDGET | CAP_KEYS | CAP_PATH_AUTH, KEY_ENCRYPT | KEY_RECORDS | KEY_PATH_AUTH
+    hello = Hello(FLOW, 1, 1, 0, caps, 8 << 20, budget_ms=90_000, key_share=h(ALICE_PUB),
+                  key_flags=flags)
+    ack = Hello(FLOW, 1, 1, 0, caps, 8 << 20, 0, 90_000, key_share=h(BOB_PUB), key_flags=flags)
+    assert hello.encode_body() == h(AUTH_HELLO_BODY)
+    assert ack.encode_body(ack=True)[:-16] == h(AUTH_ACK_BODY_NO_AUTH)
+    ours = crypto.transcript_hash(h(AUTH_HELLO_BODY), h(AUTH_ACK_BODY_NO_AUTH), *bound(BINDING))
+    independent = hashlib.sha256(_lp(h(AUTH_HELLO_BODY), h(AUTH_ACK_BODY_NO_AUTH),
+                                     b"channel-binding", BINDING)).hexdigest()
+    assert ours.hex() == independent == AUTH_TRANSCRIPT
+
+
+def test_flagged_join_mac_vector() -> None:
+    """A JOIN asking for authentication-only records over a bound carrier: the flags
+    byte, then the binding, after the v1 parts."""
+    parts = (b"join", FLOW, (7).to_bytes(4, "big"), bytes(16), *flagged(PATH_AUTH_ONLY),
+             *bound(BINDING))
+    assert crypto.mac(b"k" * 32, *parts).hex() == FLAGGED_JOIN_MAC
+    assert _hmac(b"k" * 32, _lp(b"join", FLOW, (7).to_bytes(4, "big"), bytes(16),
+                                b"path-flags", b"\x01", b"channel-binding", BINDING)
+                 )[:16].hex() == FLAGGED_JOIN_MAC
+    assert flagged(0) == ()  # no flags: the v1 MAC
+
+
+def _record_key_independent(secret: bytes, path: int, epoch: int) -> bytes:
+    return _hkdf_expand_32(secret, b"rendr v1 record" + path.to_bytes(4, "big")
+                           + epoch.to_bytes(4, "big"))
+
+
+def test_authentication_only_record_vector() -> None:
+    """Record 0 of path 7, authenticated only: u32 length | the frames in clear | tag =
+    AES-256-GCM(record key, nonce u32 path | u64 number, plaintext empty, associated
+    data the body)."""
+    sealed = b"".join(bytes(b) for b in RecordSealer(RECORD_SECRET, 7, encrypt=False)
+                      .seal([b"rendr"]))
+    nonce = (7).to_bytes(4, "big") + (0).to_bytes(8, "big")
+    tag = AESGCM(_record_key_independent(RECORD_SECRET, 7, 0)).encrypt(nonce, b"", b"rendr")
+    assert sealed == h(AUTH_RECORD) == (21).to_bytes(4, "big") + b"rendr" + tag
+
+
+def test_authentication_only_datagram_vector() -> None:
+    """Datagram 0 of path 7 (a QUIC DATAGRAM frame of a packet flow), authenticated
+    only: u64 packet number | the frames in clear | tag over number and body."""
+    (sealed,) = DatagramSealer(RECORD_SECRET, 7, 1200, encrypt=False).seal(
+        [encode_u64(FrameType.PING, 1)])
+    pn, body = bytes(8), encode_u64(FrameType.PING, 1)
+    nonce = (7).to_bytes(4, "big") + pn
+    tag = AESGCM(_record_key_independent(RECORD_SECRET, 7, 0)).encrypt(nonce, b"", pn + body)
+    assert bytes(sealed) == h(AUTH_DATAGRAM) == pn + body + tag

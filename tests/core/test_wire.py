@@ -20,11 +20,14 @@ from rendr.core.types import Mode, Role, State
 from rendr.core.wire import (
     ACK_FIN,
     ACK_PROBE,
+    CAP_PATH_AUTH,
     EXTENSION_MIN,
+    KEY_PATH_AUTH,
     MAGIC,
     MAX_ACK_RANGES,
     MAX_BODY,
     MAX_CONTROL_BODY,
+    PATH_AUTH_ONLY,
     PREFACE,
     VERSION,
     CloseCode,
@@ -150,6 +153,28 @@ def test_golden_join() -> None:
     keyed = Join(FLOW, 2, bytes(range(16)), bytes(range(16, 32)))
     assert keyed.encode() == h("03 000034" + FLOW_HEX + "00000002" + bytes(range(32)).hex())
     assert Join.decode(keyed.encode()[4:]) == keyed
+
+
+def test_golden_path_auth() -> None:
+    """Authentication-only paths: CAP_PATH_AUTH 0x0008 and KEY_PATH_AUTH 0x10 in a
+    keyed HELLO; JOIN / JOIN_ACK: a u8 flags byte (PATH_AUTH_ONLY 0x01) after the MAC,
+    absent when 0 (then the v1 bytes)."""
+    assert (CAP_PATH_AUTH, KEY_PATH_AUTH, PATH_AUTH_ONLY) == (0x0008, 0x10, 0x01)
+    hello = Hello(FLOW, 1, Mode.PRIME, Kind.STREAM, 0x000B, 8 << 20, budget_ms=90_000,
+                  key_share=bytes(range(32)), key_flags=0x19, auth=bytes(range(16)))
+    assert hello.encode() == h(
+        "01 000051" + FLOW_HEX + "00000001 01 00 000b 00800000  00015f90"
+        + bytes(range(32)).hex() + "19" + bytes(range(16)).hex())
+    assert Hello.decode(hello.encode()[4:]) == hello
+    join = Join(FLOW, 2, bytes(range(16)), bytes(range(16, 32)), PATH_AUTH_ONLY)
+    assert join.encode() == h("03 000035" + FLOW_HEX + "00000002" + bytes(range(32)).hex()
+                              + "01")
+    assert Join.decode(join.encode()[4:]) == join
+    ack = JoinAck(FLOW, 5, Result.OK, bytes(range(16)), bytes(range(16, 32)), PATH_AUTH_ONLY)
+    assert ack.encode() == h("04 000036" + FLOW_HEX + "00000005 00" + bytes(range(32)).hex()
+                             + "01")
+    assert JoinAck.decode(ack.encode()[4:]) == ack
+    assert Join.decode(Join(FLOW, 2, bytes(16), bytes(16)).encode()[4:]).flags == 0
 
 
 def test_golden_join_ack() -> None:

@@ -40,6 +40,7 @@ from rendr.core.wire import (
     AUTH_LEN,
     CAP_BUDGET,
     CAP_KEYS,
+    CAP_PATH_AUTH,
     KEY_ENCRYPT,
     KEY_PSK,
     KEY_RECORDS,
@@ -288,8 +289,11 @@ def _check_hello_ack(hs: ListenerHandshake, model: Model, hello: Hello, body: by
     """The HELLO_ACK of an accepted HELLO: our share's peer derives the flow's keys."""
     flow = decision.flow
     assert flow is not None and flow.keys is not None
-    assert ack.caps == (hello.caps & CAP_BUDGET) | CAP_KEYS and len(ack.key_share) == 32
-    # encryption and records: on if either end asks; PSK and static key: echoed
+    path_auth = CAP_PATH_AUTH if hello.caps & CAP_PATH_AUTH and model.config.trust_carrier else 0
+    assert ack.caps == (hello.caps & CAP_BUDGET) | CAP_KEYS | path_auth
+    assert len(ack.key_share) == 32
+    # encryption and records: on if either end asks; PSK and static key: echoed;
+    # KEY_PATH_AUTH never (these carriers have no channel binding)
     encrypt = bool(hello.key_flags & KEY_ENCRYPT) or model.config.encrypt
     records = bool(hello.key_flags & KEY_RECORDS) or model.config.records
     assert ack.key_flags == ((KEY_ENCRYPT if encrypt else 0) | (KEY_RECORDS if records else 0)

@@ -306,7 +306,7 @@ class DialSession:
         is followed at once: the same HELLO with its cookie, on a fresh carrier
         (``hello.carrier`` then names it)."""
         hs = self.handshake
-        opening = hs.hello(hello.path_id, hello.carrier.binding)
+        opening = hs.hello(hello.path_id, hello.carrier.binding, hello.carrier.verified)
         while True:
             answer = await exchange(hello.carrier, opening, self.config.handshake_timeout,
                                     hello.label)
@@ -316,7 +316,7 @@ class DialSession:
                 return answer
             hello.carrier.close()
             hello.carrier = await self._open(hello.slot.spec)
-            hs.bind(hello.path_id, hello.carrier.binding)
+            hs.bind(hello.path_id, hello.carrier.binding, hello.carrier.verified)
             opening = retry
 
     def _on_hello_answer(self, hello: _Hello) -> None:
@@ -344,7 +344,8 @@ class DialSession:
         hs = self.handshake
         path_id = hs.next_path_id()
         label = f"JOIN of path {path_id} ({_route(carrier)})"
-        ftype, body, collector = await exchange(carrier, hs.join(path_id, carrier.binding),
+        opening = hs.join(path_id, carrier.binding, carrier.verified)
+        ftype, body, collector = await exchange(carrier, opening,
                                                 self.config.handshake_timeout, label)
         try:
             with named(label):

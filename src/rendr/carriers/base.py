@@ -154,6 +154,12 @@ class Carrier(abc.ABC):
     the middle that terminates the carrier with another certificate cannot complete
     rendr's handshake.  Empty: none (TCP, udpflow)."""
 
+    verified: bool = False
+    """Dialer: this end checked the certificate :attr:`binding` names (QUIC: against
+    a CA or a pin, not ``insecure``), so the carrier's own encryption keeps out an
+    attacker in the middle too: the path may carry authentication-only records
+    (``FlowConfig.trust_carrier``).  Always False on a listener's carriers."""
+
     def __init__(self) -> None:
         self._sink: CarrierSink = _Buffering()
         self.local_addr = ""

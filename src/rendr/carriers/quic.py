@@ -54,8 +54,10 @@ from .quic_tls import (
     IDLE_TIMEOUT,
     MAX_DATAGRAM_SIZE,
     certificate_binding,
+    check_certificate,
     client_configuration,
     development_certificate,
+    flag,
     is_ip,
     server_configuration,
 )
@@ -101,13 +103,6 @@ OLD_SOCKET_LINGER = 2.0
 it validated the new address)."""
 _STREAM = 0  # the client's first bidirectional stream
 _ABORTED = 0x1  # application error code of an aborted carrier
-
-
-def _flag(value: object) -> bool:
-    """A boolean option, given as a bool or as text (PathSpec options are text)."""
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
 
 
 class QuicCarrier(Carrier):
@@ -560,15 +555,15 @@ class QuicClientCarrier(QuicCarrier):
 async def connect_quic(address: str, *, server_name: str | None = None,
                        ca: str | None = None, insecure: bool | str = False,
                        alpn: str | None = None, local: str | None = None,
-                       idle_timeout: float | str = IDLE_TIMEOUT) -> QuicClientCarrier:
+                       idle_timeout: float | str = IDLE_TIMEOUT, pin: str | None = None
+                       ) -> QuicClientCarrier:
     """Open a QUIC carrier to ``"host:port"`` (the ``PathSpec("quic", ...)`` options:
-    see :func:`client_configuration`; ``local``: the ``"host:port"`` to bind).
-
-    Returns once the QUIC handshake completed.
+    see :func:`client_configuration`; ``local``: the ``"host:port"`` to bind), once
+    the QUIC handshake completed.
 
     Raises:
         HandshakeError: the QUIC/TLS handshake failed (a certificate that does not
-            verify, a wrong server name, no common ALPN...).
+            verify or match the pin, a wrong server name, no common ALPN...).
         OSError: the socket could not be made.
     """
     host, port = parse_address(address)
@@ -577,7 +572,8 @@ async def connect_quic(address: str, *, server_name: str | None = None,
     family, _, _, _, sockaddr = infos[0]
     if server_name is None and host and not is_ip(host):
         server_name = host
-    config = client_configuration(server_name, ca, _flag(insecure), alpn, float(idle_timeout))
+    config = client_configuration(server_name, ca, flag(insecure), alpn,
+                                  float(idle_timeout), pin)
     if server_name is None:
         config.verify_hostname = False  # an IP address: the CA check still holds
     quic = QuicConnection(configuration=config)
@@ -592,6 +588,7 @@ async def connect_quic(address: str, *, server_name: str | None = None,
         quic.connect(sockaddr[:2] if family == socket.AF_INET else sockaddr, loop.time())
         carrier.transmit()
         await carrier.ready
+        carrier.verified = check_certificate(config, carrier.binding, pin)
     except BaseException:
         carrier.abort()
         raise

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from qh3.quic.configuration import QuicConfiguration
 from qh3.tls import load_pem_private_key, load_pem_x509_certificates
 
+from ..errors import HandshakeError
+
 __all__ = [
     "ACTIVE_CIDS",
     "ALPN",
@@ -21,9 +23,12 @@ __all__ = [
     "MAX_DATAGRAM_FRAME",
     "MAX_DATAGRAM_SIZE",
     "certificate_binding",
+    "check_certificate",
     "client_configuration",
     "development_certificate",
+    "flag",
     "is_ip",
+    "parse_pin",
     "server_configuration",
 ]
 
@@ -47,26 +52,61 @@ def certificate_binding(der: bytes) -> bytes:
     return hashlib.sha256(der).digest()
 
 
+def parse_pin(pin: str) -> bytes:
+    """A certificate pin: the SHA-256 of the server's leaf certificate (DER), as 64
+    hex digits (colons allowed), i.e. the path's :attr:`Carrier.binding`.
+
+    Raises:
+        ValueError: not 32 bytes of hex.
+    """
+    raw = bytes.fromhex(pin.replace(":", "").strip())
+    if len(raw) != 32:
+        raise ValueError("a QUIC pin is the SHA-256 of the certificate (64 hex digits)")
+    return raw
+
+
+def check_certificate(config: QuicConfiguration, binding: bytes, pin: str | None) -> bool:
+    """After the QUIC handshake of a dialed path: whether its certificate was verified
+    (:attr:`Carrier.verified`): against the pin if there is one, else by the CA check
+    (not with ``insecure``).
+
+    Raises:
+        HandshakeError: the certificate is not the pinned one.
+    """
+    if pin is not None:
+        if binding != parse_pin(pin):
+            raise HandshakeError("QUIC certificate does not match the pin "
+                                 f"(its SHA-256 is {binding.hex()})")
+        return True
+    return bool(binding) and config.verify_mode != ssl.CERT_NONE
+
+
 def client_configuration(server_name: str | None = None, ca: str | None = None,
                          insecure: bool = False, alpn: str | None = None,
-                         idle_timeout: float = IDLE_TIMEOUT) -> QuicConfiguration:
+                         idle_timeout: float = IDLE_TIMEOUT, pin: str | None = None
+                         ) -> QuicConfiguration:
     """The qh3 client configuration of a dialed QUIC path.
 
     Args:
         server_name: the name the server's certificate must carry (and SNI).
         ca: a PEM file of the certificate authorities to trust (default: the
             system's).
-        insecure: accept any certificate (development only: an attacker in the
-            middle could then read what rendr sends unencrypted).
+        insecure: accept any certificate (development only: rendr then encrypts its
+            records on the path itself, but without a psk or server key an attacker
+            in the middle can still run two handshakes, one per side).
         alpn: the ALPN protocol to offer instead of :data:`ALPN`.
         idle_timeout: QUIC's idle timeout, seconds.
+        pin: accept exactly the certificate of this SHA-256 (:func:`parse_pin`; the
+            CA chain and name are then not checked): self-signed certificates.
     """
     config = QuicConfiguration(is_client=True, alpn_protocols=[alpn or ALPN],
                                idle_timeout=idle_timeout, server_name=server_name,
                                max_datagram_size=MAX_DATAGRAM_SIZE,
                                max_datagram_frame_size=MAX_DATAGRAM_FRAME,
                                active_connection_id_limit=ACTIVE_CIDS)
-    if insecure:
+    if insecure or pin is not None:
+        if pin is not None:
+            parse_pin(pin)  # a malformed pin fails before any packet is sent
         config.verify_mode = ssl.CERT_NONE
     if ca:
         config.load_verify_locations(cafile=ca)
@@ -136,6 +176,13 @@ def development_certificate(names: Sequence[str] = ("localhost", "127.0.0.1", ":
             key.private_bytes(serialization.Encoding.PEM,
                               serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()))
+
+
+def flag(value: object) -> bool:
+    """A boolean option, given as a bool or as text (PathSpec options are text)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def is_ip(host: str) -> bool:

@@ -17,17 +17,20 @@ from .cookie import CookieJar
 from .fairness import LoadMeter, SourceBuckets, source_key
 from .flow import Flow
 from .memory import MemoryBudget
-from .opening import Decision, bound, u32
+from .opening import Decision, bound, flagged, u32
 from .types import Mode, Role, State
 from .wire import (
     AUTH_LEN,
     CAP_BUDGET,
     CAP_COOKIE,
     CAP_KEYS,
+    CAP_PATH_AUTH,
     KEY_ENCRYPT,
+    KEY_PATH_AUTH,
     KEY_PSK,
     KEY_RECORDS,
     KEY_STATIC,
+    PATH_AUTH_ONLY,
     PREFACE,
     FrameType,
     Hello,
@@ -246,16 +249,24 @@ class ListenerHandshake:
         """Derive the flow's keys; the HELLO_ACK with our share and its confirmation."""
         encrypt = bool(hello.key_flags & KEY_ENCRYPT) or self.config.encrypt
         records = bool(hello.key_flags & KEY_RECORDS) or self.config.records
+        path_auth = bool(hello.caps & CAP_PATH_AUTH) and self.config.trust_carrier
+        # authentication-only records only where the carrier has a channel binding
+        # (which the transcript then covers with the flag): never on TCP or udpflow
+        auth_only = (path_auth and bool(hello.key_flags & KEY_PATH_AUTH) and bool(binding)
+                     and encrypt and records)
         flags = ((KEY_ENCRYPT if encrypt else 0) | (KEY_RECORDS if records else 0)
-                 | (hello.key_flags & (KEY_PSK | KEY_STATIC)))
-        ack = dataclasses.replace(ack, caps=ack.caps | CAP_KEYS, key_share=share,
-                                  key_flags=flags)
+                 | (hello.key_flags & (KEY_PSK | KEY_STATIC))
+                 | (KEY_PATH_AUTH if auth_only else 0))
+        caps = ack.caps | CAP_KEYS | (CAP_PATH_AUTH if path_auth else 0)
+        ack = dataclasses.replace(ack, caps=caps, key_share=share, key_flags=flags)
         transcript = crypto.transcript_hash(body, ack.encode_body(ack=True)[:-AUTH_LEN],
                                             *bound(binding))
         keys = crypto.derive(ee, es, self.psk, transcript)
         flow.keys = keys
         flow.encrypt = encrypt
         flow.records = records
+        if auth_only:
+            flow.auth_only.add(hello.path_id)
         return dataclasses.replace(ack, auth=crypto.mac(keys.confirm, b"hello-ack",
                                                          transcript))
 
@@ -268,7 +279,7 @@ class ListenerHandshake:
             result = Result.UNKNOWN_FLOW
         elif keys is None or not join.nonce or not crypto.verify_mac(
                 keys.join, join.mac, b"join", join.flow_id, u32(join.path_id), join.nonce,
-                *bound(binding)):
+                *flagged(join.flags), *bound(binding)):
             self.auth_failures += 1
             result = Result.AUTH_FAILED
         elif flow.state is State.CLOSED:
@@ -280,16 +291,23 @@ class ListenerHandshake:
         else:
             result = Result.OK
         ack = JoinAck(join.flow_id, join.path_id, result)
+        # authentication-only records: asked for (and proven, above) on a carrier with a
+        # channel binding, on a flow whose records would be encrypted otherwise
+        agreed = (PATH_AUTH_ONLY if flow is not None and result == Result.OK
+                  and join.flags & PATH_AUTH_ONLY and binding and flow.encrypt
+                  and flow.records and self.config.trust_carrier else 0)
         if keys is not None and result != Result.AUTH_FAILED:
             nonce = os.urandom(16)
             ack = JoinAck(join.flow_id, join.path_id, result, nonce, crypto.mac(
                 keys.join, b"join-ack", join.flow_id, u32(join.path_id), bytes([result]),
-                join.nonce, nonce, *bound(binding)))
+                join.nonce, nonce, *flagged(agreed), *bound(binding)), agreed)
         decision = Decision(result, [PREFACE, ack.encode()], path_id=join.path_id)
         if result != Result.OK:
             logger.info("refused JOIN of path %d to flow %s: %s", join.path_id,
                         join.flow_id.hex()[:8], result.name)
             return decision
+        if agreed and flow is not None:
+            flow.auth_only.add(join.path_id)
         decision.flow = flow
         return decision
 

@@ -200,8 +200,10 @@ class DatagramOpener:
             return []
         top = window.top
         epoch = number >> _EPOCH_SHIFT
-        if top >= 0 and abs(epoch - (top >> _EPOCH_SHIFT)) > 1:
-            self.failures += 1  # no honest sender jumps a whole epoch: not worth a key
+        if abs(epoch - (top >> _EPOCH_SHIFT if top >= 0 else 0)) > 1:
+            # no honest sender jumps a whole epoch (and its first datagrams are in epoch
+            # 0): not worth a key; an epoch past u32 would not even have one
+            self.failures += 1
             return []
         aead = self._keys.get(epoch)
         nonce = _NONCE.pack(self._path_id, number)

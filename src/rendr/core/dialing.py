@@ -14,7 +14,7 @@ from ..config import FlowConfig
 from ..errors import HandshakeError, ProtocolError, RendrError, ZombieFlow
 from . import crypto
 from .flow import Flow
-from .opening import MAX_RETRIES, bound, result_name, u32
+from .opening import MAX_RETRIES, bound, flagged, result_name, u32
 from .records import RecordSealer
 from .types import Mode, Role, State
 from .wire import (
@@ -22,10 +22,13 @@ from .wire import (
     CAP_BUDGET,
     CAP_COOKIE,
     CAP_KEYS,
+    CAP_PATH_AUTH,
     KEY_ENCRYPT,
+    KEY_PATH_AUTH,
     KEY_PSK,
     KEY_RECORDS,
     KEY_STATIC,
+    PATH_AUTH_ONLY,
     PREFACE,
     CloseCode,
     FrameType,
@@ -75,34 +78,55 @@ class DialerHandshake:
         HELLO went on (0: not open, or the listener attached a carrier we left)."""
         self._join_nonces: dict[int, bytes] = {}
         self._bindings: dict[int, bytes] = {}  # per path: its carrier's channel binding
+        self._verified: set[int] = set()  # paths whose carrier's certificate we checked
+        self._join_flags: dict[int, int] = {}  # JOINs in flight: the flags they asked
+        self.path_auth = False
+        """The listener knows authentication-only paths (it echoed CAP_PATH_AUTH)."""
 
     def next_path_id(self) -> int:
         """A fresh path id (ids are never reused within a flow)."""
         return next(self._ids)
 
-    def bind(self, path_id: int, binding: bytes) -> None:
+    def bind(self, path_id: int, binding: bytes, verified: bool = False) -> None:
         """The channel binding of path ``path_id``'s carrier (``Carrier.binding``):
-        bound into the keys its HELLO_ACK proves, or into its JOIN's proofs."""
+        bound into the keys its HELLO_ACK proves, or into its JOIN's proofs;
+        ``verified``: this end checked the certificate the binding names
+        (``Carrier.verified``): the path may then ask for authentication-only records."""
         if binding:
             self._bindings[path_id] = binding
         else:
             self._bindings.pop(path_id, None)
+        if binding and verified:
+            self._verified.add(path_id)
+        else:
+            self._verified.discard(path_id)
 
-    def hello(self, path_id: int, binding: bytes = b"") -> list[bytes]:
-        """The opening bytes of a carrier that asks for the flow (HELLO); ``binding``:
-        see :meth:`bind`.
+    def _trusts(self, path_id: int) -> bool:
+        """Whether path ``path_id`` asks for authentication-only records: its carrier
+        encrypts, we verified its certificate, and the config lets us (records that
+        would be encrypted otherwise)."""
+        cfg = self.config
+        return (path_id in self._verified and cfg.trust_carrier and cfg.encrypt
+                and cfg.records)
+
+    def hello(self, path_id: int, binding: bytes = b"", verified: bool = False
+              ) -> list[bytes]:
+        """The opening bytes of a carrier that asks for the flow (HELLO); ``binding``
+        and ``verified``: see :meth:`bind`.
 
         Several carriers may each send one (each with its own path id and key share):
         the listener creates the flow for the first to arrive and refuses the others
         (``DUPLICATE_PATH``); the first accepted HELLO_ACK opens the flow here.
         """
-        self.bind(path_id, binding)
+        self.bind(path_id, binding, verified)
         cfg = self.config
         eph, share = crypto.ephemeral()
         flags = ((KEY_ENCRYPT if cfg.encrypt else 0) | (KEY_RECORDS if cfg.records else 0)
                  | (KEY_PSK if self.psk else 0)
-                 | (KEY_STATIC if self.server_key else 0))
-        hello = Hello(self.flow_id, path_id, self.mode, self.kind, CAP_BUDGET | CAP_KEYS,
+                 | (KEY_STATIC if self.server_key else 0)
+                 | (KEY_PATH_AUTH if self._trusts(path_id) else 0))
+        caps = CAP_BUDGET | CAP_KEYS | (CAP_PATH_AUTH if cfg.trust_carrier else 0)
+        hello = Hello(self.flow_id, path_id, self.mode, self.kind, caps,
                       cfg.recv_window, budget_ms=int(cfg.migration_budget * 1000),
                       key_share=share, key_flags=flags)
         return self._send_hello(eph, hello)
@@ -173,7 +197,12 @@ class DialerHandshake:
         if ack.mode != self.mode:
             raise HandshakeError(f"listener granted mode {ack.mode}, we asked for "
                                  f"{int(self.mode)}")
+        asked = bool(self._hellos[ack.path_id][1].key_flags & KEY_PATH_AUTH)
         keys, latest = self._keys_from(ack, bytes(body), ack.path_id)
+        auth_only = bool(ack.key_flags & KEY_PATH_AUTH)
+        if auth_only and not (asked and self._trusts(ack.path_id)):
+            raise HandshakeError("listener agreed to authentication-only records the "
+                                 "HELLO did not ask for")
         # an answer to an earlier HELLO of the path (before a RETRY) attached the
         # carrier that HELLO went on, which we left: none of ours is attached
         self.opened_by = ack.path_id if latest else 0
@@ -186,6 +215,9 @@ class DialerHandshake:
                          config=cfg, now=now, peer_window=ack.recv_window, keys=keys,
                          encrypt=bool(ack.key_flags & KEY_ENCRYPT),
                          records=bool(ack.key_flags & KEY_RECORDS), kind=self.kind)
+        self.path_auth = bool(ack.caps & CAP_PATH_AUTH)
+        if auth_only:
+            self.flow.auth_only.add(ack.path_id)
         return self.flow
 
     def _keys_from(self, ack: Hello, body: bytes,
@@ -226,20 +258,23 @@ class DialerHandshake:
         self._hellos.clear()  # forward secrecy: no ephemeral is needed any more
         return keys, hello_body is bodies[-1]
 
-    def join(self, path_id: int, binding: bytes = b"") -> list[bytes]:
+    def join(self, path_id: int, binding: bytes = b"", verified: bool = False
+             ) -> list[bytes]:
         """The opening bytes of another carrier of the flow (a JOIN proving the keys);
-        ``binding``: see :meth:`bind`.
+        ``binding`` and ``verified``: see :meth:`bind`.
 
         Raises:
             RendrError: there is no flow (no HELLO_ACK yet).
         """
         keys = self._keys()
-        self.bind(path_id, binding)
+        self.bind(path_id, binding, verified)
         nonce = os.urandom(16)
         self._join_nonces[path_id] = nonce
+        flags = PATH_AUTH_ONLY if self.path_auth and self._trusts(path_id) else 0
+        self._join_flags[path_id] = flags
         tag = crypto.mac(keys.join, b"join", self.flow_id, u32(path_id), nonce,
-                         *bound(binding))
-        return [PREFACE, Join(self.flow_id, path_id, nonce, tag).encode()]
+                         *flagged(flags), *bound(binding))
+        return [PREFACE, Join(self.flow_id, path_id, nonce, tag, flags).encode()]
 
     def _keys(self) -> crypto.FlowKeys:
         flow = self.flow
@@ -277,11 +312,16 @@ class DialerHandshake:
         if ack.flow_id != self.flow_id or ack.path_id != path_id:
             raise HandshakeError("JOIN_ACK for another flow or path")
         nonce = self._join_nonces.pop(path_id, b"")
+        asked = self._join_flags.pop(path_id, 0)
         proven = bool(ack.nonce) and crypto.verify_mac(
             self._keys().join, ack.mac, b"join-ack", self.flow_id, u32(path_id),
-            bytes([ack.result]), nonce, ack.nonce, *bound(self._bindings.get(path_id, b"")))
+            bytes([ack.result]), nonce, ack.nonce, *flagged(ack.flags),
+            *bound(self._bindings.get(path_id, b"")))
         if (ack.nonce or ack.result == Result.OK) and not proven:
             raise HandshakeError("JOIN_ACK does not prove the flow's keys")
+        if ack.flags & ~asked:
+            raise HandshakeError(f"JOIN_ACK agreed to flags 0x{ack.flags:02x} the JOIN "
+                                 "did not ask for")
         if ack.result == Result.UNKNOWN_FLOW:
             if fatal_if_unknown and flow is not None and not any(
                     p.alive for p in flow.paths.values()):
@@ -292,6 +332,8 @@ class DialerHandshake:
             raise HandshakeError(f"listener refused the path: {result_name(ack.result)}")
         if flow is None or flow.state is State.CLOSED:
             raise HandshakeError("flow closed")
+        if ack.flags & PATH_AUTH_ONLY:
+            flow.auth_only.add(path_id)
 
     def check_room(self) -> None:
         """Before dialing another path on request.

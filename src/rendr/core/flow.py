@@ -113,6 +113,8 @@ class Flow:
         self.keys = keys
         self.encrypt = encrypt
         self.records = records
+        self.auth_only: set[int] = set()  # paths whose records the handshake agreed
+        # to authenticate only (their carrier encrypts: KEY_PATH_AUTH, PATH_AUTH_ONLY)
         self._inbound = Inbound(
             name=self._name, paths=self._paths, sender=self._sender, receiver=self._receiver,
             recovery=self._recovery, migration=self._migration, life=self._life,
@@ -169,7 +171,8 @@ class Flow:
         if rtt is not None:
             path.rtt.update(rtt, now)
         if self.keys is not None and self.records:
-            path.protect(self.keys, self.role is Role.DIALER, self.encrypt)
+            path.protect(self.keys, self.role is Role.DIALER,
+                         self.encrypt and path_id not in self.auth_only)
         if mtu is not None:  # a lossy path: loss recovery (and a FIN that is re-sent)
             self._reliable[path_id] = PathReliability(path, mtu, self.config.congestion)
         self._paths.add(path)

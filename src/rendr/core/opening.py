@@ -57,3 +57,9 @@ def bound(binding: bytes) -> tuple[bytes, ...]:
     """The extra parts a carrier's channel binding adds to a handshake transcript or
     MAC (none without one, so carriers without a binding keep the v1 handshake)."""
     return (b"channel-binding", binding) if binding else ()
+
+
+def flagged(flags: int) -> tuple[bytes, ...]:
+    """The extra parts a JOIN / JOIN_ACK's path flags add to its MAC (none when 0, so
+    a JOIN without flags keeps the v1 MAC)."""
+    return (b"path-flags", bytes([flags])) if flags else ()

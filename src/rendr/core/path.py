@@ -117,6 +117,7 @@ class PathState:
         self.sealer: RecordSealer | DatagramSealer | PlainPacker | None = (
             None if mtu is None else PlainPacker(mtu))
         self.opener: RecordOpener | DatagramOpener | None = None
+        self.encrypted: bool | None = None  # records (datagrams) encrypted; None: none
         self.pong_owed: int | None = None  # a PING to answer once the carrier drains
         self._ctl_credit = CONTROL_RATE  # token buckets of control frames and PINGs
         self._ping_credit = PING_RATE
@@ -149,6 +150,7 @@ class PathState:
         """Carry this path's frames in authenticated records (sealed datagrams on a
         datagram carrier) under the flow's keys."""
         out, into = (keys.d2l, keys.l2d) if dialer else (keys.l2d, keys.d2l)
+        self.encrypted = encrypt
         if self.mtu is None:
             self.sealer = RecordSealer(out, self.id, encrypt)
             self.opener = RecordOpener(into, self.id, encrypt)
@@ -229,5 +231,5 @@ class PathState:
             down_cause=self.down_cause, suspect=self.suspect,
             dropped=(self.opener.failures + self.opener.replays
                      if isinstance(self.opener, DatagramOpener) else 0),
-            mtu=self.mtu, ping_loss=self.ping_loss,
+            mtu=self.mtu, ping_loss=self.ping_loss, encrypted=self.encrypted,
         )

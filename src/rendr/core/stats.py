@@ -39,6 +39,9 @@ class PathStats:
         mtu: the largest datagram of a datagram path (None on a stream carrier).
         ping_loss: the fraction of this end's PINGs never answered (a moving average;
             part of the path's score in PRIME).
+        encrypted: whether the path's records (sealed datagrams) are encrypted: False
+            when they are authenticated only (a verified QUIC path, or ``encrypt=False``);
+            None without records.
     """
 
     id: int
@@ -59,6 +62,7 @@ class PathStats:
     dropped: int = 0
     mtu: int | None = None
     ping_loss: float = 0.0
+    encrypted: bool | None = None
 
 
 @dataclass(frozen=True)

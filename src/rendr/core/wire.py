@@ -134,6 +134,9 @@ CAP_COOKIE: Final = 0x0004
 """HELLO caps bit: a cookie follows the budget (u8 length, then the cookie): in
 HELLO_ACK with result RETRY the listener's cookie, in HELLO the same cookie sent
 back (see rendr.core.cookie)."""
+CAP_PATH_AUTH: Final = 0x0008
+"""HELLO caps bit: the sender knows authentication-only paths (:data:`KEY_PATH_AUTH`
+in HELLO, :data:`PATH_AUTH_ONLY` in JOIN / JOIN_ACK); no field of its own."""
 MAX_COOKIE: Final = 255
 KEY_ENCRYPT: Final = 0x01
 """Key flags bit: encrypt records (HELLO: the dialer asks; HELLO_ACK: agreed)."""
@@ -144,6 +147,12 @@ KEY_STATIC: Final = 0x04
 KEY_RECORDS: Final = 0x08
 """Key flags bit: every frame after the handshake travels in authenticated records
 (HELLO: the dialer asks; HELLO_ACK: agreed)."""
+KEY_PATH_AUTH: Final = 0x10
+"""Key flags bit, with :data:`CAP_PATH_AUTH`: this HELLO's path carries records
+authenticated only, not encrypted (its carrier encrypts, and the dialer verified the
+certificate its channel binding names): HELLO: the dialer asks; HELLO_ACK: agreed."""
+PATH_AUTH_ONLY: Final = 0x01
+"""JOIN / JOIN_ACK ``flags`` bit: as :data:`KEY_PATH_AUTH`, for a joined path."""
 _KEY_BLOCK: Final = struct.Struct("!32sB16s")
 AUTH_LEN: Final = 16
 _JOIN: Final = struct.Struct("!16sI")
@@ -294,18 +303,20 @@ class Join:
 
     ``nonce`` (16 random bytes) and ``mac`` (under the flow's JOIN key, see
     rendr.core.crypto) prove the dialer holds the flow's keys; empty in the
-    unkeyed form (which a v1 listener refuses)."""
+    unkeyed form (which a v1 listener refuses).  ``flags`` (:data:`PATH_AUTH_ONLY`,
+    with :data:`CAP_PATH_AUTH`): a u8 after the MAC, sent only when not 0."""
 
     flow_id: bytes
     path_id: int
     nonce: bytes = b""
     mac: bytes = b""
+    flags: int = 0
 
     def encode(self) -> bytes:
         """Encode as a JOIN frame."""
         body = _JOIN.pack(self.flow_id, self.path_id)
         if self.nonce:
-            body += _JOIN_AUTH.pack(self.nonce, self.mac)
+            body += _JOIN_AUTH.pack(self.nonce, self.mac) + _flags_byte(self.flags)
         return encode_frame(FrameType.JOIN, body)
 
     @classmethod
@@ -317,28 +328,40 @@ class Join:
         nonce, mac = b"", b""
         if len(body) >= _JOIN.size + _JOIN_AUTH.size:
             nonce, mac = _JOIN_AUTH.unpack_from(body, _JOIN.size)
-        return cls(bytes(flow_id), path_id, bytes(nonce), bytes(mac))
+        return cls(bytes(flow_id), path_id, bytes(nonce), bytes(mac),
+                   _flags_at(body, _JOIN.size + _JOIN_AUTH.size))
 
-    def __reduce__(self) -> tuple[type[Join], tuple[bytes, int, bytes, bytes]]:
-        return (type(self), (self.flow_id, self.path_id, self.nonce, self.mac))
+    def __reduce__(self) -> tuple[type[Join], tuple[bytes, int, bytes, bytes, int]]:
+        return (type(self), (self.flow_id, self.path_id, self.nonce, self.mac, self.flags))
+
+
+def _flags_byte(flags: int) -> bytes:
+    """A JOIN / JOIN_ACK's flags byte: absent when 0 (the v1 layout)."""
+    return bytes([flags]) if flags else b""
+
+
+def _flags_at(body: bytes | memoryview, at: int) -> int:
+    return body[at] if len(body) > at else 0
 
 
 @dataclass(frozen=True)
 class JoinAck:
     """JOIN_ACK: the listener's answer to a JOIN (``nonce`` and ``mac`` prove it
-    holds the flow's keys; empty when it does not know the flow)."""
+    holds the flow's keys; empty when it does not know the flow; ``flags``: what
+    the listener agreed of the JOIN's, as there)."""
 
     flow_id: bytes
     path_id: int
     result: int
     nonce: bytes = b""
     mac: bytes = b""
+    flags: int = 0
 
     def encode(self) -> bytes:
         """Encode as a JOIN_ACK frame."""
         body = _JOIN_ACK.pack(self.flow_id, self.path_id, self.result)
         if self.nonce:
-            body += _JOIN_AUTH.pack(self.nonce, self.mac)
+            body += _JOIN_AUTH.pack(self.nonce, self.mac) + _flags_byte(self.flags)
         return encode_frame(FrameType.JOIN_ACK, body)
 
     @classmethod
@@ -350,10 +373,12 @@ class JoinAck:
         nonce, mac = b"", b""
         if len(body) >= _JOIN_ACK.size + _JOIN_AUTH.size:
             nonce, mac = _JOIN_AUTH.unpack_from(body, _JOIN_ACK.size)
-        return cls(bytes(flow_id), path_id, result, bytes(nonce), bytes(mac))
+        return cls(bytes(flow_id), path_id, result, bytes(nonce), bytes(mac),
+                   _flags_at(body, _JOIN_ACK.size + _JOIN_AUTH.size))
 
-    def __reduce__(self) -> tuple[type[JoinAck], tuple[bytes, int, int, bytes, bytes]]:
-        return (type(self), (self.flow_id, self.path_id, self.result, self.nonce, self.mac))
+    def __reduce__(self) -> tuple[type[JoinAck], tuple[bytes, int, int, bytes, bytes, int]]:
+        return (type(self), (self.flow_id, self.path_id, self.result, self.nonce, self.mac,
+                             self.flags))
 
 
 def encode_ack(cum: int, max_offset: int, flags: int, ranges: list[tuple[int, int]]) -> bytes:

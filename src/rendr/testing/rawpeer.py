@@ -33,17 +33,20 @@ class RawDialer:
         self._sealers: dict[int, RecordSealer] = {}
         self._openers: dict[int, RecordOpener] = {}
 
-    def hello(self, path_id: int = 1) -> bytes:
-        """PREFACE + HELLO (with a fresh key share)."""
-        return b"".join(self.handshake.hello(path_id))
+    def hello(self, path_id: int = 1, binding: bytes = b"", verified: bool = False
+              ) -> bytes:
+        """PREFACE + HELLO (with a fresh key share; ``binding`` and ``verified``: the
+        carrier's, see :meth:`DialerHandshake.bind`)."""
+        return b"".join(self.handshake.hello(path_id, binding, verified))
 
     def on_hello_ack(self, body: bytes, path_id: int = 1) -> None:
         """The listener's HELLO_ACK body: derive the keys (HandshakeError if refused)."""
         self.handshake.on_hello_ack(FrameType.HELLO_ACK, body, path_id, 0.0)
 
-    def join(self, path_id: int) -> bytes:
-        """PREFACE + a keyed JOIN for ``path_id``."""
-        return b"".join(self.handshake.join(path_id))
+    def join(self, path_id: int, binding: bytes = b"", verified: bool = False) -> bytes:
+        """PREFACE + a keyed JOIN for ``path_id`` (``binding``, ``verified``: as
+        :meth:`hello`)."""
+        return b"".join(self.handshake.join(path_id, binding, verified))
 
     def seal(self, frames: bytes, path_id: int = 1) -> bytes:
         """``frames`` as the next records of ``path_id`` (as they are, if the flow
@@ -73,4 +76,5 @@ class RawDialer:
         flow = self.handshake.flow
         if flow is None or flow.keys is None:
             raise RuntimeError("no HELLO_ACK yet")
-        return (flow.keys.d2l if send else flow.keys.l2d), path_id, flow.encrypt
+        encrypt = flow.encrypt and path_id not in flow.auth_only
+        return (flow.keys.d2l if send else flow.keys.l2d), path_id, encrypt
