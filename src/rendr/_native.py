@@ -67,8 +67,9 @@ Not compiled: ``__init__`` (it runs :func:`guard`); ``session``, ``opening``,
 ``admission`` and ``dialing`` (once per carrier handshake, nothing to gain); and
 ``events`` and ``stats``: public frozen dataclasses that applications copy, pickle,
 inspect with ``vars()`` or subclass, which compiled (native) classes do not all allow,
-for no measurable gain (they are built once per event or ``stats()`` call); ``bufpool`` and ``records``, which reuse buffers once their reference counts
-show nothing refers to them (compiled code may hold borrowed references, which would
+for no measurable gain (they are built once per event or ``stats()`` call); and
+``bufpool`` and ``records``, which reuse buffers once their reference counts show
+nothing refers to them (compiled code may hold borrowed references, which would
 hide a live view: a buffer written over under it).
 """
 
