@@ -117,6 +117,7 @@ class Flow:
             name=self._name, paths=self._paths, sender=self._sender, receiver=self._receiver,
             recovery=self._recovery, migration=self._migration, life=self._life,
             packets=self._packets_in, reliable=self._reliable, emit=self._emit,
+            rates=None if self._packets_out is None else self._packets_out.rates,
             abort=self._abort, finish=self._finish, check_close_done=self._check_close_done,
             modes=self.modes, now=now)
         self.undelivered_close: bytes | None = None
@@ -418,13 +419,15 @@ class Flow:
         if self._life.state is not _CLOSED:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
+            if self._packets_in is not None:  # BOND: what arrived on each path
+                self._inbound.send_report(self._migration.active, now)
             self._migration.repeat_activate(now)
             with_retx = self._recovery.hold_until is None  # the replay is not held
             scheduler = self.modes.scheduler
             senders = scheduler.senders(self._paths, self._migration.active, self._sender)
             packets = self._packets_out
             if packets is not None and packets.pending and senders:
-                scheduler.fill_packets(packets, senders, self.config.write_burst)
+                scheduler.fill_packets(packets, senders, self.config.write_burst, now)
                 if packets.pending:  # the FIN goes after the last packet
                     senders = []
             if senders:
@@ -487,6 +490,9 @@ class Flow:
         if t is not None and (at is None or t < at):
             at = t
         t = self.modes.deadline()
+        if t is not None and (at is None or t < at):
+            at = t
+        t = self._inbound.report_at  # packet flows in BOND (None otherwise)
         if t is not None and (at is None or t < at):
             at = t
         if self._reliable:

@@ -17,7 +17,8 @@ drops copies; packets are de-duplicated by number).
   (lowest minimum RTT) first, each path up to its in-flight allowance from its
   measured delivery rate (:mod:`.delivery`): min-RTT spill-over, so a slow path
   takes only what the fast one cannot, and never more than about three of its own
-  bandwidth-delay products.
+  bandwidth-delay products.  Packets (never acknowledged) are striped in proportion
+  to what the peer reports each path delivers (:mod:`.pathreport`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class Scheduler(abc.ABC):
                         reliable.get(path.id) if reliable else None, now)
 
     def fill_packets(self, packets: PacketSender, senders: list[PathState],
-                     budget: int) -> None:
+                     budget: int, now: float) -> None:
         """Queue the application's packets on ``senders`` (every one gets a copy)."""
         packets.fill(senders, budget)
 
@@ -243,8 +244,8 @@ class BondScheduler(Scheduler):
                             reliable.get(path.id) if reliable else None, now, room)
 
     def fill_packets(self, packets: PacketSender, senders: list[PathState],
-                     budget: int) -> None:
-        packets.stripe(senders, budget)
+                     budget: int, now: float) -> None:
+        packets.stripe(senders, budget, now)
 
 
 def _earliest_completion_room(fast: PathState, path: PathState, sender: StreamSender,
