@@ -171,7 +171,7 @@ class PathRates:
             if packets < s.packets or nbytes < s.nbytes:
                 self.clamped += 1  # counters only grow
                 continue
-            if t - s.t >= MIN_SAMPLE:
+            if t - s.t >= MIN_SAMPLE and now - s.at >= MIN_SAMPLE / 2:
                 self._sample(s, path, t, packets, nbytes, now)
 
     @staticmethod
@@ -179,8 +179,7 @@ class PathRates:
                 now: float) -> None:
         span = t - s.t
         local = now - s.at  # the reporter's clock is the peer's word: keep it near ours
-        if local > 0:
-            span = min(max(span, 0.5 * local), 2.0 * local)
+        span = min(max(span, 0.5 * local), 2.0 * local)
         got = nbytes - s.nbytes
         sent = path.pkt_bytes_out - s.sent
         s.t, s.packets, s.nbytes, s.sent, s.at = t, packets, nbytes, path.pkt_bytes_out, now
