@@ -87,7 +87,7 @@ class Flow:
             self._packets_out = PacketSender(cfg.packet_queue)
             self._packets_in = PacketReceiver(cfg.packet_queue)
         self.flow_id = flow_id
-        self.modes = ModeSwitch(mode, role, cfg, now, self._reliable)
+        self.modes = ModeSwitch(mode, role, cfg, now, self._reliable, kind is Kind.PACKET)
         """The flow's mode, its scheduler and switches in progress."""
         self.config = cfg
         self.created_at = now

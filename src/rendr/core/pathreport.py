@@ -32,6 +32,7 @@ and the sender turns the reports into shares (docs/wire.md, PATH_REPORT):
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Final
 
 from ..errors import ProtocolError
@@ -48,7 +49,13 @@ REPORT_INTERVAL: Final = 0.05
 MIN_SAMPLE: Final = 0.08
 """Seconds of the reporter's clock a rate sample spans at least (two reports)."""
 LOSS_HIGH: Final = 0.02
-"""A path losing more than this fraction of a sample is saturated."""
+"""A path losing this fraction of a sample more than its least loss of the last
+:data:`LOSS_SAMPLES` samples (the loss it has anyway, not from its load) is
+saturated."""
+LOSS_SAMPLES: Final = 8
+QUEUE_DELAY: Final = 0.015
+"""A path whose latest RTT sample exceeds its recent minimum by this much (or by half
+of it, if more) is queueing: full too, though it drops nothing yet."""
 PROBE: Final = 1.05
 """Per sample, the growth of the share of a path that is not saturated."""
 HEADROOM: Final = 2.0
@@ -102,7 +109,8 @@ class Reporter:
 class _Sample:
     """One path's latest report and share (the sending end)."""
 
-    __slots__ = ("at", "loss", "measured", "nbytes", "packets", "rate", "sent", "share", "t")
+    __slots__ = ("at", "loss", "losses", "measured", "nbytes", "packets", "rate", "sent",
+                 "share", "t")
 
     def __init__(self, t: float, packets: int, nbytes: int, sent: int, at: float) -> None:
         self.t = t  # the reporter's clock (seconds) when the sample began
@@ -114,6 +122,7 @@ class _Sample:
         self.loss = 0.0  # EWMA of the samples' loss
         self.share = 0.0  # bytes/s
         self.measured = False  # a sample was taken (rate, loss and share are known)
+        self.losses: deque[float] = deque(maxlen=LOSS_SAMPLES)  # of the latest samples
 
 
 class PathRates:
@@ -190,7 +199,8 @@ class PathRates:
         s.rate = rate
         s.loss = loss if not s.measured else s.loss + LOSS_GAIN * (loss - s.loss)
         s.measured = True
-        if loss > LOSS_HIGH:
+        s.losses.append(s.loss)
+        if s.loss > min(s.losses) + LOSS_HIGH or _queueing(path):
             s.share = rate
         else:
             s.share = min(max(s.share, rate) * PROBE, HEADROOM * rate)
@@ -233,3 +243,10 @@ class PathRates:
         """A path's share (bytes/s; 0.0 while not measured)."""
         s = self._by_path.get(path_id)
         return 0.0 if s is None else s.share
+
+
+def _queueing(path: PathState) -> bool:
+    """Whether ``path``'s latest RTT sample says its queue is filling."""
+    rtt = path.rtt
+    low = rtt.recent_min()
+    return low is not None and rtt.latest - low > max(QUEUE_DELAY, low / 2)

@@ -47,7 +47,10 @@ STUCK_LOSS: Final = 0.1
 path's and ``STUCK_FLOOR`` seconds more, or that loses more than ``STUCK_LOSS`` of
 its PINGs while the fastest path does not: what it would carry arrives so late (or
 must be re-sent so often) that the receiver holds everything sent meanwhile on the
-good path back (counted: ``BondScheduler.stuck_skips``)."""
+good path back (counted: ``BondScheduler.stuck_skips``).  A packet flow holds
+nothing back and learns each path's loss from the peer's reports: only the RTT
+applies to it (a lost PING or two took a path with 2 % loss out, and its packets
+overflowed the other)."""
 
 
 class Scheduler(abc.ABC):
@@ -179,8 +182,10 @@ class BondScheduler(Scheduler):
 
     mode = Mode.BOND
 
-    def __init__(self, config: FlowConfig, reliable: Reliable | None = None) -> None:
+    def __init__(self, config: FlowConfig, reliable: Reliable | None = None,
+                 packets: bool = False) -> None:
         self.config = config
+        self.packets = packets  # a packet flow: PING loss is no reason to skip a path
         self._reliable: Reliable = {} if reliable is None else reliable
         self.stuck_skips = 0
         self._stuck: set[int] = set()  # the paths being skipped now
@@ -196,7 +201,8 @@ class BondScheduler(Scheduler):
             for p in usable:
                 r = _min_rtt(p)
                 if ((r > STUCK_RATIO * best and r - best > STUCK_FLOOR)
-                        or p.ping_loss > STUCK_LOSS >= usable[0].ping_loss):
+                        or (p.ping_loss > STUCK_LOSS >= usable[0].ping_loss
+                            and not self.packets)):
                     if p.id not in self._stuck:  # count each time a path starts being skipped
                         self._stuck.add(p.id)
                         self.stuck_skips += 1
@@ -273,11 +279,12 @@ def _min_rtt(path: PathState) -> float:
 
 
 def make_scheduler(mode: Mode, config: FlowConfig, now: float,
-                   reliable: Reliable | None = None) -> Scheduler:
+                   reliable: Reliable | None = None, packets: bool = False) -> Scheduler:
     """The scheduler for ``mode`` (``reliable``: the flow's datagram paths' loss
-    recovery, which BOND reads for what each path has in flight)."""
+    recovery, which BOND reads for what each path has in flight; ``packets``: a packet
+    flow)."""
     if mode is Mode.RACE:
         return RaceScheduler()
     if mode is Mode.BOND:
-        return BondScheduler(config, reliable)
+        return BondScheduler(config, reliable, packets)
     return PrimeScheduler(config, now)
