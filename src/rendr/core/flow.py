@@ -117,9 +117,8 @@ class Flow:
             name=self._name, paths=self._paths, sender=self._sender, receiver=self._receiver,
             recovery=self._recovery, migration=self._migration, life=self._life,
             packets=self._packets_in, reliable=self._reliable, emit=self._emit,
-            rates=None if self._packets_out is None else self._packets_out.rates,
             abort=self._abort, finish=self._finish, check_close_done=self._check_close_done,
-            modes=self.modes, now=now)
+            modes=self.modes, now=now, packets_out=self._packets_out)
         self.undelivered_close: bytes | None = None
         """The CLOSE frame of an abort that found no path to carry it (the dialer
         delivers it later over a new carrier, so the listener need not wait out its
@@ -419,8 +418,7 @@ class Flow:
         if self._life.state is not _CLOSED:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
-            if self._packets_in is not None:  # BOND: what arrived on each path
-                self._inbound.send_report(self._migration.active, now)
+            self._inbound.send_report(self._migration.active, now)  # packets, in BOND
             self._migration.repeat_activate(now)
             with_retx = self._recovery.hold_until is None  # the replay is not held
             scheduler = self.modes.scheduler

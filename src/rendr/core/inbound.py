@@ -21,7 +21,7 @@ from .lifecycle import Lifecycle
 from .migration import Migration
 from .modeswitch import ModeSwitch
 from .packetizer import DatagramDeframer
-from .packets import PacketReceiver
+from .packets import PacketReceiver, PacketSender
 from .path import PathState
 from .pathreport import PathRates, Reporter
 from .paths import PathSet
@@ -87,7 +87,7 @@ class Inbound:
                  life: Lifecycle, packets: PacketReceiver | None,
                  reliable: dict[int, PathReliability], emit: Emit,
                  abort: Abort, finish: Finish, check_close_done: Check, modes: ModeSwitch,
-                 now: float, rates: PathRates | None = None) -> None:
+                 now: float, packets_out: PacketSender | None = None) -> None:
         self._name = name
         self._paths = paths
         self._sender = sender
@@ -104,8 +104,9 @@ class Inbound:
         self._modes = modes
         self.auth_failures = 0
         self.last_packet_at = now
-        self._rates = rates  # a packet flow: the peer's reports of our packets
-        self._reporter = None if packets is None else Reporter(now)  # ... and ours
+        # a packet flow: the peer's reports of our packets, and ours of its packets
+        self._rates: PathRates | None = None if packets_out is None else packets_out.rates
+        self._reporter = None if packets is None else Reporter(now)
 
     @property
     def report_at(self) -> float | None:
@@ -117,8 +118,10 @@ class Inbound:
 
     def send_report(self, active: int | None, now: float) -> None:
         """Queue a PATH_REPORT on the ACK path if one is due (:mod:`.pathreport`)."""
+        if self._reporter is None:
+            return
         at = self.report_at
-        if at is None or now < at or self._reporter is None:
+        if at is None or now < at:
             return
         path = self._paths.ack_path(active)
         frame = self._reporter.build(self._paths, now)
