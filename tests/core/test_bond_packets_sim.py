@@ -104,3 +104,18 @@ def test_a_path_whose_delivery_falls_gets_less() -> None:
     sim.run(5.0)
     read1, sent1 = sim.packets_read[Side.LISTENER], sim.dialer.packet_stats()[0]
     assert 1 - (read1 - read0) / (sent1 - sent0) < 0.03
+
+
+def test_a_far_path_is_left_out_of_bond_packets_as_of_streams() -> None:
+    """A path whose RTT is 4x the best and 200 ms more is skipped (as for a stream):
+    the fast one carries everything it can."""
+    sim = Sim(FlowConfig(), mode=Mode.BOND, seed=1, kind=Kind.PACKET)
+    sim.add_path(0.005, rate=5e6, mtu=1200, queue=64 * 1024)
+    far = sim.add_path(0.150, rate=5e6, mtu=1200, queue=64 * 1024)
+    sim.offer_packets(Side.DIALER, SIZE, 2e6, START, 2.0)
+    sim.run(1.0)
+    before = sim.dialer.paths[far].pkts_out
+    sim.run(2.5)
+    assert sim.dialer.paths[far].pkts_out == before
+    assert sim.dialer.modes.scheduler.stuck_skips >= 1  # type: ignore[attr-defined]
+    assert sim.packets_read[Side.LISTENER] == sim.dialer.packet_stats()[0]
