@@ -16,18 +16,20 @@ and the sender turns the reports into shares (docs/wire.md, PATH_REPORT):
   counted, an unknown path or a stale or malformed report ignored and counted) and
   takes, every :data:`MIN_SAMPLE` seconds of the reporter's clock, a sample per
   path: its delivery rate and its loss (the bytes it received against those sent
-  meanwhile).  Each path gets a **share**, in bytes per second: a path that loses
-  more than :data:`LOSS_HIGH` of a sample is saturated, and its share is what it
-  delivered; a path that does not is not full, and its share grows by
-  :data:`PROBE` per sample, up to :data:`HEADROOM` times what it delivered.  So a
-  rate-limited path that drops gets what it delivers and the others take the rest;
-  while no path drops the shares keep their ratio.  BOND stripes packets in
-  proportion to the shares (:meth:`PathRates.shares`); a path not measured yet is
-  weighed by ``PathSpec.weight`` (the prior), a path that delivered nothing keeps
+  meanwhile).  Each path gets a **share**, in bytes per second: a path whose loss
+  (smoothed) is :data:`LOSS_HIGH` above its own floor (the least of its last
+  :data:`LOSS_SAMPLES` samples: random loss is not load), or whose latest RTT sample
+  says its queue fills (:data:`QUEUE_DELAY`), is saturated, and its share is what it
+  delivered; any other path is not full, and its share grows by :data:`PROBE` per
+  sample, up to :data:`HEADROOM` times what it delivered.  So a rate-limited path
+  that drops gets what it delivers and the others take the rest; while no path is
+  full the shares keep their ratio.  BOND stripes packets in proportion to the
+  shares (:meth:`PathRates.shares`); a path not measured yet is weighed by
+  ``PathSpec.weight`` (the prior), a path that delivered nothing keeps
   :data:`MIN_SHARE` of the total so it is measured again, and without a report for
-  :data:`STALE` seconds the weights alone decide again.  BOND's choice of paths (a
-  path far slower by RTT, or losing PINGs, is left out) applies to packets as to
-  streams.
+  :data:`STALE` seconds the weights alone decide again.  BOND leaves a path far
+  slower by RTT out of packets as out of streams (not one losing PINGs: the
+  reports measure its loss, and a packet flow holds nothing back).
 """
 
 from __future__ import annotations
