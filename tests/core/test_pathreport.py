@@ -78,3 +78,18 @@ def test_a_path_reported_to_deliver_nothing_keeps_a_small_share() -> None:
     assert shares is not None
     assert shares[1] / sum(shares) <= MIN_SHARE * 1.01
     assert rates.loss(2) > 0.9
+
+
+def test_without_reports_the_weights_decide() -> None:
+    """A peer that does not report (it predates PATH_REPORT, which it skips): BOND
+    stripes by ``PathSpec.weight``, the prior, as before."""
+    sim = Sim(FlowConfig(), mode=Mode.BOND, seed=1, kind=Kind.PACKET)
+    sim.add_path(0.010, rate=4e6, mtu=1200)
+    sim.add_path(0.010, rate=4e6, mtu=1200)
+    sim.listener._inbound._reporter = None  # an older peer
+    sim.dialer.paths[1].weight = 3.0
+    sim.offer_packets(Side.DIALER, SIZE, 2e6, 0.1, 1.0)
+    sim.run(1.5)
+    p1, p2 = (sim.dialer.paths[i].pkts_out for i in (1, 2))
+    assert p1 == 3 * p2 or abs(p1 - 3 * p2) <= 3
+    assert sim.dialer._packets_out.rates.reports == 0  # type: ignore[union-attr]
