@@ -29,7 +29,16 @@ Scenarios and goals:
   prime single path.
 
 Each rendr transfer reports how many bytes each path carried, as both ends counted
-them. Exit code 0 pass (or skipped: not root, or ip/tc/nft missing), 1 fail; goals
+them.
+
+``--packet`` (udpflow): packet flows instead of bulk transfers, over the same topology.
+The sender offers a constant rate of 1100-byte packets (``symmetric``: 90 Mbit/s,
+``asymmetric``: 50 Mbit/s) for ``--duration`` s (8; 3 with ``--short``) as ``prime
+pK`` and ``bond``; delivered = payload bytes the receiver read / the sender's offering
+time, loss = 1 - received / sent.  Goals: ``symmetric`` bond >= 1.5 x the best prime
+single path's delivered rate, ``asymmetric`` >= 0.95 x.
+
+Exit code 0 pass (or skipped: not root, or ip/tc/nft missing), 1 fail; goals
 that need BOND fail while it is unavailable unless ``--allow-unavailable``.
 
 Usage::
@@ -38,6 +47,7 @@ Usage::
     sudo PYTHONPATH=src python3 bench/bond_gate.py             # 32 MiB, 3 rounds
     sudo PYTHONPATH=src python3 bench/bond_gate.py --short --allow-unavailable
     sudo PYTHONPATH=src python3 bench/bond_gate.py --short --transport udpflow
+    sudo PYTHONPATH=src python3 bench/bond_gate.py --short --packet
 """
 
 from __future__ import annotations
@@ -50,7 +60,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import _twoproc as tp
-from gatekit import bulk
+from gatekit import bulk, packet_bulk
 from gatekit import common as gk
 from rendr.testing.netns import NetnsTopology, unavailable_reason
 
@@ -63,11 +73,15 @@ class Scenario:
     rates_mbit: tuple[int, int]
     rtt_ms: tuple[float, float]  # added round trip per path (relay), 0 = direct
     min_ratio: float  # bond / best prime single path
+    packet_mbit: float = 0.0  # --packet: the rate offered
+    packet_ratio: float = 0.0  # --packet: bond / best prime single path (delivered)
 
 
-SCENARIOS = [Scenario("symmetric", (50, 50), (0.0, 0.0), 1.8),
-             Scenario("asymmetric", (50, 5), (10.0, 60.0), 0.95)]
+SCENARIOS = [Scenario("symmetric", (50, 50), (0.0, 0.0), 1.8, 90.0, 1.5),
+             Scenario("asymmetric", (50, 5), (10.0, 60.0), 0.95, 50.0, 0.95)]
 KINDS = ["raw p0", "raw p1", "prime p0", "prime p1", "race", "bond"]
+PACKET_KINDS = ["prime p0", "prime p1", "bond"]
+PACKET_SIZE = 1100
 
 
 @dataclass
@@ -148,6 +162,68 @@ class Setup:
         if "error" in r:
             raise RuntimeError(f"receiver: {r['error']}")
         res.runs.append((s, r))
+
+
+def packet_transfer(setup: Setup, kind: str, rate_mbit: float,
+                    duration: float) -> tuple[tp.Msg, tp.Msg]:
+    """One packet flow (``--packet``): the sender's and the receiver's figures."""
+    addrs = [setup.rendr_addrs[int(kind[-1])]] if kind[-1].isdigit() else setup.rendr_addrs
+    mode = "prime" if kind.startswith("prime") else kind
+    s = setup.send.call(cmd="psend", mode=mode, addrs=addrs, rate_mbit=rate_mbit,
+                        duration=duration, size=PACKET_SIZE)
+    if "unavailable" in s:
+        return s, {}
+    r = setup.recv.call(cmd="result", timeout=60.0)
+    if "error" in r:
+        raise RuntimeError(f"receiver: {r['error']}")
+    return s, r
+
+
+def delivered_mbit(s: tp.Msg, r: tp.Msg) -> float:
+    return float(r["bytes"]) * 8 / float(s["elapsed"]) / 1e6
+
+
+def packet_loss(s: tp.Msg, r: tp.Msg) -> float:
+    return 1 - int(r["received"]) / max(1, int(s["sent"]))
+
+
+def run_packet_scenario(sc: Scenario, args: argparse.Namespace, v: gk.Verdict) -> None:
+    runs: dict[str, list[tuple[tp.Msg, tp.Msg]]] = {k: [] for k in PACKET_KINDS}
+    with NetnsTopology(paths=2, name_prefix="rbond") as topo:
+        setup = Setup(sc, topo, args)
+        try:
+            for rnd in range(args.repeat):
+                for kind in PACKET_KINDS:
+                    s, r = packet_transfer(setup, kind, sc.packet_mbit, args.duration)
+                    if "unavailable" in s:
+                        raise RuntimeError(f"{kind}: {s['unavailable']}")
+                    runs[kind].append((s, r))
+                    print(f"    round {rnd + 1} {kind:8} {delivered_mbit(s, r):7.1f} Mbit/s "
+                          f"delivered of {sc.packet_mbit:g} offered, "
+                          f"{packet_loss(s, r):.1%} lost", flush=True)
+        finally:
+            setup.close()
+    rates = " + ".join(f"{r} Mbit/s" for r in sc.rates_mbit)
+    rtts = " + ".join(f"{t:g} ms" for t in sc.rtt_ms)
+    print(f"\n{sc.name} (packets): {rates}, added round trip {rtts}, "
+          f"{sc.packet_mbit:g} Mbit/s of {PACKET_SIZE}-byte packets offered")
+    print(f"  {'kind':10}{'delivered Mbit/s (median)':>27}{'lost (median)':>15}{'runs':>24}")
+    med: dict[str, float] = {}
+    for kind in PACKET_KINDS:
+        got = [delivered_mbit(s, r) for s, r in runs[kind]]
+        lost = [packet_loss(s, r) for s, r in runs[kind]]
+        med[kind] = statistics.median(got)
+        print(f"  {kind:10}{med[kind]:>27.1f}{statistics.median(lost):>15.1%}"
+              f"{' '.join(f'{g:.1f}' for g in got):>24}")
+        s, r = runs[kind][-1]
+        print("\n".join(gk.path_table(f"{kind} (last run)", s["paths"], r["paths"])))
+        if s.get("failure") or r.get("failure"):
+            print(f"      failure: sender {s.get('failure')}, receiver {r.get('failure')}")
+    best_kind = max(("prime p0", "prime p1"), key=lambda k: med[k])
+    v.add(f"{sc.name} (packets): bond >= {sc.packet_ratio:g} x best single path",
+          med["bond"] >= sc.packet_ratio * med[best_kind],
+          f"bond {med['bond']:.1f} Mbit/s / {best_kind} {med[best_kind]:.1f} Mbit/s = "
+          f"{med['bond'] / med[best_kind]:.2f}")
 
 
 def size_for(kind: str, sc: Scenario, size: int) -> int:
@@ -231,6 +307,10 @@ def main() -> int:
     parser.add_argument("--transport", choices=["tcp", "udpflow"], default="tcp",
                         help="the rendr paths' carrier (raw stays TCP; udpflow delay comes "
                              "from a UdpRelay)")
+    parser.add_argument("--packet", action="store_true",
+                        help="packet flows (udpflow) offered a constant rate, not bulk streams")
+    parser.add_argument("--duration", type=float,
+                        help="--packet: seconds each flow offers packets (default 8; --short 3)")
     parser.add_argument("--scenario", choices=[s.name for s in SCENARIOS], action="append",
                         help="run only this one (repeatable)")
     parser.add_argument("--min-ratio", action="append", default=[], metavar="NAME=RATIO",
@@ -239,9 +319,13 @@ def main() -> int:
     args = parser.parse_args()
     floors = dict(item.split("=", 1) for item in args.min_ratio)
     if args.role:
-        return tp.serve(bulk.HANDLERS, use_uvloop=not args.no_uvloop, cpu=args.cpu)
+        return tp.serve({**bulk.HANDLERS, **packet_bulk.HANDLERS},
+                        use_uvloop=not args.no_uvloop, cpu=args.cpu)
     args.size_mib = args.size_mib or (8 if args.short else 32)
     args.repeat = args.repeat or (1 if args.short else 3)
+    args.duration = args.duration or (3.0 if args.short else 8.0)
+    if args.packet:
+        args.transport = "udpflow"
     why = unavailable_reason()
     if why is not None:
         print(f"bond gate SKIPPED: {why}")
@@ -257,6 +341,9 @@ def main() -> int:
             sc = dataclasses.replace(sc, min_ratio=float(floors[sc.name]))
             print(f"  {sc.name}: floor {sc.min_ratio} (not the goal)", flush=True)
         print(f"  {sc.name}...", flush=True)
+        if args.packet:
+            run_packet_scenario(sc, args, v)
+            continue
         report(sc, run_scenario(sc, args), v)
     print("\n".join(v.lines()))
     return v.exit_code

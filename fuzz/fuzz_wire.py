@@ -24,11 +24,13 @@ with atheris.instrument_imports(include=["rendr"]):
         decode_activate,
         decode_close,
         decode_path_close,
+        decode_path_report,
         decode_u64,
         encode_ack,
         encode_activate,
         encode_close,
         encode_path_close,
+        encode_path_report,
         parse_preface,
     )
     from rendr.errors import HandshakeError, ProtocolError
@@ -84,6 +86,12 @@ def _close(b: bytes | memoryview) -> object:
     return code, reason
 
 
+def _path_report(b: bytes | memoryview) -> object:
+    value = decode_path_report(b)
+    assert decode_path_report(encode_path_report(*value)[4:]) == value
+    return value
+
+
 def _preface(b: bytes | memoryview) -> object:
     try:
         parse_preface(b)
@@ -93,7 +101,7 @@ def _preface(b: bytes | memoryview) -> object:
 
 
 TARGETS = [_hello, _hello_ack, _join, _join_ack, _ack, decode_u64, _activate, _path_close,
-           _close, _preface]
+           _close, _path_report, _preface]
 
 
 def _run(fn: object, body: bytes | memoryview) -> object:

@@ -26,6 +26,7 @@ from rendr.testing.relay import TcpRelay
 from rendr.testing.udprelay import UdpRelay
 
 from . import common as gk
+from . import packet_bulk
 
 MIB = 1 << 20
 PSK = b"rendr-bond-gate-psk-32-bytes-ok!"
@@ -90,7 +91,8 @@ async def h_listen(msg: tp.Msg, say: tp.Say) -> tp.Msg:
                 lambda t: results.put_nowait(t.result() if t.exception() is None else
                                              {"kind": "rendr", "error": repr(t.exception())}))
 
-    _state.update(ln=ln, raws=raws, acceptor=asyncio.create_task(accept_loop()))
+    _state.update(ln=ln, raws=raws, acceptor=asyncio.create_task(accept_loop()),
+                  packet_acceptor=packet_bulk.accept_packets(ln, results))
     return {"rendr": [p for _, p in ln.addrs],
             "raw": [s.sockets[0].getsockname()[1] for s in raws]}
 

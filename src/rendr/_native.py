@@ -48,6 +48,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "packetizer",
     "packets",
     "path",
+    "pathreport",
     "paths",
     "rangeset",
     "receiver",

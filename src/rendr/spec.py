@@ -16,9 +16,10 @@ class PathSpec:
             :func:`rendr.register_transport` / ``Dialer(transports=...)``).
         address: where to connect, ``"host:port"`` or ``"[v6]:port"``.
         options: free-form options for custom transports.
-        weight: BOND's hint for sharing this end's *packets* among paths (in
-            proportion to the weights; packets carry no acknowledgement to measure a
-            path by).  Streams are shared by each path's measured delivery rate.
+        weight: BOND's prior for sharing this end's *packets* among paths (in
+            proportion to the weights) until the peer reports what each path
+            delivers (PATH_REPORT, every 50 ms); then the reports decide.  Streams
+            are shared by each path's measured delivery rate.
     """
 
     transport: str

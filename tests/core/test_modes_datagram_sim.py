@@ -68,10 +68,18 @@ def test_race_over_equal_datagram_paths_costs_nothing() -> None:
     assert one / both >= 0.9
 
 
-def test_race_next_to_a_slow_far_path_delivers() -> None:
-    """Known weak (docs/benchmarks.md): the slow path's segments are acknowledged by
-    the fast path's copies, so its own congestion control over-rates it; still exact."""
-    transfer(Mode.RACE, [(0.007, RATE, 0.0), (0.032, RATE / 10, 0.0)], size=256 << 10)
+def test_race_next_to_a_slow_far_path_is_no_worse_than_the_fast_path_alone() -> None:
+    """The slow path's copies are acknowledged through the fast path's: their ACKs
+    say nothing of the slow path.  Its loss detector took them as clean (an RTT
+    sample near 0, a packet threshold moved by copies), declared the rest lost and
+    re-queued it, and the fast path re-sent it: race ran at 0.47 x the fast path
+    alone (1.95 vs 4.18 MB/s; 2.43 vs 4.85 with 4 MiB).  A copy of a range another
+    path sent first is now a re-send to the loss detector (Karn: no RTT sample, no
+    packet threshold)."""
+    fast: Path = (0.007, RATE, 0.0)
+    one = transfer(Mode.PRIME, [fast])
+    both = transfer(Mode.RACE, [fast, (0.032, RATE / 10, 0.0)])
+    assert one / both >= 0.85
 
 
 @pytest.mark.parametrize("seed", range(1, 7))

@@ -27,7 +27,9 @@ from rendr.core.wire import (
     MAX_ACK_RANGES,
     MAX_BODY,
     MAX_CONTROL_BODY,
+    MAX_REPORT_PATHS,
     PATH_AUTH_ONLY,
+    PATH_REPORT,
     PREFACE,
     VERSION,
     CloseCode,
@@ -42,12 +44,14 @@ from rendr.core.wire import (
     decode_activate,
     decode_close,
     decode_path_close,
+    decode_path_report,
     decode_u64,
     encode_ack,
     encode_activate,
     encode_close,
     encode_frame,
     encode_path_close,
+    encode_path_report,
     encode_u64,
     parse_preface,
 )
@@ -565,3 +569,29 @@ def test_dgram_frame_layout_is_pinned() -> None:
 
     assert dgram_header(5, 3) + b"abc" == bytes.fromhex("1300000b0000000000000005") + b"abc"
     assert dgram_header(0, 0) == bytes.fromhex("130000080000000000000000")
+
+
+def test_golden_path_report() -> None:
+    """PATH_REPORT (extension 0x80): u64 time_us, u8 n, n x (u32 path, u64 packets,
+    u64 payload bytes) (docs/wire.md)."""
+    frame = encode_path_report(1_000_000, [(1, 5, 5500), (2, 3, 3300)])
+    assert frame == h("""
+        80 000031
+        00000000000f4240 02
+        00000001 0000000000000005 000000000000157c
+        00000002 0000000000000003 0000000000000ce4
+    """)
+    assert decode_path_report(frame[4:]) == (1_000_000, [(1, 5, 5500), (2, 3, 3300)])
+    assert encode_path_report(0, []) == h("80 000009 0000000000000000 00")
+    assert PATH_REPORT >= EXTENSION_MIN  # skipped by receivers that do not know it
+
+
+def test_path_report_decoder_bounds() -> None:
+    with pytest.raises(ProtocolError, match="short"):
+        decode_path_report(h("00000000000f4240"))
+    with pytest.raises(ProtocolError, match="truncated"):
+        decode_path_report(h("00000000000f4240 02") + bytes(20))
+    many = [(i, i, i) for i in range(1, 41)]
+    assert len(decode_path_report(encode_path_report(7, many)[4:])[1]) == MAX_REPORT_PATHS
+    body = h("0000000000000007 28") + b"".join(struct.pack("!IQQ", *e) for e in many)
+    assert len(decode_path_report(body)[1]) == MAX_REPORT_PATHS  # the rest is not read

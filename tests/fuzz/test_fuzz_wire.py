@@ -31,6 +31,7 @@ from rendr.core.wire import (
     MAGIC,
     MAX_ACK_RANGES,
     MAX_REASON,
+    MAX_REPORT_PATHS,
     PREFACE,
     VERSION,
     FrameType,
@@ -42,6 +43,7 @@ from rendr.core.wire import (
     decode_activate,
     decode_close,
     decode_path_close,
+    decode_path_report,
     decode_u64,
     encode_ack,
     encode_activate,
@@ -73,6 +75,7 @@ def _decoders() -> dict[str, Callable[[Any], object]]:
         "activate": decode_activate,
         "path_close": decode_path_close,
         "close": decode_close,
+        "path_report": decode_path_report,
     }
 
 
@@ -114,6 +117,8 @@ def _expected_ok(name: str, body: bytes) -> bool:
                 return False
             prev = end
         return True
+    if name == "path_report":
+        return n >= 9 and n >= 9 + 20 * body[8]
     need = {"join": 20, "join_ack": 21, "u64": 8, "activate": 8, "path_close": 4,
             "close": 2}[name]
     return n >= need
@@ -152,6 +157,11 @@ def _check_value(name: str, value: object) -> None:
         assert reason.isprintable(), "control characters must never reach the user"
     elif name == "activate":
         assert len(value) == 4 and all(0 <= v < 1 << 32 for v in value)  # type: ignore[arg-type]
+    elif name == "path_report":
+        time_us, entries = value  # type: ignore[misc]
+        assert 0 <= time_us < 1 << 64 and len(entries) <= MAX_REPORT_PATHS
+        for pid, packets, nbytes in entries:
+            assert 0 <= pid < 1 << 32 and 0 <= packets < 1 << 64 and 0 <= nbytes < 1 << 64
     else:
         assert isinstance(value, int) and value >= 0
 

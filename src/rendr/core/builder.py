@@ -50,13 +50,14 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
 
 
 def _queue_data(path: PathState, sender: StreamSender, s: int, e: int, resend: bool,
-                reliability: PathReliability | None, now: float) -> None:
-    """One DATA frame of ``[s, e)`` on ``path``'s outbox, recorded as sent."""
+                reliability: PathReliability | None, now: float, copy: bool = False) -> None:
+    """One DATA frame of ``[s, e)`` on ``path``'s outbox, recorded as sent (``copy``:
+    RACE's copy of a range another path sent first)."""
     path.outbox.append(data_header(s, e - s))
     path.outbox.extend(sender.view(s, e))
     Recovery.on_sent(path, s, e, resend, now)
     if reliability is not None:
-        reliability.on_sent(s, e, now, resend)
+        reliability.on_sent(s, e, now, resend or copy)
 
 
 def fill_race(paths: list[PathState], sender: StreamSender, with_retx: bool,
@@ -82,7 +83,7 @@ def fill_race(paths: list[PathState], sender: StreamSender, with_retx: bool,
         end = sender.next_new
         while budget > 0 and s < end:
             e = min(s + min(max_frame, budget), end)
-            _queue_data(path, sender, s, e, False, rel, now)
+            _queue_data(path, sender, s, e, False, rel, now, True)
             budget -= e - s
             s = e
         path.race_next = s

@@ -87,7 +87,7 @@ class Flow:
             self._packets_out = PacketSender(cfg.packet_queue)
             self._packets_in = PacketReceiver(cfg.packet_queue)
         self.flow_id = flow_id
-        self.modes = ModeSwitch(mode, role, cfg, now, self._reliable)
+        self.modes = ModeSwitch(mode, role, cfg, now, self._reliable, kind is Kind.PACKET)
         """The flow's mode, its scheduler and switches in progress."""
         self.config = cfg
         self.created_at = now
@@ -120,7 +120,7 @@ class Flow:
             recovery=self._recovery, migration=self._migration, life=self._life,
             packets=self._packets_in, reliable=self._reliable, emit=self._emit,
             abort=self._abort, finish=self._finish, check_close_done=self._check_close_done,
-            modes=self.modes, now=now)
+            modes=self.modes, now=now, packets_out=self._packets_out)
         self.undelivered_close: bytes | None = None
         """The CLOSE frame of an abort that found no path to carry it (the dialer
         delivers it later over a new carrier, so the listener need not wait out its
@@ -421,13 +421,14 @@ class Flow:
         if self._life.state is not _CLOSED:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst
+            self._inbound.send_report(self._migration.active, now)  # packets, in BOND
             self._migration.repeat_activate(now)
             with_retx = self._recovery.hold_until is None  # the replay is not held
             scheduler = self.modes.scheduler
             senders = scheduler.senders(self._paths, self._migration.active, self._sender)
             packets = self._packets_out
             if packets is not None and packets.pending and senders:
-                scheduler.fill_packets(packets, senders, self.config.write_burst)
+                scheduler.fill_packets(packets, senders, self.config.write_burst, now)
                 if packets.pending:  # the FIN goes after the last packet
                     senders = []
             if senders:
@@ -490,6 +491,9 @@ class Flow:
         if t is not None and (at is None or t < at):
             at = t
         t = self.modes.deadline()
+        if t is not None and (at is None or t < at):
+            at = t
+        t = self._inbound.report_at  # packet flows in BOND (None otherwise)
         if t is not None and (at is None or t < at):
             at = t
         if self._reliable:

@@ -21,19 +21,21 @@ from .lifecycle import Lifecycle
 from .migration import Migration
 from .modeswitch import ModeSwitch
 from .packetizer import DatagramDeframer
-from .packets import PacketReceiver
+from .packets import PacketReceiver, PacketSender
 from .path import PathState
+from .pathreport import PathRates, Reporter
 from .paths import PathSet
 from .receiver import MUST_FLUSH, NEW_BYTES, StreamReceiver
 from .records import RecordError
 from .recovery import Recovery
 from .reliability import PathReliability
 from .sender import StreamSender
-from .types import Cause, PathStatus, State
+from .types import Cause, Mode, PathStatus, State
 from .wire import (
     ACK_FIN,
     ACK_PROBE,
     EXTENSION_MIN,
+    PATH_REPORT,
     CloseCode,
     FrameType,
     decode_ack,
@@ -57,6 +59,7 @@ _ACTIVATE: Final = int(FrameType.ACTIVATE)
 _PATH_CLOSE: Final = int(FrameType.PATH_CLOSE)
 _CLOSE: Final = int(FrameType.CLOSE)
 _MODE: Final = int(FrameType.MODE)
+_PATH_REPORT: Final = PATH_REPORT
 _CLOSED: Final = State.CLOSED
 _HANDSHAKE_FRAMES: Final = frozenset({int(FrameType.HELLO), int(FrameType.HELLO_ACK),
                                       int(FrameType.JOIN), int(FrameType.JOIN_ACK)})
@@ -84,7 +87,7 @@ class Inbound:
                  life: Lifecycle, packets: PacketReceiver | None,
                  reliable: dict[int, PathReliability], emit: Emit,
                  abort: Abort, finish: Finish, check_close_done: Check, modes: ModeSwitch,
-                 now: float) -> None:
+                 now: float, packets_out: PacketSender | None = None) -> None:
         self._name = name
         self._paths = paths
         self._sender = sender
@@ -101,6 +104,29 @@ class Inbound:
         self._modes = modes
         self.auth_failures = 0
         self.last_packet_at = now
+        # a packet flow: the peer's reports of our packets, and ours of its packets
+        self._rates: PathRates | None = None if packets_out is None else packets_out.rates
+        self._reporter = None if packets is None else Reporter(now)
+
+    @property
+    def report_at(self) -> float | None:
+        """When a PATH_REPORT is due: a packet flow in BOND while packets arrive."""
+        rep = self._reporter
+        if rep is None or self._modes.mode is not Mode.BOND:
+            return None
+        return rep.due(self.last_packet_at)
+
+    def send_report(self, active: int | None, now: float) -> None:
+        """Queue a PATH_REPORT on the ACK path if one is due (:mod:`.pathreport`)."""
+        if self._reporter is None:
+            return
+        at = self.report_at
+        if at is None or now < at:
+            return
+        path = self._paths.ack_path(active)
+        frame = self._reporter.build(self._paths, now)
+        if frame is not None and path is not None:
+            path.outbox.append(frame)
 
     def _emit(self, kind: EventKind, now: float, path_id: int) -> None:
         self._emit_cb(kind, now, path_id=path_id)
@@ -177,7 +203,7 @@ class Inbound:
         path = self._paths.by_id[path_id]
         path.frames_received += 1
         if ftype == _DGRAM:  # the application's datagrams: data, not control
-            self._on_packet(body, now)
+            self._on_packet(path, body, now)
             return 0
         if not path.spend_control(ftype == _PING, now):
             raise ProtocolError(f"control frame flood on path {path_id} (frame type "
@@ -203,6 +229,10 @@ class Inbound:
         elif ftype == _MODE:
             if self._modes.receive(path, body, now):
                 self._emit_cb(EventKind.MODE_CHANGE, now, detail=self._modes.refused or "")
+        elif ftype == _PATH_REPORT:  # an extension: skipped on a stream flow
+            if self._rates is not None:
+                self._rates.on_report(body, self._paths, now)
+            return 0
         elif ftype in _HANDSHAKE_FRAMES:
             raise ProtocolError("handshake frame on an attached path")
         elif ftype < EXTENSION_MIN:
@@ -210,11 +240,13 @@ class Inbound:
         # else: an unknown extension frame: skip it (docs/wire.md, "Unknown frames")
         return MUST_FLUSH
 
-    def _on_packet(self, body: memoryview, now: float) -> None:
+    def _on_packet(self, path: PathState, body: memoryview, now: float) -> None:
         packets = self._packets_in
         if packets is None or len(body) < 8:
             raise ProtocolError("DGRAM frame on a stream flow" if packets is None
                                 else "short DGRAM frame")
+        path.pkts_in += 1  # for the PATH_REPORT: counters only, per packet
+        path.pkt_bytes_in += len(body) - 8
         if self._life.state is not _CLOSED:
             self.last_packet_at = now
             if packets.on_packet(int.from_bytes(body[:8], "big"), body[8:]):

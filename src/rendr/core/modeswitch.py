@@ -54,17 +54,19 @@ class ModeSwitch:
         switches: switches that took effect at this end.
     """
 
-    __slots__ = ("_last_peer_seq", "_old_skips", "_reliable", "_resend_at", "_seq", "config",
+    __slots__ = ("_last_peer_seq", "_old_skips", "_packets", "_reliable", "_resend_at", "_seq",
+                 "config",
                  "mode",
                  "pending", "refused", "role", "scheduler", "switches")
 
     def __init__(self, mode: Mode, role: Role, config: FlowConfig, now: float,
-                 reliable: Reliable | None = None) -> None:
+                 reliable: Reliable | None = None, packets: bool = False) -> None:
         self.mode = mode
         self.role = role
         self.config = config
         self._reliable = reliable
-        self.scheduler: Scheduler = make_scheduler(mode, config, now, reliable)
+        self._packets = packets  # a packet flow
+        self.scheduler: Scheduler = make_scheduler(mode, config, now, reliable, packets)
         self._old_skips = 0  # stuck-path skips of BOND schedulers switched away from
         self.pending: Mode | None = None
         self.refused: str | None = None
@@ -106,7 +108,8 @@ class ModeSwitch:
             path.outbox.append(answer)
         if changed:
             self._old_skips = self.bond_stuck_skips
-            self.scheduler = make_scheduler(self.mode, self.config, now, self._reliable)
+            self.scheduler = make_scheduler(self.mode, self.config, now, self._reliable,
+                                            self._packets)
         return changed or bool(flags & MODE_ACK and self.pending is None)
 
     @property

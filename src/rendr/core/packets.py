@@ -24,6 +24,7 @@ from typing import Final
 
 from ..errors import PacketTooLarge
 from .path import PathState
+from .pathreport import PathRates
 from .paths import PathSet
 from .window import NEW, TOO_OLD, SeenWindow
 from .wire import DGRAM_HEADER, MAX_CONTROL_BODY, dgram_header
@@ -46,11 +47,13 @@ class PacketSender:
     """
 
     __slots__ = ("_credit", "_queue", "dropped", "max_bytes", "next_number", "queued_bytes",
-                 "sent")
+                 "rates", "sent")
 
     def __init__(self, max_bytes: int) -> None:
         self._queue: deque[bytes] = deque()
         self._credit: dict[int, float] = {}  # BOND's smooth weighted round robin
+        self.rates = PathRates()
+        """What the peer reports each path delivers (BOND stripes by it)."""
         self.max_bytes = max_bytes
         self.queued_bytes = 0
         self.next_number = 0
@@ -107,36 +110,45 @@ class PacketSender:
             frames.append(dgram_header(number, len(data)))
             frames.append(data)  # (an empty packet: an empty buffer, skipped by writers)
             number += 1
+        count = number - self.next_number
         self.queued_bytes -= taken
-        self.sent += number - self.next_number
+        self.sent += count
         self.next_number = number
         for path in paths:
             limit = path.max_frame
             if limit is None:
                 path.outbox.extend(frames)
+                path.pkts_out += count
+                path.pkt_bytes_out += taken
                 continue
             outbox = path.outbox
             for i in range(0, len(frames), 2):  # a packet no datagram of it can carry
-                if len(frames[i + 1]) + _FRAME_OVERHEAD <= limit:
+                size = len(frames[i + 1])
+                if size + _FRAME_OVERHEAD <= limit:
                     outbox.append(frames[i])
                     outbox.append(frames[i + 1])
+                    path.pkts_out += 1
+                    path.pkt_bytes_out += size
                 else:
                     self.dropped += 1
 
 
-    def stripe(self, paths: list[PathState], budget: int) -> None:
+    def stripe(self, paths: list[PathState], budget: int, now: float) -> None:
         """BOND: move queued packets, up to ``budget`` payload bytes, each into one
-        DGRAM frame on ONE path of ``paths``, shared in proportion to the paths'
-        weights (smooth weighted round robin: the path furthest behind its share
-        takes the next packet).  Packets carry no acknowledgement to measure a
-        path's rate by; ``PathSpec.weight`` says how to share."""
+        DGRAM frame on ONE path of ``paths``, shared in proportion to what the peer
+        reports each path delivers (:attr:`rates`; before the first report, and when
+        reports stop, in proportion to ``PathSpec.weight``), by smooth weighted round
+        robin: the path furthest behind its share takes the next packet."""
         if not paths:
             return
         queue = self._queue
         credit = self._credit
+        shares = self.rates.shares(paths, now)
+        weights = [p.weight for p in paths] if shares is None else shares
         total = 0.0
-        for p in paths:
-            total += p.weight
+        for w in weights:
+            total += w
+        weights = [w / total for w in weights]
         taken = 0
         number = self.next_number
         while queue and taken < budget:
@@ -144,8 +156,8 @@ class PacketSender:
             size = len(data)
             taken += size
             best: PathState | None = None
-            for p in paths:
-                c = credit.get(p.id, 0.0) + p.weight
+            for i, p in enumerate(paths):
+                c = credit.get(p.id, 0.0) + weights[i]
                 credit[p.id] = c
                 limit = p.max_frame
                 if (limit is None or size + _FRAME_OVERHEAD <= limit) and (
@@ -154,9 +166,11 @@ class PacketSender:
             if best is None:
                 self.dropped += 1
             else:
-                credit[best.id] -= total
+                credit[best.id] -= 1.0
                 best.outbox.append(dgram_header(number, size))
                 best.outbox.append(data)
+                best.pkts_out += 1
+                best.pkt_bytes_out += size
             number += 1
         if len(credit) > 4 * len(paths):  # forget paths that left
             self._credit = {p.id: credit.get(p.id, 0.0) for p in paths}

@@ -107,7 +107,10 @@ class PathState:
         self.inflight_bytes = 0  # the sum of ``inflight``
         self.inflight_index = InflightIndex()  # ``inflight`` indexed for SACK accounting
         self.sacked = 0  # bytes of ``inflight`` the peer acknowledged selectively
-        self.weight = 1.0  # PathSpec.weight: BOND's hint for sharing packets
+        self.weight = 1.0  # PathSpec.weight: BOND's prior for sharing packets
+        # packets (DGRAM frames) and their payload bytes, per direction: what BOND's
+        # delivery reports compare (core/pathreport.py)
+        self.pkts_out = self.pkt_bytes_out = self.pkts_in = self.pkt_bytes_in = 0
         self.race_next = 0  # RACE: the stream offset this path sends next
         self.delivery = DeliveryRate(now)
         self.outbox: list[bytes | memoryview] = []

@@ -17,7 +17,8 @@ drops copies; packets are de-duplicated by number).
   (lowest minimum RTT) first, each path up to its in-flight allowance from its
   measured delivery rate (:mod:`.delivery`): min-RTT spill-over, so a slow path
   takes only what the fast one cannot, and never more than about three of its own
-  bandwidth-delay products.
+  bandwidth-delay products.  Packets (never acknowledged) are striped in proportion
+  to what the peer reports each path delivers (:mod:`.pathreport`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ STUCK_LOSS: Final = 0.1
 path's and ``STUCK_FLOOR`` seconds more, or that loses more than ``STUCK_LOSS`` of
 its PINGs while the fastest path does not: what it would carry arrives so late (or
 must be re-sent so often) that the receiver holds everything sent meanwhile on the
-good path back (counted: ``BondScheduler.stuck_skips``)."""
+good path back (counted: ``BondScheduler.stuck_skips``).  A packet flow holds
+nothing back and learns each path's loss from the peer's reports: only the RTT
+applies to it (a lost PING or two took a path with 2 % loss out, and its packets
+overflowed the other)."""
 
 
 class Scheduler(abc.ABC):
@@ -68,7 +72,7 @@ class Scheduler(abc.ABC):
                         reliable.get(path.id) if reliable else None, now)
 
     def fill_packets(self, packets: PacketSender, senders: list[PathState],
-                     budget: int) -> None:
+                     budget: int, now: float) -> None:
         """Queue the application's packets on ``senders`` (every one gets a copy)."""
         packets.fill(senders, budget)
 
@@ -178,8 +182,10 @@ class BondScheduler(Scheduler):
 
     mode = Mode.BOND
 
-    def __init__(self, config: FlowConfig, reliable: Reliable | None = None) -> None:
+    def __init__(self, config: FlowConfig, reliable: Reliable | None = None,
+                 packets: bool = False) -> None:
         self.config = config
+        self.packets = packets  # a packet flow: PING loss is no reason to skip a path
         self._reliable: Reliable = {} if reliable is None else reliable
         self.stuck_skips = 0
         self._stuck: set[int] = set()  # the paths being skipped now
@@ -195,7 +201,8 @@ class BondScheduler(Scheduler):
             for p in usable:
                 r = _min_rtt(p)
                 if ((r > STUCK_RATIO * best and r - best > STUCK_FLOOR)
-                        or p.ping_loss > STUCK_LOSS >= usable[0].ping_loss):
+                        or (p.ping_loss > STUCK_LOSS >= usable[0].ping_loss
+                            and not self.packets)):
                     if p.id not in self._stuck:  # count each time a path starts being skipped
                         self._stuck.add(p.id)
                         self.stuck_skips += 1
@@ -243,8 +250,8 @@ class BondScheduler(Scheduler):
                             reliable.get(path.id) if reliable else None, now, room)
 
     def fill_packets(self, packets: PacketSender, senders: list[PathState],
-                     budget: int) -> None:
-        packets.stripe(senders, budget)
+                     budget: int, now: float) -> None:
+        packets.stripe(senders, budget, now)
 
 
 def _earliest_completion_room(fast: PathState, path: PathState, sender: StreamSender,
@@ -272,11 +279,12 @@ def _min_rtt(path: PathState) -> float:
 
 
 def make_scheduler(mode: Mode, config: FlowConfig, now: float,
-                   reliable: Reliable | None = None) -> Scheduler:
+                   reliable: Reliable | None = None, packets: bool = False) -> Scheduler:
     """The scheduler for ``mode`` (``reliable``: the flow's datagram paths' loss
-    recovery, which BOND reads for what each path has in flight)."""
+    recovery, which BOND reads for what each path has in flight; ``packets``: a packet
+    flow)."""
     if mode is Mode.RACE:
         return RaceScheduler()
     if mode is Mode.BOND:
-        return BondScheduler(config, reliable)
+        return BondScheduler(config, reliable, packets)
     return PrimeScheduler(config, now)

@@ -508,3 +508,40 @@ def decode_close(body: bytes | memoryview) -> tuple[int, str]:
     if not reason.isprintable():  # terminal escapes and other controls never reach users
         reason = "".join(ch if ch.isprintable() else "\ufffd" for ch in reason)
     return code, reason
+
+
+PATH_REPORT: Final = 0x80
+"""Extension frame: the packets (DGRAM frames) its sender received so far on each path
+of a packet flow, so that the peer's BOND can stripe by delivery (docs/wire.md)."""
+MAX_REPORT_PATHS: Final = 32
+"""The most paths one PATH_REPORT names (a decoder reads no more)."""
+_REPORT_HEAD: Final = struct.Struct("!QB")
+_REPORT_ENTRY: Final = struct.Struct("!IQQ")
+
+
+def encode_path_report(time_us: int, entries: list[tuple[int, int, int]]) -> bytes:
+    """PATH_REPORT: at ``time_us`` (the reporter's clock, microseconds since its flow
+    began), per path ``(path_id, packets, payload_bytes)`` received since it attached
+    (cumulative; at most :data:`MAX_REPORT_PATHS` entries are sent)."""
+    entries = entries[:MAX_REPORT_PATHS]
+    parts = [_REPORT_HEAD.pack(time_us, len(entries))]
+    parts.extend(_REPORT_ENTRY.pack(*e) for e in entries)
+    return encode_frame(PATH_REPORT, b"".join(parts))
+
+
+def decode_path_report(body: bytes | memoryview) -> tuple[int, list[tuple[int, int, int]]]:
+    """Decode a PATH_REPORT body into (time_us, entries); at most
+    :data:`MAX_REPORT_PATHS` entries are read.
+
+    Raises:
+        ProtocolError: shorter than its count says (the caller ignores such a report:
+            an extension frame never ends the flow).
+    """
+    if len(body) < _REPORT_HEAD.size:
+        raise ProtocolError("short PATH_REPORT")
+    time_us, n = _REPORT_HEAD.unpack_from(body, 0)
+    if len(body) < _REPORT_HEAD.size + n * _REPORT_ENTRY.size:
+        raise ProtocolError("truncated PATH_REPORT")
+    size = _REPORT_ENTRY.size
+    return int(time_us), [_REPORT_ENTRY.unpack_from(body, _REPORT_HEAD.size + i * size)
+                          for i in range(min(n, MAX_REPORT_PATHS))]

@@ -37,6 +37,7 @@ from ..config import FlowConfig
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
 from ..core.types import Cause, Mode, Role, State
+from ..core.wire import Kind
 from ..errors import RendrError
 
 __all__ = ["Side", "Sim", "SimError", "SimPath"]
@@ -123,16 +124,16 @@ class Sim:
     def __init__(self, config: FlowConfig | None = None, *,
                  listener_config: FlowConfig | None = None, seed: int = 0,
                  flow_id: bytes = b"F" * 16, spin_poll: float | None = None,
-                 mode: Mode = Mode.PRIME) -> None:
+                 mode: Mode = Mode.PRIME, kind: Kind = Kind.STREAM) -> None:
         dcfg = config or FlowConfig()
         lcfg = listener_config or dcfg
         self.now = 0.0
         self.rng = random.Random(seed)
         self.flows = (
             Flow(role=Role.DIALER, flow_id=flow_id, config=dcfg, now=0.0,
-                 peer_window=lcfg.recv_window, mode=mode),
+                 peer_window=lcfg.recv_window, mode=mode, kind=kind),
             Flow(role=Role.LISTENER, flow_id=flow_id, config=lcfg, now=0.0,
-                 peer_window=dcfg.recv_window, mode=mode),
+                 peer_window=dcfg.recv_window, mode=mode, kind=kind),
         )
         self.paths: dict[int, SimPath] = {}
         self.events: tuple[list[Event], list[Event]] = ([], [])
@@ -141,6 +142,9 @@ class Sim:
         self.read_error: list[BaseException | None] = [None, None]
         self.write_error: list[BaseException | None] = [None, None]
         self.written = [0, 0]
+        self.packets_read = [0, 0]  # a packet flow: packets (and bytes) the reader took
+        self.packet_bytes_read = [0, 0]
+        self.packets_refused = [0, 0]  # offer_packets(): packets the full queue refused
         self.reading = [True, True]
         self.spin_poll = spin_poll
         self.timer_spins = [0, 0]
@@ -262,6 +266,30 @@ class Sim:
             self._then[side] = "close" if close else "eof"
         self._service(side)
 
+    def offer_packets(self, side: Side, size: int, rate: float, start: float, stop: float,
+                      tick: float = 0.001) -> None:
+        """A packet flow: ``side``'s application offers ``rate`` bytes/s of ``size``-byte
+        packets from ``start`` to ``stop``, every ``tick`` seconds what is due (a packet
+        the full queue refuses is dropped and counted in :attr:`packets_refused`)."""
+        sent = [0]
+
+        def offer() -> None:
+            due = int((self.now - start) * rate / size) + 1 - sent[0]
+            flow = self.flows[side]
+            for _ in range(max(0, due)):
+                sent[0] += 1
+                try:
+                    if not flow.send_packet(bytes(size), self.now):
+                        self.packets_refused[side] += 1
+                except RendrError as exc:
+                    self.write_error[side] = exc
+                    return
+            self._service(side)
+            if self.now + tick < stop:
+                self.at(self.now + tick, offer)
+
+        self.at(start, offer)
+
     def migrate(self, pid: int) -> None:
         """The dialer makes ``pid`` the active path."""
         self.call(Side.DIALER, lambda f, now: f.migrate(pid, now))
@@ -380,6 +408,17 @@ class Sim:
 
     def _drain_reader(self, side: Side) -> None:
         flow = self.flows[side]
+        if flow.kind is Kind.PACKET:
+            while self.reading[side]:
+                try:
+                    packet = flow.recv_packet()
+                except (RendrError, EOFError):
+                    return
+                if packet is None:
+                    return
+                self.packets_read[side] += 1
+                self.packet_bytes_read[side] += len(packet)
+            return
         while self.reading[side] and not self.eof[side] and self.read_error[side] is None:
             try:
                 data = flow.read(1 << 20)
