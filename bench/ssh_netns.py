@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shlex
@@ -67,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 import rendr
-from rendr.testing.netns import NetnsTopology, unavailable_reason
+from rendr.testing.netns import NetnsTopology, Side, unavailable_reason
 
 EXIT_SKIP = 77
 MIB = 1 << 20
@@ -246,8 +247,8 @@ class Stack:
 
     # -- setup
 
-    def ns(self, which: str, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.topo.ns_name(which), *argv]  # type: ignore[arg-type]
+    def ns(self, which: Side, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.topo.ns_name(which), *argv]
 
     def log(self, name: str) -> Path:
         return self.tmp / f"{self.name}-{name}.log"
@@ -305,13 +306,13 @@ class Stack:
                 proxy += f" 2>>{shlex.quote(str(self.log('proxy')))}"
                 self.ssh_target = [*ssh, "-o", f"ProxyCommand={proxy}", "root@rendr"]
         else:
-            for which, link, kind in (("client", b, "subflow"), ("server", b, "signal")):
-                addr = link.client_addr if which == "client" else link.server_addr
-                dev = link.client_ifname if which == "client" else link.server_ifname
-                self.topo.run(which, "ip", "mptcp", "limits", "set", "subflow", "2",  # type: ignore[arg-type]
+            ends: list[tuple[Side, str]] = [("client", "subflow"), ("server", "signal")]
+            for which, kind in ends:
+                addr = b.client_addr if which == "client" else b.server_addr
+                dev = b.client_ifname if which == "client" else b.server_ifname
+                self.topo.run(which, "ip", "mptcp", "limits", "set", "subflow", "2",
                               "add_addr_accepted", "2")
-                self.topo.run(which, "ip", "mptcp", "endpoint", "add", addr, "dev", dev,  # type: ignore[arg-type]
-                              kind)
+                self.topo.run(which, "ip", "mptcp", "endpoint", "add", addr, "dev", dev, kind)
             self.start_sshd("0.0.0.0", MPTCP_SSHD_PORT, ["mptcpize", "run"])
             self.ssh_target = ["mptcpize", "run", *ssh, "-p", str(MPTCP_SSHD_PORT),
                                f"root@{a.server_addr}"]
@@ -432,7 +433,7 @@ class Stack:
         res.lines_received = len(lines)
         res.lines_in_order = lines == [f"line {i}" for i in range(1, n + 1)]
         if len(times) > 1:
-            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            gaps = [b - a for a, b in itertools.pairwise(times)]
             k = max(range(len(gaps)), key=gaps.__getitem__)
             res.longest_gap, res.longest_gap_after_line = gaps[k], k + 1
             res.median_gap = statistics.median(gaps)
@@ -569,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
                     t0 = time.monotonic()
                     try:
                         res = Stack(name, args, tmp).run()
-                    except Exception as exc:  # noqa: BLE001 - reported as the run's failure
+                    except Exception as exc:  # reported as the run's failure
                         res = Run(stack=name, problems=[f"{type(exc).__name__}: {exc}"])
                     runs.append(res)
                     print(f"  run {i + 1} {name}: {'ok' if res.ok else 'FAIL'}, longest gap "
