@@ -34,8 +34,10 @@ both namespaces with nftables (``NetnsTopology.drop``), so the drop hits both
 connections mid-way.  Checked: both ssh exit 0; every line, in order; the
 SHA-256 printed by the far end equals the gate's; the drop landed while the
 session was still printing and before the transfer was done.  Reported: the
-longest gap between two lines (the failover as a user sees it; lines are ~55 ms
-apart otherwise), the gap across the drop, transfer time.
+longest gap between two lines over the whole session (lines are ~52 ms apart
+otherwise), the longest gap at the drop (ending after it, starting less than 3 s
+after it: the failover as a user sees it; the overall longest can be the shared
+machine's noise), the transfer time including the outage.
 
 Verdict: rendr must pass every check with its longest gap under ``--max-gap``
 (default 2 s: a regression guard for a shared 2-core box; rendr's G4 failover
@@ -79,6 +81,7 @@ RENDR_PORT = 7000
 LOCAL_PORT = 2222
 HOST_ALIAS = "rendr-ssh-gate"
 LINE_INTERVAL = 0.05
+DROP_WINDOW = 3.0
 
 
 def sshd_binary() -> str | None:
@@ -214,6 +217,7 @@ class Run:
     lines_in_order: bool = False
     longest_gap: float | None = None
     longest_gap_after_line: int | None = None
+    drop_gap: float | None = None
     drop_to_gap_end: float | None = None
     median_gap: float | None = None
     drop_at_line: int | None = None
@@ -233,10 +237,12 @@ class Run:
 class Stack:
     """One run of the session + transfer + DROP on a fresh topology."""
 
-    def __init__(self, name: str, args: argparse.Namespace, tmp: Path) -> None:
+    def __init__(self, name: str, args: argparse.Namespace, tmp: Path, run: int) -> None:
         self.name = name
         self.args = args
-        self.tmp = tmp
+        self.tmp = tmp  # the keys
+        self.logs = tmp / f"run{run}-{name}"  # this run's config, logs and pid file
+        self.logs.mkdir()
         self.procs = Procs()
         self.topo = NetnsTopology(paths=2, name_prefix="rssh")
         self.env = dict(os.environ)
@@ -251,13 +257,13 @@ class Stack:
         return ["ip", "netns", "exec", self.topo.ns_name(which), *argv]
 
     def log(self, name: str) -> Path:
-        return self.tmp / f"{self.name}-{name}.log"
+        return self.logs / f"{name}.log"
 
     def start_sshd(self, listen: str, port: int, wrap: list[str]) -> None:
-        cfg = self.tmp / f"sshd-{self.name}.conf"
+        cfg = self.logs / "sshd.conf"
         cfg.write_text(
             f"Port {port}\nListenAddress {listen}\nHostKey {self.tmp / 'host_key'}\n"
-            f"PidFile {self.tmp / f'sshd-{self.name}.pid'}\n"
+            f"PidFile {self.logs / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {self.tmp / 'authorized_keys'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
             "StrictModes no\nPermitRootLogin prohibit-password\nUseDNS no\nPrintMotd no\n"
@@ -362,9 +368,8 @@ class Stack:
                 break
             time.sleep(0.01)
         if len(lines) < args.lines_before:
-            res.problems.append(f"session printed {len(lines)} lines in 30 s "
-                                f"(exit {session.poll()}): {tail(self.log('session'))}"
-                                f" {tail(self.log('proxy'))}")
+            res.problems.append(f"session printed {len(lines)} lines (30 s at most) "
+                                f"(exit {session.poll()}): {tail(self.log('session'))}")
             return
 
         transfer = self.procs.start(self.ns("client", *self.ssh_target, "sha256sum"),
@@ -437,12 +442,17 @@ class Stack:
             k = max(range(len(gaps)), key=gaps.__getitem__)
             res.longest_gap, res.longest_gap_after_line = gaps[k], k + 1
             res.median_gap = statistics.median(gaps)
-            if times[k + 1] > t_drop:
-                res.drop_to_gap_end = times[k + 1] - t_drop
+            # the failover: the longest gap ending after the drop and starting within
+            # DROP_WINDOW of it (the overall longest can be the shared machine's noise)
+            near = [i for i in range(len(gaps))
+                    if times[i + 1] > t_drop and times[i] < t_drop + DROP_WINDOW]
+            if near:
+                j = max(near, key=gaps.__getitem__)
+                res.drop_gap, res.drop_to_gap_end = gaps[j], times[j + 1] - t_drop
         # verdict
         if res.session_exit != 0:
             res.problems.append(f"session ssh exit {res.session_exit}: "
-                                f"{tail(self.log('session'))}")
+                                f"{tail(self.log('session'))} {tail(self.log('proxy'))}")
         if res.transfer_exit != 0:
             res.problems.append(f"transfer ssh exit {res.transfer_exit}: "
                                 f"{tail(self.log('transfer'))} {write_error}")
@@ -487,7 +497,8 @@ def report(runs: list[Run], skipped_mptcp: str | None, args: argparse.Namespace)
          + ("" if r.lines_in_order else " (NOT in order)")),
         ("longest gap between lines", lambda r: f"{_ms(r.longest_gap)} (after line "
          f"{r.longest_gap_after_line})"),
-        ("drop -> the line ending that gap", lambda r: _ms(r.drop_to_gap_end)),
+        (f"longest gap at the drop (< {DROP_WINDOW:g} s)", lambda r: _ms(r.drop_gap)),
+        ("drop -> the line ending it", lambda r: _ms(r.drop_to_gap_end)),
         ("median gap", lambda r: _ms(r.median_gap)),
         ("drop after line / MiB written", lambda r: f"{r.drop_at_line} / "
          f"{r.written_at_drop_mib or 0:.0f}"),
@@ -506,6 +517,13 @@ def report(runs: list[Run], skipped_mptcp: str | None, args: argparse.Namespace)
     for label, f in rows:
         print(f"{label:{width}}" + "".join(f"{col(s, f):<{w}}" for s, w in zip(stacks, cols,
                                                                              strict=True)))
+    for s in stacks:
+        for what, attr in (("longest gap", "longest_gap"), ("gap at the drop", "drop_gap")):
+            xs = sorted(getattr(r, attr) for r in by[s] if getattr(r, attr) is not None)
+            if xs:
+                print(f"{title[s]}: {what}, median {_ms(statistics.median(xs))} "
+                      f"({_ms(xs[0])} - {_ms(xs[-1])}) over {len(xs)} run(s)")
+        print(f"{title[s]}: {sum(r.ok for r in by[s])}/{len(by[s])} runs passed every check")
     if skipped_mptcp:
         print(f"MPTCP column SKIPPED: {skipped_mptcp}")
     for r in runs:
@@ -569,7 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in ["rendr"] + ([] if skipped_mptcp else ["mptcp"]):
                     t0 = time.monotonic()
                     try:
-                        res = Stack(name, args, tmp).run()
+                        res = Stack(name, args, tmp, i + 1).run()
                     except Exception as exc:  # reported as the run's failure
                         res = Run(stack=name, problems=[f"{type(exc).__name__}: {exc}"])
                     runs.append(res)
