@@ -21,6 +21,7 @@ import rendr
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
+@pytest.mark.netns
 def test_ssh_session_and_transfer_survive_a_drop_of_the_active_path(tmp_path: Path) -> None:
     import ssh_netns  # bench/ssh_netns.py, importable through tests/conftest.py
 
