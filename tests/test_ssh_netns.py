@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,35 +22,55 @@ import rendr
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
-@pytest.mark.netns
-def test_ssh_session_and_transfer_survive_a_drop_of_the_active_path(tmp_path: Path) -> None:
+def _gate(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
     import ssh_netns  # bench/ssh_netns.py, importable through tests/conftest.py
 
     reason = ssh_netns.unavailable()
     if reason is not None:
         pytest.skip(reason)
-    mptcp_reason = ssh_netns.mptcp_unavailable()
     out = tmp_path / "ssh.json"
     env = dict(os.environ)
     src = str(Path(rendr.__file__).resolve().parents[1])  # the rendr under test
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "ssh_netns.py"), "--short", "--json", str(out)],
+        [sys.executable, str(BENCH / "ssh_netns.py"), "--short", "--json", str(out), *args],
         capture_output=True, text=True, timeout=110, env=env, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    doc = json.loads(out.read_text())
+    doc: dict[str, Any] = json.loads(out.read_text())
     assert doc["passed"] is True
-    runs = {r["stack"]: r for r in doc["runs"]}
-    for name in ["rendr"] + ([] if mptcp_reason else ["mptcp"]):
-        r = runs[name]
-        assert r["ok"], (name, r["problems"], proc.stdout)
-        assert (r["session_exit"], r["transfer_exit"]) == (0, 0)
-        assert r["lines_in_order"] and r["lines_received"] == doc["lines"]
-        assert r["sha_ok"] and len(r["sha256"]) == 64
-        assert 0 < r["drop_at_line"] < doc["lines"]
-        assert r["longest_gap"] is not None
+    assert "longest gap between lines" in proc.stdout
+    return doc, proc.stdout
+
+
+def _check(doc: dict[str, Any], name: str, stdout: str) -> None:
+    (r,) = [r for r in doc["runs"] if r["stack"] == name]
+    assert r["ok"], (name, r["problems"], stdout)
+    assert (r["session_exit"], r["transfer_exit"]) == (0, 0)
+    assert r["lines_in_order"] and r["lines_received"] == doc["lines"]
+    assert r["sha_ok"] and len(r["sha256"]) == 64
+    assert 0 < r["drop_at_line"] < doc["lines"]
+    assert r["longest_gap"] is not None and r["drop_gap"] is not None
+
+
+@pytest.mark.netns
+def test_ssh_through_rendr_local_port_and_mptcp_survive_a_drop(tmp_path: Path) -> None:
+    """``rendr connect --local``, and the same under Linux MPTCP when it is there."""
+    import ssh_netns
+
+    mptcp_reason = ssh_netns.mptcp_unavailable()
+    doc, stdout = _gate(tmp_path)
+    _check(doc, "rendr", stdout)
     if mptcp_reason:
         assert doc["mptcp_skipped"] == mptcp_reason
     else:
-        assert runs["mptcp"]["subflows_before_drop"] >= 4  # a subflow on each path, twice
-    assert "longest gap between lines" in proc.stdout
+        _check(doc, "mptcp", stdout)
+        (m,) = [r for r in doc["runs"] if r["stack"] == "mptcp"]
+        assert m["subflows_before_drop"] >= 4  # a subflow on each path, for both ssh
+
+
+@pytest.mark.netns
+def test_ssh_through_rendr_as_proxycommand_survives_a_drop(tmp_path: Path) -> None:
+    """``rendr connect --stdio`` as ssh's ProxyCommand (rendr only)."""
+    doc, stdout = _gate(tmp_path, "--via", "stdio", "--no-mptcp")
+    assert doc["via"] == "stdio" and doc["mptcp_skipped"] == "--no-mptcp"
+    _check(doc, "rendr", stdout)
