@@ -74,7 +74,7 @@ GATES: dict[str, tuple[Step, ...]] = {
                 ci=("--min-ratio", "0.3", "--max-lost", "2000", "--max-p95-ratio", "10"),
                 key=r"^\s*\[|^G3 (PASS|FAIL)")),
     "g4": (Step("g4/g5", "g4_g5_netns.py", short=("--quick",),
-                key=r"failover|G4|G5|SKIPPED"),),
+                key=r"^failover over|^G[45] (PASS|FAIL)|SKIPPED"),),
     "race": (Step("race", "race_gate.py", ci=("--tolerance", "1.0", "--tolerance-ms", "5"),
                   key=r"^\s*\[|^RACE (PASS|FAIL)"),),
     "bond": (Step("bond", "bond_gate.py",
@@ -84,7 +84,8 @@ GATES: dict[str, tuple[Step, ...]] = {
                   ci=("--min-ratio", "symmetric=1.5", "--min-ratio", "asymmetric=0.75"),
                   full=("--transport", "udpflow"), key=r"^\s*\[|^BOND (PASS|FAIL)")),
     "ssh": (Step("ssh", "ssh_netns.py",
-                 key=r"^(longest gap|lines received|\S+ MiB SHA|verdict|ssh gate)"),),
+                 key=r"^(rendr|Linux MPTCP).*: (longest gap|gap at|\d+/\d+ runs)"
+                     r"|^ssh gate (PASS|FAIL|SKIP)|^MPTCP column SKIPPED"),),
     "idle": (Step("idle", "idle_paths.py", short=("--flows", "50"),
                   key=r"^idle paths|^IDLE"),),
 }
@@ -370,7 +371,7 @@ def _command() -> Any:
             bench = find_bench_dir(bench_dir)
         except GateError as exc:
             raise click.ClickException(str(exc)) from None
-        out = Console()
+        out = Console(width=None if sys.stdout.isatty() else 160)
         err = Console(stderr=True, highlight=False)
         if timeout is None and not full:
             timeout = 1800.0
