@@ -46,7 +46,10 @@ rendr's, and its failures fail the gate only with ``--require-mptcp``.
 
 Exit status: 0 PASS, 1 FAIL, 77 skipped (not root, no ``ip netns``/nft, no
 sshd/ssh; a missing ``mptcpize`` only skips the MPTCP column).  Cleans up the
-namespaces, the sshd and rendr processes and the temporary keys on every exit.
+namespaces, the sshd and rendr processes and the temporary keys on every exit,
+SIGTERM included; after a SIGKILL the processes it started get SIGTERM from the
+kernel (``setpriv --pdeathsig``), and the next run removes the namespaces
+(``rssh-*``) and the temporary folder such a run left.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ import hashlib
 import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -81,6 +85,8 @@ RENDR_PORT = 7000
 LOCAL_PORT = 2222
 HOST_ALIAS = "rendr-ssh-gate"
 LINE_INTERVAL = 0.05
+SETPRIV = shutil.which("setpriv")  # util-linux
+TMP_PREFIX = "rendr-ssh-gate-"
 DROP_WINDOW = 3.0
 
 
@@ -149,6 +155,9 @@ class Procs:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        if SETPRIV is not None:  # a SIGKILLed gate leaves no sshd, rendr or ssh behind
+            at = 4 if argv[:3] == ["ip", "netns", "exec"] else 0
+            argv = [*argv[:at], SETPRIV, "--pdeathsig", "TERM", "--", *argv[at:]]
         proc = subprocess.Popen(argv, start_new_session=True, **kw)
         self.procs.append(proc)
         return proc
@@ -200,6 +209,31 @@ def keygen(path: Path) -> str:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", HOST_ALIAS,
                     "-f", str(path)], check=True, capture_output=True, timeout=30)
     return path.with_suffix(".pub").read_text().strip()
+
+
+def sweep_leftovers() -> list[str]:
+    """Remove what a SIGKILLed run of this gate left: its namespaces and temporary
+    folder (both carry the dead run's pid in their names)."""
+    removed: list[str] = []
+
+    def dead(pid: str) -> bool:
+        return int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}")
+
+    for folder in ("/run/netns", "/var/run/netns"):
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        for name in names:
+            m = re.fullmatch(r"rssh-[cs]-(\d+)-[0-9a-f]{6}", name)
+            if m and dead(m.group(1)):
+                subprocess.run(["ip", "netns", "delete", name], capture_output=True,
+                               check=False, timeout=30)
+                removed.append(name)
+    tmp = Path(tempfile.gettempdir())
+    for path in tmp.glob(f"{TMP_PREFIX}*"):
+        m = re.fullmatch(rf"{TMP_PREFIX}(\d+)-.*", path.name)
+        if m and dead(m.group(1)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
 
 
 # --------------------------------------------------------------------------- results
@@ -559,6 +593,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.lines <= args.lines_before + 1 or args.mib < 2 or args.repeat < 1:
         parser.error("need --lines > --lines-before + 1, --mib >= 2, --repeat >= 1")
 
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)  # the finally blocks clean up
+
+    signal.signal(signal.SIGTERM, terminated)
     reason = unavailable()
     if reason is not None:
         print(f"ssh gate SKIPPED: {reason}")
@@ -574,7 +612,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runs: list[Run] = []
     created_run_sshd = False
-    with tempfile.TemporaryDirectory(prefix="rendr-ssh-gate-") as tmpdir:
+    for gone in sweep_leftovers():
+        print(f"removed {gone}, left by a killed run")
+    with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmpdir:
         tmp = Path(tmpdir)
         host_pub = keygen(tmp / "host_key")
         (tmp / "authorized_keys").write_text(keygen(tmp / "client_key") + "\n")

@@ -32,14 +32,20 @@ def _gate(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
     env = dict(os.environ)
     src = str(Path(rendr.__file__).resolve().parents[1])  # the rendr under test
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, str(BENCH / "ssh_netns.py"), "--short", "--json", str(out), *args],
-        capture_output=True, text=True, timeout=110, env=env, check=False)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        stdout, stderr = proc.communicate(timeout=100)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # SIGTERM: the gate removes its namespaces, processes and keys
+        stdout, stderr = proc.communicate(timeout=15)
+        pytest.fail(f"the ssh gate took more than 100 s: {stdout}{stderr}")
+    assert proc.returncode == 0, stdout + stderr
     doc: dict[str, Any] = json.loads(out.read_text())
     assert doc["passed"] is True
-    assert "longest gap between lines" in proc.stdout
-    return doc, proc.stdout
+    assert "longest gap between lines" in stdout
+    return doc, stdout
 
 
 def _check(doc: dict[str, Any], name: str, stdout: str) -> None:
