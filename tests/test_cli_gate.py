@@ -101,3 +101,27 @@ def test_bench_not_found_is_one_line(capsys: pytest.CaptureFixture[str],
 def test_names() -> None:
     assert resolve(["g5", "g4", "ssh"]) == ["g4", "ssh"]
     assert resolve(["idle", "all"]) == ["idle", *[g for g in ALL if g != "idle"]]
+
+
+def test_arguments_read_from_the_real_scripts_help() -> None:
+    """--short where a script's argparse has it, else CI's arguments; --json PATH where
+    it takes one; a step's own arguments in both modes."""
+    import sys
+
+    from rendr.gates import GATES, build_argv, child_env, script_options
+
+    env = child_env()
+    argv = {}
+    for gate in ("g1", "bond"):
+        for step in GATES[gate]:
+            opts = script_options(sys.executable, BENCH / step.script, env)
+            json_path = "out.json" if opts.get("--json") is not None else None
+            argv[step.label] = (build_argv(step, opts, False, (), json_path),
+                                build_argv(step, opts, True, (), None))
+    short, full = argv["g1"]
+    assert "--short" not in short and short[:4] == ["--size-mib", "256", "--repeat", "3"]
+    assert short[-2:] == ["--json", "out.json"] and full == []
+    short, full = argv["bond-udpflow"]
+    assert short[:3] == ["--transport", "udpflow", "--short"]
+    assert full == ["--transport", "udpflow"]
+    assert argv["bond"][0][0] == "--short" and "--transport" not in argv["bond"][0]

@@ -49,6 +49,8 @@ class Step:
     label: str
     script: str
     """Path relative to ``bench/``."""
+    args: tuple[str, ...] = ()
+    """Arguments in both modes (first)."""
     short: tuple[str, ...] = ()
     """Arguments in short mode for a script without ``--short`` (what CI gives it)."""
     ci: tuple[str, ...] = ()
@@ -80,9 +82,9 @@ GATES: dict[str, tuple[Step, ...]] = {
     "bond": (Step("bond", "bond_gate.py",
                   ci=("--min-ratio", "symmetric=1.5", "--min-ratio", "asymmetric=0.75"),
                   key=r"^\s*\[|^BOND (PASS|FAIL)"),
-             Step("bond-udpflow", "bond_gate.py", short=("--transport", "udpflow"),
+             Step("bond-udpflow", "bond_gate.py", args=("--transport", "udpflow"),
                   ci=("--min-ratio", "symmetric=1.5", "--min-ratio", "asymmetric=0.75"),
-                  full=("--transport", "udpflow"), key=r"^\s*\[|^BOND (PASS|FAIL)")),
+                  key=r"^\s*\[|^BOND (PASS|FAIL)")),
     "ssh": (Step("ssh", "ssh_netns.py",
                  key=r"^(rendr|Linux MPTCP).*: (longest gap|gap at|\d+/\d+ runs)"
                      r"|^ssh gate (PASS|FAIL|SKIP)|^MPTCP column SKIPPED"),),
@@ -184,7 +186,7 @@ def child_env() -> dict[str, str]:
 
 def build_argv(step: Step, opts: dict[str, str | None], full: bool,
                extra: Sequence[str], json_path: str | None) -> list[str]:
-    args: list[str] = []
+    args = list(step.args)
     if full:
         args += step.full
     else:
