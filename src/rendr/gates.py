@@ -61,30 +61,31 @@ class Step:
     """Regular expression of the output lines that carry the gate's figures."""
 
 
+CHECKS = r"^\s*\[(PASS|FAIL|UNAVAILABLE)"  # the check lines of bench/gatekit's verdicts
 GATES: dict[str, tuple[Step, ...]] = {
     "g1": (Step("g1", "g1_migration_throughput.py",
                 short=("--size-mib", "256", "--repeat", "3"),
                 ci=("--min-ratio", "0.5", "--knob", "records=False"),
                 key=r"^G1 (two-process|against|PASS|FAIL)"),),
     "g2": (Step("g2", "g2_echo.py", ci=("--max-p99-ratio", "5"),
-                key=r"^\s*\[|^G2 (PASS|FAIL)"),),
+                key=CHECKS + r"|^G2 (PASS|FAIL)"),),
     "g3": (Step("g3u", "g3u_packet.py",
                 ci=("--min-ratio", "0.35", "--max-p95-ratio", "20", "--max-lost", "200"),
-                key=r"^\s*\[|^G3u (PASS|FAIL)"),
+                key=r"^G3u (\(|PASS|FAIL)"),
            Step("g3s", "g3s_udp_stream.py", key=r"^\s*\[|^G3s (PASS|FAIL)|byte-exact"),
            Step("g3-quic", "g3_quic.py",
                 ci=("--min-ratio", "0.3", "--max-lost", "2000", "--max-p95-ratio", "10"),
-                key=r"^\s*\[|^G3 (PASS|FAIL)")),
+                key=CHECKS + r"|^G3 (PASS|FAIL)")),
     "g4": (Step("g4/g5", "g4_g5_netns.py", short=("--quick",),
                 key=r"^failover over|^G[45] (PASS|FAIL)|SKIPPED"),),
     "race": (Step("race", "race_gate.py", ci=("--tolerance", "1.0", "--tolerance-ms", "5"),
-                  key=r"^\s*\[|^RACE (PASS|FAIL)"),),
+                  key=CHECKS + r"|^race gate (PASS|FAIL)"),),
     "bond": (Step("bond", "bond_gate.py",
                   ci=("--min-ratio", "symmetric=1.5", "--min-ratio", "asymmetric=0.75"),
-                  key=r"^\s*\[|^BOND (PASS|FAIL)"),
+                  key=CHECKS + r"|^bond gate (PASS|FAIL)"),
              Step("bond-udpflow", "bond_gate.py", args=("--transport", "udpflow"),
                   ci=("--min-ratio", "symmetric=1.5", "--min-ratio", "asymmetric=0.75"),
-                  key=r"^\s*\[|^BOND (PASS|FAIL)")),
+                  key=CHECKS + r"|^bond gate (PASS|FAIL)")),
     "ssh": (Step("ssh", "ssh_netns.py",
                  key=r"^(rendr|Linux MPTCP).*: (longest gap|gap at|\d+/\d+ runs)"
                      r"|^ssh gate (PASS|FAIL|SKIP)|^MPTCP column SKIPPED"),),
