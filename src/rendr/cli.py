@@ -36,6 +36,7 @@ from rendr import control as ctl
 from rendr.aio.monitor import FlowMonitor
 from rendr.aio.runner import loop_factory, run
 from rendr.demo import console, report, result_json, run_demo
+from rendr.gates import gate_command
 from rendr.logfmt import json_handler
 
 __all__ = ["cli", "main"]
@@ -511,6 +512,9 @@ def stats(control: str | None, watch: bool, interval: float, count: int | None,
     except KeyboardInterrupt:
         pass
     return 0
+
+
+cli.add_command(gate_command)  # ``rendr gate``: the bench/ gates (rendr/gates.py)
 
 
 def main(argv: list[str] | None = None) -> int:
