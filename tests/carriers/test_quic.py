@@ -336,3 +336,32 @@ async def test_a_certificate_other_than_the_listeners_fails_the_handshake(
         c.abort()
     finally:
         await ln.close()
+
+
+async def test_a_qh3_error_while_building_packets_costs_a_transmit_not_the_path() -> None:
+    """qh3 2.1 raised "packet builder capacity exhausted" from ``datagrams_to_send``
+    in a G3 paced run; the exception escaped the carrier's transmit (a loop callback
+    error, and its datagrams waited for the next write).  It is counted, and the next
+    transmit sends what qh3 still holds."""
+    ln = await rendr.listen_quic("127.0.0.1:0", psk=PSK)
+    try:
+        c = await rendr.Dialer(paths=[_quic(ln.addrs[0][1])], psk=PSK).dial()
+        s = await asyncio.wait_for(ln.accept(), 5)
+        (carrier,) = c._driver.carriers.values()
+        real = carrier.quic.datagrams_to_send
+        fails = [2]
+
+        def flaky(now: float) -> list[tuple[bytes, tuple[str, int]]]:
+            if fails[0]:
+                fails[0] -= 1
+                raise RuntimeError("packet builder capacity exhausted")
+            return real(now)
+
+        carrier.quic.datagrams_to_send = flaky  # type: ignore[method-assign]
+        await transfer(c, s, os.urandom(1 << 20))
+        assert fails == [0] and carrier.transmit_errors == 2
+        assert c.stats().paths[0].state == "up"
+        await c.close()
+        await asyncio.wait_for(s.wait_closed(), 5)
+    finally:
+        await ln.close()

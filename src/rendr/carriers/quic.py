@@ -10,11 +10,9 @@ flows have the same kind:
 - **Packet flows** ride QUIC DATAGRAM frames (RFC 9221), one rendr datagram per
   frame: the carrier is a datagram carrier (``mtu`` = :data:`DATAGRAM_MTU`).
 
-rendr's own handshake (preface + HELLO/JOIN and its answer) always travels on
-stream 0, before the carrier knows the flow's kind; the driver then calls
-:meth:`QuicCarrier.prepare` (the flow's kind), before it reads ``mtu``.  DATAGRAM
-frames that overtake the handshake's answer are held (at most
-:data:`EARLY_DATAGRAMS`) and delivered once the carrier has its flow.
+rendr's handshake always travels on stream 0; then :meth:`QuicCarrier.prepare`
+tells the carrier the flow's kind.  DATAGRAM frames that overtake the handshake's
+answer are held (at most :data:`EARLY_DATAGRAMS`) until the carrier has its flow.
 
 - **Liveness** is rendr's PING/PONG.  QUIC's idle timeout is set to
   :data:`IDLE_TIMEOUT`, above rendr's largest migration budget (90 s), so a QUIC
@@ -129,6 +127,7 @@ class QuicCarrier(Carrier):
         self._fin_received = False
         self._linger: asyncio.TimerHandle | None = None
         self._transmit_pending = False
+        self.transmit_errors = 0
         self._done = False  # reported loss or was closed: reports nothing further
         self._released = False
         self.handshake_done = False
@@ -236,7 +235,13 @@ class QuicCarrier(Carrier):
             return
         quic = self.quic
         now = self._loop.time()
-        out = quic.datagrams_to_send(now)
+        try:
+            out = quic.datagrams_to_send(now)
+        except Exception as exc:  # qh3 2.1 can raise "packet builder capacity exhausted"
+            self.transmit_errors += 1  # its state holds: the next transmit sends the rest
+            logger.log(logging.WARNING if self.transmit_errors == 1 else logging.DEBUG,
+                       "quic %s: qh3 could not build packets: %r", self.remote_addr, exc)
+            out = []
         if out:
             self._send_many(out)
         at = quic.get_timer()
