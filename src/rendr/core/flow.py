@@ -19,12 +19,7 @@ from collections import deque
 from typing import Final
 
 from ..config import FlowConfig
-from ..errors import (
-    MigrationBudgetExceeded,
-    ProtocolError,
-    RendrError,
-    ZombieFlow,
-)
+from ..errors import MigrationBudgetExceeded, ProtocolError, RendrError, ZombieFlow
 from .crypto import FlowKeys
 from .events import Event, EventKind
 from .inbound import Inbound
@@ -44,7 +39,6 @@ from .types import Cause, Mode, Role, State
 from .wire import CloseCode, Kind, encode_close
 
 __all__ = ["Flow"]
-
 
 logger: Final = logging.getLogger("rendr.flow")
 
