@@ -90,6 +90,17 @@ def mode_of(name: str) -> rendr.Mode:
 # ---------------------------------------------------------------------------- percentiles
 
 
+async def dial_udpflow_packets(mode: str, addrs: list[Any], psk: bytes) -> Any:
+    """A packet conn in ``mode`` over one udpflow path to each of ``addrs``, or a
+    reply dict saying the mode is unavailable."""
+    dialer = rendr.Dialer(mode=mode_of(mode), psk=psk,
+                          paths=[rendr.PathSpec("udpflow", f"{h}:{p}") for h, p in addrs])
+    try:
+        return await dialer.dial_packet()
+    except rendr.ModeUnavailable as exc:
+        return {"unavailable": f"{type(exc).__name__}: {exc}"}
+
+
 async def wait_paths_up(conn: Any, want: int, timeout: float = 3.0) -> int:
     """Wait (up to ``timeout``) until ``want`` paths of ``conn`` are up; return how many are."""
     for _ in range(int(timeout / 0.01)):

@@ -73,12 +73,9 @@ async def h_psend(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     addrs = msg["addrs"]
     rate = float(msg["rate_mbit"]) * 1e6 / 8
     duration = float(msg["duration"])
-    dialer = rendr.Dialer(mode=gk.mode_of(msg["mode"]), psk=PSK,
-                          paths=[rendr.PathSpec("udpflow", f"{h}:{p}") for h, p in addrs])
-    try:
-        pc = await dialer.dial_packet()
-    except rendr.ModeUnavailable as exc:
-        return {"unavailable": f"{type(exc).__name__}: {exc}"}
+    pc = await gk.dial_udpflow_packets(msg["mode"], addrs, PSK)
+    if isinstance(pc, dict):
+        return pc
     up = await gk.wait_paths_up(pc, len(addrs))
     for _ in range(200):  # every path's first RTT sample (BOND leaves out far paths)
         if all(p.srtt is not None for p in pc.stats().paths if p.state == "up"):

@@ -96,12 +96,9 @@ async def h_result(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 async def h_echo(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     duration, interval = float(msg["duration"]), 1.0 / float(msg["pps"])
     addrs = msg["addrs"]
-    dialer = rendr.Dialer(mode=gk.mode_of(msg["mode"]), psk=PSK,
-                          paths=[rendr.PathSpec("udpflow", f"{h}:{p}") for h, p in addrs])
-    try:
-        pc = await dialer.dial_packet()
-    except rendr.ModeUnavailable as exc:
-        return {"unavailable": f"{type(exc).__name__}: {exc}"}
+    pc = await gk.dial_udpflow_packets(msg["mode"], addrs, PSK)
+    if isinstance(pc, dict):
+        return pc
     up = await gk.wait_paths_up(pc, len(addrs))  # up to 3 s for every path
     flow_id = pc.flow_id.hex()
     rtts: list[float] = []
