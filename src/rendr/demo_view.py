@@ -104,7 +104,7 @@ class LiveView:
         self.enabled = enabled and console.is_terminal and not console.is_dumb_terminal
         self.mode = mode
         self.progress = Progress(
-            TextColumn("[bold]received"), BarColumn(bar_width=40), DownloadColumn(),
+            TextColumn("[bold]received"), BarColumn(bar_width=40), DownloadColumn(binary_units=True),
             TransferSpeedColumn(), TimeElapsedColumn(), console=console,
             auto_refresh=False, speed_estimate_period=2.0)
         self.task = self.progress.add_task("transfer", total=total)
@@ -128,7 +128,9 @@ class LiveView:
         self.paths, self.active, self.killed = paths, active, killed
 
     def _path_table(self) -> Table:
-        table = Table(box=None, padding=(0, 1), show_edge=False)
+        table = Table(box=None, padding=(0, 1), show_edge=False, caption_justify="left",
+                      caption=f"mode {self.mode}; * active path; MB/s: bytes sent and "
+                              "received per second on the dialer")
         table.add_column("path", justify="right")
         table.add_column("kind")
         table.add_column("state")
@@ -137,7 +139,7 @@ class LiveView:
         table.add_column("carried", justify="right")
         top = max([p.peak for p in self.paths] + [1.0])
         for p in self.paths:
-            marker = " *" if p.id == self.active and self.mode is rendr.Mode.PRIME else ""
+            marker = " *" if p.id == self.active else ""
             if p.state == "up":
                 state = "[green]up[/green]"
             else:
