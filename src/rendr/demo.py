@@ -188,7 +188,7 @@ async def run_demo(size: int, kinds: Sequence[str], kill_at: float, timeout: flo
     view = LiveView(size, mode, enabled=not quiet)
     try:
         specs = []
-        for kind, addr in zip(kinds, listener.addrs):
+        for kind, addr in zip(kinds, listener.addrs, strict=True):
             relay: TcpRelay | UdpRelay
             if kind == "tcp":
                 relay = TcpRelay(addr)
@@ -204,16 +204,15 @@ async def run_demo(size: int, kinds: Sequence[str], kill_at: float, timeout: flo
             specs.append(rendr.PathSpec(kind, front, options=(
                 dict(QUIC_OPTIONS) if kind == "quic" else {})))
         table = Table(title="paths", title_justify="left")
-        table.add_column("#", justify="right")
         table.add_column("kind")
         table.add_column("dialer connects to (relay)")
         table.add_column("listener address")
         table.add_column("if killed (notes)")
-        for i, spec in enumerate(specs, 1):
+        for spec in specs:
             how = "RST" if spec.transport == "tcp" else "blackhole"
             if spec.transport == "quic":
                 how += " (self-signed cert)"
-            table.add_row(str(i), spec.transport, spec.address, result.relays[spec.address],
+            table.add_row(spec.transport, spec.address, result.relays[spec.address],
                           how)
         if not quiet:
             console.print(table)
@@ -307,6 +306,7 @@ async def run_demo(size: int, kinds: Sequence[str], kill_at: float, timeout: flo
         start = time.perf_counter()
         try:
             await wait_for(asyncio.gather(serve(server), send(client)), timeout)
+            result.elapsed = time.perf_counter() - start  # the transfer, not the wait
             await _wait_down(client, result.killed_path, DOWN_WAIT)
         except asyncio.TimeoutError:
             result.error = f"timed out after {timeout:g} s"
@@ -314,7 +314,7 @@ async def run_demo(size: int, kinds: Sequence[str], kill_at: float, timeout: flo
             logger.error("demo transfer failed", exc_info=True)
             result.error = f"{type(exc).__name__}: {exc}"
         finally:
-            result.elapsed = time.perf_counter() - start
+            result.elapsed = result.elapsed or time.perf_counter() - start
             sampler.cancel()
             view.update(result.received, _rates(client.stats(), {}, 0.0, result),
                         client.active_path, result.killed_path)

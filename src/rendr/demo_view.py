@@ -104,9 +104,9 @@ class LiveView:
         self.enabled = enabled and console.is_terminal and not console.is_dumb_terminal
         self.mode = mode
         self.progress = Progress(
-            TextColumn("[bold]received"), BarColumn(bar_width=40), DownloadColumn(binary_units=True),
-            TransferSpeedColumn(), TimeElapsedColumn(), console=console,
-            auto_refresh=False, speed_estimate_period=2.0)
+            TextColumn("[bold]received"), BarColumn(bar_width=40),
+            DownloadColumn(binary_units=True), TransferSpeedColumn(), TimeElapsedColumn(),
+            console=console, auto_refresh=False, speed_estimate_period=2.0)
         self.task = self.progress.add_task("transfer", total=total)
         self.paths: list[PathRate] = []
         self.active: int | None = None
@@ -140,10 +140,7 @@ class LiveView:
         top = max([p.peak for p in self.paths] + [1.0])
         for p in self.paths:
             marker = " *" if p.id == self.active else ""
-            if p.state == "up":
-                state = "[green]up[/green]"
-            else:
-                state = f"[red bold]{p.state}[/red bold]"
+            state = "[green]up[/green]" if p.state == "up" else f"[red bold]{p.state}[/red bold]"
             if p.id == self.killed:
                 state += " [red](killed)[/red]"
             table.add_row(f"#{p.id}{marker}", p.kind, state, f"{p.rate / 1e6:7.1f}",
