@@ -1,7 +1,8 @@
 """The ``rendr`` command-line interface.
 
-``rendr demo`` (:mod:`rendr.demo`) kills the active path of a loopback transfer and
-shows that the stream survives; ``rendr serve`` / ``rendr connect`` are a migrating
+``rendr demo`` (:mod:`rendr.demo`, :mod:`rendr.demo_view`) kills the active path of a
+loopback transfer over paths of different kinds and shows that the stream survives;
+``rendr serve`` / ``rendr connect`` are a migrating
 TCP port-forward (:mod:`rendr.aio.forward`), observable with ``--json`` logs,
 ``--metrics`` (:mod:`rendr.metrics`) and ``rendr stats`` over a local control socket
 (:mod:`rendr.control`).  The CLI holds no protocol logic; it only uses rendr's
