@@ -62,7 +62,7 @@ def _json_demo(*args: str) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc: dict[str, Any] = json.loads(proc.stdout)  # the whole of stdout is one object
     assert doc["ok"] is True
-    assert doc["size"] == 4 * 1024 * 1024
+    assert doc["size"] == doc["received"] == 4 * 1024 * 1024
     assert doc["compiled"] is rendr.__compiled__
     assert doc["version"] == rendr.__version__
     sha = doc["sha256"]

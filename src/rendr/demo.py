@@ -348,7 +348,7 @@ def result_json(result: DemoResult, event_loop: str) -> dict[str, Any]:
          "down_cause": p.down_cause, "bytes_sent": p.bytes_sent,
          "bytes_received": p.bytes_received}
         for p in stats.paths]
-    mbps = result.size / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
+    mbps = result.received / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
     return {
         "ok": result.ok,
         "version": rendr.__version__,
@@ -357,6 +357,7 @@ def result_json(result: DemoResult, event_loop: str) -> dict[str, Any]:
         "mode": str(result.mode),
         "kinds": result.kinds,
         "size": result.size,
+        "received": result.received,
         "paths": paths,
         "killed_path": result.killed_path,
         "killed_kind": result.killed_kind or None,

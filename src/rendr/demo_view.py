@@ -196,9 +196,12 @@ def report(result: DemoResult) -> None:
         console.print(_stats_table("client (dialer) paths", result.client_stats))
     if result.server_stats is not None:
         console.print(_stats_table("server (listener) paths", result.server_stats))
-    mbps = result.size / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
+    mbps = result.received / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
     console.print(f"mode:            {result.mode}")
-    console.print(f"transferred:     {result.size / MIB:g} MiB")
+    done = f"{result.size / MIB:g} MiB"
+    if result.received != result.size:
+        done = f"[red]{result.received / MIB:.1f} of {done}[/red]"
+    console.print(f"transferred:     {done}")
     console.print(f"elapsed:         {result.elapsed:.3f} s")
     console.print(f"throughput:      {mbps:.1f} MB/s")
     if result.peaks:
