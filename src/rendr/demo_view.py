@@ -63,6 +63,10 @@ def fmt_event(event: rendr.Event) -> str:
         text = f"[green]path {fmt_path(event.path_id)} up[/green]"
     elif kind is rendr.EventKind.PATH_DOWN:
         text = f"[red]path {fmt_path(event.path_id)} down[/red] (cause: {event.cause})"
+    elif kind is rendr.EventKind.PATH_SUSPECT:
+        text = f"[yellow]path {fmt_path(event.path_id)} suspect[/yellow]"
+    elif kind is rendr.EventKind.PATH_RESUMED:
+        text = f"[green]path {fmt_path(event.path_id)} resumed[/green]"
     elif kind is rendr.EventKind.MIGRATION:
         text = (f"[yellow bold]migration {fmt_path(event.old_path)} -> "
                 f"{fmt_path(event.new_path)}[/yellow bold] (cause: {event.cause})")
@@ -129,8 +133,7 @@ class LiveView:
 
     def _path_table(self) -> Table:
         table = Table(box=None, padding=(0, 1), show_edge=False, caption_justify="left",
-                      caption=f"mode {self.mode}; * active path; MB/s: bytes sent and "
-                              "received per second on the dialer")
+                      caption=f"mode {self.mode}; * active; MB/s sent+received (dialer)")
         table.add_column("path", justify="right")
         table.add_column("kind")
         table.add_column("state")
