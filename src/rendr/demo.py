@@ -207,7 +207,7 @@ async def run_demo(size: int, kinds: Sequence[str], kill_at: float, timeout: flo
         table.add_column("kind")
         table.add_column("dialer connects to (relay)")
         table.add_column("listener address")
-        table.add_column("if killed (notes)")
+        table.add_column("killed by; note")
         for spec in specs:
             how = "RST" if spec.transport == "tcp" else "blackhole"
             if spec.transport == "quic":
