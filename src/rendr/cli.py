@@ -1,7 +1,8 @@
 """The ``rendr`` command-line interface.
 
-``rendr demo`` (:mod:`rendr.demo`) kills the active path of a loopback transfer and
-shows that the stream survives; ``rendr serve`` / ``rendr connect`` are a migrating
+``rendr demo`` (:mod:`rendr.demo`, :mod:`rendr.demo_view`) kills the active path of a
+loopback transfer over paths of different kinds and shows that the stream survives;
+``rendr serve`` / ``rendr connect`` are a migrating
 TCP port-forward (:mod:`rendr.aio.forward`), observable with ``--json`` logs,
 ``--metrics`` (:mod:`rendr.metrics`) and ``rendr stats`` over a local control socket
 (:mod:`rendr.control`).  The CLI holds no protocol logic; it only uses rendr's
@@ -35,7 +36,7 @@ import rendr
 from rendr import control as ctl
 from rendr.aio.monitor import FlowMonitor
 from rendr.aio.runner import loop_factory, run
-from rendr.demo import console, report, result_json, run_demo
+from rendr.demo import DEFAULT_KINDS, KINDS, console, report, result_json, run_demo
 from rendr.gates import gate_command
 from rendr.logfmt import json_handler
 
@@ -84,8 +85,16 @@ def _setup_logging(verbose: int, json_logs: bool, static: dict[str, Any] | None 
 @cli.command()
 @click.option("--size-mib", type=click.IntRange(min=1), default=64, show_default=True,
               help="MiB of random data to send.")
-@click.option("--paths", "n_paths", type=click.IntRange(2, 16), default=2, show_default=True,
-              help="Number of TCP paths (each behind its own relay).")
+@click.option("--kinds", default=",".join(DEFAULT_KINDS), show_default=True,
+              metavar="KIND,KIND[,...]",
+              help="The paths, one per kind, in order (tcp, udpflow, quic; repeats "
+                   "allowed; at least two).")
+@click.option("--paths", "n_paths", type=click.IntRange(2, 16), default=None,
+              help="N TCP paths instead of --kinds (same as --kinds tcp,tcp,...).")
+@click.option("--mode", type=click.Choice(["prime", "race", "bond"]), default="prime",
+              show_default=True,
+              help="prime: one active path, failover; race: every frame on every path; "
+                   "bond: data striped over every path.")
 @click.option("--kill-at", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.5,
               show_default=True,
               help="Fraction of the data received when the active path is killed.")
@@ -95,21 +104,28 @@ def _setup_logging(verbose: int, json_logs: bool, static: dict[str, Any] | None 
               help="Use uvloop's event loop when it is installed.")
 @click.option("--json", "as_json", is_flag=True,
               help="No progress or tables: print one JSON object on stdout at the end.")
-def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop: bool,
-         as_json: bool) -> int:
-    """Send data over several loopback paths and kill the active one half-way.
+@click.pass_context
+def demo(ctx: click.Context, size_mib: int, kinds: str, n_paths: int | None, mode: str,
+         kill_at: float, timeout: float, use_uvloop: bool, as_json: bool) -> int:
+    """Send data over paths of different kinds on loopback and kill the active one.
 
-    A listener and a dialer run in this process.  Every path goes through a
-    userspace TCP relay; at --kill-at of the transfer the relay of the active
-    path resets both of its TCP connections (RST).  The receiver hashes what it
-    got and sends the SHA-256 back.  Exits 0 only if the hashes match and the
-    connection migrated.
+    A listener and a dialer run in this process, by default with three paths: tcp,
+    udpflow and quic, each behind a userspace relay.  At --kill-at of the transfer
+    the active path is killed: a TCP relay resets both of its connections (RST), a
+    UDP relay (udpflow, quic) blackholes the path silently.  A live display shows
+    the progress and each path's throughput (on a terminal).  The receiver hashes
+    what it got and sends the SHA-256 back.  Exits 0 only if the hashes match and
+    the kill was survived: in prime mode the connection migrated, in race and bond
+    mode the killed path went down and the transfer completed.
     """
+    path_kinds = _demo_kinds(ctx, kinds, n_paths)
+    rmode = rendr.Mode[mode.upper()]
     _, loop_name = loop_factory(use_uvloop)
     if not as_json:
         console.print(f"rendr {rendr.__version__} demo, event loop: {loop_name}, {_ENGINE}")
     try:
-        result = run(run_demo(size_mib * MIB, n_paths, kill_at, timeout, quiet=as_json),
+        result = run(run_demo(size_mib * MIB, path_kinds, kill_at, timeout, quiet=as_json,
+                              mode=rmode),
                      use_uvloop=use_uvloop)
     except (OSError, rendr.RendrError) as exc:  # could not even set the demo up
         if as_json:
@@ -122,7 +138,23 @@ def demo(size_mib: int, n_paths: int, kill_at: float, timeout: float, use_uvloop
         click.echo(json.dumps(result_json(result, loop_name), indent=2))
     else:
         report(result)
-    return 0 if result.match and result.migrated and not result.error else 1
+    return 0 if result.ok else 1
+
+
+def _demo_kinds(ctx: click.Context, kinds: str, n_paths: int | None) -> list[str]:
+    """The demo's path kinds from ``--kinds`` / ``--paths`` (a usage error if bad)."""
+    if n_paths is not None:
+        if ctx.get_parameter_source("kinds") is not click.core.ParameterSource.DEFAULT:
+            raise click.UsageError("--paths and --kinds are exclusive", ctx)
+        return ["tcp"] * n_paths
+    out = [k.strip().lower() for k in kinds.split(",") if k.strip()]
+    bad = sorted(set(out) - set(KINDS))
+    if bad:
+        raise click.BadParameter(f"unknown kind(s) {', '.join(bad)} "
+                                 f"(choose from {', '.join(KINDS)})", ctx, param_hint="--kinds")
+    if not 2 <= len(out) <= 16:
+        raise click.BadParameter("give 2 to 16 paths", ctx, param_hint="--kinds")
+    return out
 
 
 # --------------------------------------------------------------------------- forwarding

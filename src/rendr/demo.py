@@ -1,12 +1,16 @@
 """``rendr demo``: a listener and a dialer in one process on loopback, a stream of
-random data over several TCP paths, the active path killed abortively (TCP RST)
-half-way through, and the proof that the stream survived (SHA-256 on both ends, the
-connection migrated).
+random data over paths of different kinds (by default one ``tcp``, one ``udpflow``
+and one ``quic`` path), the active path killed half-way through, and the proof that
+the stream survived (SHA-256 on both ends; in ``prime`` mode the connection
+migrated, in ``race``/``bond`` mode the killed path went down and the others carried
+on).
 
-Each path goes through a :class:`rendr.testing.relay.TcpRelay` in front of the
-listener, so the kill is an honest external fault: the relay resets both TCP
-connections of the path (``SO_LINGER`` 0), exactly as a middlebox or a dying
-interface would.  Only rendr's public API is used (plus the testing relay).
+Each path goes through a relay in front of the listener, so the kill is an honest
+external fault: a :class:`rendr.testing.relay.TcpRelay` resets both TCP connections
+of its path (``SO_LINGER`` 0), as a middlebox or a dying interface would; a
+:class:`rendr.testing.udprelay.UdpRelay` (``udpflow``, ``quic``) blackholes its
+datagrams silently, as a lost radio link would, and rendr notices by its PINGs going
+unanswered.  Only rendr's public API is used (plus the testing relays).
 """
 
 from __future__ import annotations
@@ -16,19 +20,28 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 import rendr
 from rendr.aio.timeouts import wait_for
+from rendr.demo_view import (
+    KILL_HOW,
+    LiveView,
+    PathRate,
+    console,
+    fmt_event,
+    report,
+    say,
+)
 from rendr.testing.relay import TcpRelay
+from rendr.testing.udprelay import UdpRelay
 
-__all__ = ["DemoResult", "console", "report", "result_json", "run_demo"]
+__all__ = ["DEFAULT_KINDS", "KINDS", "DemoResult", "console", "report", "result_json",
+           "run_demo"]
 
 logger = logging.getLogger("rendr.cli")
 
@@ -39,65 +52,15 @@ POOL = 4 * MIB + 4099
 """Size of the random pool the sender's chunks are cut from (at varying offsets)."""
 STRIDE = 104_729
 """Offset step between consecutive chunks in the pool (a prime: no two neighbours match)."""
-
-console = Console(highlight=False)
-"""Where the demo prints (stdout)."""
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _fmt_path(path_id: int | None) -> str:
-    return "none" if path_id is None or path_id < 0 else f"#{path_id}"
-
-
-def _say(elapsed: float, side: str, text: str) -> None:
-    """Print one timestamped line of the demo's log (rich markup)."""
-    console.print(f"[dim]{elapsed:8.3f}s[/dim] [bold]{side:<6}[/bold] {text}", soft_wrap=True)
-
-
-def _fmt_event(event: rendr.Event) -> str:
-    """Rich markup describing ``event``."""
-    kind = event.kind
-    if kind is rendr.EventKind.PATH_UP:
-        text = f"[green]path {_fmt_path(event.path_id)} up[/green]"
-    elif kind is rendr.EventKind.PATH_DOWN:
-        text = f"[red]path {_fmt_path(event.path_id)} down[/red] (cause: {event.cause})"
-    elif kind is rendr.EventKind.MIGRATION:
-        text = (f"[yellow bold]migration {_fmt_path(event.old_path)} -> "
-                f"{_fmt_path(event.new_path)}[/yellow bold] (cause: {event.cause})")
-    elif kind is rendr.EventKind.MODE_CHANGE:
-        text = f"mode -> {event.mode}"
-    elif kind is rendr.EventKind.CLOSED:
-        text = "closed" if event.error is None else f"[red]closed: {event.error!r}[/red]"
-    else:  # pragma: no cover - future kinds
-        text = str(kind)
-    if event.detail:
-        text += f" [dim]{escape(event.detail)}[/dim]"
-    return text
-
-
-def _stats_table(title: str, stats: rendr.ConnStats) -> Table:
-    """A table of the per-path counters of ``stats`` (``*`` marks the active path)."""
-    table = Table(title=title, title_justify="left")
-    table.add_column("path", justify="right")
-    table.add_column("state")
-    table.add_column("srtt ms", justify="right")
-    table.add_column("bytes sent", justify="right")
-    table.add_column("bytes recv", justify="right")
-    table.add_column("retransmits", justify="right")
-    table.add_column("down cause")
-    for p in stats.paths:
-        table.add_row(
-            f"{p.id}{' *' if p.id == stats.active_path else ''}",
-            p.state,
-            "-" if p.srtt is None else f"{p.srtt * 1000:.2f}",
-            f"{p.bytes_sent:,}",
-            f"{p.bytes_received:,}",
-            f"{p.retransmits:,}",
-            p.down_cause or "",
-        )
-    return table
+SAMPLE = 0.2
+"""Seconds between two samples of the dialer's per-path counters."""
+KINDS = ("tcp", "udpflow", "quic")
+"""The carriers the demo can put a path on."""
+DEFAULT_KINDS = KINDS
+DOWN_WAIT = 3.0
+"""Seconds the demo waits after the transfer for the killed path to be declared down."""
+QUIC_OPTIONS = {"insecure": "1"}
+"""The demo's QUIC paths trust the listener's development certificate (loopback)."""
 
 
 # --------------------------------------------------------------------------- demo
@@ -112,8 +75,15 @@ class DemoResult:
     echoed_digest: str = ""
     size: int = 0
     elapsed: float = 0.0
+    mode: rendr.Mode = rendr.Mode.PRIME
+    kinds: list[str] = field(default_factory=list)
     killed_path: int | None = None
+    killed_kind: str = ""
+    kill_method: str = ""
+    """``"reset"`` (a TCP relay's RST) or ``"blackhole"`` (a UDP relay going silent)."""
     killed_at_bytes: int = 0
+    received: int = 0
+    """Bytes the listener has received so far (the progress bar)."""
     client_stats: rendr.ConnStats | None = None
     server_stats: rendr.ConnStats | None = None
     client_migrations: int = 0
@@ -124,6 +94,8 @@ class DemoResult:
     notes: list[str] = field(default_factory=list)
     relays: dict[str, str] = field(default_factory=dict)
     """The dialer's path addresses (each a relay) -> the listener address behind it."""
+    peaks: dict[int, tuple[str, float]] = field(default_factory=dict)
+    """Path id -> (kind, highest bytes/s it carried over one sample on the dialer)."""
 
     @property
     def match(self) -> bool:
@@ -136,78 +108,150 @@ class DemoResult:
         """Whether the dialer's connection changed its active path."""
         return self.client_migrations > 0
 
+    @property
+    def killed_down(self) -> bool:
+        """Whether the dialer saw the killed path go down."""
+        stats = self.client_stats
+        return stats is not None and any(
+            p.id == self.killed_path and p.state != "up" for p in stats.paths)
 
-async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float,
-                   quiet: bool = False) -> DemoResult:
-    """Run the whole demo in the current event loop (``quiet``: print nothing, for
-    ``rendr demo --json``; the result has it all)."""
+    @property
+    def ok(self) -> bool:
+        """The demo's verdict: no error, the digests match, and the kill was survived:
+        in ``prime`` mode by a migration, in ``race``/``bond`` mode (every path carries
+        data) by the killed path going down while the transfer completed."""
+        if self.error or not self.match:
+            return False
+        if self.mode is rendr.Mode.PRIME:
+            return self.migrated
+        return self.killed_down
+
+
+def _rates(stats: rendr.ConnStats, last: dict[int, int], dt: float,
+           result: DemoResult) -> list[PathRate]:
+    """Per-path throughput since the previous sample (``last``: bytes carried then)."""
+    rows = []
+    for p in stats.paths:
+        carried = p.bytes_sent + p.bytes_received
+        rate = (carried - last.get(p.id, carried)) / dt if dt > 0 else 0.0
+        last[p.id] = carried
+        peak = max(rate, result.peaks.get(p.id, ("", 0.0))[1])
+        result.peaks[p.id] = (p.transport, peak)
+        rows.append(PathRate(p.id, p.transport, p.state, carried, rate, peak))
+    return rows
+
+
+async def _wait_down(conn: rendr.Conn, path_id: int | None, limit: float) -> None:
+    """Wait up to ``limit`` seconds for ``path_id`` to leave the "up" state (a
+    blackholed path is declared down only after ``dead_timeout`` of silence, which
+    a short transfer may finish before)."""
+    deadline = asyncio.get_running_loop().time() + limit
+    while path_id is not None and asyncio.get_running_loop().time() < deadline:
+        if any(p.id == path_id and p.state != "up" for p in conn.stats().paths):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def run_demo(size: int, kinds: Sequence[str], kill_at: float, timeout: float,
+                   quiet: bool = False, mode: rendr.Mode = rendr.Mode.PRIME) -> DemoResult:
+    """Run the whole demo in the current event loop: one path of each of ``kinds``
+    (``"tcp"``, ``"udpflow"``, ``"quic"``; repeats allowed), a dialer in ``mode``.
+    ``quiet``: print nothing, for ``rendr demo --json``; the result has it all."""
     loop = asyncio.get_running_loop()
     t0 = loop.time()
-    result = DemoResult(size=size)
+    result = DemoResult(size=size, mode=mode, kinds=list(kinds))
+    psk = os.urandom(32)  # both ends are here: authenticated and encrypted, no warning
 
-    def say(elapsed: float, side: str, text: str) -> None:
+    def log(elapsed: float, side: str, text: str) -> None:
         if not quiet:
-            _say(elapsed, side, text)
+            say(elapsed, side, text)
 
     def printer(side: str) -> Callable[[rendr.Event], None]:
         def on_event(event: rendr.Event) -> None:
-            say(event.at - t0, side, _fmt_event(event))
+            log(event.at - t0, side, fmt_event(event))
         return on_event
 
-    specs = [rendr.ListenSpec("tcp", "127.0.0.1:0") for _ in range(n_paths)]
-    listener = await rendr.listen(*specs)
-    relays: list[TcpRelay] = []
+    # The QUIC listener warns that its certificate is a development one: true, and
+    # what a loopback demo wants (the dialer passes insecure=1); said in the paths table.
+    quic_log = logging.getLogger("rendr.carriers.quic")
+    level = quic_log.level
+    if not quic_log.isEnabledFor(logging.INFO):
+        quic_log.setLevel(logging.ERROR)
+    try:
+        listener = await rendr.listen(
+            *(rendr.ListenSpec(k, "127.0.0.1:0") for k in kinds), psk=psk)
+    finally:
+        quic_log.setLevel(level)
+    relays: dict[str, TcpRelay | UdpRelay] = {}
     client: rendr.Conn | None = None
     server: rendr.Conn | None = None
+    view = LiveView(size, mode, enabled=not quiet)
     try:
-        for addr in listener.addrs:
-            relay = TcpRelay(addr)
-            await relay.start()
-            relays.append(relay)
-        by_addr = {f"{r.addr[0]}:{r.addr[1]}": r for r in relays}
-        result.relays = {a: f"{r.upstream[0]}:{r.upstream[1]}" for a, r in by_addr.items()}
+        specs = []
+        for kind, addr in zip(kinds, listener.addrs, strict=True):
+            relay: TcpRelay | UdpRelay
+            if kind == "tcp":
+                relay = TcpRelay(addr)
+                await relay.start()
+                upstream = relay.upstream
+            else:
+                relay = UdpRelay(addr)
+                await relay.start()
+                upstream = addr
+            front = f"{relay.addr[0]}:{relay.addr[1]}"
+            relays[front] = relay
+            result.relays[front] = f"{upstream[0]}:{upstream[1]}"
+            specs.append(rendr.PathSpec(kind, front, options=(
+                dict(QUIC_OPTIONS) if kind == "quic" else {})))
         table = Table(title="paths", title_justify="left")
-        table.add_column("#", justify="right")
+        table.add_column("kind")
         table.add_column("dialer connects to (relay)")
         table.add_column("listener address")
-        for i, relay in enumerate(relays, 1):
-            table.add_row(str(i), f"tcp {relay.addr[0]}:{relay.addr[1]}",
-                          f"tcp {relay.upstream[0]}:{relay.upstream[1]}")
+        table.add_column("killed by; note")
+        for spec in specs:
+            how = "RST" if spec.transport == "tcp" else "blackhole"
+            if spec.transport == "quic":
+                how += " (self-signed cert)"
+            table.add_row(spec.transport, spec.address, result.relays[spec.address],
+                          how)
         if not quiet:
             console.print(table)
-            console.print(f"sending {size / MIB:g} MiB; the active path is killed (RST) "
-                          f"after {kill_at:.0%} of it has arrived\n")
+            console.print(f"mode {mode}: sending {size / MIB:g} MiB; the active path is "
+                          f"killed after {kill_at:.0%} of it has arrived\n")
 
-        dialer = rendr.Dialer(mode=rendr.Mode.PRIME, paths=[
-            rendr.PathSpec("tcp", addr) for addr in by_addr])
+        dialer = rendr.Dialer(mode=mode, paths=specs, psk=psk)
         client = await dialer.dial()
         client.on_event(printer("client"))
-        server = await listener.accept()
+        server = await wait_for(listener.accept(), 10.0)
         server.on_event(printer("server"))
         # Paths that came up before the callbacks were registered.
         for side, conn in (("client", client), ("server", server)):
             for p in conn.stats().paths:
-                say(loop.time() - t0, side,
-                     f"[green]path #{p.id} {p.state}[/green] [dim](already) {p.transport} "
-                     f"{p.local_addr} -> {p.remote_addr}[/dim]")
+                log(loop.time() - t0, side,
+                    f"[green]path #{p.id} {p.state}[/green] [dim](already) {p.transport} "
+                    f"{p.local_addr} -> {p.remote_addr}[/dim]")
 
         def kill_active() -> None:
             assert client is not None
             active = client.active_path
-            stats = client.stats()
-            for p in stats.paths:
-                if p.id == active and p.remote_addr in by_addr:
-                    say(loop.time() - t0, "demo",
-                         f"[red bold]killing path #{active}[/red bold] "
-                         f"(relay {p.remote_addr} resets both of its TCP connections)")
-                    by_addr[p.remote_addr].kill()
-                    result.killed_path = active
+            for p in client.stats().paths:
+                if p.id == active and p.remote_addr in relays:
+                    relay = relays[p.remote_addr]
+                    result.killed_path, result.killed_kind = active, p.transport
+                    if isinstance(relay, TcpRelay):
+                        result.kill_method = "reset"
+                        relay.kill()
+                    else:
+                        result.kill_method = "blackhole"
+                        relay.blackhole()
+                    log(loop.time() - t0, "demo",
+                        f"[red bold]killing path #{active}[/red bold] ({p.transport}: "
+                        f"{KILL_HOW.get(p.transport, result.kill_method)})")
                     return
             result.notes.append(f"active path {active} not found among relays")
 
         async def serve(conn: rendr.Conn) -> None:
             digest = hashlib.sha256()
-            received = 0
             threshold = int(size * kill_at)
             killed = False
             while True:
@@ -215,14 +259,15 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float,
                 if not data:
                     break
                 digest.update(data)
-                received += len(data)
-                if not killed and received >= threshold:
+                result.received += len(data)
+                if not killed and result.received >= threshold:
                     killed = True
-                    result.killed_at_bytes = received
+                    result.killed_at_bytes = result.received
                     kill_active()
             result.received_digest = digest.hexdigest()
-            if received != size:
-                result.notes.append(f"server received {received} bytes, expected {size}")
+            if result.received != size:
+                result.notes.append(
+                    f"server received {result.received} bytes, expected {size}")
             await conn.write(result.received_digest.encode())
             await conn.write_eof()
 
@@ -245,15 +290,35 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float,
             if await conn.read() != b"":
                 result.notes.append("unexpected bytes after the echoed digest")
 
+        async def sample(conn: rendr.Conn) -> None:
+            last: dict[int, int] = {}
+            then = loop.time()
+            _rates(conn.stats(), last, 0.0, result)
+            while True:
+                await asyncio.sleep(SAMPLE)
+                now = loop.time()
+                rows = _rates(conn.stats(), last, now - then, result)
+                then = now
+                view.update(result.received, rows, conn.active_path, result.killed_path)
+
+        sampler = asyncio.ensure_future(sample(client))
+        view.start()
         start = time.perf_counter()
         try:
             await wait_for(asyncio.gather(serve(server), send(client)), timeout)
+            result.elapsed = time.perf_counter() - start  # the transfer, not the wait
+            await _wait_down(client, result.killed_path, DOWN_WAIT)
         except asyncio.TimeoutError:
             result.error = f"timed out after {timeout:g} s"
         except Exception as exc:  # a library failure: report it, do not hide it
             logger.error("demo transfer failed", exc_info=True)
             result.error = f"{type(exc).__name__}: {exc}"
-        result.elapsed = time.perf_counter() - start
+        finally:
+            result.elapsed = result.elapsed or time.perf_counter() - start
+            sampler.cancel()
+            view.update(result.received, _rates(client.stats(), {}, 0.0, result),
+                        client.active_path, result.killed_path)
+            view.stop()
         result.client_stats = client.stats()
         result.server_stats = server.stats()
         result.client_migrations = client.migration_count
@@ -268,7 +333,7 @@ async def run_demo(size: int, n_paths: int, kill_at: float, timeout: float,
                 except (asyncio.TimeoutError, rendr.RendrError) as exc:
                     result.notes.append(f"close: {type(exc).__name__}: {exc}")
                     end.abort()
-        for relay in relays:
+        for relay in relays.values():
             await relay.close()
         await listener.close()
     return result
@@ -283,16 +348,21 @@ def result_json(result: DemoResult, event_loop: str) -> dict[str, Any]:
          "down_cause": p.down_cause, "bytes_sent": p.bytes_sent,
          "bytes_received": p.bytes_received}
         for p in stats.paths]
-    mbps = result.size / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
+    mbps = result.received / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
     return {
-        "ok": result.match and result.migrated and not result.error,
+        "ok": result.ok,
         "version": rendr.__version__,
         "compiled": rendr.__compiled__,
         "event_loop": event_loop,
-        "mode": (stats.mode if stats is not None else rendr.Mode.PRIME).name.lower(),
+        "mode": str(result.mode),
+        "kinds": result.kinds,
         "size": result.size,
+        "received": result.received,
         "paths": paths,
         "killed_path": result.killed_path,
+        "killed_kind": result.killed_kind or None,
+        "kill_method": result.kill_method or None,
+        "killed_path_down": result.killed_down,
         "killed_at_bytes": result.killed_at_bytes,
         "migrations": {"client": result.client_migrations,
                        "server": result.server_migrations},
@@ -304,36 +374,3 @@ def result_json(result: DemoResult, event_loop: str) -> dict[str, Any]:
         "error": result.error or None,
         "notes": result.notes,
     }
-
-
-def report(result: DemoResult) -> None:
-    """Print the demo's outcome."""
-    console.print()
-    if result.error:
-        console.print(f"[red bold]error:[/red bold] {escape(result.error)}")
-    for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
-    if result.client_stats is not None:
-        console.print(_stats_table("client (dialer) paths", result.client_stats))
-    if result.server_stats is not None:
-        console.print(_stats_table("server (listener) paths", result.server_stats))
-    mbps = result.size / result.elapsed / 1e6 if result.elapsed > 0 else 0.0
-    console.print(f"transferred:     {result.size / MIB:g} MiB")
-    console.print(f"elapsed:         {result.elapsed:.3f} s")
-    console.print(f"throughput:      {mbps:.1f} MB/s")
-    console.print(f"killed path:     {_fmt_path(result.killed_path)} "
-                  f"(after {result.killed_at_bytes:,} bytes received)")
-    console.print(f"migration_count: client {result.client_migrations}, "
-                  f"server {result.server_migrations}")
-    console.print(f"recv_dups:       client {result.client_dups}, server {result.server_dups}")
-    console.print("SHA-256")
-    console.print(f"  sent      {result.sent_digest or '-'}")
-    console.print(f"  received  {result.received_digest or '-'}")
-    console.print(f"  echoed    {result.echoed_digest or '-'}")
-    verdict = "[green bold]yes[/green bold]" if result.match else "[red bold]no[/red bold]"
-    console.print(f"SHA-256 match: {verdict}")
-    if not result.migrated:
-        console.print("[red bold]no migration happened[/red bold]")
-
-
-# --------------------------------------------------------------------------- commands
