@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -160,14 +161,33 @@ def _demo_kinds(ctx: click.Context, kinds: str, n_paths: int | None) -> list[str
 # --------------------------------------------------------------------------- forwarding
 
 
-def _split_url(url: str) -> tuple[str, str]:
-    """``tcp://host:port`` (or ``host:port``: tcp) -> (transport, address)."""
+def _split_url(url: str) -> tuple[str, str, dict[str, str | int]]:
+    """``tcp://host:port`` (or ``host:port``: tcp) -> (transport, address, options);
+    a query gives the transport's options: ``quic://h:5556?insecure=1``,
+    ``quic://h:5556?ca=ca.pem&server_name=h``, ``quic://h:5556?pin=<sha256 hex>``,
+    ``quic://0.0.0.0:5556?certfile=c.pem&keyfile=k.pem`` (listen), ``udpflow://h:p?mtu=1400``
+    (digits become integers)."""
     transport, sep, address = url.partition("://")
     if not sep:
         transport, address = "tcp", url
+    address, _, query = address.partition("?")
     if not address or ":" not in address:
-        raise click.BadParameter(f"{url!r}: expected TRANSPORT://HOST:PORT")
-    return transport, address
+        raise click.BadParameter(f"{url!r}: expected TRANSPORT://HOST:PORT[?OPTION=VALUE&...]")
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        pairs = [] if not query else [("", "")]
+    options: dict[str, str | int] = {}
+    for key, value in pairs:
+        if not key.isidentifier():
+            raise click.BadParameter(f"{url!r}: expected OPTION=VALUE pairs after '?'")
+        options[key] = int(value) if value.isdigit() else value
+    return transport, address, options
+
+
+def _path_spec(url: str) -> rendr.PathSpec:
+    transport, address, options = _split_url(url)
+    return rendr.PathSpec(transport, address, options={k: str(v) for k, v in options.items()})
 
 
 def _host_port(value: str, any_port: bool = False) -> tuple[str, int]:
@@ -274,7 +294,9 @@ def _observe(ctx: click.Context, role: str, json_logs: bool, metrics: str | None
 
 @cli.command()
 @click.option("--listen", "listens", multiple=True, required=True, metavar="URL",
-              help="Where to accept rendr paths: tcp://HOST:PORT (repeatable).")
+              help="Where to accept rendr paths (repeatable): tcp://HOST:PORT, "
+                   "udpflow://HOST:PORT, quic://HOST:PORT[?certfile=C&keyfile=K] "
+                   "(no certificate: a self-signed development one).")
 @click.option("--forward", "target", required=True, metavar="HOST:PORT",
               help="TCP address every flow is forwarded to (e.g. 127.0.0.1:22).")
 @_PSK
@@ -294,7 +316,10 @@ def serve(ctx: click.Context, listens: tuple[str, ...], target: str, psk_file: s
     async def main() -> None:
         from rendr.aio.forward import forward_flows
 
-        ln = await rendr.listen(*specs, psk=psk)
+        try:
+            ln = await rendr.listen(*specs, psk=psk)
+        except TypeError as exc:  # an option in a --listen URL the transport lacks
+            raise rendr.RendrError(f"--listen: {exc}") from None
         addrs = [f"{s.transport}://{_fmt_host_port(h, p)}"
                  for s, (h, p, *_) in zip(specs, ln.addrs, strict=False)]
         monitor = FlowMonitor("serve", {"listen": addrs, "forward": f"{to[0]}:{to[1]}"})
@@ -309,7 +334,8 @@ def serve(ctx: click.Context, listens: tuple[str, ...], target: str, psk_file: s
 
 @cli.command()
 @click.option("--path", "paths", multiple=True, required=True, metavar="URL",
-              help="A path to the server: tcp://HOST:PORT (repeatable).")
+              help="A path to the server (repeatable): tcp://HOST:PORT, udpflow://HOST:PORT, "
+                   "quic://HOST:PORT[?insecure=1 | ?ca=CA.pem&server_name=NAME | ?pin=SHA256].")
 @click.option("--mode", type=click.Choice([m.name.lower() for m in rendr.Mode]),
               default="prime", show_default=True, help="How the flow uses its paths.")
 @click.option("--local", metavar="HOST:PORT",
@@ -330,7 +356,7 @@ def connect(ctx: click.Context, paths: tuple[str, ...], mode: str, local: str | 
         raise click.UsageError("give exactly one of --local HOST:PORT and --stdio")
     obs = _observe(ctx, "connect", json_logs, metrics, control)
     dialer = rendr.Dialer(mode=rendr.Mode[mode.upper()],
-                          paths=[rendr.PathSpec(*_split_url(u)) for u in paths],
+                          paths=[_path_spec(u) for u in paths],
                           psk=_read_psk(psk_file))
     info: dict[str, Any] = {"path_urls": list(paths), "mode": mode,
                             "local": "stdio" if stdio else local}
