@@ -119,3 +119,26 @@ def test_a_far_path_is_left_out_of_bond_packets_as_of_streams() -> None:
     assert sim.dialer.paths[far].pkts_out == before
     assert sim.dialer.modes.scheduler.stuck_skips >= 1  # type: ignore[attr-defined]
     assert sim.packets_read[Side.LISTENER] == sim.dialer.packet_stats()[0]
+
+
+def test_stats_show_what_the_reports_say_each_path_delivered() -> None:
+    """``stats().paths``: packets sent/received per path on both ends, and on the
+    sender the delivery rate and loss BOND stripes by (None before a report)."""
+    sim = Sim(FlowConfig(), mode=Mode.BOND, seed=1, kind=Kind.PACKET)
+    fast = sim.add_path(0.010, rate=4e6, mtu=1200, queue=64 * 1024)
+    slow = sim.add_path(0.015, rate=1e6, mtu=1200, queue=64 * 1024)
+    before = {p.id: p for p in sim.dialer.stats(0.0).paths}
+    assert before[fast].delivery_rate is None and before[fast].packets_sent == 0
+    sim.offer_packets(Side.DIALER, SIZE, 4.5e6, START, STOP)
+    sim.run(STOP)
+    sent = {p.id: p for p in sim.dialer.stats(STOP).paths}
+    got = {p.id: p for p in sim.listener.stats(STOP).paths}
+    for pid in (fast, slow):
+        assert sent[pid].packets_sent > 0 and got[pid].packets_received > 0
+        assert got[pid].packets_received <= sent[pid].packets_sent
+        assert sent[pid].delivery_rate is not None and sent[pid].delivery_loss is not None
+        assert 0.0 <= sent[pid].delivery_loss < 0.2
+    assert sum(p.packets_sent for p in sent.values()) == sim.dialer.packet_stats()[0]
+    rate_fast, rate_slow = sent[fast].delivery_rate, sent[slow].delivery_rate
+    assert rate_fast is not None and rate_slow is not None
+    assert 2.5e6 < rate_fast < 4.4e6 and 0.5e6 < rate_slow < 1.1e6, (rate_fast, rate_slow)

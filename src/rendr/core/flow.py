@@ -29,6 +29,7 @@ from .migration import Migration
 from .modeswitch import ModeSwitch
 from .packets import PacketReceiver, PacketSender, max_payload, packet_stats
 from .path import PathState
+from .pathreport import PathRates
 from .paths import PathSet
 from .receiver import StreamReceiver
 from .recovery import Recovery
@@ -57,13 +58,11 @@ class Flow:
         config: tuning knobs.
         now: current time.
         peer_window: the peer's initial receive window (from the handshake).
-        memory: the listener-wide receive-memory budget this flow's windows draw on
-            (None: every window is ``config.recv_window``).
-        keys: the flow's keys from the handshake: every path then carries
-            authenticated records if ``records`` (encrypted with ``encrypt``); None:
-            plain frames (the engine alone, in tests and simulations).
-        kind: a byte stream (``Kind.STREAM``) or the application's datagrams
-            (``Kind.PACKET``: :meth:`send_packet` / :meth:`recv_packet`).
+        memory: the listener-wide receive-memory budget of this flow's windows (None:
+            every window is ``config.recv_window``).
+        keys: the handshake's keys: then every path carries authenticated records if
+            ``records`` (encrypted with ``encrypt``); None: plain frames (tests).
+        kind: ``Kind.STREAM`` (bytes) or ``Kind.PACKET`` (:meth:`send_packet`).
     """
 
     def __init__(self, *, role: Role, flow_id: bytes, mode: Mode = Mode.PRIME,
@@ -404,6 +403,11 @@ class Flow:
         """``(sent, received, dups, too_old, overflow, dropped)`` of a packet flow (all
         0 on a stream flow)."""
         return packet_stats(self._packets_out, self._packets_in)
+
+    @property
+    def packet_rates(self) -> PathRates | None:
+        """A packet flow's delivery reports (BOND; None on a stream flow)."""
+        return None if self._packets_out is None else self._packets_out.rates
 
     # ------------------------------------------------------------------ output
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from .crypto import FlowKeys
 from .delivery import DeliveryRate
@@ -15,6 +15,9 @@ from .records import RecordOpener, RecordSealer
 from .stats import PathStats
 from .types import PathStatus
 from .wire import FrameType, encode_u64
+
+if TYPE_CHECKING:
+    from .pathreport import PathRates
 
 __all__ = ["PathState", "RttEstimator"]
 
@@ -221,9 +224,11 @@ class PathState:
             return penalty + 1e9 + self.id
         return penalty + srtt + self.rtt.rttvar + LOSS_WEIGHT * self.ping_loss
 
-    def stats(self, now: float) -> PathStats:
-        """A snapshot of the path's counters."""
+    def stats(self, now: float, rates: PathRates | None = None) -> PathStats:
+        """A snapshot of the path's counters (``rates``: a packet flow's delivery
+        reports, for BOND's view of the path)."""
         rtt = self.rtt
+        measured = rates is not None and rates.measured(self.id)
         return PathStats(
             id=self.id, transport=self.transport, local_addr=self.local_addr,
             remote_addr=self.remote_addr, state=str(self.status), srtt=rtt.srtt,
@@ -235,4 +240,7 @@ class PathState:
             dropped=(self.opener.failures + self.opener.replays
                      if isinstance(self.opener, DatagramOpener) else 0),
             mtu=self.mtu, ping_loss=self.ping_loss, encrypted=self.encrypted,
+            packets_sent=self.pkts_out, packets_received=self.pkts_in,
+            delivery_rate=rates.rate(self.id) if rates is not None and measured else None,
+            delivery_loss=rates.loss(self.id) if rates is not None and measured else None,
         )

@@ -231,6 +231,10 @@ class PathRates:
             return None
         return [max(x, floor) for x in out]
 
+    def measured(self, path_id: int) -> bool:
+        """Whether a report measured the path yet."""
+        return path_id in self._by_path
+
     def rate(self, path_id: int) -> float:
         """The latest delivery rate sample of a path (bytes/s; 0.0 without one)."""
         s = self._by_path.get(path_id)

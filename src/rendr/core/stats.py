@@ -42,6 +42,12 @@ class PathStats:
         encrypted: whether the path's records (sealed datagrams) are encrypted: False
             when they are authenticated only (a verified QUIC path, or ``encrypt=False``);
             None without records.
+        packets_sent / packets_received: packets (packet flows) this end sent on the
+            path / received on it.
+        delivery_rate / delivery_loss: a packet flow in BOND: the payload bytes per
+            second the path delivered and the fraction of its packets lost, by the
+            peer's latest delivery reports (PATH_REPORT; what BOND stripes by); None
+            without a report.
     """
 
     id: int
@@ -63,6 +69,10 @@ class PathStats:
     mtu: int | None = None
     ping_loss: float = 0.0
     encrypted: bool | None = None
+    packets_sent: int = 0
+    packets_received: int = 0
+    delivery_rate: float | None = None
+    delivery_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +118,7 @@ def conn_stats(flow: Flow, known: Iterable[PathState], now: float) -> ConnStats:
     :class:`PathStats` for each path in ``known`` (live ones and the recent history)."""
     return ConnStats(
         flow_id=flow.flow_id, state=flow.state, mode=flow.mode, active_path=flow.active,
-        paths=[p.stats(now) for p in sorted(known, key=lambda p: p.id)],
+        paths=[p.stats(now, flow.packet_rates) for p in sorted(known, key=lambda p: p.id)],
         recv_queue_hwm=flow.recv_queue_hwm, recv_dups=flow.recv_dups,
         bond_stuck_skips=flow.modes.bond_stuck_skips, mode_switches=flow.modes.switches,
         migration_count=flow.migration_count, created_at=flow.created_at,
