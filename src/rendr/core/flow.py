@@ -4,8 +4,7 @@ A :class:`Flow` is one end of a rendr connection.  It owns no socket and reads n
 clock: the driver feeds it carrier bytes, application calls and time, and takes
 out what to write on each carrier, which carriers to close and events; after
 *every* input: ``transmits(now)``, ``closes()``, ``events()``, then one timer at
-``get_timer()`` (the full contract, sending, liveness and ends:
-docs/architecture.md, "The engine's contract").
+``get_timer()`` (the full contract: docs/architecture.md, "The engine's contract").
 
 ``Flow`` is a thin facade: it dispatches frames and wires the parts, each in its
 own module behind a small interface (``sender``, ``receiver``, ``paths``,
