@@ -1,4 +1,5 @@
-"""Build script: compile the sans-I/O engine (``rendr.core``) with mypyc when possible.
+"""Build script: compile the sans-I/O engine (``rendr.core``) and its per-message driver
+(``rendr.aio.driver``) with mypyc when possible.
 
 pyproject.toml holds the metadata; this file only decides whether to add extension
 modules.  The pure-Python package is complete on its own, so compiling is optional:
@@ -32,7 +33,6 @@ from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "src")
-CORE = os.path.join(SRC, "rendr", "core")
 
 
 def _load_native() -> Any:
@@ -46,7 +46,12 @@ def _load_native() -> Any:
 
 
 NATIVE = _load_native()
-ENGINE_SOURCES = [os.path.join("src", "rendr", "core", f"{m}.py") for m in NATIVE.ENGINE_MODULES]
+PACKAGE_DIRS = {package: os.path.join(SRC, *package.split("."))
+                for package in NATIVE.COMPILED}
+"""Each compiled package's directory in ``src`` (``rendr.core``, ``rendr.aio``)."""
+COMPILED_SOURCES = [os.path.join("src", *package.split("."), f"{m}.py")
+                    for package, names in NATIVE.COMPILED.items() for m in names]
+"""The engine's and the driver's sources: one mypyc group (they call each other natively)."""
 
 
 def _say(message: str) -> None:
@@ -57,7 +62,7 @@ def _remove_stale_artifacts() -> None:
     """Delete the compiled files an earlier build left beside the sources (all of them:
     the package has no other extension modules) and in setuptools' build/lib*."""
     patterns = [os.path.join(SRC, "*__mypyc*"),
-                os.path.join(CORE, NATIVE.SOURCES_RECORD),
+                *(os.path.join(d, NATIVE.SOURCES_RECORD) for d in PACKAGE_DIRS.values()),
                 os.path.join(HERE, "build", "lib*", "*__mypyc*")]
     built = glob.glob(os.path.join(HERE, "build", "lib*", "rendr"))
     for base in [os.path.join(SRC, "rendr"), *built]:
@@ -118,20 +123,25 @@ class BuildExt(build_ext):
         self.extensions = []
 
     def _write_record(self) -> None:
-        record = {m: NATIVE.source_digest(os.path.join(CORE, f"{m}.py"))
-                  for m in NATIVE.ENGINE_MODULES}
-        targets = [os.path.join(self.build_lib, "rendr", "core")]
-        if self.inplace or getattr(self, "editable_mode", False):
-            targets.append(CORE)
-        for target in targets:
-            os.makedirs(target, exist_ok=True)
-            with open(os.path.join(target, NATIVE.SOURCES_RECORD), "w", encoding="utf-8") as f:
-                f.write(NATIVE.format_record(record))
+        """One record per compiled package (``rendr/core``, ``rendr/aio``)."""
+        for package, names in NATIVE.COMPILED.items():
+            source_dir = PACKAGE_DIRS[package]
+            record = {m: NATIVE.source_digest(os.path.join(source_dir, f"{m}.py"))
+                      for m in names}
+            targets = [os.path.join(self.build_lib, *package.split("."))]
+            if self.inplace or getattr(self, "editable_mode", False):
+                targets.append(source_dir)
+            for target in targets:
+                os.makedirs(target, exist_ok=True)
+                with open(os.path.join(target, NATIVE.SOURCES_RECORD), "w",
+                          encoding="utf-8") as f:
+                    f.write(NATIVE.format_record(record))
 
     def get_outputs(self) -> list[str]:
         outputs: list[str] = super().get_outputs()
         if self.extensions:
-            outputs.append(os.path.join(self.build_lib, "rendr", "core", NATIVE.SOURCES_RECORD))
+            outputs += [os.path.join(self.build_lib, *package.split("."), NATIVE.SOURCES_RECORD)
+                        for package in NATIVE.COMPILED]
         return outputs
 
 
@@ -156,10 +166,11 @@ def _extensions() -> tuple[list[Any], bool]:
         return [], False
     from mypyc.build import mypycify
 
-    _say(f"compiling the engine with mypyc: {', '.join(NATIVE.ENGINE_MODULES)}")
+    _say(f"compiling the engine with mypyc: {', '.join(NATIVE.ENGINE_MODULES)}; and the "
+         f"driver: {', '.join(NATIVE.DRIVER_MODULES)}")
     start = time.monotonic()
     try:
-        extensions = mypycify(ENGINE_SOURCES, opt_level="3", debug_level="0",
+        extensions = mypycify(COMPILED_SOURCES, opt_level="3", debug_level="0",
                               target_dir=os.path.join("build", "mypyc"))
     except (Exception, SystemExit) as exc:  # mypyc reports type errors with SystemExit
         if setting == "1":

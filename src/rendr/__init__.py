@@ -8,10 +8,16 @@ See the README for a quick start.
 
 from typing import TYPE_CHECKING
 
+from . import _native
 from ._native import is_compiled as _is_compiled
-from ._version import __version__
-from .admin import AdminConn, AdminPacketConn
-from .aio import (
+
+# Before any other module of the package is imported: a compiled build (the engine and
+# its driver) made from other sources than the .py files here must not shadow them.
+_native.guard()
+
+from ._version import __version__  # noqa: E402
+from .admin import AdminConn, AdminPacketConn  # noqa: E402
+from .aio import (  # noqa: E402
     Conn,
     Dialer,
     Listener,
@@ -25,9 +31,9 @@ from .aio import (
     listen_udpflow,
     listen_udpflow_packet,
 )
-from .aio.datagrams import PacketTransport, create_datagram_endpoint
-from .aio.runner import run
-from .aio.streams import (
+from .aio.datagrams import PacketTransport, create_datagram_endpoint  # noqa: E402
+from .aio.runner import run  # noqa: E402
+from .aio.streams import (  # noqa: E402
     ConnTransport,
     create_connection,
     create_server,
@@ -35,12 +41,12 @@ from .aio.streams import (
     splice,
     start_server,
 )
-from .carriers import Carrier, register_transport
-from .config import FlowConfig
-from .core.events import Event, EventKind
-from .core.stats import ConnStats, PathStats
-from .core.types import Mode, State
-from .errors import (
+from .carriers import Carrier, register_transport  # noqa: E402
+from .config import FlowConfig  # noqa: E402
+from .core.events import Event, EventKind  # noqa: E402
+from .core.stats import ConnStats, PathStats  # noqa: E402
+from .core.types import Mode, State  # noqa: E402
+from .errors import (  # noqa: E402
     ConnAborted,
     ConnClosed,
     HandshakeError,
@@ -53,14 +59,15 @@ from .errors import (
     RendrError,
     ZombieFlow,
 )
-from .keys import generate_server_key, server_public_key
-from .spec import ListenSpec, PathSpec
+from .keys import generate_server_key, server_public_key  # noqa: E402
+from .spec import ListenSpec, PathSpec  # noqa: E402
 
 if TYPE_CHECKING:
     from .aio.anyio_stream import ConnByteStream
 
 __compiled__: bool = _is_compiled()
-"""Whether the engine (``rendr.core``) that runs is the mypyc-compiled build."""
+"""Whether the engine (``rendr.core``) and its driver (``rendr.aio.driver``) that run are
+the mypyc-compiled build (both are, or neither: see ``rendr._native``)."""
 
 
 

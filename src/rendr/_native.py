@@ -1,13 +1,16 @@
-"""Which engine runs: the mypyc-compiled modules of :mod:`rendr.core`, or their sources.
+"""Which build runs: the mypyc-compiled modules of :mod:`rendr.core` (the engine) and
+:mod:`rendr.aio` (its per-message driver), or their sources.
 
-The build (``setup.py``) may compile the modules named in :data:`ENGINE_MODULES` and
-records the SHA-256 of each source it compiled in :data:`SOURCES_RECORD` beside them.
-When ``rendr.core`` is imported, :func:`guard` checks every compiled module there
-against that record: one whose ``.py`` changed since it was built (an edited editable
-install), or that the record does not list (left over from another build), is stale.
-Then *every* module of ``rendr.core`` is loaded from its source (compiled modules call
-each other directly, so a mix would run old code) and a warning says how to rebuild.
-A stale build never shadows edited code.
+The build (``setup.py``) may compile the modules named in :data:`COMPILED` (the engine's
+:data:`ENGINE_MODULES` and the driver's :data:`DRIVER_MODULES`, one mypyc group) and
+records the SHA-256 of each source it compiled in :data:`SOURCES_RECORD` beside them, one
+record per package.  When ``rendr`` is imported, :func:`guard` checks every compiled
+module of both packages against its record: one whose ``.py`` changed since it was built
+(an edited editable install), or that the record does not list (left over from another
+build), is stale.  Then *every* module of both packages is loaded from its source
+(compiled modules call each other directly, across the two packages too, so a mix would
+run old code) and a warning says how to rebuild.  A stale build never shadows edited
+code.
 
 This module must stay interpreted and use the standard library only: ``setup.py``
 reads it before anything is built.
@@ -24,7 +27,8 @@ from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
-__all__ = ["ENGINE_MODULES", "SOURCES_RECORD", "guard", "is_compiled", "stale_modules"]
+__all__ = ["COMPILED", "DRIVER_MODULES", "ENGINE_MODULES", "SOURCES_RECORD", "guard",
+           "is_compiled", "stale_modules"]
 
 ENGINE_MODULES: tuple[str, ...] = (
     "bbr",
@@ -74,7 +78,30 @@ nothing refers to them (compiled code may hold borrowed references, which would
 hide a live view: a buffer written over under it).
 """
 
+DRIVER_MODULES: tuple[str, ...] = ("driver",)
+"""The ``rendr.aio`` submodules a compiled build compiles (with the engine, in one group:
+the driver calls the engine natively).  ``driver`` is the per-message path between the
+carriers, the engine and the application (``FlowDriver``: receive, flush, timer, waking;
+the read and write steps of ``Conn``).
+
+Not compiled: ``conn``, ``packetconn`` and ``endpoint`` (the application's classes, which
+it may subclass or patch) and every other ``rendr.aio`` module (once per connection or
+path); the carriers (``rendr.carriers``: asyncio protocol subclasses, and the interface
+applications implement).
+"""
+
 PACKAGE = "rendr.core"
+COMPILED: dict[str, tuple[str, ...]] = {PACKAGE: ENGINE_MODULES, "rendr.aio": DRIVER_MODULES}
+"""Every compiled module, by package (one mypyc group: stale anywhere, sources everywhere)."""
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def package_dir(package: str) -> str:
+    """The directory of ``rendr.<sub>`` beside this file (``rendr.core`` -> ``.../core``)."""
+    return os.path.join(_HERE, *package.split(".")[1:])
+
+
 SOURCES_RECORD = "_compiled_sources.sha256"
 """Written by the build beside the compiled modules: one ``<sha256>  <module>.py`` line
 per compiled module (the format of ``sha256sum``)."""
@@ -140,15 +167,15 @@ def stale_modules(directory: str) -> list[str]:
 
 
 class SourceOnlyFinder:
-    """A meta-path finder that loads the modules of one package from their ``.py``."""
+    """A meta-path finder that loads the modules of some packages from their ``.py``."""
 
-    def __init__(self, package: str) -> None:
-        self.package = package
+    def __init__(self, *packages: str) -> None:
+        self.packages = frozenset(packages)
 
     def find_spec(self, fullname: str, path: Sequence[str] | None,
                   target: ModuleType | None = None) -> ModuleSpec | None:
         parent, _, name = fullname.rpartition(".")
-        if parent != self.package:
+        if parent not in self.packages:
             return None
         for directory in path or ():
             source = os.path.join(directory, name + ".py")
@@ -157,29 +184,45 @@ class SourceOnlyFinder:
         return None
 
 
-def guard(package_dir: str) -> list[str]:
-    """Called by ``rendr/core/__init__.py`` before it imports any engine module.
+_guarded: list[str] | None = None
 
-    Returns the stale compiled modules found (then the sources are used instead).
+
+def guard(directories: dict[str, str] | None = None) -> list[str]:
+    """Called by ``rendr/__init__.py`` before it imports any other module of ``rendr``
+    (and again, at no cost, by ``rendr/core/__init__.py``).
+
+    ``directories``: ``{package: directory}`` to check (tests; by default the packages of
+    :data:`COMPILED` beside this file).  Returns the stale compiled modules found, as
+    ``package.module`` (then the sources of every package are used instead).
     """
-    stale = stale_modules(package_dir)
+    global _guarded
+    default = directories is None
+    if default and _guarded is not None:
+        return _guarded
+    dirs = directories or {package: package_dir(package) for package in COMPILED}
+    stale = [f"{package}.{name}" for package, directory in dirs.items()
+             for name in stale_modules(directory)]
     if stale and not any(isinstance(f, SourceOnlyFinder) for f in sys.meta_path):
-        sys.meta_path.insert(0, SourceOnlyFinder(PACKAGE))
+        sys.meta_path.insert(0, SourceOnlyFinder(*dirs))
+        files = ", ".join(m.replace(".", "/") + ".py" for m in stale)
         warnings.warn(
-            f"rendr: the compiled engine in {package_dir} is stale (built from other "
-            f"sources than {', '.join(m + '.py' for m in stale)}): running the pure-Python "
-            "engine instead. Rebuild: `RENDR_COMPILE=1 pip install -e .` (compiled) or "
-            "`pip install -e .` (pure, removes the stale files).",
+            f"rendr: the compiled build in {_HERE} is stale (built from other sources "
+            f"than {files}): running the pure-Python engine and driver instead. Rebuild: "
+            "`RENDR_COMPILE=1 pip install -e .` (compiled) or `pip install -e .` (pure, "
+            "removes the stale files).",
             RuntimeWarning,
             stacklevel=2,
         )
+    if default:
+        _guarded = stale
     return stale
 
 
 def is_compiled() -> bool:
-    """Whether every engine module imported so far (and at least one) is compiled."""
-    files = [getattr(sys.modules.get(f"{PACKAGE}.{name}"), "__file__", None)
-             for name in ENGINE_MODULES]
+    """Whether every compiled-build module (:data:`COMPILED`: the engine and its driver)
+    imported so far, and at least one, is compiled."""
+    files = [getattr(sys.modules.get(f"{package}.{name}"), "__file__", None)
+             for package, names in COMPILED.items() for name in names]
     loaded = [f for f in files if f is not None]
     return bool(loaded) and all(
         f.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)) for f in loaded

@@ -101,10 +101,30 @@ def test_pooled_plaintext_and_records_are_not_overwritten_while_referenced() -> 
         assert b"".join(bytes(b) for b in sealed) == expected
     # once nothing refers to them, the buffers are reused (no new memory per record)
     del held_sealed, held_plain, sealed, plain
-    wire = b"".join(bytes(b) for b in sealer.seal([os.urandom(1000)]))
-    assert records._SEALED._pos == 4 + 1000 + TAG_LEN  # rewound: sealed at the start
+    size = records._SMALL + 1000  # small records are sealed and opened into new bytes
+    wire = b"".join(bytes(b) for b in sealer.seal([os.urandom(size)]))
+    assert records._SEALED._pos == 4 + size + TAG_LEN  # rewound: sealed at the start
     assert bytes(opener.feed(wire)[0]) != b""
-    assert records._OPENED._pos == 1000  # rewound: opened at the start
+    assert records._OPENED._pos == size  # rewound: opened at the start
+
+
+def test_small_records_are_new_bytes_and_leave_the_shared_buffers_alone() -> None:
+    sealer = RecordSealer(KEY, 3)
+    opener = RecordOpener(KEY, 3)
+    sealed_pos, opened_pos = records._SEALED._pos, records._OPENED._pos
+    for size in (1, 64, records._SMALL):
+        payload = os.urandom(size)
+        sealed = sealer.seal([payload[: size // 2], payload[size // 2 :]])
+        assert [type(b) for b in sealed] == [bytes]
+        assert len(sealed[0]) == 4 + size + TAG_LEN
+        plain = opener.feed(sealed[0][:3])  # split inside the header, then the rest
+        plain += opener.feed(sealed[0][3:])
+        assert plain == [payload] and type(plain[0]) is bytes
+    assert (records._SEALED._pos, records._OPENED._pos) == (sealed_pos, opened_pos)
+    tampered = bytearray(sealer.seal([b"x" * 64])[0])
+    tampered[10] ^= 1
+    with pytest.raises(records.RecordError):
+        opener.feed(bytes(tampered))
 
 
 def test_record_key_vector() -> None:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 
 from ..carriers.base import Buffer
-from ..core.bufpool import trim as trim_buffers
-from ..core.types import State
 from ..errors import ConnClosed
 from .endpoint import Endpoint
 
@@ -53,17 +51,14 @@ class Conn(Endpoint):
             return b"".join(parts)
         if n <= 0:
             return b""
-        flow = self._flow
+        driver = self._driver
         while True:
             if self._local_closed:
                 raise ConnClosed("connection is closed")
-            data = flow.read(n)
+            data = driver.read(n)  # flushes a window update, lets freed buffers go
             if data is not None:
-                if flow.ack_due:
-                    self._driver.flush()  # a window update
-                trim_buffers()  # the read may have freed retired receive buffers
                 return data
-            await self._driver.wait_readable()
+            await driver.wait_readable()
 
     async def readinto(self, buffer: bytearray | memoryview) -> int:
         """Read into ``buffer`` (any writable bytes-like object); return how many bytes.
@@ -86,17 +81,14 @@ class Conn(Endpoint):
             dest = dest.cast("B")
         if not len(dest):
             return 0
-        flow = self._flow
+        driver = self._driver
         while True:
             if self._local_closed:
                 raise ConnClosed("connection is closed")
-            n = flow.readinto(dest)
+            n = driver.readinto(dest)  # flushes a window update, lets freed buffers go
             if n is not None:
-                if flow.ack_due:
-                    self._driver.flush()  # a window update
-                trim_buffers()  # the read may have freed retired receive buffers
                 return n
-            await self._driver.wait_readable()
+            await driver.wait_readable()
 
     async def readexactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes.
@@ -127,7 +119,6 @@ class Conn(Endpoint):
         """
         if self._local_closed:
             raise ConnClosed("connection is closed")
-        flow = self._flow
         view: Buffer
         if type(data) is bytes and len(data) <= _SMALL_WRITE:
             view = data  # a partial take slices at most this much
@@ -138,17 +129,13 @@ class Conn(Endpoint):
                 view = view.cast("B")
         total = len(view)
         sent = 0
+        driver = self._driver
         while True:
-            if flow.state is State.CLOSED:
-                raise flow.error or ConnClosed("connection closed by peer")
-            if flow.eof_sent:
-                raise ConnClosed("write after write_eof()")
-            if sent < total:
-                sent += flow.send(view[sent:] if sent else view, self._loop.time())
-                self._driver.flush()
+            # raises if the flow ended; else queues what fits and flushes
+            sent = driver.write_step(view, sent)
             if sent >= total:
                 return
-            await self._driver.wait_writable()
+            await driver.wait_writable()
             self._raise_if_unusable()
 
     async def write_eof(self) -> None:

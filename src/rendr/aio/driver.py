@@ -8,56 +8,53 @@ events, wakes waiting readers and writers, and re-arms the single timer at
 
 Whoever opened the flow's paths (a dialer session, or the listener) is its
 :class:`PathOwner`: told every event, asked to open or forget paths.  The
-application's :class:`~rendr.aio.conn.Conn` sits on top of a driver.
+application's :class:`~rendr.aio.conn.Conn` sits on top of a driver and takes one
+step of the driver per read or write (:meth:`FlowDriver.read`,
+:meth:`FlowDriver.write_step`).
+
+This module is the per-message path between the carriers, the engine and the
+application: a compiled build compiles it with mypyc together with the engine
+(``rendr._native.DRIVER_MODULES``), so its calls into the engine are native calls.
+Hence exact annotations (a carrier hands ``bytes`` or a ``memoryview``), no class
+here that applications subclass, and the structural interfaces in
+:mod:`rendr.aio.owner`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final
 
-from ..carriers.base import READ_BATCH, Buffer, Carrier, CarrierSink
+from ..carriers.base import READ_BATCH, Buffer, Carrier
+from ..core.bufpool import _retired as _retired_buffers
+from ..core.bufpool import trim as trim_buffers
 from ..core.events import Event, EventKind
 from ..core.flow import Flow
 from ..core.types import Cause, State
 from ..core.wire import Kind
-from ..spec import PathSpec
+from ..errors import ConnClosed
+from .owner import HandshakeHandoff, PathOwner
 
-__all__ = ["EventCallback", "FlowDriver", "PathOwner", "classify"]
+__all__ = ["EventCallback", "FlowDriver", "HandshakeHandoff", "PathOwner", "classify"]
 
 logger = logging.getLogger("rendr.conn")
 
 EventCallback = Callable[[Event], object]
 
-_TIMER_RESOLUTION = 0.001  # event loops' timer granularity (uvloop: 1 ms)
+_TIMER_RESOLUTION: Final = 0.001  # event loops' timer granularity (uvloop: 1 ms)
+_CLOSED: Final = State.CLOSED
 
 
-class PathOwner(Protocol):
-    """What a connection needs from whoever opens its paths (dialer or listener)."""
-
-    def on_event(self, event: Event) -> None:
-        """Every engine event (a path went down, the flow closed...)."""
-
-    async def add_path(self, spec: PathSpec) -> int:
-        """Open another path now; return its id (only a dialer can)."""
-
-    def forget(self, path_id: int) -> None:
-        """The path was removed on purpose: do not open it again."""
-
-    def stop(self) -> None:
-        """The connection is done: stop opening paths."""
-
-
-class HandshakeHandoff(Protocol):
-    """A carrier's handshake sink, which gives the carrier on to its path's sink."""
-
-    rtt: float | None
-    """A round trip measured during the handshake (None where there was none)."""
-
-    def handoff(self, carrier: Carrier, sink: CarrierSink) -> None:
-        """Route the carrier to ``sink``, replaying what arrived meanwhile."""
+def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
+    """``loop.time``, or what it calls when that is asyncio's own (``time.monotonic``:
+    the same clock without an interpreted call per reading)."""
+    clock = loop.time
+    if getattr(clock, "__func__", None) is asyncio.BaseEventLoop.time:
+        return time.monotonic
+    return clock
 
 
 def classify(exc: BaseException | None) -> Cause:
@@ -72,19 +69,19 @@ def classify(exc: BaseException | None) -> Cause:
 class _PathSink:
     """Routes one carrier's reports into the engine."""
 
-    __slots__ = ("_driver", "_flow", "_loop", "_pid")
+    __slots__ = ("_driver", "_flow", "_pid", "_time")
 
     def __init__(self, driver: FlowDriver, path_id: int) -> None:
         self._driver = driver
         self._flow = driver.flow
-        self._loop = driver.loop
+        self._time = driver.time
         self._pid = path_id
 
     def carrier_data(self, data: Buffer) -> None:
-        if self._flow.receive(self._pid, data, self._loop.time()):
-            flush = self._driver.flush
-            if not READ_BATCH.defer(flush):  # a datagram carrier's batch: flush at its end
-                flush()
+        if self._flow.receive(self._pid, data, self._time()):
+            # a datagram carrier's batch: flush at its end (depth 0: no batch is open)
+            if not READ_BATCH.depth or not READ_BATCH.defer(self._driver.flush):
+                self._driver.flush()
         else:  # only stream data arrived: wake the reader, nothing else changed
             waiter = self._driver.read_waiter
             if waiter is not None and not waiter.done():
@@ -106,7 +103,7 @@ class _PathSink:
                 carrier.close()
             else:
                 carrier.abort()
-        self._flow.path_failed(self._pid, classify(exc), self._loop.time(),
+        self._flow.path_failed(self._pid, classify(exc), self._time(),
                                "" if exc is None else repr(exc))
         self._driver.flush()
 
@@ -130,6 +127,8 @@ class FlowDriver:
     def __init__(self, flow: Flow, loop: asyncio.AbstractEventLoop, owner: PathOwner) -> None:
         self.flow = flow
         self.loop = loop
+        self.time = loop_clock(loop)
+        """The loop's clock (``loop.time()``)."""
         self.owner = owner
         self.carriers: dict[int, Carrier] = {}
         self.read_waiter: asyncio.Future[None] | None = None
@@ -146,7 +145,7 @@ class FlowDriver:
     def attach(self, path_id: int, carrier: Carrier, handshake: HandshakeHandoff) -> None:
         """Make a carrier whose handshake completed path ``path_id`` of the flow."""
         carrier.prepare(packets=self.flow.kind is Kind.PACKET)
-        self.flow.add_path(path_id, now=self.loop.time(), transport=carrier.transport,
+        self.flow.add_path(path_id, now=self.time(), transport=carrier.transport,
                            local_addr=carrier.local_addr, remote_addr=carrier.remote_addr,
                            rtt=handshake.rtt, mtu=carrier.mtu)
         self.carriers[path_id] = carrier
@@ -163,7 +162,7 @@ class FlowDriver:
         try:
             while True:
                 self._again = False
-                now = self.loop.time()
+                now = self.time()
                 carriers = self.carriers
                 for pid, buffers in flow.transmits(now):
                     carrier = carriers.get(pid)
@@ -197,7 +196,7 @@ class FlowDriver:
             self._timer = None
         else:
             fire = at
-            now = self.loop.time()
+            now = self.time()
             if now < at < now + _TIMER_RESOLUTION:
                 # uvloop's clock and timers tick in milliseconds: a deadline less than a
                 # tick away would fire "early" again and again (the loop's time stands
@@ -213,7 +212,7 @@ class FlowDriver:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.flow.handle_timer(self.loop.time())
+        self.flow.handle_timer(self.time())
         self.flush()
 
     def wake(self) -> None:
@@ -223,9 +222,9 @@ class FlowDriver:
         if w is not None and not w.done() and flow.readable:
             w.set_result(None)
         w = self.write_waiter
-        if w is not None and not w.done() and (flow.send_space > 0 or flow.state is State.CLOSED):
+        if w is not None and not w.done() and (flow.send_space > 0 or flow.state is _CLOSED):
             w.set_result(None)
-        if self.drain_waiters and (flow.flushed or flow.state is State.CLOSED):
+        if self.drain_waiters and (flow.flushed or flow.state is _CLOSED):
             for w in self.drain_waiters:
                 if not w.done():
                     w.set_result(None)
@@ -248,6 +247,53 @@ class FlowDriver:
         self.carriers.clear()
         if not self.closed.done():
             self.closed.set_result(None)
+
+    # ------------------------------------------------- the steps of Conn's read/write
+
+    def read(self, n: int) -> bytes | None:
+        """One step of ``Conn.read``: up to ``n`` (> 0) bytes, ``b""`` at the peer's clean
+        EOF, None when nothing is there yet (then :meth:`wait_readable`).  Raises the
+        flow's error once no data is left."""
+        flow = self.flow
+        data = flow.read(n)
+        if data is not None:
+            if flow.ack_due:
+                self.flush()  # a window update
+            if _retired_buffers:  # the read may have freed retired receive buffers
+                trim_buffers()
+        return data
+
+    def readinto(self, dest: memoryview) -> int | None:
+        """One step of ``Conn.readinto`` (``dest``: a writable, non-empty byte view):
+        how many bytes were copied, 0 at the peer's clean EOF, None when nothing is
+        there yet.  Raises like :meth:`read`."""
+        flow = self.flow
+        n = flow.readinto(dest)
+        if n is not None:
+            if flow.ack_due:
+                self.flush()  # a window update
+            if _retired_buffers:
+                trim_buffers()
+        return n
+
+    def write_step(self, view: Buffer, sent: int) -> int:
+        """One step of ``Conn.write``: queue what fits of ``view[sent:]`` and flush;
+        returns how much of ``view`` is queued now (less than all of it: wait for
+        :meth:`wait_writable`, then step again).
+
+        Raises:
+            RendrError: the flow failed (its error), ConnClosed: it ended or
+                ``write_eof()`` was called.
+        """
+        flow = self.flow
+        if flow.state is _CLOSED:
+            raise flow.error or ConnClosed("connection closed by peer")
+        if flow.eof_sent:
+            raise ConnClosed("write after write_eof()")
+        if sent < len(view):
+            sent += flow.send(view[sent:] if sent else view, self.time())
+            self.flush()
+        return sent
 
     async def wait_readable(self) -> None:
         """Wait until the flow is readable (the caller found nothing to read)."""

@@ -53,27 +53,28 @@ class ReadBatch:
     no and the sink flushes at once.
     """
 
-    __slots__ = ("_depth", "_pending")
+    __slots__ = ("_pending", "depth")
 
     def __init__(self) -> None:
-        self._depth = 0
+        self.depth = 0
+        """Batches open now (0: none; a sink may test it before calling :meth:`defer`)."""
         self._pending: dict[Callable[[], object], None] = {}
 
     def begin(self) -> None:
-        self._depth += 1
+        self.depth += 1
 
     def defer(self, flush: Callable[[], object]) -> bool:
         """Run ``flush`` at the end of the batch (once, however often deferred);
         False: no batch is open, the caller runs it now."""
-        if not self._depth:
+        if not self.depth:
             return False
         self._pending[flush] = None
         return True
 
     def end(self) -> None:
         """Close the batch; the outermost one runs what was deferred, in order."""
-        self._depth -= 1
-        if self._depth:
+        self.depth -= 1
+        if self.depth:
             return
         pending = self._pending
         while pending:

@@ -10,8 +10,9 @@ A build may compile these modules with mypyc (see ``rendr._native`` and
 from .. import _native
 
 # Before any engine module is imported: a compiled engine built from other sources
-# than the .py files here (an edited editable install) must not shadow them.
-_native.guard(__path__[0])
+# than the .py files here (an edited editable install) must not shadow them (``rendr``
+# ran the guard already; this returns its result).
+_native.guard()
 
 from .events import Event, EventKind  # noqa: E402
 from .flow import Flow  # noqa: E402

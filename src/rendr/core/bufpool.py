@@ -60,6 +60,7 @@ def _count_oldest(queue: deque[bytearray]) -> int:
 
 _spares: list[bytearray] = []
 _retired: deque[bytearray] = deque()
+# never rebound (only mutated): the compiled driver imports it to test it before calling trim()
 
 
 def _take() -> bytearray:

@@ -42,6 +42,9 @@ EPOCH_RECORDS: Final = 1 << 18
 _HDR: Final = struct.Struct("!I")
 _NONCE: Final = struct.Struct("!IQ")
 _MAX_BODY: Final = MAX_RECORD + TAG_LEN
+_SMALL: Final = 4096
+"""Records of at most this many plaintext bytes are sealed and opened into new ``bytes``
+(an allocation costs less than the reused buffers' bookkeeping at this size)."""
 
 Buffer = bytes | bytearray | memoryview
 Out = bytes | memoryview
@@ -126,7 +129,9 @@ class RecordSealer(_Keyed):
             self._next_key()
         nonce = _NONCE.pack(self._path_id, self.seq)
         self.seq += 1
-        if self._encrypt:
+        if self._encrypt and n <= _SMALL:
+            out.append(hdr + self._aead.encrypt(nonce, chunk, hdr))
+        elif self._encrypt:
             size = 4 + n + TAG_LEN
             room = _SEALED.get(size)
             room[:4] = hdr
@@ -210,12 +215,14 @@ class RecordOpener(_Keyed):
             self._next_key()
         nonce = _NONCE.pack(self._path_id, self.seq)
         try:
-            if self._encrypt:
-                n = len(body) - TAG_LEN
+            n = len(body) - TAG_LEN
+            if self._encrypt and n <= _SMALL:
+                plain: Out = self._aead.decrypt(nonce, body, hdr)
+            elif self._encrypt:
                 room = _OPENED.get(n)
                 self._aead.decrypt_into(nonce, body, hdr, room[:n])
                 del room
-                plain: Out = _OPENED.filled(n)
+                plain = _OPENED.filled(n)
             else:
                 plain = body[:-TAG_LEN]
                 self._aead.decrypt(nonce, body[-TAG_LEN:], plain)
