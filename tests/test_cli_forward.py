@@ -26,26 +26,33 @@ async def _rendr(*args: str, stdin: int | None = None) -> asyncio.subprocess.Pro
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
 
-async def test_serve_and_connect_stdio_forward_a_tcp_service() -> None:
-    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        data = await reader.read()  # to the half-close passed through from stdin's EOF
-        writer.write(hashlib.sha256(data).hexdigest().encode())
-        await writer.drain()
-        writer.close()
+async def _hash_backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The TCP service behind ``serve``: answers the SHA-256 of all it read."""
+    data = await reader.read()  # to the half-close passed through from stdin's EOF
+    writer.write(hashlib.sha256(data).hexdigest().encode())
+    await writer.drain()
+    writer.close()
 
-    back = await asyncio.start_server(backend, "127.0.0.1", 0)
+
+async def _listening(serve: asyncio.subprocess.Process) -> None:
+    """Wait for ``serve``'s "listening on" line (after the warning that no psk is set)."""
+    assert serve.stderr is not None
+    seen = b""
+    while b"listening on" not in seen:
+        line = await asyncio.wait_for(serve.stderr.readline(), 20)
+        assert line, seen
+        seen += line
+
+
+async def test_serve_and_connect_stdio_forward_a_tcp_service() -> None:
+    back = await asyncio.start_server(_hash_backend, "127.0.0.1", 0)
     back_port = back.sockets[0].getsockname()[1]
     p1, p2 = _free_port(), _free_port()
     serve = await _rendr("serve", "--listen", f"tcp://127.0.0.1:{p1}",
                          "--listen", f"tcp://127.0.0.1:{p2}",
                          "--forward", f"127.0.0.1:{back_port}")
     try:
-        assert serve.stderr is not None
-        seen = b""
-        while b"listening on" not in seen:  # (after the warning that no psk is set)
-            line = await asyncio.wait_for(serve.stderr.readline(), 20)
-            assert line, seen
-            seen += line
+        await _listening(serve)
         payload = os.urandom(1 << 20)
         connect = await _rendr("connect", "--path", f"tcp://127.0.0.1:{p1}",
                                "--path", f"tcp://127.0.0.1:{p2}", "--stdio",
@@ -73,24 +80,13 @@ async def test_serve_and_connect_over_quic_with_options_in_the_url() -> None:
     without them the CLI could not reach a QUIC listener it started itself."""
     pytest.importorskip("qh3")
 
-    async def backend(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        data = await reader.read()
-        writer.write(hashlib.sha256(data).hexdigest().encode())
-        await writer.drain()
-        writer.close()
-
-    back = await asyncio.start_server(backend, "127.0.0.1", 0)
+    back = await asyncio.start_server(_hash_backend, "127.0.0.1", 0)
     back_port = back.sockets[0].getsockname()[1]
     p1 = _free_port()
     serve = await _rendr("serve", "--listen", f"quic://127.0.0.1:{p1}",
                          "--forward", f"127.0.0.1:{back_port}")
     try:
-        assert serve.stderr is not None
-        seen = b""
-        while b"listening on" not in seen:
-            line = await asyncio.wait_for(serve.stderr.readline(), 20)
-            assert line, seen
-            seen += line
+        await _listening(serve)
         payload = os.urandom(256 << 10)
         refused = await _rendr("connect", "--path", f"quic://127.0.0.1:{p1}", "--stdio",
                                stdin=asyncio.subprocess.PIPE)  # the system CAs: no
