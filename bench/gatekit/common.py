@@ -90,6 +90,13 @@ def mode_of(name: str) -> rendr.Mode:
 # ---------------------------------------------------------------------------- percentiles
 
 
+def packet_counters(pc: rendr.PacketConn) -> dict[str, int]:
+    """A packet conn's ``packet_stats()`` as a dict."""
+    ps = pc.packet_stats()
+    return {k: int(getattr(ps, k)) for k in ("sent", "received", "dups", "too_old",
+                                             "overflow", "dropped")}
+
+
 async def dial_udpflow_packets(mode: str, addrs: list[Any], psk: bytes) -> Any:
     """A packet conn in ``mode`` over one udpflow path to each of ``addrs``, or a
     reply dict saying the mode is unavailable."""

@@ -25,12 +25,6 @@ from . import common as gk
 PSK = b"rendr-bond-gate-psk-32-bytes-ok!"
 
 
-def _counters(pc: rendr.PacketConn) -> dict[str, int]:
-    ps = pc.packet_stats()
-    return {k: int(getattr(ps, k)) for k in ("sent", "received", "dups", "too_old",
-                                             "overflow", "dropped")}
-
-
 async def _sink(pc: rendr.PacketConn) -> dict[str, Any]:
     got = nbytes = 0
     first = last = 0.0
@@ -45,7 +39,7 @@ async def _sink(pc: rendr.PacketConn) -> dict[str, Any]:
     except rendr.RendrError as exc:
         error = f"{type(exc).__name__}: {exc}"
     out = {"kind": "packets", "received": got, "bytes": nbytes, "recv_s": last - first,
-           "paths": gk.path_rows(pc), "packets": _counters(pc), "failure": error}
+           "paths": gk.path_rows(pc), "packets": gk.packet_counters(pc), "failure": error}
     try:
         await asyncio.wait_for(pc.close(), 5.0)
     except (asyncio.TimeoutError, rendr.RendrError):
@@ -98,7 +92,7 @@ async def h_psend(msg: tp.Msg, say: tp.Say) -> tp.Msg:
         await asyncio.sleep(0.001)
     elapsed = time.perf_counter() - t0
     rows = gk.path_rows(pc)
-    counters = _counters(pc)
+    counters = gk.packet_counters(pc)
     try:
         await asyncio.wait_for(pc.close(), 10.0)
     except (asyncio.TimeoutError, rendr.RendrError):

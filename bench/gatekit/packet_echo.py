@@ -32,12 +32,6 @@ PSK = b"rendr-race-gate-psk-32-bytes-ok!"
 _state: dict[str, Any] = {}
 
 
-def _packet_counters(pc: rendr.PacketConn) -> dict[str, int]:
-    ps = pc.packet_stats()
-    return {k: int(getattr(ps, k)) for k in ("sent", "received", "dups", "too_old",
-                                             "overflow", "dropped")}
-
-
 # ---------------------------------------------------------------------------- server
 
 
@@ -50,7 +44,7 @@ async def _echo(pc: rendr.PacketConn) -> dict[str, Any]:
             echoed += 1
     except rendr.RendrError as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"
-    out.update(echoed=echoed, paths=gk.path_rows(pc), packets=_packet_counters(pc))
+    out.update(echoed=echoed, paths=gk.path_rows(pc), packets=gk.packet_counters(pc))
     return out
 
 
@@ -150,7 +144,7 @@ async def h_echo(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     rows = gk.path_rows(pc)
-    counters = _packet_counters(pc)
+    counters = gk.packet_counters(pc)
     try:
         await asyncio.wait_for(pc.close(), 5.0)
     except (asyncio.TimeoutError, rendr.RendrError):
