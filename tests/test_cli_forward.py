@@ -44,6 +44,15 @@ async def _listening(serve: asyncio.subprocess.Process) -> None:
         seen += line
 
 
+async def _stdio_hashes(payload: bytes, *paths: str) -> None:
+    """``rendr connect --stdio`` over ``paths``: ``payload`` in, exit 0, and the
+    backend's SHA-256 of it back out."""
+    connect = await _rendr("connect", *paths, "--stdio", stdin=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(connect.communicate(payload), 30)
+    assert connect.returncode == 0, err.decode(errors="replace")
+    assert out.decode() == hashlib.sha256(payload).hexdigest()
+
+
 async def test_serve_and_connect_stdio_forward_a_tcp_service() -> None:
     back = await asyncio.start_server(_hash_backend, "127.0.0.1", 0)
     back_port = back.sockets[0].getsockname()[1]
@@ -54,12 +63,8 @@ async def test_serve_and_connect_stdio_forward_a_tcp_service() -> None:
     try:
         await _listening(serve)
         payload = os.urandom(1 << 20)
-        connect = await _rendr("connect", "--path", f"tcp://127.0.0.1:{p1}",
-                               "--path", f"tcp://127.0.0.1:{p2}", "--stdio",
-                               stdin=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(connect.communicate(payload), 30)
-        assert connect.returncode == 0, err.decode(errors="replace")
-        assert out.decode() == hashlib.sha256(payload).hexdigest()
+        await _stdio_hashes(payload, "--path", f"tcp://127.0.0.1:{p1}",
+                            "--path", f"tcp://127.0.0.1:{p2}")
     finally:
         serve.terminate()
         await serve.wait()
@@ -92,11 +97,7 @@ async def test_serve_and_connect_over_quic_with_options_in_the_url() -> None:
                                stdin=asyncio.subprocess.PIPE)  # the system CAs: no
         out, err = await asyncio.wait_for(refused.communicate(b"x"), 30)
         assert refused.returncode != 0 and b"Traceback" not in err
-        connect = await _rendr("connect", "--path", f"quic://127.0.0.1:{p1}?insecure=1",
-                               "--stdio", stdin=asyncio.subprocess.PIPE)
-        out, err = await asyncio.wait_for(connect.communicate(payload), 30)
-        assert connect.returncode == 0, err.decode(errors="replace")
-        assert out.decode() == hashlib.sha256(payload).hexdigest()
+        await _stdio_hashes(payload, "--path", f"quic://127.0.0.1:{p1}?insecure=1")
     finally:
         serve.terminate()
         await serve.wait()
