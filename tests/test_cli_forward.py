@@ -95,7 +95,7 @@ async def test_serve_and_connect_over_quic_with_options_in_the_url() -> None:
         payload = os.urandom(256 << 10)
         refused = await _rendr("connect", "--path", f"quic://127.0.0.1:{p1}", "--stdio",
                                stdin=asyncio.subprocess.PIPE)  # the system CAs: no
-        out, err = await asyncio.wait_for(refused.communicate(b"x"), 30)
+        _, err = await asyncio.wait_for(refused.communicate(b"x"), 30)
         assert refused.returncode != 0 and b"Traceback" not in err
         await _stdio_hashes(payload, "--path", f"quic://127.0.0.1:{p1}?insecure=1")
     finally:
