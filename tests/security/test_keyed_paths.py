@@ -226,3 +226,42 @@ def test_activate_epoch_may_not_jump_to_the_end(jump: int) -> None:
             await lst.close()
 
     _run(main())
+
+
+def test_forged_joins_cannot_lock_the_victim_out() -> None:
+    """The attacker knows the flow id and opens more forged JOINs than a flow may have
+    paths (and one naming the victim's own path id): every one is refused before it
+    takes a slot, so the victim's own ``add_path()`` still succeeds and its first path
+    is untouched."""
+    async def main() -> None:
+        lst = await rendr.listen_tcp("127.0.0.1:0")
+        addr = lst.addrs[0][:2]
+        spec = rendr.PathSpec("tcp", f"{addr[0]}:{addr[1]}")
+        victim = await rendr.Dialer(paths=[spec]).dial()
+        server = await lst.accept()
+        try:
+            socks = [await _connect(addr) for _ in range(20)]
+            answers = await asyncio.gather(*(
+                _answer(s, PREFACE + Join(victim.flow_id, i, os.urandom(16),
+                                          os.urandom(16)).encode())
+                for i, s in enumerate(socks)))
+            for got in answers:
+                assert got is not None and got[0] == FrameType.JOIN_ACK
+                assert JoinAck.decode(got[1]).result == Result.AUTH_FAILED
+            for s in socks:
+                s.close()
+            assert len(server.stats().paths) == 1
+            await victim.add_path(spec)
+            for _ in range(100):
+                if len(server.stats().paths) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(server.stats().paths) == 2
+            await victim.write(b"still mine")
+            assert await server.readexactly(10) == b"still mine"
+        finally:
+            victim.abort()
+            server.abort()
+            await lst.close()
+
+    _run(main())

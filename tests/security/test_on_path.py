@@ -9,8 +9,18 @@ import contextlib
 import hashlib
 import os
 
+import pytest
+
 import rendr
-from rendr.core.wire import CloseCode, FrameType, encode_frame
+from rendr.core.wire import (
+    CloseCode,
+    FrameType,
+    encode_ack,
+    encode_activate,
+    encode_frame,
+    encode_path_close,
+    encode_u64,
+)
 
 MIB = 1 << 20
 
@@ -76,11 +86,25 @@ async def _read_n(conn: rendr.Conn, n: int) -> bytes:
     return await conn.readexactly(n)
 
 
-def test_bytes_injected_into_a_live_path_end_only_that_path() -> None:
-    """Mid-transfer the attacker writes a well-formed CLOSE(0) frame (what ended the
-    pre-v1 flow with a clean EOF) into the listener's side of the victim's active
-    connection, then garbage into the dialer's side: each end drops that path
-    (auth), the flow goes on over its other path, every byte arrives once, no EOF."""
+# What the pre-v1 attacks of issue 7 injected: CLOSE(0) (a clean EOF at the server),
+# an ACK of everything (a permanent hole), a forged PONG (a 500 s RTT), ACTIVATE with
+# the last epoch (steal the flow, the victim's own ACTIVATEs then stale) and
+# PATH_CLOSE of the victim's other path.
+INJECTED = {
+    "close": encode_frame(FrameType.CLOSE, int(CloseCode.NO_ERROR).to_bytes(2, "big")),
+    "ack_all": encode_ack(1 << 40, 1 << 41, 0, []),
+    "pong": encode_u64(FrameType.PONG, 12345),
+    "activate_last_epoch": encode_activate(1, 0xFFFFFFFF, dead_path=2),
+    "path_close": encode_path_close(2),
+}
+
+
+@pytest.mark.parametrize("frame", sorted(INJECTED))
+def test_bytes_injected_into_a_live_path_end_only_that_path(frame: str) -> None:
+    """Mid-transfer the attacker writes a well-formed frame (each of the pre-v1
+    attacks) into the listener's side of the victim's active connection, then garbage
+    into the dialer's side: each end drops that path (auth), the flow goes on over its
+    other path, every byte arrives once, no EOF."""
     async def main() -> None:
         lst = await rendr.listen_tcp("127.0.0.1:0")
         addr = lst.addrs[0][:2]
@@ -97,8 +121,7 @@ def test_bytes_injected_into_a_live_path_end_only_that_path() -> None:
             w_cli = asyncio.create_task(_pump(client, up))
             w_srv = asyncio.create_task(_pump(server, down))
             await asyncio.sleep(0.05)
-            mitm.inject("to_listener", encode_frame(FrameType.CLOSE,
-                                                    int(CloseCode.NO_ERROR).to_bytes(2, "big")))
+            mitm.inject("to_listener", INJECTED[frame])
             mitm.inject("to_dialer", os.urandom(300))
             await asyncio.gather(w_cli, w_srv)
             got_up, got_down = await asyncio.gather(r_srv, r_cli)
