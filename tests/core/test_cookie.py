@@ -319,6 +319,34 @@ def test_half_open_flow_ends_after_confirm_timeout() -> None:
     assert flow.state is State.CLOSED and isinstance(flow.error, ProtocolError)
 
 
+def test_a_late_confirm_timer_waits_for_what_the_loop_has_not_read_yet() -> None:
+    """A loop that lags (uvloop runs due timers *before* it polls for input) handles
+    the confirmation deadline late while the dialer's first record may sit unread in
+    the socket.  Seen in the soak on an overloaded box: fresh flows ended as
+    "handshake never confirmed" and their dialers got ZombieFlow.  A deadline checked
+    more than ``LATE_TIMER`` after it passed is granted one ``LATE_GRACE`` so the
+    pending input is read first; a flow that is really half-open still ends."""
+    from rendr.core.lifecycle import LATE_GRACE
+
+    flow = Flow(role=Role.LISTENER, flow_id=FLOW, config=FlowConfig(confirm_timeout=2.0),
+                now=0.0, peer_window=1 << 20, records=False)
+    flow.add_path(1, now=0.0)
+    flow.handle_timer(4.0)  # two seconds late
+    assert flow.state is not State.CLOSED
+    flow.receive(1, encode_u64(FrameType.PING, 7), 4.001)  # it was waiting unread
+    flow.handle_timer(4.0 + LATE_GRACE)
+    assert flow.state is not State.CLOSED
+
+    half_open = Flow(role=Role.LISTENER, flow_id=FLOW,
+                     config=FlowConfig(confirm_timeout=2.0), now=0.0,
+                     peer_window=1 << 20, records=False)
+    half_open.add_path(1, now=0.0)
+    half_open.handle_timer(4.0)
+    assert half_open._life.confirm_at == pytest.approx(4.0 + LATE_GRACE)
+    half_open.handle_timer(9.0)  # late again: one grace only
+    assert half_open.state is State.CLOSED and isinstance(half_open.error, ProtocolError)
+
+
 def test_confirmed_flow_is_not_ended() -> None:
     flow = Flow(role=Role.LISTENER, flow_id=FLOW, config=FlowConfig(confirm_timeout=2.0),
                 now=0.0, peer_window=1 << 20, records=False)

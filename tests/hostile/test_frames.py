@@ -186,3 +186,30 @@ def test_ping_flood_ends_the_flow_but_an_honest_rate_does_not() -> None:
     flood.receive(1, b"".join(encode_u64(FrameType.PING, i) for i in range(1500)), 0.1)
     assert flood.state is State.CLOSED and isinstance(flood.error, ProtocolError)
     assert "flood" in str(flood.error)
+
+
+def test_delayed_pongs_cannot_stretch_the_dead_time_without_bound() -> None:
+    """An attacker on a path cannot forge a PONG, but it can hold each genuine one
+    back until just before the path would be declared dead.  Every such sample raised
+    srtt, and so the dead time (3 srtt + 4 rttvar), so the next PONG could be held
+    longer: forty rounds took the dead time past the 90 s migration budget, and a
+    blackholed path then stayed 'alive' for it.  RTT samples are clamped
+    (``MAX_RTT_SAMPLE``), which bounds the dead time."""
+    from rendr.core.path import MAX_RTT_SAMPLE
+    from rendr.core.wire import encode_u64
+
+    flow = _sender_with_data_in_flight()
+    path = flow.paths[1]
+    now = 0.05
+    for _ in range(40):
+        flow.handle_timer(now)
+        flow.transmits(now)
+        if not path.pings:
+            now += 0.05
+            continue
+        token, sent_at = path.pings[-1]
+        now = sent_at + 0.9 * flow._paths.dead_time(path)
+        flow.receive(1, encode_u64(FrameType.PONG, token), now)
+    assert path.rtt.srtt is not None and path.rtt.srtt <= MAX_RTT_SAMPLE
+    assert flow._paths.dead_time(path) <= 3 * (3 * MAX_RTT_SAMPLE + 4 * MAX_RTT_SAMPLE)
+    assert flow._paths.dead_time(path) < 90.0

@@ -36,6 +36,15 @@ TRANSITIONS: Final[dict[State, frozenset[State]]] = {
 """Every legal state change (anything else is an engine bug)."""
 
 
+LATE_TIMER: Final = 0.1
+"""Seconds: a deadline handled more than this after it passed was handled late: the
+event loop lagged (uvloop runs due timers before it polls for input), so what would
+have met it may be waiting unread in a socket."""
+LATE_GRACE: Final = 0.1
+"""Seconds: the one extension a deadline that would end the flow (confirmation,
+linger) gets when it is handled late, so the loop reads its pending input first."""
+
+
 class Lifecycle:
     """The state of one flow and its flow-wide deadlines.
 
@@ -52,8 +61,8 @@ class Lifecycle:
             authenticated bytes since the HELLO_ACK).
     """
 
-    __slots__ = ("budget_at", "close_requested", "confirm_at", "error", "linger_at", "name",
-                 "peer_closed", "state", "unconfirmed")
+    __slots__ = ("budget_at", "close_requested", "confirm_at", "error", "graced",
+                 "linger_at", "name", "peer_closed", "state", "unconfirmed")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -65,6 +74,7 @@ class Lifecycle:
         self.linger_at: float | None = None
         self.confirm_at: float | None = None
         self.unconfirmed = False
+        self.graced = 0  # bit 1: the confirmation deadline, bit 2: linger (see expired)
 
     @property
     def closed(self) -> bool:
@@ -142,13 +152,25 @@ class Lifecycle:
 
     def expired(self, now: float) -> str | None:
         """Which flow-wide deadline ran out at ``now``: ``"budget"``, ``"confirm"``,
-        ``"linger"`` (in that order of precedence), or None."""
+        ``"linger"`` (in that order of precedence), or None.
+
+        The confirmation and linger deadlines end the flow although what would meet
+        them may already be waiting unread: checked more than :data:`LATE_TIMER` late
+        (a lagging loop), each is moved :data:`LATE_GRACE` ahead, once."""
         if self.budget_at is not None and now >= self.budget_at:
             return "budget"
         if self.confirm_at is not None and now >= self.confirm_at:
-            return "confirm"
+            if now - self.confirm_at > LATE_TIMER and not self.graced & 1:
+                self.graced |= 1
+                self.confirm_at = now + LATE_GRACE
+            else:
+                return "confirm"
         if self.linger_at is not None and now >= self.linger_at:
-            return "linger"
+            if now - self.linger_at > LATE_TIMER and not self.graced & 2:
+                self.graced |= 2
+                self.linger_at = now + LATE_GRACE
+            else:
+                return "linger"
         return None
 
 

@@ -41,6 +41,13 @@ LOSS_GAIN: Final = 1 / 8
 K_ALPHA: Final = 1 / 8
 K_BETA: Final = 1 / 4
 
+MAX_RTT_SAMPLE: Final = 3.0
+"""Seconds: an RTT sample above this counts as this much.  A PONG cannot be forged
+(it must echo an outstanding PING), but one held back by an attacker on the path
+yields a long sample; the dead time grows with srtt, so unclamped samples let such an
+attacker ratchet it, PONG by PONG, far past the migration budget.  Clamped, the dead
+time stays under ``3 * (3 + 4) * MAX_RTT_SAMPLE`` (63 s, at 100 % PING loss)."""
+
 
 class RttEstimator:
     """Smoothed RTT and RTT variation (RFC 6298) from PING/PONG samples."""
@@ -62,7 +69,7 @@ class RttEstimator:
 
     def update(self, sample: float, now: float = 0.0) -> None:
         """Add one RTT sample (seconds) taken at ``now``."""
-        sample = max(sample, 0.0)
+        sample = min(max(sample, 0.0), MAX_RTT_SAMPLE)
         recent = self._recent
         # monotonic deque: the front is the window's minimum
         while recent and recent[-1][1] >= sample:
