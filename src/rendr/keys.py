@@ -10,9 +10,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 __all__ = ["check_authentication", "generate_server_key", "server_public_key"]
 
 
-def check_authentication(who: str, psk: bytes | None, server_key: object | None) -> None:
+def check_authentication(who: str, psk: bytes | None, server_key: object | None,
+                         records: bool = True) -> None:
     """What ``Dialer``/``listen`` check of ``psk=`` and ``server_key=``: a PSK has at
-    least 16 bytes; with neither, a warning that only passive observers are kept out.
+    least 16 bytes; with neither, a warning that only passive observers are kept out;
+    with ``records=False``, a warning that frames after the handshake are not
+    authenticated.
 
     Raises:
         ValueError: the PSK is too short.
@@ -23,6 +26,11 @@ def check_authentication(who: str, psk: bytes | None, server_key: object | None)
         logging.getLogger(f"rendr.{who.lower()}").warning(
             "rendr %s without psk or server_key: flows are kept from passive observers "
             "only, not from an active attacker in the middle (see docs/security.md)", who)
+    if not records:
+        logging.getLogger(f"rendr.{who.lower()}").warning(
+            "rendr %s with records=False: frames after the handshake are neither "
+            "authenticated nor encrypted unless the peer asks for records; only for "
+            "carriers that authenticate every byte themselves (see docs/security.md)", who)
 
 
 def generate_server_key() -> tuple[bytes, bytes]:

@@ -265,3 +265,17 @@ def test_forged_joins_cannot_lock_the_victim_out() -> None:
             await lst.close()
 
     _run(main())
+
+
+def test_turning_records_off_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """``records=False`` leaves frames unauthenticated on a carrier that does not
+    authenticate itself: like running without ``psk``/``server_key``, it is said in a
+    start-up warning, not left silent."""
+    with caplog.at_level("WARNING", logger="rendr"):
+        rendr.Dialer(paths=[rendr.PathSpec("tcp", "127.0.0.1:9")], psk=b"k" * 16,
+                     records=False)
+    assert any("records=False" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="rendr"):
+        rendr.Dialer(paths=[rendr.PathSpec("tcp", "127.0.0.1:9")], psk=b"k" * 16)
+    assert not caplog.records

@@ -75,7 +75,9 @@ class Dialer:
                  rng: random.Random | None = None, **knobs: Any) -> None:
         if server_key is not None and len(server_key) != 32:
             raise ValueError("server_key must be a 32-byte X25519 public key")
-        check_authentication("Dialer", psk, server_key)
+        self.config = (config or FlowConfig()).replace(**knobs) if knobs else (
+            config or FlowConfig())
+        check_authentication("Dialer", psk, server_key, self.config.records)
         self.psk = psk
         self.server_key = server_key
         self.on_event = on_event
@@ -83,8 +85,6 @@ class Dialer:
         self.mode = Mode(mode)
         self.paths = list(paths)
         self.transports = dict(transports or {})
-        self.config = (config or FlowConfig()).replace(**knobs) if knobs else (
-            config or FlowConfig())
 
     async def dial(self) -> Conn:
         """Open a new flow and return its connection once the first path is up.

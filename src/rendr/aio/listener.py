@@ -294,7 +294,7 @@ async def listen(*specs: ListenSpec, config: FlowConfig | None = None, backlog: 
     cfg = (config or FlowConfig()).replace(**knobs) if knobs else (config or FlowConfig())
     if isinstance(server_key, (bytes, bytearray)):
         server_key = X25519PrivateKey.from_private_bytes(bytes(server_key))
-    check_authentication("listener", psk, server_key)
+    check_authentication("listener", psk, server_key, cfg.records)
     listener = Listener(cfg, backlog, on_event, psk=psk, server_key=server_key)
     try:
         for spec in specs:
