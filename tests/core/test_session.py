@@ -274,3 +274,29 @@ def test_records_and_encryption_are_on_if_either_end_asks() -> None:
         assert flow is not None
         assert flow.encrypt == lh.flows[FLOW].encrypt == (d_on or l_on)
         assert flow.records == lh.flows[FLOW].records == (d_on or l_on)
+
+
+def test_an_authenticated_join_confirms_a_new_flow() -> None:
+    """A JOIN's MAC is under a key derived from this flow's handshake, so it proves the
+    dialer holds the flow's keys as much as its first record does.  Seen in the soak
+    on an overloaded box: the first path's records were late, the dialer's JOINed
+    paths were accepted, and the listener still ended the flow as "handshake never
+    confirmed" (the dialer got ConnAborted, or ZombieFlow on its next JOIN)."""
+    from rendr.core.events import EventKind
+
+    hs = ListenerHandshake(FlowConfig(confirm_timeout=2.0))
+    dh = DialerHandshake(FLOW, Mode.PRIME, FlowConfig())
+    d = hs.decide(FrameType.HELLO, dh.hello(dh.next_path_id())[1][4:], 0.0)
+    assert d.flow is not None
+    flow = d.flow
+    flow.add_path(1, now=0.0)
+    dh.on_hello_ack(FrameType.HELLO_ACK, d.reply[1][4:], 1, 0.0)
+    assert not flow.confirmed
+    forged = hs.decide(FrameType.JOIN, Join(FLOW, 2, bytes(16), bytes(16)).encode()[4:], 1.0)
+    assert forged.result == Result.AUTH_FAILED and not flow.confirmed
+    ok = hs.decide(FrameType.JOIN, _join(dh, 2).encode()[4:], 1.5)
+    assert ok.ok and flow.confirmed
+    assert any(e.kind is EventKind.CONFIRMED for e in flow.events())
+    flow.add_path(2, now=1.5)
+    flow.handle_timer(2.5)
+    assert flow.state is not State.CLOSED

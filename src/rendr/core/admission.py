@@ -135,7 +135,7 @@ class ListenerHandshake:
             return self.on_hello(Hello.decode(body), now, queue_full=queue_full,
                                  body=bytes(body), source=source, binding=binding)
         if ftype == FrameType.JOIN:
-            return self.on_join(Join.decode(body), binding)
+            return self.on_join(Join.decode(body), binding, now)
         raise ProtocolError(f"carrier opened with frame type 0x{ftype:02x}")
 
     def on_hello(self, hello: Hello, now: float, *, queue_full: bool = False,
@@ -270,9 +270,11 @@ class ListenerHandshake:
         return dataclasses.replace(ack, auth=crypto.mac(keys.confirm, b"hello-ack",
                                                          transcript))
 
-    def on_join(self, join: Join, binding: bytes = b"") -> Decision:
+    def on_join(self, join: Join, binding: bytes = b"", now: float = 0.0) -> Decision:
         """Another path for a known flow: accept it, or refuse (``binding``: the
-        carrier's channel binding, which the JOIN's proof must cover)."""
+        carrier's channel binding, which the JOIN's proof must cover).  An accepted
+        JOIN proved the dialer's keys: a flow still waiting for its first record is
+        confirmed by it."""
         flow = self.flows.get(join.flow_id)
         keys = flow.keys if flow is not None else None
         if flow is None:
@@ -306,8 +308,11 @@ class ListenerHandshake:
             logger.info("refused JOIN of path %d to flow %s: %s", join.path_id,
                         join.flow_id.hex()[:8], result.name)
             return decision
-        if agreed and flow is not None:
-            flow.auth_only.add(join.path_id)
+        if flow is not None:
+            if agreed:
+                flow.auth_only.add(join.path_id)
+            if not flow.confirmed:
+                flow.proven(join.path_id, now)
         decision.flow = flow
         return decision
 

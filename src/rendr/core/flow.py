@@ -6,9 +6,8 @@ out what to write on each carrier, which carriers to close and events; after
 *every* input: ``transmits(now)``, ``closes()``, ``events()``, then one timer at
 ``get_timer()`` (the full contract: docs/architecture.md, "The engine's contract").
 
-``Flow`` is a thin facade: it dispatches frames and wires the parts, each in its
-own module behind a small interface (``sender``, ``receiver``, ``paths``,
-``scheduler``, ``recovery``, ``migration``, ``lifecycle``; docs/architecture.md).
+``Flow`` is a thin facade: it dispatches frames and wires the parts, each in its own
+module behind a small interface (``sender``, ``receiver``, ``paths``, ``scheduler``...).
 """
 
 from __future__ import annotations
@@ -132,9 +131,13 @@ class Flow:
 
     @property
     def confirmed(self) -> bool:
-        """Listener: the dialer proved its keys (its first authenticated bytes came);
-        always True on the dialer."""
+        """Listener: the dialer proved its keys (its first authenticated bytes, or an
+        authenticated JOIN: :meth:`proven`); always True on the dialer."""
         return not self._life.unconfirmed
+
+    def proven(self, path_id: int, now: float) -> None:
+        """Listener: an authenticated JOIN (of ``path_id``) proved the dialer's keys."""
+        self._inbound.confirm(path_id, now)
 
     @property
     def peer_closed(self) -> bool:
@@ -399,8 +402,7 @@ class Flow:
         raise EOFError("the peer closed the connection")
 
     def packet_stats(self) -> tuple[int, int, int, int, int, int]:
-        """``(sent, received, dups, too_old, overflow, dropped)`` of a packet flow (all
-        0 on a stream flow)."""
+        """``(sent, received, dups, too_old, overflow, dropped)``; zeros on a stream."""
         return packet_stats(self._packets_out, self._packets_in)
 
     @property
@@ -411,10 +413,8 @@ class Flow:
     # ------------------------------------------------------------------ output
 
     def transmits(self, now: float) -> list[tuple[int, list[Buffer]]]:
-        """What to write on each carrier now: ``[(path_id, buffers), ...]``.
-
-        Write each list with one ``writelines`` call, in the order given.
-        """
+        """What to write on each carrier now: ``[(path_id, buffers), ...]``; write each
+        list with one ``writelines`` call, in the order given."""
         if self._life.state is not _CLOSED:
             if self._receiver.ack_needed:
                 self._send_ack()  # ahead of DATA: an ACK must not queue behind a burst

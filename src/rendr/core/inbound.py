@@ -131,6 +131,14 @@ class Inbound:
     def _emit(self, kind: EventKind, now: float, path_id: int) -> None:
         self._emit_cb(kind, now, path_id=path_id)
 
+    def confirm(self, path_id: int, now: float) -> bool:
+        """Listener: the dialer proved its keys (on ``path_id``); True the first time,
+        with a CONFIRMED event (the flow may now be accepted)."""
+        if self._life.confirmed():
+            self._emit(EventKind.CONFIRMED, now, path_id)
+            return True
+        return False
+
     def make_deframer(self, path_id: int,
                        datagrams: bool) -> StreamDeframer | DatagramDeframer:
         # closures, not functools.partial: compiled (mypyc), they call the handlers natively
@@ -170,8 +178,7 @@ class Inbound:
         path.authentic += 1
         path.unanswered_since = None
         flags = 0
-        if self._life.unconfirmed and self._life.confirmed():
-            self._emit(EventKind.CONFIRMED, now, path_id)
+        if self._life.unconfirmed and self.confirm(path_id, now):
             flags = MUST_FLUSH
         if path.suspect:
             self._migration.resumed(path, now)
