@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -98,6 +99,8 @@ class FakeSocket:
         self._peer = peer
         self._fd = 100
         self.sent: list[tuple[tuple[Any, ...] | None, bytes]] = []
+        self.inbox: deque[tuple[bytes, tuple[Any, ...]]] = deque()
+        """What the socket has to read: ``(datagram, source address)``."""
 
     def fileno(self) -> int:
         return self._fd
@@ -139,6 +142,25 @@ class FakeSocket:
         else:
             self.sent.append((addr, data))
         return len(data)
+
+    def recv(self, _size: int) -> bytes:
+        return self.recvfrom(_size)[0]
+
+    def recvfrom(self, _size: int) -> tuple[bytes, tuple[Any, ...]]:
+        if not self.inbox:
+            raise BlockingIOError
+        return self.inbox.popleft()
+
+    def deliver(self, loop: FakeLoop, datagram: bytes, addr: tuple[Any, ...]) -> bool:
+        """``datagram`` arrives from ``addr``: the loop calls the socket's reader (as
+        on readiness); False when nothing reads the socket any more."""
+        reader = loop.readers.get(self._fd)
+        if reader is None:
+            return False
+        self.inbox.append((datagram, addr))
+        reader()
+        self.inbox.clear()
+        return True
 
     def take(self) -> list[tuple[tuple[Any, ...] | None, bytes]]:
         out = self.sent
