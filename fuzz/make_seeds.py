@@ -104,7 +104,7 @@ def dgram_seeds(rnd: random.Random) -> None:
     write("dgram", bytes([2]) + pk)
     # the engine: packets sent, delivered, copied, tampered, forged, misbehaving frames
     for flags in (0, 1, 2, 3):
-        steps = [bytes([0, 1, 3, 5]) + b"abcde" + b"\x00" + b"\x03xyz",
+        steps = [bytes([0, 1, 2, 5]) + b"abcde" + b"\x00" + b"\x03xyz",  # 3 packets
                  bytes([1, 1, 0]), bytes([3, 1, 1, 0]), bytes([0, 2, 1, 2]) + b"zz",
                  bytes([4, 1, 0]) + u16(100), bytes([5, 1, 0]) + u16(30),
                  bytes([2, 0, 0]), bytes([6, 1, 0]) + u16(40) + bytes(40),
@@ -112,26 +112,30 @@ def dgram_seeds(rnd: random.Random) -> None:
         write("dgram", bytes([3, flags]) + b"".join(steps))
         rogue = bytes([7, 1, 0, 2, 0]) + u16(1) + bytes([2, 0]) + bytes([1]) + bytes(12)
         write("dgram", bytes([3, flags]) + b"".join(steps[:2]) + rogue + b"".join(steps[2:]))
-    # the udpflow listener: OPEN, answer, DATA, new address, CHALLENGE, RESPONSE, close
+    # the udpflow listener (op | address | path | ...): OPEN, the same OPEN again, the
+    # answer, DATA from the first address (validates it), authentic DATA from a new
+    # address (a CHALLENGE), the RESPONSE (the path moves), forged DATA, junk, DATA
+    # sent, close (repeats), DATA while draining (answered), the drain's end
     for first in (0, 1, 2, 4):
-        opening = bytes([0, 0, 0]) + b"N" * 8 + bytes([20]) + bytes(20) + bytes([0, 0, 0])
-        steps = [opening, bytes([0, 0, 0, 1, 0]),  # the same OPEN again
-                 bytes([6, 0, 0, 10]) + bytes(10),  # the answer
-                 bytes([10, 0, 0, 5]) + b"hello",  # DATA from its first address
-                 bytes([2, 2, 0, 3]) + b"abc" + b"\x00",  # authentic DATA, new address
-                 bytes([4, 2, 0, 1, 1, 1, 0]),  # the RESPONSE with the token
-                 bytes([3, 2, 0, 4]) + b"junk", bytes([5, 0, 0, 3]) + b"\x05ab",
-                 bytes([6, 2, 0]) + u16(100) + bytes([1]) + bytes(100) + u16(7) + bytes(7),
+        steps = [bytes([0, 0, 0, 0]) + b"N" * 8 + bytes([20]) + bytes(20) + bytes([0, 0, 0]),
+                 bytes([0, 0, 0, 1, 0]), bytes([6, 0, 0, 10]) + bytes(10),
+                 bytes([10, 0, 0, 5]) + b"hello", bytes([2, 2, 0, 3]) + b"abc" + b"\x00",
+                 bytes([4, 2, 0, 1, 1, 1, 0]), bytes([3, 2, 0, 4]) + b"junk",
+                 bytes([5, 0, 0, 3]) + b"\x05ab",
+                 bytes([6, 2, 0, 1]) + u16(100) + bytes(100) + u16(7) + bytes(7),
                  bytes([7, 0, 0, 1]), bytes([2, 2, 0, 3]) + b"abc" + b"\x01",
                  bytes([8, 0, 0, 30]), bytes([9, 0, 0]), bytes([1, 0, 0]) + u16(20) + bytes(20)]
         write("dgram", bytes([4, first]) + b"".join(steps))
-    # the udpflow dialer: its opening, ANSWERs (ours and not), DATA, CHALLENGE, close
-    steps = [bytes([10]) + bytes(10) + bytes([0, 0]),  # the opening
-             bytes([0]) + b"C" * 8 + bytes([5]) + bytes(5) + bytes([1, 1, 0]),  # not whole
-             bytes([0]) + b"C" * 8 + bytes([5]) + bytes(5) + bytes([0, 1, 1]),  # our nonce
+        write("dgram", bytes([4, first]) + b"".join(steps[:4]) + bytes([7, 0, 0, 1])
+              + b"".join(steps[4:]))
+    # the udpflow dialer: its opening, ANSWERs (not whole, then ours), DATA, CHALLENGEs
+    # (25 bytes, 26), DATA sent, close, DATA while draining, the drain's end
+    steps = [bytes([10]) + bytes(10) + bytes([0, 0]),
+             bytes([0]) + b"C" * 8 + bytes([0, 5]) + bytes(5) + bytes([1]),
+             bytes([0]) + b"C" * 8 + bytes([1, 5]) + bytes(5) + bytes([0, 0, 1]),
              bytes([1, 1, 4]) + b"data", bytes([2, 1, 1]) + bytes(16),
              bytes([2, 1, 2]) + bytes(17), bytes([4, 20]),
-             bytes([5]) + u16(50) + bytes([1]) + bytes(50), bytes([6]),
+             bytes([5, 0]) + u16(50) + bytes(50), bytes([6]),
              bytes([1, 1, 4]) + b"more", bytes([4, 60])]
     write("dgram", bytes([5]) + b"".join(steps))
     for target in range(6):

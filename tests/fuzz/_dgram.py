@@ -505,6 +505,7 @@ def run_engine(data: bytes) -> None:
     authentic_packets: set[bytes] = set()  # packets in datagrams the listener got whole
     rogue_frames = False
     forged = 0
+    deliveries = 0
     now = 0.0
     steps = 0
     while r and steps < 48:
@@ -528,12 +529,14 @@ def run_engine(data: bytes) -> None:
         elif op == 1:  # delivered (maybe out of order)
             pid, d, numbers = in_flight.pop(r.u8() % len(in_flight))
             listener.receive(pid, d, now)
+            deliveries += 1
             arrived.append((pid, d))
             authentic_packets.update(payloads[n] for n in numbers)
         elif op == 2:  # lost
             in_flight.pop(r.u8() % len(in_flight))
         elif op == 3:  # delivered again (a replay), or moved to the other path
-            if arrived and r.u8() & 1:
+            again = r.u8() & 1
+            if arrived and again:
                 pid, d = arrived[r.u8() % len(arrived)]
             else:
                 pid, d, _ = in_flight[r.u8() % len(in_flight)]
@@ -605,7 +608,9 @@ def run_engine(data: bytes) -> None:
         dropped = sum(op.failures + op.replays for op in (
             p.opener for p in (listener.find_path(1), listener.find_path(2))
             if p is not None) if isinstance(op, DatagramOpener))
-        assert dropped <= forged
+        assert dropped == forged, "a forged datagram not counted, or an authentic one dropped"
+        taken = sum(p.authentic for p in listener.paths.values())
+        assert taken == deliveries, "authentic receives miscounted"
 
 
 def _packets_in(plain: bytes) -> list[int]:
@@ -726,10 +731,12 @@ def _run_udp_listener(data: bytes) -> None:
         steps += 1
         op = r.u8() % 11
         addr = ADDRS[r.u8() % len(ADDRS)]
-        sink = sinks[r.u8() % len(sinks)] if sinks else None
+        pick = r.u8()
+        sink = sinks[pick % len(sinks)] if sinks else None
         datagram: bytes | None = None
         if op == 0:  # a padded OPEN, or one seen before (a repeat)
-            if opens and r.u8() & 1:
+            again = r.u8() & 1
+            if opens and again:
                 datagram = opens[r.u8() % len(opens)]
             else:
                 head = b"\x01" + r.take(8).ljust(8, b"\0") + _opening(r)
@@ -747,7 +754,8 @@ def _run_udp_listener(data: bytes) -> None:
         elif op == 3 and sink is not None:  # forged DATA with a path's connection id
             datagram = b"\x03" + sink.carrier.cid + r.take(r.u8())
         elif op == 4 and sink is not None:  # a RESPONSE: the right token, or not
-            if sink.challenges and r.u8() % 4:
+            right = r.u8() % 4
+            if sink.challenges and right:
                 to, token = sink.challenges[-1 if r.u8() & 1 else 0]
                 if r.u8() % 4:
                     addr = to
@@ -761,7 +769,8 @@ def _run_udp_listener(data: bytes) -> None:
                 sink.answered = True
                 sink.carrier.write([PREFACE + r.take(r.u8())])
             else:
-                sink.carrier.write([r.take(r.u16() % 1400) for _ in range(1 + r.u8() % 3)])
+                count = 1 + r.u8() % 3
+                sink.carrier.write([r.take(r.u16() % 1400) for _ in range(count)])
         elif op == 7 and sink is not None:
             if r.u8() & 1:
                 sink.carrier.close()
@@ -858,8 +867,7 @@ def _check_sends(sent: list[tuple[Any, bytes]], sinks: list[_ServerSink],
             s.challenges.append((to, d[9:]))
             continue
         assert d[0] in (ANSWER, DATA), d[:1].hex()
-        if d[0] == ANSWER:
-            assert to == s.carrier.addr
+        assert to == s.carrier.addr, "an ANSWER or DATA to another address than the path's"
         if not s.validated:
             s.sent_unvalidated += len(d)
             assert s.sent_unvalidated <= 3 * MIN_OPEN * s.opens, "amplification"
@@ -911,7 +919,8 @@ def _run_udp_dialer(data: bytes) -> None:
             answer = _opening(r) if r.u8() & 1 else r.take(r.u8() % 24)
             datagram = (b"\x02" + their + (nonce if r.u8() % 4 else r.take(8)) + answer)
         elif op in (1, 2):  # DATA or a CHALLENGE, for our id or another
-            mine = cid if cid is not None and r.u8() % 4 else r.take(8).ljust(8, b"\0")
+            ours = r.u8() % 4
+            mine = cid if cid is not None and ours else r.take(8).ljust(8, b"\0")
             body = r.take(r.u8()) if op == 1 else r.take(16 + r.u8() % 3 - 1)
             datagram = (b"\x03" if op == 1 else b"\x04") + mine + body
         elif op == 3:

@@ -45,13 +45,13 @@ from ._udpfake import LISTENER_ADDR, FakeLoop, FakeSocket
 inputs = st.binary(max_size=600)
 
 
-@fuzz_settings(150)
+@fuzz_settings(120)
 @given(data=inputs, encrypt=st.booleans())
 def test_opener(data: bytes, encrypt: bool) -> None:
     run_opener(bytes([0 if encrypt else 1]) + data)
 
 
-@fuzz_settings(100)
+@fuzz_settings(80)
 @given(ops=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 255), st.integers(0, 8),
                               st.binary(min_size=2, max_size=12)), max_size=40),
        encrypt=st.booleans())
@@ -70,7 +70,7 @@ def _frames(parts: list[tuple[int, bytes, int]]) -> bytes:
 FTYPES = st.sampled_from([0x10, 0x11, 0x13, 0x20, 0x32, 0x80, 0x90, 0x00])
 
 
-@fuzz_settings(200)
+@fuzz_settings(150)
 @given(data=st.one_of(st.binary(max_size=300),
                       st.lists(st.tuples(FTYPES, st.binary(max_size=30),
                                          st.sampled_from([0, 0, 0, -1, 1, -9])),
