@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
 from hypothesis import event, given
 from hypothesis import strategies as st
 
@@ -105,16 +104,13 @@ def test_hostile_peer(payload: bytes, back: bytes, steps: list[RawStep], first_p
     h.finish()
 
 
-@pytest.mark.xfail(strict=True, reason="found by fuzz_flow: the reorder budget counts "
-                   "400 B per held fragment within 2 x recv_window, so small in-window "
-                   "frames held behind a gap abort the flow (PROTOCOL_ERROR); not fixed "
-                   "yet (the fix, coalescing adjacent held pieces, is in the receive path)")
 def test_small_in_window_frames_held_out_of_order_do_not_abort() -> None:
-    """A well-behaved peer (docs/wire.md: data may be cut into frames at any boundary)
-    sends 10 KiB of its 16 KiB window as 64 frames of 160 B; the first one is late (on
-    a path that is slower, or lost and re-sent): the other 63 wait out of order.  They
-    are within the window, so the flow must take them; the reorder budget (2 x 16 KiB,
-    each held piece costing its payload + 400 B) runs out after ~57 of them."""
+    """Regression (found by fuzz_flow): a well-behaved peer (docs/wire.md: data may be
+    cut into frames at any boundary) sends 10 KiB of its 16 KiB window as 64 frames of
+    160 B; the first one is late (on a slower path, or lost and re-sent): the other 63
+    wait out of order.  They are within the window, so the flow must take them; the
+    reorder budget (2 x 16 KiB, each held piece costing its payload + 400 B) ran out
+    after ~57 of them.  Small pieces that continue a held one are now appended to it."""
     flow = Flow(role=Role.LISTENER, flow_id=bytes(16), now=0.0, peer_window=1 << 16,
                 config=make_config(False))
     flow.add_path(1, now=0.0)
