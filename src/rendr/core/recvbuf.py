@@ -46,10 +46,12 @@ _PIN_MIN = 64 * 1024
 """Out-of-order pieces smaller than this are copied rather than kept as views."""
 
 MERGE_MAX: Final = 4096
-"""A small out-of-order piece that starts where a held one ends is appended to it (a
-copy) while the two make at most this many bytes: many small frames behind one gap
-(small writes, honest) then cost the reorder budget about their payload, not 400 B
-each, and each merge copies at most this much."""
+"""An out-of-order piece smaller than :data:`FRAGMENT_OVERHEAD` that starts where a
+held one ends is appended to it (a copy) while the two make at most this many bytes:
+many small frames behind one gap (small writes, honest) then cost the reorder budget
+about their payload, not 400 B each, and each merge copies at most this much.
+Larger pieces are held as they are (their overhead is at most their size, so an
+honest peer's in-window data stays within twice the window)."""
 
 
 class ReceiveBuffer:
@@ -146,7 +148,8 @@ class ReceiveBuffer:
         for s, e in novel:
             part = keep[s - offset : e - offset]
             at = tail.pop(s, -1)
-            if at >= 0 and e - at <= MERGE_MAX:  # append to the held piece ending at s
+            if at >= 0 and e - s < FRAGMENT_OVERHEAD and e - at <= MERGE_MAX:
+                # a small piece continuing a held one: appended to it
                 ooo[at] = memoryview(ooo[at].tobytes() + part.tobytes())
                 tail[e] = at
                 self._ooo_cost += e - s
