@@ -153,7 +153,7 @@ class ReceiveBuffer:
                 ooo[at] = memoryview(ooo[at].tobytes() + part.tobytes())
                 tail[e] = at
                 self._ooo_cost += e - s
-            else:  # (a held piece too large to grow keeps no tail entry)
+            else:  # (a held piece ending at s can grow no more: s is taken now)
                 ooo[s] = part
                 if e - s < MERGE_MAX:
                     tail[e] = s
