@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Coverage-guided fuzzing of the frame decoders (``rendr.core.wire``).
 
-Input: ``selector (1 B) | body``.  Every decoder must return or raise ProtocolError
+Input: ``selector (1 B) | body`` (``TARGETS[selector % 12]``; MODE is the last).  The
+DGRAM body has no decoder of its own here (the engine reads it inline): fuzz_dgram.py
+fuzzes it through a packet flow.  Every decoder must return or raise ProtocolError
 (``parse_preface``: HandshakeError); ``bytes`` and memoryview input must decode alike;
 what decodes must re-encode and decode to the same value.
 """
@@ -23,12 +25,14 @@ with atheris.instrument_imports(include=["rendr"]):
         decode_ack,
         decode_activate,
         decode_close,
+        decode_mode,
         decode_path_close,
         decode_path_report,
         decode_u64,
         encode_ack,
         encode_activate,
         encode_close,
+        encode_mode,
         encode_path_close,
         encode_path_report,
         parse_preface,
@@ -92,6 +96,13 @@ def _path_report(b: bytes | memoryview) -> object:
     return value
 
 
+def _mode(b: bytes | memoryview) -> object:
+    value = decode_mode(b)
+    assert all(0 <= v < 256 for v in value[1:]) and 0 <= value[0] < 1 << 32
+    assert decode_mode(encode_mode(*value)[4:]) == value
+    return value
+
+
 def _preface(b: bytes | memoryview) -> object:
     try:
         parse_preface(b)
@@ -101,7 +112,7 @@ def _preface(b: bytes | memoryview) -> object:
 
 
 TARGETS = [_hello, _hello_ack, _join, _join_ack, _ack, decode_u64, _activate, _path_close,
-           _close, _path_report, _preface]
+           _close, _path_report, _preface, _mode]
 
 
 def _run(fn: object, body: bytes | memoryview) -> object:

@@ -31,11 +31,13 @@ import random
 from hypothesis import event, given
 from hypothesis import strategies as st
 
-from rendr.core.types import State
+from rendr.core.flow import Flow
+from rendr.core.types import Role, State
+from rendr.core.wire import data_header
 from rendr.errors import ProtocolError
 
 from ._common import U8, U16, U32, fuzz_settings
-from ._flowpeer import KIB, FlowHarness, RawStep
+from ._flowpeer import KIB, FlowHarness, RawStep, make_config
 
 
 def _seeded_steps(seed: int) -> list[RawStep]:
@@ -100,3 +102,20 @@ def test_hostile_peer(payload: bytes, back: bytes, steps: list[RawStep], first_p
         # the peer is told why (on a path that can still carry it, or later)
         assert 2 in h.listener_close or h.flow.undelivered_close is not None
     h.finish()
+
+
+def test_small_in_window_frames_held_out_of_order_do_not_abort() -> None:
+    """Regression (found by fuzz_flow): a well-behaved peer (docs/wire.md: data may be
+    cut into frames at any boundary) sends 10 KiB of its 16 KiB window as 64 frames of
+    160 B; the first one is late (on a slower path, or lost and re-sent): the other 63
+    wait out of order.  They are within the window, so the flow must take them; the
+    reorder budget (2 x 16 KiB, each held piece costing its payload + 400 B) ran out
+    after ~57 of them.  Small pieces that continue a held one are now appended to it."""
+    flow = Flow(role=Role.LISTENER, flow_id=bytes(16), now=0.0, peer_window=1 << 16,
+                config=make_config(False))
+    flow.add_path(1, now=0.0)
+    for i in range(1, 64):
+        flow.receive(1, data_header(160 * i, 160) + bytes(160), 0.001 * i)
+    assert flow.error is None, flow.error
+    flow.receive(1, data_header(0, 160) + bytes(160), 0.1)  # the late first frame
+    assert flow.read(1 << 20) == bytes(64 * 160)

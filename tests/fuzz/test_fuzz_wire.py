@@ -42,6 +42,7 @@ from rendr.core.wire import (
     decode_ack,
     decode_activate,
     decode_close,
+    decode_mode,
     decode_path_close,
     decode_path_report,
     decode_u64,
@@ -49,6 +50,7 @@ from rendr.core.wire import (
     encode_activate,
     encode_close,
     encode_frame,
+    encode_mode,
     encode_path_close,
     encode_u64,
     parse_preface,
@@ -76,6 +78,7 @@ def _decoders() -> dict[str, Callable[[Any], object]]:
         "path_close": decode_path_close,
         "close": decode_close,
         "path_report": decode_path_report,
+        "mode": decode_mode,
     }
 
 
@@ -120,7 +123,7 @@ def _expected_ok(name: str, body: bytes) -> bool:
     if name == "path_report":
         return n >= 9 and n >= 9 + 20 * body[8]
     need = {"join": 20, "join_ack": 21, "u64": 8, "activate": 8, "path_close": 4,
-            "close": 2}[name]
+            "close": 2, "mode": 6}[name]
     return n >= need
 
 
@@ -157,6 +160,9 @@ def _check_value(name: str, value: object) -> None:
         assert reason.isprintable(), "control characters must never reach the user"
     elif name == "activate":
         assert len(value) == 4 and all(0 <= v < 1 << 32 for v in value)  # type: ignore[arg-type]
+    elif name == "mode":
+        seq, mode, flags = value  # type: ignore[misc]
+        assert 0 <= seq < 1 << 32 and 0 <= mode < 256 and 0 <= flags < 256
     elif name == "path_report":
         time_us, entries = value  # type: ignore[misc]
         assert 0 <= time_us < 1 << 64 and len(entries) <= MAX_REPORT_PATHS
@@ -288,6 +294,15 @@ def test_activate_round_trip(path_id: int, epoch: int, dead: int, suspect: int) 
     assert decode_activate(body) == (path_id, epoch, dead, suspect)
     # the 8-byte form of early drafts: no dead path, no suspect path
     assert decode_activate(body[:8]) == (path_id, epoch, 0, 0)
+
+
+@fuzz_settings(150)
+@given(seq=U32, mode=U8, flags=U8)
+def test_mode_round_trip(seq: int, mode: int, flags: int) -> None:
+    """MODE (0x32): u32 seq, u8 mode, u8 flags; 6 bytes."""
+    body = _frame(encode_mode(seq, mode, flags), FrameType.MODE)
+    assert len(body) == 6 and decode_mode(body) == (seq, mode, flags)
+    assert decode_mode(as_view(body, 3)) == (seq, mode, flags)
 
 
 def _sanitised(reason: str) -> str:

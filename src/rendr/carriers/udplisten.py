@@ -247,7 +247,9 @@ class UdpServer:
                 self._on_open(data, addr, now)
         elif kind == RESPONSE and n == HEADER_LEN + TOKEN_LEN:
             carrier = self._carriers.get(data[1:HEADER_LEN])
-            if carrier is not None:
+            if carrier is None:
+                self.dropped += 1
+            else:
                 carrier.on_response(data[HEADER_LEN:], addr)
         else:
             self.dropped += 1

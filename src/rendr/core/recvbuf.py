@@ -29,7 +29,8 @@ __all__ = ["FRAGMENT_OVERHEAD", "ReceiveBuffer"]
 FRAGMENT_OVERHEAD: Final = 400
 """Bytes an out-of-order fragment costs besides its payload (dict entry, view, range):
 counted against the reorder budget, so a peer sending tiny fragments runs out of
-budget long before it runs the listener out of memory."""
+budget long before it runs the listener out of memory.  A small piece that continues
+a held one is appended to it instead (:data:`MERGE_MAX`) and costs only its payload."""
 
 MAX_GAPS: Final = 1024
 """The most disjoint out-of-order ranges a stream holds.  Honest reordering (data
@@ -44,6 +45,14 @@ the check costs bounded work per frame however the peer slices its data."""
 _PIN_MIN = 64 * 1024
 """Out-of-order pieces smaller than this are copied rather than kept as views."""
 
+MERGE_MAX: Final = 4096
+"""An out-of-order piece smaller than :data:`FRAGMENT_OVERHEAD` that starts where a
+held one ends is appended to it (a copy) while the two make at most this many bytes:
+many small frames behind one gap (small writes, honest) then cost the reorder budget
+about their payload, not 400 B each, and each merge copies at most this much.
+Larger pieces are held as they are (their overhead is at most their size, so an
+honest peer's in-window data stays within twice the window)."""
+
 
 class ReceiveBuffer:
     """Reorder buffer and ready queue of one stream direction.
@@ -57,7 +66,8 @@ class ReceiveBuffer:
         highest: one past the highest byte offset ever received.
     """
 
-    __slots__ = ("_budget", "_ooo", "_ooo_bytes", "_ooo_cost", "_ooo_ranges", "_ready",
+    __slots__ = ("_budget", "_ooo", "_ooo_bytes", "_ooo_cost", "_ooo_ranges", "_ooo_tail",
+                 "_ready",
                  "dup_bytes", "dups", "highest", "offset", "read_offset", "ready_bytes",
                  "reorder_hwm")
 
@@ -70,6 +80,7 @@ class ReceiveBuffer:
         self.ready_bytes = 0
         self._ready: deque[bytes | memoryview] = deque()
         self._ooo: dict[int, memoryview] = {}
+        self._ooo_tail: dict[int, int] = {}  # end -> start of held pieces below MERGE_MAX
         self._ooo_ranges = RangeSet()
         self._ooo_bytes = 0
         self.dups = 0
@@ -132,22 +143,35 @@ class ReceiveBuffer:
         keep = piece
         if len(piece) < _PIN_MIN and not isinstance(piece.obj, bytes):
             keep = memoryview(piece.tobytes())  # a small piece must not pin a whole buffer
+        ooo = self._ooo
+        tail = self._ooo_tail
         for s, e in novel:
-            self._ooo[s] = keep[s - offset : e - offset]
+            part = keep[s - offset : e - offset]
+            at = tail.pop(s, -1)
+            if at >= 0 and e - s < FRAGMENT_OVERHEAD and e - at <= MERGE_MAX:
+                # a small piece continuing a held one: appended to it
+                ooo[at] = memoryview(ooo[at].tobytes() + part.tobytes())
+                tail[e] = at
+                self._ooo_cost += e - s
+            else:  # (a held piece ending at s can grow no more: s is taken now)
+                ooo[s] = part
+                if e - s < MERGE_MAX:
+                    tail[e] = s
+                self._ooo_cost += e - s + FRAGMENT_OVERHEAD
             self._ooo_ranges.add(s, e)
             self._ooo_bytes += e - s
-            self._ooo_cost += e - s + FRAGMENT_OVERHEAD
         if self._budget and (self._ooo_cost > self._budget
                              or len(self._ooo_ranges) > MAX_GAPS):
             raise ProtocolError(
                 f"out-of-order data beyond the reorder budget ({len(self._ooo)} fragments, "
                 f"{len(self._ooo_ranges)} gaps, {self._ooo_cost} B accounted)")
         start = self.offset
-        ooo = self._ooo
         while self.offset in ooo:
             p = ooo.pop(self.offset)
             self._ready.append(p)
             self.offset += len(p)
+            if tail.get(self.offset) == self.offset - len(p):
+                del tail[self.offset]
             self._ooo_cost -= len(p) + FRAGMENT_OVERHEAD
         moved = self.offset - start
         if moved:
