@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rendr.core import framing
 from rendr.core.framing import StreamDeframer
 from rendr.core.handshake import HandshakeParser
 from rendr.core.wire import (
@@ -72,8 +73,9 @@ class Recorder:
         self.events: list[tuple[str, int, bytes]] = []
         self.deframer = StreamDeframer(self.on_data, self.on_frame)
 
-    def on_data(self, offset: int, piece: memoryview, now: float) -> int:
-        assert isinstance(piece, memoryview)
+    def on_data(self, offset: int, piece: bytes | memoryview, now: float) -> int:
+        # a small whole payload of bytes input comes as a bytes copy, anything else as a view
+        assert isinstance(piece, memoryview) or len(piece) <= framing._COPY_PIECE
         assert len(piece) > 0, "empty DATA piece handed out"
         self.events.append(("data", offset, bytes(piece)))
         return 1
@@ -198,12 +200,27 @@ def test_large_data_frame_is_handed_out_as_it_arrives() -> None:
 
 
 def test_payload_of_bytes_input_is_not_copied() -> None:
-    stream = data_header(0, 1000) + _payload(1000, 1) + encode_frame(0x81, b"ext")
-    seen: list[memoryview] = []
+    size = framing._COPY_PIECE + 1
+    stream = data_header(0, size) + _payload(size, 1) + encode_frame(0x81, b"ext")
+    seen: list[bytes | memoryview] = []
     d = StreamDeframer(lambda o, p, t: seen.append(p) or 0, lambda t, b, n: 0)
     d.feed(stream)
     assert len(seen) == 1
-    assert seen[0].obj is stream  # a view into the caller's bytes, no copy
+    piece = seen[0]
+    assert isinstance(piece, memoryview) and piece.obj is stream  # a view, no copy
+
+
+def test_small_payload_of_bytes_input_is_a_copy() -> None:
+    """Up to _COPY_PIECE bytes of payload, whole in bytes input, come as bytes (they
+    pin nothing; a view and its later copy cost more); other input stays a view."""
+    payload = _payload(framing._COPY_PIECE, 2)
+    stream = data_header(7, len(payload)) + payload + encode_frame(0x81, b"ext")
+    seen: list[bytes | memoryview] = []
+    d = StreamDeframer(lambda o, p, t: seen.append(p) or 0, lambda t, b, n: 0)
+    d.feed(stream)
+    d.feed(bytearray(stream))
+    assert type(seen[0]) is bytes and seen[0] == payload
+    assert isinstance(seen[1], memoryview) and seen[1] == payload
 
 
 def test_zero_length_control_frame() -> None:
@@ -343,3 +360,16 @@ def test_handshake_parser_oversized_first_frame() -> None:
     head = bytes([FrameType.HELLO]) + (MAX_CONTROL_BODY + 1).to_bytes(3, "big")
     with pytest.raises(HandshakeError, match="too large"):
         p.feed(PREFACE + head)
+
+
+def test_small_payloads_copied_out_are_read_together() -> None:
+    """Several small DATA frames in one read come out of one flow.read() together (the
+    deframer's bytes copies are joined like the views they replace)."""
+    from rendr.core.flow import Flow
+    from rendr.core.types import Role
+
+    flow = Flow(role=Role.DIALER, flow_id=b"F" * 16, now=0.0, peer_window=1 << 20)
+    flow.add_path(1, now=0.0)
+    stream = b"".join(data_header(i * 3, 3) + bytes([i]) * 3 for i in range(4))
+    flow.receive(1, stream, 0.1)
+    assert flow.read(1 << 20) == b"".join(bytes([i]) * 3 for i in range(4))

@@ -137,3 +137,29 @@ def test_record_key_vector() -> None:
     assert record_key(KEY, 7, 1) == hmac.digest(KEY, info + b"\x01", "sha256")
     assert record_key(KEY, 7, 1).hex() == (
         "66ed0f7d12f94a656930c190ff448191a21e430a65e5054c07732ade5d3dd08f")
+
+
+def test_small_records_inline_match_the_format() -> None:
+    """A flush of at most 4 KiB is sealed (and a whole small record opened) on a short
+    path of its own: its bytes are exactly ``u32 length | AES-GCM(record key, nonce)``
+    of the joined frames, whether the frames come as bytes or views, and a tampered
+    one fails like any other record."""
+    sealer = RecordSealer(KEY, 3, epoch_len=3)
+    opener = RecordOpener(KEY, 3, epoch_len=3)
+    flushes: list[list[bytes | memoryview]] = [
+        [b"h" * 12, memoryview(b"payload" * 9)], [b"a" * 20], [b"x" * 4096],
+        [b"y" * 4000, b"z" * 96], [b"q"], [memoryview(bytearray(b"m" * 64))]]
+    for seq, frames in enumerate(flushes):
+        plain = b"".join(bytes(f) for f in frames)
+        out = sealer.seal(frames)
+        assert len(out) == 1
+        hdr = (len(plain) + TAG_LEN).to_bytes(4, "big")
+        nonce = (3).to_bytes(4, "big") + seq.to_bytes(8, "big")
+        key = record_key(KEY, 3, seq // 3)
+        assert bytes(out[0]) == hdr + AESGCM(key).encrypt(nonce, plain, hdr)
+        assert [bytes(p) for p in opener.feed(bytes(out[0]))] == [plain]
+    tampered = bytearray(b"".join(bytes(b) for b in sealer.seal([b"t" * 64])))
+    tampered[-1] ^= 1
+    with pytest.raises(RecordError):
+        opener.feed(bytes(tampered))
+    assert opener.failures == 1

@@ -98,8 +98,14 @@ class Conn(Endpoint):
         """
         parts: list[bytes] = []
         got = 0
-        while got < n:
-            chunk = await self.read(n - got)
+        driver = self._driver
+        while got < n:  # read()'s steps, inline (no coroutine per piece)
+            if self._local_closed:
+                raise ConnClosed("connection is closed")
+            chunk = driver.read(n - got)
+            if chunk is None:
+                await driver.wait_readable()
+                continue
             if not chunk:
                 raise asyncio.IncompleteReadError(b"".join(parts), n)
             parts.append(chunk)

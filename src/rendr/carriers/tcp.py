@@ -55,6 +55,9 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._done = False
         self._rx = ReadBuffers()
+        # the loop calls the buffers' own get_buffer (one interpreted call per read, not
+        # two); both asyncio and uvloop look the method up on the protocol object
+        self.get_buffer = self._rx.get_buffer  # type: ignore[method-assign]
         self._burst = 0
         self._burst_end: asyncio.Handle | None = None
         self._read_paused = False
@@ -81,8 +84,8 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         if self._on_connect is not None:
             self._on_connect(self)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._rx.get()
+    def get_buffer(self, sizehint: int) -> memoryview:  # bound to the instance's buffers
+        return self._rx.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         if not nbytes:
@@ -92,7 +95,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         # as views of the buffer, which is checked for reuse at the next iteration
         if nbytes <= COPY_MAX:
             data: Buffer = rx.copy_out(nbytes)
-            end_burst = rx.held != 0
+            end_burst = rx._buf is not None  # rx.held, without a property call
         else:
             data = rx.filled(nbytes)
             end_burst = True

@@ -114,7 +114,19 @@ class ReadBuffers:
             _retire(self._buf)
             self._buf = _take() if _REUSE else bytearray(BUFFER_SIZE)
             self._pos = 0
-        return memoryview(self._buf)[self._pos :]
+        pos = self._pos
+        return memoryview(self._buf)[pos:] if pos else memoryview(self._buf)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """``asyncio.BufferedProtocol.get_buffer``: :meth:`get` (the hint is ignored: a
+        read gets the room there is).  A carrier binds this as its own ``get_buffer``,
+        so the loop calls it with no interpreted call in between; a carrier that holds
+        no buffer (after a small read, the common case) takes a spare here at once."""
+        if self._buf is None and _spares:  # spares exist only where buffers are reused
+            buf = self._buf = _spares.pop()
+            self._pos = 0
+            return memoryview(buf)
+        return self.get()
 
     def filled(self, nbytes: int) -> memoryview:
         """The ``nbytes`` just read into the view from :meth:`get`, read-only."""
@@ -131,8 +143,10 @@ class ReadBuffers:
         buf = self._buf
         assert buf is not None
         pos = self._pos
-        data = memoryview(buf)[pos : pos + nbytes].tobytes()
-        if pos == 0 and _REUSE:
+        if pos:
+            return memoryview(buf)[pos : pos + nbytes].tobytes()
+        data = bytes(buf[:nbytes])  # cheaper than two views for a small read
+        if _REUSE:
             # get() found it free (or fresh) and only the loop's own view of the room
             # it lent refers to it, which is dead before anyone's next get()
             if len(_spares) < SPARES:

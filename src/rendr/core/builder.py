@@ -26,12 +26,12 @@ def fill_stream(path: PathState, sender: StreamSender, with_retx: bool,
     path, no more than its congestion window and pacer allow (``reliability``); no
     more than ``limit`` bytes if given (BOND's allowance)."""
     if sender.has_data(with_retx):
-        budget = config.write_burst
+        budget = sender.write_burst  # config.write_burst, read natively
         if limit is not None and limit < budget:
             budget = limit
         if reliability is not None:
             budget = min(budget, reliability.budget(now))
-        max_frame = config.max_frame
+        max_frame = sender.max_frame
         if path.max_frame is not None:  # a datagram path: every frame fits a datagram
             max_frame = min(max_frame, path.max_frame - DATA_HEADER.size)
         while budget > 0:

@@ -34,7 +34,11 @@ _DATA_OFFSET: Final = 1
 _BODY: Final = 2
 _PAYLOAD: Final = 3
 
-DataCallback = Callable[[int, memoryview, float], int]
+_COPY_PIECE: Final = 2048
+"""A DATA payload of at most this many bytes, whole in ``bytes`` input, is handed on as
+a ``bytes`` copy: cheaper than a view (and the view's copy when it is read)."""
+
+DataCallback = Callable[[int, "bytes | memoryview", float], int]
 """``on_data(offset, piece, now) -> flags``"""
 FrameCallback = Callable[[int, memoryview, float], int]
 """``on_frame(frame_type, body, now) -> flags``"""
@@ -49,7 +53,8 @@ class StreamDeframer:
 
     The memoryviews passed to the callbacks are only valid during the call
     unless the caller keeps a reference to the underlying buffer (pieces of
-    ``bytes`` input stay valid; pieces of the side buffer are copies).
+    ``bytes`` input stay valid; pieces of the side buffer are copies).  A small
+    DATA payload of ``bytes`` input comes as ``bytes`` (see :data:`_COPY_PIECE`).
     """
 
     __slots__ = ("_acc", "_data_left", "_data_offset", "_ftype", "_need", "_on_data",
@@ -72,16 +77,16 @@ class StreamDeframer:
         Raises:
             ProtocolError: the bytes are not valid rendr framing.
         """
-        mv = memoryview(data)
-        n = len(mv)
+        n = len(data)
         pos = 0
         flags = 0
         on_data = self._on_data
+        mv: memoryview | None = None  # made when first needed (a small message needs none)
         while pos < n:
             stage = self._stage
             if stage == _HEAD and not self._acc and n - pos >= _DATA_HEADER_SIZE:
                 # fast path: a whole header in hand, no partial state
-                header: tuple[int, int] = _unpack_data_header(mv, pos)  # typed: native ints
+                header: tuple[int, int] = _unpack_data_header(data, pos)  # typed: native ints
                 word, offset = header
                 ftype = word >> 24
                 length = word & 0xFFFFFF
@@ -96,7 +101,11 @@ class StreamDeframer:
                         self._data_left = size - take
                         self._data_offset = offset + take
                     pos = start + take
-                    if take:
+                    if take and take <= _COPY_PIECE and isinstance(data, bytes):
+                        flags |= on_data(offset, data[start:pos], now)
+                    elif take:
+                        if mv is None:
+                            mv = memoryview(data)
                         flags |= on_data(offset, mv[start:pos], now)
                     continue
                 if ftype != _DATA and n - pos - _HEADER_SIZE >= length:
@@ -104,8 +113,12 @@ class StreamDeframer:
                     pos = start + length
                     if length > MAX_CONTROL_BODY:
                         raise ProtocolError(f"control frame 0x{ftype:02x} too large ({length} B)")
+                    if mv is None:
+                        mv = memoryview(data)
                     flags |= self._on_frame(ftype, mv[start:pos], now)
                     continue
+            if mv is None:
+                mv = memoryview(data)
             if stage == _PAYLOAD:
                 take = min(self._data_left, n - pos)
                 offset = self._data_offset

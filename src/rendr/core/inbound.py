@@ -142,7 +142,7 @@ class Inbound:
     def make_deframer(self, path_id: int,
                        datagrams: bool) -> StreamDeframer | DatagramDeframer:
         # closures, not functools.partial: compiled (mypyc), they call the handlers natively
-        def on_data(offset: int, piece: memoryview, now: float) -> int:
+        def on_data(offset: int, piece: Buffer, now: float) -> int:
             return self._on_data(path_id, offset, piece, now)
 
         def on_frame(ftype: int, body: memoryview, now: float) -> int:
@@ -163,7 +163,7 @@ class Inbound:
             return False
         path.bytes_received += len(data)
         opener = path.opener
-        pieces: list[bytes | memoryview] | tuple[Buffer] = (data,)
+        pieces: list[bytes | memoryview] | None = None  # None: ``data`` as it came
         if opener is not None:  # authenticated records
             try:
                 pieces = opener.feed(data)
@@ -184,15 +184,18 @@ class Inbound:
             self._migration.resumed(path, now)
             flags = MUST_FLUSH
         try:
-            for piece in pieces:
-                flags |= path.deframer.feed(piece, now)
+            if pieces is None:
+                flags |= path.deframer.feed(data, now)
+            else:
+                for piece in pieces:
+                    flags |= path.deframer.feed(piece, now)
         except ProtocolError as err:  # not ``exc``: compiled, a name keeps one type
             logger.warning("flow %s: protocol error on path %d: %s", self._name, path_id, err)
             self._abort(CloseCode.PROTOCOL_ERROR, str(err), now, ProtocolError(str(err)))
             return True
         return bool(flags & MUST_FLUSH)
 
-    def _on_data(self, path_id: int, offset: int, piece: memoryview, now: float) -> int:
+    def _on_data(self, path_id: int, offset: int, piece: Buffer, now: float) -> int:
         path = self._paths.by_id[path_id]
         path.frames_received += 1
         if self._life.state is _CLOSED:

@@ -135,10 +135,13 @@ class Lifecycle:
 
     def deadline(self) -> float | None:
         """The earliest of the budget, linger and confirmation deadlines."""
-        at = self.budget_at
-        for t in (self.linger_at, self.confirm_at):
-            if t is not None and (at is None or t < at):
-                at = t
+        at = self.budget_at  # no tuple to loop over: this runs after every engine input
+        t = self.linger_at
+        if t is not None and (at is None or t < at):
+            at = t
+        t = self.confirm_at
+        if t is not None and (at is None or t < at):
+            at = t
         return at
 
     def confirmed(self) -> bool:

@@ -261,11 +261,11 @@ class PathSet:
                     at = path.retire_by
                 continue
             t = path.next_ping_at
-            retry = self._retry_at(path)
-            if retry < t:
-                t = retry
             since = path.unanswered_since
-            if since is not None:
+            if since is not None:  # a PING is unanswered (else no retry, no suspicion)
+                retry = self._retry_at(path)
+                if retry < t:
+                    t = retry
                 wait = self.dead_time(path) if path.suspect else self.suspect_time(path)
                 t = min(t, since + wait)
             if at is None or t < at:

@@ -64,7 +64,7 @@ class StreamReceiver:
 
     # ----------------------------------------------------------------- from the peer
 
-    def on_data(self, offset: int, piece: memoryview, now: float) -> int:
+    def on_data(self, offset: int, piece: bytes | memoryview, now: float) -> int:
         """A DATA piece.  Returns flags: :data:`NEW_BYTES` if it made bytes ready for
         the application, :data:`MUST_FLUSH` if it changed more than what is readable
         (an ACK is due now, or a new deadline was set).

@@ -79,7 +79,7 @@ class ReceiveBuffer:
         self.read_offset = 0
         self.ready_bytes = 0
         self._ready: deque[bytes | memoryview] = deque()
-        self._ooo: dict[int, memoryview] = {}
+        self._ooo: dict[int, bytes | memoryview] = {}
         self._ooo_tail: dict[int, int] = {}  # end -> start of held pieces below MERGE_MAX
         self._ooo_ranges = RangeSet()
         self._ooo_bytes = 0
@@ -105,7 +105,7 @@ class ReceiveBuffer:
         low = most // 2
         return ranges.as_list(low) + ranges.highest(most - low)
 
-    def receive(self, offset: int, piece: memoryview) -> int:
+    def receive(self, offset: int, piece: bytes | memoryview) -> int:
         """Take a piece; return how many bytes became ready for the application."""
         n = len(piece)
         end = offset + n
@@ -132,7 +132,8 @@ class ReceiveBuffer:
             return end - cur
         return self._receive_slow(offset, end, piece, dup)
 
-    def _receive_slow(self, offset: int, end: int, piece: memoryview, dup: bool) -> int:
+    def _receive_slow(self, offset: int, end: int, piece: bytes | memoryview,
+                      dup: bool) -> int:
         novel = self._ooo_ranges.missing(offset, end)
         got = sum(e - s for s, e in novel)
         if got < end - offset:
@@ -141,7 +142,8 @@ class ReceiveBuffer:
             self._check_held(offset, end, piece, novel)
         self.dups += dup
         keep = piece
-        if len(piece) < _PIN_MIN and not isinstance(piece.obj, bytes):
+        if isinstance(piece, memoryview) and len(piece) < _PIN_MIN and not isinstance(
+                piece.obj, bytes):
             keep = memoryview(piece.tobytes())  # a small piece must not pin a whole buffer
         ooo = self._ooo
         tail = self._ooo_tail
@@ -150,7 +152,7 @@ class ReceiveBuffer:
             at = tail.pop(s, -1)
             if at >= 0 and e - s < FRAGMENT_OVERHEAD and e - at <= MERGE_MAX:
                 # a small piece continuing a held one: appended to it
-                ooo[at] = memoryview(ooo[at].tobytes() + part.tobytes())
+                ooo[at] = bytes(ooo[at]) + bytes(part)
                 tail[e] = at
                 self._ooo_cost += e - s
             else:  # (a held piece ending at s can grow no more: s is taken now)
@@ -185,7 +187,7 @@ class ReceiveBuffer:
 
     # ------------------------------------------------ duplicates (RFC 9000, 2.2)
 
-    def _check_ready(self, offset: int, dup: memoryview) -> None:
+    def _check_ready(self, offset: int, dup: bytes | memoryview) -> None:
         """``dup`` (at ``offset``, below :attr:`offset`) must equal what the ready queue
         still holds of those bytes (bytes already read are gone: not compared).
 
@@ -205,7 +207,7 @@ class ReceiveBuffer:
                     raise ProtocolError(f"different bytes re-sent at offset {lo}")
             pos = start
 
-    def _check_held(self, offset: int, end: int, piece: memoryview,
+    def _check_held(self, offset: int, end: int, piece: bytes | memoryview,
                     novel: list[tuple[int, int]]) -> None:
         """The parts of ``piece`` already held out of order must equal the held copy
         (the held pieces of a range are chained by their start offsets; at most
@@ -288,8 +290,10 @@ class ReceiveBuffer:
 
 
 def _is_whole(piece: bytes | memoryview) -> bool:
+    """A piece worth handing out alone, uncopied: a large whole bytes object (a small
+    one, such as the deframer's copy of a small payload, is joined with what follows)."""
     if isinstance(piece, bytes):
-        return True
+        return len(piece) >= _PIN_MIN
     obj = piece.obj
     return isinstance(obj, bytes) and len(obj) == len(piece)
 

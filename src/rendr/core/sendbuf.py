@@ -86,7 +86,9 @@ class SendBuffer:
         self._seal()
         starts = self._starts
         datas = self._datas
-        i = bisect_right(starts, start, self._head) - 1
+        i = len(starts) - 1
+        if starts[i] > start:  # not in the newest chunk (where new data is): search
+            i = bisect_right(starts, start, self._head) - 1
         out: list[bytes | memoryview] = []
         pos = start
         while pos < end:

@@ -38,11 +38,14 @@ class StreamSender:
     """
 
     __slots__ = ("_ack_limited", "_buf", "_peer_sacked", "_rate_acked0", "_rate_t0", "_retx",
-                 "config", "eof_offset", "fin_acked", "fin_pending", "limit", "next_new",
-                 "peer_max")
+                 "config", "eof_offset", "fin_acked", "fin_pending", "limit", "max_frame",
+                 "next_new", "peer_max", "write_burst")
 
     def __init__(self, config: FlowConfig, peer_window: int, now: float) -> None:
         self.config = config
+        # native copies of the knobs the per-message path reads (FlowConfig is interpreted)
+        self.write_burst = config.write_burst
+        self.max_frame = config.max_frame
         self._buf = SendBuffer()
         self._retx = RangeSet()
         self._peer_sacked = RangeSet()
@@ -99,7 +102,9 @@ class StreamSender:
         if take <= 0:
             return 0
         chunk = data[:take] if take < n else data
-        if isinstance(chunk, memoryview) and not (chunk.readonly and isinstance(chunk.obj, bytes)):
+        # bytes first: a native test when compiled (memoryview is looked up by name)
+        if (not isinstance(chunk, bytes) and isinstance(chunk, memoryview)
+                and not (chunk.readonly and isinstance(chunk.obj, bytes))):
             chunk = chunk.tobytes()
         buf.append(chunk)
         return take
