@@ -44,7 +44,11 @@ class _Server(paramiko.ServerInterface):  # type: ignore[misc]
         def run() -> None:
             channel.sendall(b"echo: " + command.upper())
             channel.send_exit_status(7)
-            channel.close()
+            # EOF, not close(): this thread may run before paramiko has sent the exec
+            # request's SUCCESS, and a CLOSE that overtakes it makes the client's
+            # exec_command() fail with "Channel closed" (seen once in CI); an EOF
+            # does not end the wait, and the client closes the channel itself
+            channel.shutdown_write()
 
         threading.Thread(target=run, daemon=True).start()
         return True
