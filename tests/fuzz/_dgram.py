@@ -55,6 +55,7 @@ from rendr.core.packetizer import DatagramDeframer, parse_datagram
 from rendr.core.packets import DEDUP_WINDOW, PacketReceiver
 from rendr.core.path import PathState
 from rendr.core.pathreport import PathRates
+from rendr.core.paths import PathSet
 from rendr.core.types import Mode, Role, State
 from rendr.core.wire import (
     MAX_REPORT_PATHS,
@@ -359,10 +360,6 @@ def _report_expected(body: bytes) -> tuple[int, list[tuple[int, int, int]]] | No
     return int.from_bytes(body[:8], "big"), entries
 
 
-class _Paths(dict[int, PathState]):
-    """The part of a ``PathSet`` that ``PathRates`` reads."""
-
-
 def run_packets(data: bytes) -> None:
     r = Reader(data)
     cap = 1 + r.u16() * 8
@@ -371,12 +368,12 @@ def run_packets(data: bytes) -> None:
     seen: set[int] = set()
     queue: list[bytes] = []
     counts = [0, 0, 0, 0]  # received, dups, too_old, overflow
-    paths = _Paths()
+    paths = PathSet(FlowConfig())  # a real one: the compiled engine checks the type
     for pid in (1, 2, 3):
         p = PathState(pid, transport="udpflow", local_addr="", remote_addr="", now=0.0,
                       deframer=DatagramDeframer(lambda *a: 0, lambda *a: 0), mtu=1200)
         p.pkts_out, p.pkt_bytes_out = 1000 * pid, 1_000_000 * pid
-        paths[pid] = p
+        paths.add(p)
     rates = PathRates()
     now = 0.0
     steps = 0
@@ -431,8 +428,8 @@ def run_packets(data: bytes) -> None:
             except ProtocolError:
                 assert want_report is None
             now += r.u8() / 100
-            rates.on_report(body, paths, now)  # type: ignore[arg-type]
-            shares = rates.shares(list(paths.values()), now)
+            rates.on_report(body, paths, now)
+            shares = rates.shares(list(paths.by_id.values()), now)
             assert shares is None or all(s >= 0 and s == s for s in shares), shares
         assert (rx.received, rx.dups, rx.too_old, rx.overflow) == tuple(counts)
         assert rx.ready_bytes == sum(map(len, queue))
