@@ -72,15 +72,19 @@ class Usage:
     cpu: float
     minflt: int
     wall: float  # time.time(), to find the window in an strace log
+    user: float = 0.0  # of cpu: user and system seconds
+    system: float = 0.0
 
     @staticmethod
     def now() -> Usage:
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        return Usage(ru.ru_utime + ru.ru_stime, ru.ru_minflt, time.time())
+        return Usage(ru.ru_utime + ru.ru_stime, ru.ru_minflt, time.time(), ru.ru_utime,
+                     ru.ru_stime)
 
     def since(self, start: Usage) -> Msg:
         return {"cpu_s": self.cpu - start.cpu, "minflt": self.minflt - start.minflt,
-                "wall0": start.wall, "wall1": self.wall}
+                "wall0": start.wall, "wall1": self.wall, "user_s": self.user - start.user,
+                "sys_s": self.system - start.system}
 
 
 # ---------------------------------------------------------------------------- header
@@ -90,9 +94,16 @@ def loop_label(use_uvloop: bool) -> str:
     return runner.loop_factory(use_uvloop)[1]
 
 
-def bulk_reader() -> str:
-    """How a bulk receiver reads from this build: ``readinto`` where it exists."""
-    return "readinto" if hasattr(rendr.Conn, "readinto") else "read"
+def bulk_reader(choice: str | None = None) -> str:
+    """How a bulk receiver reads from this build: ``choice`` if given, else the
+    uncopied ``read_view`` where it exists (the raw baseline copies nothing either),
+    else ``readinto``, else ``read``."""
+    if choice:
+        return choice
+    for name in ("read_view", "readinto"):
+        if hasattr(rendr.Conn, name):
+            return name
+    return "read"
 
 
 def header(use_uvloop: bool, note: str = "") -> str:

@@ -28,7 +28,8 @@ its own core when there are two, both on the same kind of loop (uvloop unless
 
 ``--strace-receiver LOG`` runs the receiver under ``strace --seccomp-bpf`` (only the
 calls in ``--strace-calls`` stop the process) and prints those calls per transfer;
-``--wrap-receiver CMD`` runs it under any other tool (``perf record ... --``);
+``--wrap-receiver CMD`` runs it under any other tool (``perf record ... --``),
+``--wrap-sender CMD`` the sender;
 ``--knob NAME=VALUE`` overrides a ``FlowConfig`` field on both ends (A/B runs);
 ``--json PATH`` keeps every measurement (``bench/summarize_runs.py`` reads them).
 
@@ -223,7 +224,9 @@ async def rendr_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     digest = hashlib.sha256()
     buf = bytearray(READ_SIZE)
     view = memoryview(buf)
-    readinto = getattr(conn, "readinto", None)
+    reader = tp.bulk_reader(msg.get("reader"))
+    readinto = getattr(conn, "readinto", None) if reader == "readinto" else None
+    read_view = getattr(conn, "read_view", None) if reader == "read_view" else None
     received = 0
     samples: list[tuple[float, int]] = []
     sampler: asyncio.Task[None] | None = None
@@ -234,7 +237,13 @@ async def rendr_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
             await asyncio.sleep(SAMPLE_S)
 
     while True:
-        if readinto is not None:
+        if read_view is not None:
+            got = await read_view(READ_SIZE)
+            n = len(got)
+            if verify:
+                digest.update(got)
+            del got  # held views pin receive buffers
+        elif readinto is not None:
             n = await readinto(buf)
             if verify:
                 digest.update(view[:n])
@@ -348,6 +357,12 @@ class Rep:
     def cpu_per_gib(self, end: str) -> float:
         return float(getattr(self, end)["usage"]["cpu_s"]) * GIB / self.size
 
+    def split_per_gib(self, end: str) -> tuple[float, float]:
+        """(user, system) CPU seconds per GiB of one end."""
+        usage = getattr(self, end)["usage"]
+        return (float(usage.get("user_s", 0.0)) * GIB / self.size,
+                float(usage.get("sys_s", 0.0)) * GIB / self.size)
+
     def faults_per_mib(self, end: str) -> float:
         return float(getattr(self, end)["usage"]["minflt"]) * MIB / self.size
 
@@ -360,13 +375,18 @@ class Rep:
         return bool(self.recv["received"] == self.size and self.send.get("answer_ok", True))
 
 
+READER: list[str | None] = [None]
+"""The rendr receiver's read call (``--reader``; None: :func:`_twoproc.bulk_reader`)."""
+
+
 def transfer(recv: tp.Worker, send: tp.Worker, kind: str, size: int, verify: bool = False,
              knobs: dict[str, Any] | None = None) -> Rep:
     """One transfer: ``kind`` is ``raw``, ``tls`` (raw over asyncio's TLS) or ``rendr``."""
     knobs = knobs or {}
     tls = kind == "tls"
     cmd = "raw" if tls else kind
-    ready = recv.call(cmd=f"{cmd}_recv", size=size, verify=verify, knobs=knobs, tls=tls)
+    ready = recv.call(cmd=f"{cmd}_recv", size=size, verify=verify, knobs=knobs, tls=tls,
+                      reader=READER[0])
     send.send(cmd=f"{cmd}_send", size=size, ports=ready["ports"], verify=verify, knobs=knobs,
               tls=tls, cert=ready.get("cert"))
     s = send.recv()
@@ -379,7 +399,7 @@ async def one_process_pair(size: int, knobs: dict[str, Any]) -> tuple[Rep, Rep]:
     out = []
     for kind in ("raw", "rendr"):
         ready: asyncio.Future[tp.Msg] = asyncio.get_running_loop().create_future()
-        msg = {"size": size, "verify": False, "knobs": knobs}
+        msg = {"size": size, "verify": False, "knobs": knobs, "reader": READER[0]}
         recv_task = asyncio.create_task(HANDLERS[f"{kind}_recv"](msg, ready.set_result))
         ports = (await ready)["ports"]
         s = await HANDLERS[f"{kind}_send"]({**msg, "ports": ports}, print)
@@ -412,13 +432,14 @@ def run_two_process(args: argparse.Namespace) -> int:
     wrap = tp.split_wrap(args.wrap_receiver)
     if args.strace_receiver:
         wrap = [*tp.strace_prefix(args.strace_receiver, args.strace_calls), *(wrap or [])]
-    head = tp.header(not args.no_uvloop, f", receiver uses Conn.{tp.bulk_reader()}")
+    head = tp.header(not args.no_uvloop, f", receiver uses Conn.{tp.bulk_reader(READER[0])}")
     print(head)
     print(f"two processes: sender on CPU {cpu_send}, receiver on CPU {cpu_recv}; "
           f"{args.size_mib} MiB per transfer; {args.repeat} interleaved pairs"
           + (f"; FlowConfig overrides {args.knob}" if args.knob else ""), flush=True)
     recv = tp.Worker(__file__, "recv", common, cpu=cpu_recv, wrap=wrap)
-    send = tp.Worker(__file__, "send", common, cpu=cpu_send)
+    send = tp.Worker(__file__, "send", common, cpu=cpu_send,
+                     wrap=tp.split_wrap(args.wrap_sender))
     try:
         check = transfer(recv, send, "rendr", size, verify=True, knobs=args.knob)
         sha_ok = (check.ok_basic() and check.recv["digest"] is not None
@@ -477,6 +498,12 @@ def run_two_process(args: argparse.Namespace) -> int:
               f"{med([r.cpu_per_gib('recv') for r in reps]):>20}"
               f"{med([r.faults_per_mib('send') for r in reps]):>20}"
               f"{med([r.faults_per_mib('recv') for r in reps]):>20}")
+    print("  CPU-s/GiB user + system (medians), send | recv:")
+    for name, reps in (row for row in rows if row[1]):
+        print(f"  {name:14}" + " | ".join(
+            f"{statistics.median(r.split_per_gib(end)[0] for r in reps):.2f} + "
+            f"{statistics.median(r.split_per_gib(end)[1] for r in reps):.2f}"
+            for end in ("send", "recv")))
     print(f"  receiver CPU-s/GiB rendr/raw, median paired: {med(cpu_ratios)} (target <= 1.5, "
           f"informational)")
     print(f"  receiver page faults/MiB rendr/raw, ratio of medians: {flt_ratio:.1f} (target <= 10, "
@@ -554,6 +581,10 @@ def main() -> int:
                         help="syscalls strace stops on (default: %(default)s)")
     parser.add_argument("--wrap-receiver", metavar="CMD",
                         help='run the receiver under CMD, e.g. "perf record -e minor-faults -g --"')
+    parser.add_argument("--wrap-sender", metavar="CMD", help="run the sender under CMD")
+    parser.add_argument("--reader", choices=["read_view", "readinto", "read"],
+                        help="how the rendr receiver reads (default: read_view, uncopied, "
+                             "where the build has it)")
     parser.add_argument("--knob", metavar="NAME=VALUE", action="append", default=[],
                         help="override a FlowConfig field on both ends (A/B experiments)")
     parser.add_argument("--role", choices=["recv", "send"], help=argparse.SUPPRESS)
@@ -561,6 +592,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    READER[0] = args.reader
     try:
         args.knob = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
     except (ValueError, SyntaxError):

@@ -21,12 +21,14 @@ rendr/streams. Verdict: rendr's P50 <= ``--max-ratio`` x raw and <= streams' P50
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import socket
 import statistics
 import sys
 import time
+from typing import Any
 
 import _twoproc as tp
 import rendr
@@ -87,9 +89,13 @@ async def serve_streams(say: tp.Say) -> tp.Msg:
     return await _serve_until_lost(server, lost, say)
 
 
-async def serve_rendr(say: tp.Say) -> tp.Msg:
+def _config(knobs: dict[str, Any]) -> rendr.FlowConfig:
+    return rendr.FlowConfig().replace(**knobs)
+
+
+async def serve_rendr(say: tp.Say, knobs: dict[str, Any]) -> tp.Msg:
     ln = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"),
-                            rendr.ListenSpec("tcp", "127.0.0.1:0"))
+                            rendr.ListenSpec("tcp", "127.0.0.1:0"), config=_config(knobs))
     usage0 = tp.Usage.now()
     say({"ports": [p for _, p in ln.addrs]})
     srv = await ln.accept()
@@ -149,8 +155,9 @@ async def streams_rtts(ports: list[int], n: int) -> list[float]:
     return out
 
 
-async def rendr_rtts(ports: list[int], n: int) -> list[float]:
-    d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in ports])
+async def rendr_rtts(ports: list[int], n: int, knobs: dict[str, Any]) -> list[float]:
+    d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in ports],
+                     config=_config(knobs))
     conn = await d.dial()
     out = []
     for _ in range(n):
@@ -162,8 +169,8 @@ async def rendr_rtts(ports: list[int], n: int) -> list[float]:
     return out
 
 
-SERVERS = {"raw": serve_raw, "streams": serve_streams, "rendr": serve_rendr}
-CLIENTS = {"raw": raw_rtts, "streams": streams_rtts, "rendr": rendr_rtts}
+SERVERS = {"raw": serve_raw, "streams": serve_streams}
+CLIENTS = {"raw": raw_rtts, "streams": streams_rtts}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -172,13 +179,19 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def serve(msg: tp.Msg, say: tp.Say) -> tp.Msg:
+    if msg["kind"] == "rendr":
+        return await serve_rendr(say, msg.get("knobs", {}))
     return await SERVERS[msg["kind"]](say)
 
 
 async def measure(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """``warmup + samples`` round trips; P50/P99 of the samples after the warm-up."""
     usage0 = tp.Usage.now()
-    rtts = await CLIENTS[msg["kind"]](msg["ports"], msg["warmup"] + msg["samples"])
+    n = msg["warmup"] + msg["samples"]
+    if msg["kind"] == "rendr":
+        rtts = await rendr_rtts(msg["ports"], n, msg.get("knobs", {}))
+    else:
+        rtts = await CLIENTS[msg["kind"]](msg["ports"], n)
     usage = tp.Usage.now().since(usage0)
     timed = rtts[msg["warmup"]:]
     return {"p50": statistics.median(timed), "p99": pct(timed, 0.99), "usage": usage,
@@ -193,18 +206,19 @@ HANDLERS: dict[str, tp.Handler] = {"serve": serve, "measure": measure}
 
 def one_round_two_process(client: tp.Worker, server: tp.Worker, kind: str,
                           args: argparse.Namespace) -> tuple[tp.Msg, tp.Msg]:
-    ready = server.call(cmd="serve", kind=kind)
+    ready = server.call(cmd="serve", kind=kind, knobs=args.knob)
     c = client.call(cmd="measure", kind=kind, ports=ready["ports"], samples=args.samples,
-                    warmup=args.warmup)
+                    warmup=args.warmup, knobs=args.knob)
     return c, server.recv()
 
 
 async def one_round_one_process(kind: str, args: argparse.Namespace) -> tuple[tp.Msg, tp.Msg]:
     ready: asyncio.Future[tp.Msg] = asyncio.get_running_loop().create_future()
-    server_task = asyncio.create_task(serve({"kind": kind}, ready.set_result))
+    server_task = asyncio.create_task(serve({"kind": kind, "knobs": args.knob},
+                                            ready.set_result))
     ports = (await ready)["ports"]
     c = await measure({"kind": kind, "ports": ports, "samples": args.samples,
-                       "warmup": args.warmup}, print)
+                       "warmup": args.warmup, "knobs": args.knob}, print)
     return c, await server_task
 
 
@@ -215,7 +229,7 @@ def fmt(xs: list[float], scale: float = 1e6) -> str:
 
 def run(args: argparse.Namespace) -> int:
     use_uvloop = not args.no_uvloop
-    print(tp.header(use_uvloop))
+    print(tp.header(use_uvloop) + (f"; FlowConfig overrides {args.knob}" if args.knob else ""))
     results: dict[str, list[tuple[tp.Msg, tp.Msg]]] = {k: [] for k in KINDS}
     if args.single_process:
         mode = "one process"
@@ -282,11 +296,17 @@ def main() -> int:
                         help="old method: client and server on one loop in one process")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement here")
+    parser.add_argument("--knob", metavar="NAME=VALUE", action="append", default=[],
+                        help="override a FlowConfig field on both ends (A/B experiments)")
     parser.add_argument("--role", choices=["client", "server"], help=argparse.SUPPRESS)
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.repeat < 1 or args.samples < 1:
         parser.error("--repeat and --samples must be at least 1")
+    try:
+        args.knob = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
+    except (ValueError, SyntaxError):
+        parser.error("--knob takes NAME=VALUE with a Python literal value")
     if args.role:
         return tp.serve(HANDLERS, use_uvloop=not args.no_uvloop, cpu=args.cpu)
     return run(args)

@@ -113,3 +113,37 @@ async def test_reading_the_last_byte_frees_retired_buffers(pair: Pair) -> None:
         got += await s.readinto(buf)
     assert got == len(data)
     assert bufpool.pool_stats()[1] == 0
+
+
+async def test_read_view_reads_uncopied_then_empty_at_eof(pair: Pair) -> None:
+    c, s = pair.client, pair.server
+    await c.write(b"hello world")
+    got = b""
+    while len(got) < 11:
+        view = await s.read_view(5)
+        assert isinstance(view, memoryview) and view.readonly and 1 <= len(view) <= 5
+        got += bytes(view)
+    assert got == b"hello world"
+    assert len(await s.read_view(0)) == 0
+    await c.write_eof()
+    assert len(await s.read_view()) == 0  # only EOF reads empty
+    assert len(await s.read_view()) == 0
+
+
+async def test_held_views_are_never_written_over(pair: Pair) -> None:
+    """The application keeps every view it read while megabytes more arrive through
+    the same carriers: receive buffers still referenced must not be reused."""
+    c, s = pair.client, pair.server
+    data = os.urandom(12 << 20)
+    writer = asyncio.create_task(pump(c, data, chunk=1 << 20))
+    held: list[memoryview] = []
+    got = 0
+    while got < len(data):
+        view = await s.read_view(1 << 20)
+        assert view.readonly and len(view)
+        held.append(view)
+        got += len(view)
+    await asyncio.wait_for(writer, 20)
+    assert got == len(data)
+    assert any(v.nbytes > 16 * 1024 for v in held)  # large reads came as views
+    assert b"".join(held) == data

@@ -438,3 +438,17 @@ def test_readinto_copies_across_pieces_and_splits_the_last() -> None:
     assert rb.read_offset == 5 and rb.ready_bytes == 3
     assert rb.readinto(memoryview(dest)) == 3 and dest[:3] == b"fgh"
     assert rb.readinto(memoryview(dest)) == 0
+
+
+def test_read_view_hands_out_pieces_uncopied_and_splits_at_max_bytes() -> None:
+    rb = ReceiveBuffer()
+    big = bytearray(b"k" * 70_000)  # a carrier's receive buffer
+    rb.receive(0, memoryview(big).toreadonly())
+    rb.receive(70_000, memoryview(b"tail"))
+    first = rb.read_view(50_000)
+    assert first.readonly and len(first) == 50_000 and first.obj is big  # no copy
+    assert rb.read_offset == 50_000 and rb.ready_bytes == 20_004
+    rest = rb.read_view(1 << 20)  # one piece per call, never joined with the next
+    assert rest.obj is big and len(rest) == 20_000
+    assert bytes(rb.read_view(100)) == b"tail" and rb.read_view(100).readonly
+    assert len(rb.read_view(100)) == 0 and rb.ready_bytes == 0 and rb.read_offset == 70_004

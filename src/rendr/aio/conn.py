@@ -90,6 +90,34 @@ class Conn(Endpoint):
                 return n
             await driver.wait_readable()
 
+    async def read_view(self, n: int = 65536) -> memoryview:
+        """Read up to ``n`` bytes (at least one) without copying them.
+
+        Returns a read-only ``memoryview`` of rendr's own receive memory (for a large
+        transfer, a view of the buffer the socket was read into); an empty view only
+        after the peer's clean close (or write_eof) and all its data.  The view is yours
+        for as long as you keep it: rendr never writes over memory that something
+        still refers to (it checks reference counts), so there is no lifetime rule to
+        get wrong, only a cost: a view you hold keeps its whole receive buffer (up to
+        1 MiB) allocated, and rendr reads into fresh memory meanwhile.  Drop views (or
+        call ``release()``) once used.  Cancelling a read_view loses no data.
+
+        Raises:
+            ConnClosed: used after ``close()``.
+            MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed (data that
+                arrived before the failure is returned first).
+        """
+        if n <= 0:
+            return memoryview(b"")
+        driver = self._driver
+        while True:
+            if self._local_closed:
+                raise ConnClosed("connection is closed")
+            view = driver.read_view(n)  # flushes a window update, lets freed buffers go
+            if view is not None:
+                return view
+            await driver.wait_readable()
+
     async def readexactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes.
 

@@ -263,6 +263,18 @@ class FlowDriver:
                 trim_buffers()
         return data
 
+    def read_view(self, n: int) -> memoryview | None:
+        """One step of ``Conn.read_view``: like :meth:`read`, a view instead of bytes
+        (empty at the peer's clean EOF)."""
+        flow = self.flow
+        view = flow.read_view(n)
+        if view is not None:
+            if flow.ack_due:
+                self.flush()  # a window update
+            if _retired_buffers:
+                trim_buffers()
+        return view
+
     def readinto(self, dest: memoryview) -> int | None:
         """One step of ``Conn.readinto`` (``dest``: a writable, non-empty byte view):
         how many bytes were copied, 0 at the peer's clean EOF, None when nothing is

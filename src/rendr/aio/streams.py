@@ -264,8 +264,11 @@ async def splice(conn: Conn, reader: asyncio.StreamReader, writer: asyncio.Strea
         await conn.write_eof()
 
     async def to_stream() -> None:
-        while data := await conn.read(READ_SIZE):
-            writer.write(data)
+        # uncopied views: the transport sends or buffers them (a view it keeps keeps its
+        # receive memory from reuse); dropped before the next read
+        while view := await conn.read_view(READ_SIZE):
+            writer.write(view)
+            del view
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()

@@ -326,6 +326,15 @@ class Flow:
             return data
         return None if self._nothing_to_read() else b""
 
+    def read_view(self, max_bytes: int) -> memoryview | None:
+        """Take up to ``max_bytes`` received bytes without copying: a read-only view of
+        the receive memory (valid while referenced); empty at the peer's clean EOF;
+        ``None`` when nothing is ready yet.  Raises like :meth:`read`."""
+        view = self._receiver.read_view(max_bytes)
+        if len(view):
+            return view
+        return None if self._nothing_to_read() else view
+
     def readinto(self, dest: memoryview) -> int | None:
         """Copy up to ``len(dest)`` received bytes into ``dest`` (a writable byte view):
         how many; ``0`` at the peer's clean EOF; ``None`` when nothing is ready yet.

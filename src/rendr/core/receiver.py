@@ -186,6 +186,15 @@ class StreamReceiver:
             self._after_read(len(data))
         return data
 
+    def read_view(self, max_bytes: int) -> memoryview:
+        """Up to ``max_bytes`` ready bytes as a read-only view, uncopied (empty: none
+        ready)."""
+        view = self._buf.read_view(max_bytes)
+        n = len(view)
+        if n:
+            self._after_read(n)
+        return view
+
     def readinto(self, dest: memoryview) -> int:
         """Copy ready bytes into ``dest``; return how many (0: none ready)."""
         n = self._buf.readinto(dest)

@@ -266,6 +266,27 @@ class ReceiveBuffer:
         self.read_offset += len(out)
         return out
 
+    def read_view(self, max_bytes: int) -> memoryview:
+        """Take up to ``max_bytes`` in-order bytes without copying: a read-only view of
+        the first ready piece (or of its first ``max_bytes``); empty when none are ready.
+        The view keeps its memory alive (receive buffers are reused only once nothing
+        refers to them, :mod:`.bufpool`)."""
+        ready = self._ready
+        if not ready:
+            return memoryview(b"")
+        first = ready[0]
+        mv = first if isinstance(first, memoryview) else memoryview(first)
+        n = len(mv)
+        if n > max_bytes:
+            ready[0] = mv[max_bytes:]
+            mv = mv[:max_bytes]
+            n = max_bytes
+        else:
+            ready.popleft()
+        self.ready_bytes -= n
+        self.read_offset += n
+        return mv if mv.readonly else mv.toreadonly()
+
     def readinto(self, dest: memoryview) -> int:
         """Copy up to ``len(dest)`` in-order bytes into ``dest``; return how many."""
         ready = self._ready
