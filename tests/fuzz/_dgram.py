@@ -666,15 +666,34 @@ def opening_len(data: bytes) -> int:
     return n if n <= len(data) else 0
 
 
-class _ServerSink:
+class _RecordingSink:
+    """A carrier sink that keeps what arrives and ignores loss and flow control."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def carrier_data(self, data: Any) -> None:
+        self.received.append(bytes(data))
+
+    def carrier_lost(self, exc: BaseException | None) -> None:
+        pass
+
+    def carrier_pause(self) -> None:
+        pass
+
+    def carrier_resume(self) -> None:
+        pass
+
+
+class _ServerSink(_RecordingSink):
     """A listener carrier's engine: opens what arrives with the path's keys (path 1 of
     the harness's flow) and counts the authentic datagrams."""
 
     def __init__(self, carrier: UdpServerCarrier, encrypt: bool) -> None:
+        super().__init__()
         self.carrier = carrier
         self.opener = DatagramOpener(KEY, 1, encrypt)
         self.sealer = DatagramSealer(KEY, 1, 1 << 16, encrypt)  # the peer's side
-        self.received: list[bytes] = []
         self.authentic = 0
         self.answered = False
         self.original = carrier.addr
@@ -692,15 +711,6 @@ class _ServerSink:
 
     def carrier_authentic(self) -> int:
         return self.authentic
-
-    def carrier_lost(self, exc: BaseException | None) -> None:
-        pass
-
-    def carrier_pause(self) -> None:
-        pass
-
-    def carrier_resume(self) -> None:
-        pass
 
 
 def run_udp_listener(data: bytes) -> None:
@@ -870,23 +880,6 @@ def _check_sends(sent: list[tuple[Any, bytes]], sinks: list[_ServerSink],
             assert s.sent_unvalidated <= 3 * MIN_OPEN * s.opens, "amplification"
 
 
-class _ClientSink:
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-
-    def carrier_data(self, data: Any) -> None:
-        self.received.append(bytes(data))
-
-    def carrier_lost(self, exc: BaseException | None) -> None:
-        pass
-
-    def carrier_pause(self) -> None:
-        pass
-
-    def carrier_resume(self) -> None:
-        pass
-
-
 def run_udp_dialer(data: bytes) -> None:
     with _Patched(udpflow):
         _run_udp_dialer(data)
@@ -896,7 +889,7 @@ def _run_udp_dialer(data: bytes) -> None:
     r = Reader(data)
     loop, sock = FakeLoop(), FakeSocket(DIALER_ADDR, LISTENER_ADDR)
     carrier = UdpClientCarrier(loop, sock, 1200)  # type: ignore[arg-type]
-    sink = _ClientSink()
+    sink = _RecordingSink()
     carrier.set_sink(sink)
     carrier.write([_opening(r)])
     ((_, first),) = sock.take()

@@ -54,6 +54,19 @@ def _run(coro: object) -> None:
     asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
 
 
+
+async def _still_works(victim: rendr.Conn, server: rendr.Conn) -> None:
+    """The victim's flow still carries data both ends see."""
+    await victim.write(b"still mine")
+    assert await server.readexactly(10) == b"still mine"
+
+
+async def _end(victim: rendr.Conn, server: rendr.Conn, lst: rendr.Listener) -> None:
+    victim.abort()
+    server.abort()
+    await lst.close()
+
+
 def test_sniffed_flow_id_attaches_nothing() -> None:
     """The attacker saw a victim's HELLO (flow id in clear) and tries to attach its own
     path with JOIN, v0-style and with a forged MAC: refused, the victim unaffected."""
@@ -73,12 +86,9 @@ def test_sniffed_flow_id_attaches_nothing() -> None:
                 assert await _closed(s)
                 s.close()
             assert len(server.stats().paths) == 1
-            await victim.write(b"still mine")
-            assert await server.readexactly(10) == b"still mine"
+            await _still_works(victim, server)
         finally:
-            victim.abort()
-            server.abort()
-            await lst.close()
+            await _end(victim, server, lst)
 
     _run(main())
 
@@ -257,12 +267,9 @@ def test_forged_joins_cannot_lock_the_victim_out() -> None:
                     break
                 await asyncio.sleep(0.02)
             assert len(server.stats().paths) == 2
-            await victim.write(b"still mine")
-            assert await server.readexactly(10) == b"still mine"
+            await _still_works(victim, server)
         finally:
-            victim.abort()
-            server.abort()
-            await lst.close()
+            await _end(victim, server, lst)
 
     _run(main())
 

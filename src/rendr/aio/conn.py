@@ -8,6 +8,8 @@ out of the engine.  Every protocol decision lives in the engine.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import TypeVar
 
 from ..carriers.base import Buffer
 from ..errors import ConnClosed
@@ -15,6 +17,8 @@ from .endpoint import Endpoint
 
 __all__ = ["Conn"]
 
+_A = TypeVar("_A")
+_R = TypeVar("_R")
 _SMALL_WRITE = 64 * 1024  # bytes objects up to this size are queued as they are
 
 
@@ -81,14 +85,7 @@ class Conn(Endpoint):
             dest = dest.cast("B")
         if not len(dest):
             return 0
-        driver = self._driver
-        while True:
-            if self._local_closed:
-                raise ConnClosed("connection is closed")
-            n = driver.readinto(dest)  # flushes a window update, lets freed buffers go
-            if n is not None:
-                return n
-            await driver.wait_readable()
+        return await self._read_with(self._driver.readinto, dest)
 
     async def read_view(self, n: int = 65536) -> memoryview:
         """Read up to ``n`` bytes (at least one) without copying them.
@@ -109,14 +106,18 @@ class Conn(Endpoint):
         """
         if n <= 0:
             return memoryview(b"")
-        driver = self._driver
+        return await self._read_with(self._driver.read_view, n)
+
+    async def _read_with(self, step: Callable[[_A], _R | None], arg: _A) -> _R:
+        """Run a driver read step (it flushes a window update and lets freed buffers go)
+        until it returns something, waiting for data in between."""
         while True:
             if self._local_closed:
                 raise ConnClosed("connection is closed")
-            view = driver.read_view(n)  # flushes a window update, lets freed buffers go
-            if view is not None:
-                return view
-            await driver.wait_readable()
+            got = step(arg)
+            if got is not None:
+                return got
+            await self._driver.wait_readable()
 
     async def readexactly(self, n: int) -> bytes:
         """Read exactly ``n`` bytes.

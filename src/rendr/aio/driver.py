@@ -254,38 +254,34 @@ class FlowDriver:
         """One step of ``Conn.read``: up to ``n`` (> 0) bytes, ``b""`` at the peer's clean
         EOF, None when nothing is there yet (then :meth:`wait_readable`).  Raises the
         flow's error once no data is left."""
-        flow = self.flow
-        data = flow.read(n)
+        data = self.flow.read(n)
         if data is not None:
-            if flow.ack_due:
-                self.flush()  # a window update
-            if _retired_buffers:  # the read may have freed retired receive buffers
-                trim_buffers()
+            self._after_read()
         return data
+
+    def _after_read(self) -> None:
+        """After the application took data: send a window update if one is due, and let
+        retired receive buffers the read freed go."""
+        if self.flow.ack_due:
+            self.flush()
+        if _retired_buffers:
+            trim_buffers()
 
     def read_view(self, n: int) -> memoryview | None:
         """One step of ``Conn.read_view``: like :meth:`read`, a view instead of bytes
         (empty at the peer's clean EOF)."""
-        flow = self.flow
-        view = flow.read_view(n)
+        view = self.flow.read_view(n)
         if view is not None:
-            if flow.ack_due:
-                self.flush()  # a window update
-            if _retired_buffers:
-                trim_buffers()
+            self._after_read()
         return view
 
     def readinto(self, dest: memoryview) -> int | None:
         """One step of ``Conn.readinto`` (``dest``: a writable, non-empty byte view):
         how many bytes were copied, 0 at the peer's clean EOF, None when nothing is
         there yet.  Raises like :meth:`read`."""
-        flow = self.flow
-        n = flow.readinto(dest)
+        n = self.flow.readinto(dest)
         if n is not None:
-            if flow.ack_due:
-                self.flush()  # a window update
-            if _retired_buffers:
-                trim_buffers()
+            self._after_read()
         return n
 
     def write_step(self, view: Buffer, sent: int) -> int:
