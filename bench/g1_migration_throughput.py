@@ -9,8 +9,9 @@ its own core when there are two, both on the same kind of loop (uvloop unless
   equal the sender's. Not part of the throughput figures (hashing bounds the rate).
 - **throughput runs**: ``--repeat`` pairs, a raw ``asyncio.Protocol`` TCP transfer then
   a rendr transfer of the same size (interleaved); both receivers count and discard
-  (rendr reads into one reused 1 MiB buffer with ``Conn.readinto`` when the build has
-  it, else ``read(1 MiB)``). Elapsed = the sender's first write -> the receiver's 4-byte
+  (rendr takes uncopied views of up to 1 MiB with ``Conn.read_view`` when the build has
+  it, else reads into one reused 1 MiB buffer with ``readinto``, else ``read(1 MiB)``;
+  ``--reader`` picks one). Elapsed = the sender's first write -> the receiver's 4-byte
   answer after the last byte. Verdict: the median of the paired ratios rendr/raw must
   reach ``--min-ratio``.
 - every rendr run: a listener with two loopback addresses, the dialer opens two paths
