@@ -195,9 +195,8 @@ class Flow:
             path.set_blocked(blocked)
 
     def migrate(self, path_id: int, now: float) -> None:
-        """Make ``path_id`` the active path for both directions (dialer only).
-
-        The old path stays up and delivers what it already carries.
+        """Make ``path_id`` the active path for both directions (dialer only); the old
+        path stays up and delivers what it already carries.
 
         Raises:
             RendrError: not the dialer, flow closed, or the path is not up.
@@ -313,27 +312,19 @@ class Flow:
             self._sender.send_eof()
 
     def read(self, max_bytes: int) -> bytes | None:
-        """Take up to ``max_bytes`` received bytes.
-
-        Returns:
-            Data; ``b""`` at the peer's clean EOF; ``None`` when nothing is ready yet.
-
-        Raises:
-            RendrError: the flow failed (budget, zombie, abort) and no data is left.
-        """
+        """Take up to ``max_bytes`` received bytes: ``b""`` at the peer's clean EOF,
+        ``None`` when nothing is ready yet.  Raises the flow's error (``RendrError``:
+        budget, zombie, abort) once it failed and no data is left."""
         data = self._receiver.read(max_bytes)
         if data:
             return data
         return None if self._nothing_to_read() else b""
 
     def read_view(self, max_bytes: int) -> memoryview | None:
-        """Take up to ``max_bytes`` received bytes without copying: a read-only view of
-        the receive memory (valid while referenced); empty at the peer's clean EOF;
-        ``None`` when nothing is ready yet.  Raises like :meth:`read`."""
+        """:meth:`read` without a copy: a read-only view of the receive memory (valid
+        while referenced), empty at the peer's clean EOF."""
         view = self._receiver.read_view(max_bytes)
-        if len(view):
-            return view
-        return None if self._nothing_to_read() else view
+        return view if len(view) or not self._nothing_to_read() else None
 
     def readinto(self, dest: memoryview) -> int | None:
         """Copy up to ``len(dest)`` received bytes into ``dest`` (a writable byte view):
