@@ -69,17 +69,19 @@ def pin(cpu: int | None) -> None:
 class Usage:
     """CPU seconds (user + system) and minor page faults of this process so far."""
 
-    cpu: float
+    user: float  # CPU seconds in user space
+    system: float  # and in the kernel
     minflt: int
     wall: float  # time.time(), to find the window in an strace log
-    user: float = 0.0  # of cpu: user and system seconds
-    system: float = 0.0
+
+    @property
+    def cpu(self) -> float:
+        return self.user + self.system
 
     @staticmethod
     def now() -> Usage:
         ru = resource.getrusage(resource.RUSAGE_SELF)
-        return Usage(ru.ru_utime + ru.ru_stime, ru.ru_minflt, time.time(), ru.ru_utime,
-                     ru.ru_stime)
+        return Usage(ru.ru_utime, ru.ru_stime, ru.ru_minflt, time.time())
 
     def since(self, start: Usage) -> Msg:
         return {"cpu_s": self.cpu - start.cpu, "minflt": self.minflt - start.minflt,

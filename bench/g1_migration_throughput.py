@@ -376,18 +376,15 @@ class Rep:
         return bool(self.recv["received"] == self.size and self.send.get("answer_ok", True))
 
 
-READER: list[str | None] = [None]
-"""The rendr receiver's read call (``--reader``; None: :func:`_twoproc.bulk_reader`)."""
-
-
 def transfer(recv: tp.Worker, send: tp.Worker, kind: str, size: int, verify: bool = False,
-             knobs: dict[str, Any] | None = None) -> Rep:
-    """One transfer: ``kind`` is ``raw``, ``tls`` (raw over asyncio's TLS) or ``rendr``."""
+             knobs: dict[str, Any] | None = None, reader: str | None = None) -> Rep:
+    """One transfer: ``kind`` is ``raw``, ``tls`` (raw over asyncio's TLS) or ``rendr``;
+    ``reader``: the rendr receiver's read call (None: :func:`_twoproc.bulk_reader`)."""
     knobs = knobs or {}
     tls = kind == "tls"
     cmd = "raw" if tls else kind
     ready = recv.call(cmd=f"{cmd}_recv", size=size, verify=verify, knobs=knobs, tls=tls,
-                      reader=READER[0])
+                      reader=reader)
     send.send(cmd=f"{cmd}_send", size=size, ports=ready["ports"], verify=verify, knobs=knobs,
               tls=tls, cert=ready.get("cert"))
     s = send.recv()
@@ -395,12 +392,13 @@ def transfer(recv: tp.Worker, send: tp.Worker, kind: str, size: int, verify: boo
     return Rep(kind, size, s, r)
 
 
-async def one_process_pair(size: int, knobs: dict[str, Any]) -> tuple[Rep, Rep]:
+async def one_process_pair(size: int, knobs: dict[str, Any],
+                           reader: str | None) -> tuple[Rep, Rep]:
     """The old method: both ends on one loop in this process (one raw, one rendr)."""
     out = []
     for kind in ("raw", "rendr"):
         ready: asyncio.Future[tp.Msg] = asyncio.get_running_loop().create_future()
-        msg = {"size": size, "verify": False, "knobs": knobs, "reader": READER[0]}
+        msg = {"size": size, "verify": False, "knobs": knobs, "reader": reader}
         recv_task = asyncio.create_task(HANDLERS[f"{kind}_recv"](msg, ready.set_result))
         ports = (await ready)["ports"]
         s = await HANDLERS[f"{kind}_send"]({**msg, "ports": ports}, print)
@@ -433,7 +431,7 @@ def run_two_process(args: argparse.Namespace) -> int:
     wrap = tp.split_wrap(args.wrap_receiver)
     if args.strace_receiver:
         wrap = [*tp.strace_prefix(args.strace_receiver, args.strace_calls), *(wrap or [])]
-    head = tp.header(not args.no_uvloop, f", receiver uses Conn.{tp.bulk_reader(READER[0])}")
+    head = tp.header(not args.no_uvloop, f", receiver uses Conn.{tp.bulk_reader(args.reader)}")
     print(head)
     print(f"two processes: sender on CPU {cpu_send}, receiver on CPU {cpu_recv}; "
           f"{args.size_mib} MiB per transfer; {args.repeat} interleaved pairs"
@@ -442,7 +440,8 @@ def run_two_process(args: argparse.Namespace) -> int:
     send = tp.Worker(__file__, "send", common, cpu=cpu_send,
                      wrap=tp.split_wrap(args.wrap_sender))
     try:
-        check = transfer(recv, send, "rendr", size, verify=True, knobs=args.knob)
+        check = transfer(recv, send, "rendr", size, verify=True, knobs=args.knob,
+                         reader=args.reader)
         sha_ok = (check.ok_basic() and check.recv["digest"] is not None
                   and check.recv["digest"] == check.send["expect"])
         print(f"  integrity run: rendr {check.rate / 1e6:8.1f} MB/s with SHA-256 on the "
@@ -458,7 +457,7 @@ def run_two_process(args: argparse.Namespace) -> int:
                 print(f"  pair {i + 1}: asyncio TLS {tlss[-1].rate / 1e6:7.1f} MB/s, receiver "
                       f"CPU-s/GiB {tlss[-1].cpu_per_gib('recv'):.2f}, sender "
                       f"{tlss[-1].cpu_per_gib('send'):.2f}", flush=True)
-            ren = transfer(recv, send, "rendr", size, knobs=args.knob)
+            ren = transfer(recv, send, "rendr", size, knobs=args.knob, reader=args.reader)
             pairs.append((raw, ren))
             print(f"  pair {i + 1}: raw {raw.rate / 1e6:7.1f} MB/s  rendr {ren.rate / 1e6:7.1f} "
                   f"MB/s  ratio {ren.rate / raw.rate:.3f} | receiver CPU-s/GiB raw "
@@ -519,7 +518,8 @@ def run_two_process(args: argparse.Namespace) -> int:
 
     single: tuple[Rep, Rep] | None = None
     if not args.no_single:
-        single = runner.run(one_process_pair(size, args.knob), use_uvloop=not args.no_uvloop)
+        single = runner.run(one_process_pair(size, args.knob, args.reader),
+                            use_uvloop=not args.no_uvloop)
         s_raw, s_ren = single
         print(f"  secondary, one process (both ends on one loop, 1 pair): raw "
               f"{s_raw.rate / 1e6:.1f} MB/s, rendr {s_ren.rate / 1e6:.1f} MB/s, ratio "
@@ -593,7 +593,6 @@ def main() -> int:
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    READER[0] = args.reader
     try:
         args.knob = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in args.knob)}
     except (ValueError, SyntaxError):

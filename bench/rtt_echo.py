@@ -67,14 +67,14 @@ async def _serve_until_lost(server: asyncio.Server, lost: asyncio.Future[tp.Usag
     return {"usage": usage1.since(usage0)}
 
 
-async def serve_raw(say: tp.Say) -> tp.Msg:
+async def serve_raw(say: tp.Say, _knobs: dict[str, Any]) -> tp.Msg:
     loop = asyncio.get_running_loop()
     lost: asyncio.Future[tp.Usage] = loop.create_future()
     server = await loop.create_server(lambda: _Echo(lost), "127.0.0.1", 0)
     return await _serve_until_lost(server, lost, say)
 
 
-async def serve_streams(say: tp.Say) -> tp.Msg:
+async def serve_streams(say: tp.Say, _knobs: dict[str, Any]) -> tp.Msg:
     loop = asyncio.get_running_loop()
     lost: asyncio.Future[tp.Usage] = loop.create_future()
 
@@ -94,6 +94,8 @@ def _config(knobs: dict[str, Any]) -> rendr.FlowConfig:
 
 
 async def serve_rendr(say: tp.Say, knobs: dict[str, Any]) -> tp.Msg:
+    """(Every server and client takes ``knobs``, the FlowConfig overrides; only rendr's
+    use them.)"""
     ln = await rendr.listen(rendr.ListenSpec("tcp", "127.0.0.1:0"),
                             rendr.ListenSpec("tcp", "127.0.0.1:0"), config=_config(knobs))
     usage0 = tp.Usage.now()
@@ -124,7 +126,7 @@ class _Client(asyncio.Protocol):
             self.waiter.set_result(None)
 
 
-async def raw_rtts(ports: list[int], n: int) -> list[float]:
+async def raw_rtts(ports: list[int], n: int, _knobs: dict[str, Any]) -> list[float]:
     loop = asyncio.get_running_loop()
     t, c = await loop.create_connection(_Client, "127.0.0.1", ports[0])
     out = []
@@ -139,7 +141,7 @@ async def raw_rtts(ports: list[int], n: int) -> list[float]:
     return out
 
 
-async def streams_rtts(ports: list[int], n: int) -> list[float]:
+async def streams_rtts(ports: list[int], n: int, _knobs: dict[str, Any]) -> list[float]:
     reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
     writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
                                                          socket.TCP_NODELAY, 1)
@@ -169,8 +171,8 @@ async def rendr_rtts(ports: list[int], n: int, knobs: dict[str, Any]) -> list[fl
     return out
 
 
-SERVERS = {"raw": serve_raw, "streams": serve_streams}
-CLIENTS = {"raw": raw_rtts, "streams": streams_rtts}
+SERVERS = {"raw": serve_raw, "streams": serve_streams, "rendr": serve_rendr}
+CLIENTS = {"raw": raw_rtts, "streams": streams_rtts, "rendr": rendr_rtts}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -179,19 +181,14 @@ def pct(xs: list[float], q: float) -> float:
 
 
 async def serve(msg: tp.Msg, say: tp.Say) -> tp.Msg:
-    if msg["kind"] == "rendr":
-        return await serve_rendr(say, msg.get("knobs", {}))
-    return await SERVERS[msg["kind"]](say)
+    return await SERVERS[msg["kind"]](say, msg.get("knobs", {}))
 
 
 async def measure(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """``warmup + samples`` round trips; P50/P99 of the samples after the warm-up."""
     usage0 = tp.Usage.now()
-    n = msg["warmup"] + msg["samples"]
-    if msg["kind"] == "rendr":
-        rtts = await rendr_rtts(msg["ports"], n, msg.get("knobs", {}))
-    else:
-        rtts = await CLIENTS[msg["kind"]](msg["ports"], n)
+    rtts = await CLIENTS[msg["kind"]](msg["ports"], msg["warmup"] + msg["samples"],
+                                      msg.get("knobs", {}))
     usage = tp.Usage.now().since(usage0)
     timed = rtts[msg["warmup"]:]
     return {"p50": statistics.median(timed), "p99": pct(timed, 0.99), "usage": usage,
