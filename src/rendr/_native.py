@@ -56,6 +56,7 @@ ENGINE_MODULES: tuple[str, ...] = (
     "paths",
     "rangeset",
     "receiver",
+    "records",
     "recovery",
     "recvbuf",
     "reliability",
@@ -73,9 +74,12 @@ Not compiled: ``__init__`` (it runs :func:`guard`); ``session``, ``opening``,
 ``events`` and ``stats``: public frozen dataclasses that applications copy, pickle,
 inspect with ``vars()`` or subclass, which compiled (native) classes do not all allow,
 for no measurable gain (they are built once per event or ``stats()`` call); and
-``bufpool`` and ``records``, which reuse buffers once their reference counts show
-nothing refers to them (compiled code may hold borrowed references, which would
-hide a live view: a buffer written over under it).
+``bufpool``, which reuses buffers once their reference counts show nothing refers to
+them: its counts assume the interpreter's own references (compiled code may hold
+borrowed ones, which would hide a live view: a buffer written over under it).
+``records`` is compiled (its small-record seal and open run per message); it takes
+and fills shared buffers only through the interpreted ``bufpool``, and holds owned
+references to them like interpreted code, so the reuse checks stay exact.
 """
 
 DRIVER_MODULES: tuple[str, ...] = ("driver",)
