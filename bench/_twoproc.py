@@ -7,9 +7,9 @@ or the default loop, through :mod:`rendr.aio.runner`) and serves commands until 
 to exit; a command may answer with several lines (e.g. the port it listens on, later
 its measurements).
 
-Also here: ``getrusage`` snapshots (CPU seconds and minor page faults of one process),
-a header line naming the build under test, and counting syscalls from an ``strace``
-log per measurement window.
+Also here: a throw-away TLS certificate and contexts (the TLS baselines), ``getrusage``
+snapshots (CPU seconds and minor page faults of one process), a header line naming the
+build under test, and counting syscalls from an ``strace`` log per measurement window.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import platform
 import resource
 import select
 import shlex
+import ssl
 import subprocess
 import sys
 import time
@@ -238,3 +239,50 @@ def strace_counts(log: str, wall0: float, wall1: float) -> dict[str, int]:
 
 def split_wrap(wrap: str | None) -> list[str] | None:
     return shlex.split(wrap) if wrap else None
+
+
+_cert: tuple[str, str] | None = None
+
+
+def self_signed() -> tuple[str, str]:
+    """A throw-away certificate and key for the TLS comparison (PEM files in a temp dir)."""
+    global _cert
+    if _cert is None:
+        import datetime
+        import tempfile
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .sign(key, hashes.SHA256()))
+        folder = tempfile.mkdtemp(prefix="g1-tls-")
+        cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(key_path, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        _cert = cert_path, key_path
+    return _cert
+
+
+def tls_context(server: bool, cert: str) -> ssl.SSLContext:
+    """TLS 1.3 (AES-256-GCM is what OpenSSL picks first, as rendr's records use)."""
+    if server:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*self_signed())
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(cert)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    return ctx

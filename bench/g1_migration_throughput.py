@@ -48,8 +48,6 @@ import ast
 import asyncio
 import hashlib
 import json
-import os
-import ssl
 import statistics
 import sys
 import time
@@ -115,61 +113,14 @@ class _RawSource(asyncio.Protocol):
             self.answer.set_result(None)
 
 
-_cert: tuple[str, str] | None = None
-
-
-def self_signed() -> tuple[str, str]:
-    """A throw-away certificate and key for the TLS comparison (PEM files in a temp dir)."""
-    global _cert
-    if _cert is None:
-        import datetime
-        import tempfile
-
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.timezone.utc)
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(days=1))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .sign(key, hashes.SHA256()))
-        folder = tempfile.mkdtemp(prefix="g1-tls-")
-        cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
-        with open(cert_path, "wb") as f:
-            f.write(cert.public_bytes(serialization.Encoding.PEM))
-        with open(key_path, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
-        _cert = cert_path, key_path
-    return _cert
-
-
-def tls_context(server: bool, cert: str) -> ssl.SSLContext:
-    """TLS 1.3 (AES-256-GCM is what OpenSSL picks first, as rendr's records use)."""
-    if server:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*self_signed())
-    else:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_verify_locations(cert)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    return ctx
-
-
 async def raw_recv(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """A raw ``asyncio.Protocol`` receiver (``msg["tls"]``: behind asyncio's TLS)."""
     loop = asyncio.get_running_loop()
     sink = _RawSink(msg["size"], loop)
-    tls = tls_context(True, "") if msg.get("tls") else None
+    tls = tp.tls_context(True, "") if msg.get("tls") else None
     server = await loop.create_server(lambda: sink, "127.0.0.1", 0, ssl=tls)
     say({"ports": [server.sockets[0].getsockname()[1]],
-         "cert": self_signed()[0] if tls else None})
+         "cert": tp.self_signed()[0] if tls else None})
     usage1 = await sink.done
     assert sink.usage0 is not None
     await sink.lost
@@ -183,7 +134,7 @@ async def raw_send(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     loop = asyncio.get_running_loop()
     size = msg["size"]
     block = tp.payload_block()
-    tls = tls_context(False, msg["cert"]) if msg.get("tls") else None
+    tls = tp.tls_context(False, msg["cert"]) if msg.get("tls") else None
     transport, proto = await loop.create_connection(
         lambda: _RawSource(loop), "127.0.0.1", msg["ports"][0], ssl=tls,
         server_hostname="localhost" if tls else None)

@@ -11,7 +11,9 @@ ends on one loop in one process).
 - streams: ``asyncio.start_server`` with an echo task (``read``/``write``/``drain``), the
   client ``write``/``drain``/``readexactly`` — what an application without rendr writes;
 - rendr: a listener with two loopback addresses, the dialer opens two paths; an echo
-  task on the server (``read``/``write``), the client ``write``/``readexactly``.
+  task on the server (``read``/``write``), the client ``write``/``readexactly``;
+- with ``--tls``, also streams over asyncio's TLS (TLS 1.3, AES-256-GCM as rendr's
+  records): what an application that wants its bytes encrypted writes without rendr.
 
 Prints P50/P99 of each (median over rounds, min-max), CPU microseconds per round trip
 of each process (getrusage), and the median paired P50 ratios rendr/raw and
@@ -36,6 +38,8 @@ from rendr.aio import runner
 
 MSG = b"x" * 64
 KINDS = ("raw", "rendr", "streams")
+NAMES = {"raw": "raw Protocol", "streams": "asyncio streams", "rendr": "rendr",
+         "streams_tls": "streams over TLS"}
 
 
 # ---------------------------------------------------------------------------- servers
@@ -57,10 +61,11 @@ class _Echo(asyncio.Protocol):
 
 
 async def _serve_until_lost(server: asyncio.Server, lost: asyncio.Future[tp.Usage],
-                            say: tp.Say) -> tp.Msg:
-    """Announce the server's port, wait until its one connection ends, return the usage."""
+                            say: tp.Say, cert: str | None = None) -> tp.Msg:
+    """Announce the server's port (and its certificate), wait until its one connection
+    ends, return the usage."""
     usage0 = tp.Usage.now()
-    say({"ports": [server.sockets[0].getsockname()[1]]})
+    say({"ports": [server.sockets[0].getsockname()[1]], "cert": cert})
     usage1 = await lost
     server.close()
     await server.wait_closed()
@@ -74,7 +79,7 @@ async def serve_raw(say: tp.Say, _knobs: dict[str, Any]) -> tp.Msg:
     return await _serve_until_lost(server, lost, say)
 
 
-async def serve_streams(say: tp.Say, _knobs: dict[str, Any]) -> tp.Msg:
+async def serve_streams(say: tp.Say, _knobs: dict[str, Any], tls: bool = False) -> tp.Msg:
     loop = asyncio.get_running_loop()
     lost: asyncio.Future[tp.Usage] = loop.create_future()
 
@@ -85,8 +90,13 @@ async def serve_streams(say: tp.Say, _knobs: dict[str, Any]) -> tp.Msg:
         lost.set_result(tp.Usage.now())
         w.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return await _serve_until_lost(server, lost, say)
+    server = await asyncio.start_server(handle, "127.0.0.1", 0,
+                                        ssl=tp.tls_context(True, "") if tls else None)
+    return await _serve_until_lost(server, lost, say, tp.self_signed()[0] if tls else None)
+
+
+async def serve_streams_tls(say: tp.Say, knobs: dict[str, Any]) -> tp.Msg:
+    return await serve_streams(say, knobs, tls=True)
 
 
 def _config(knobs: dict[str, Any]) -> rendr.FlowConfig:
@@ -126,9 +136,9 @@ class _Client(asyncio.Protocol):
             self.waiter.set_result(None)
 
 
-async def raw_rtts(ports: list[int], n: int, _knobs: dict[str, Any]) -> list[float]:
+async def raw_rtts(ready: tp.Msg, n: int, _knobs: dict[str, Any]) -> list[float]:
     loop = asyncio.get_running_loop()
-    t, c = await loop.create_connection(_Client, "127.0.0.1", ports[0])
+    t, c = await loop.create_connection(_Client, "127.0.0.1", ready["ports"][0])
     out = []
     for _ in range(n):
         c.waiter = loop.create_future()
@@ -141,8 +151,11 @@ async def raw_rtts(ports: list[int], n: int, _knobs: dict[str, Any]) -> list[flo
     return out
 
 
-async def streams_rtts(ports: list[int], n: int, _knobs: dict[str, Any]) -> list[float]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", ports[0])
+async def streams_rtts(ready: tp.Msg, n: int, _knobs: dict[str, Any]) -> list[float]:
+    """(Over TLS when the server sent its certificate.)"""
+    tls = tp.tls_context(False, ready["cert"]) if ready.get("cert") else None
+    reader, writer = await asyncio.open_connection("127.0.0.1", ready["ports"][0], ssl=tls,
+                                                   server_hostname="localhost" if tls else None)
     writer.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP,
                                                          socket.TCP_NODELAY, 1)
     out = []
@@ -157,8 +170,8 @@ async def streams_rtts(ports: list[int], n: int, _knobs: dict[str, Any]) -> list
     return out
 
 
-async def rendr_rtts(ports: list[int], n: int, knobs: dict[str, Any]) -> list[float]:
-    d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in ports],
+async def rendr_rtts(ready: tp.Msg, n: int, knobs: dict[str, Any]) -> list[float]:
+    d = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"127.0.0.1:{p}") for p in ready["ports"]],
                      config=_config(knobs))
     conn = await d.dial()
     out = []
@@ -171,8 +184,10 @@ async def rendr_rtts(ports: list[int], n: int, knobs: dict[str, Any]) -> list[fl
     return out
 
 
-SERVERS = {"raw": serve_raw, "streams": serve_streams, "rendr": serve_rendr}
-CLIENTS = {"raw": raw_rtts, "streams": streams_rtts, "rendr": rendr_rtts}
+SERVERS = {"raw": serve_raw, "streams": serve_streams, "rendr": serve_rendr,
+           "streams_tls": serve_streams_tls}
+CLIENTS = {"raw": raw_rtts, "streams": streams_rtts, "rendr": rendr_rtts,
+           "streams_tls": streams_rtts}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -187,7 +202,7 @@ async def serve(msg: tp.Msg, say: tp.Say) -> tp.Msg:
 async def measure(msg: tp.Msg, say: tp.Say) -> tp.Msg:
     """``warmup + samples`` round trips; P50/P99 of the samples after the warm-up."""
     usage0 = tp.Usage.now()
-    rtts = await CLIENTS[msg["kind"]](msg["ports"], msg["warmup"] + msg["samples"],
+    rtts = await CLIENTS[msg["kind"]](msg["ready"], msg["warmup"] + msg["samples"],
                                       msg.get("knobs", {}))
     usage = tp.Usage.now().since(usage0)
     timed = rtts[msg["warmup"]:]
@@ -204,7 +219,7 @@ HANDLERS: dict[str, tp.Handler] = {"serve": serve, "measure": measure}
 def one_round_two_process(client: tp.Worker, server: tp.Worker, kind: str,
                           args: argparse.Namespace) -> tuple[tp.Msg, tp.Msg]:
     ready = server.call(cmd="serve", kind=kind, knobs=args.knob)
-    c = client.call(cmd="measure", kind=kind, ports=ready["ports"], samples=args.samples,
+    c = client.call(cmd="measure", kind=kind, ready=ready, samples=args.samples,
                     warmup=args.warmup, knobs=args.knob)
     return c, server.recv()
 
@@ -213,8 +228,7 @@ async def one_round_one_process(kind: str, args: argparse.Namespace) -> tuple[tp
     ready: asyncio.Future[tp.Msg] = asyncio.get_running_loop().create_future()
     server_task = asyncio.create_task(serve({"kind": kind, "knobs": args.knob},
                                             ready.set_result))
-    ports = (await ready)["ports"]
-    c = await measure({"kind": kind, "ports": ports, "samples": args.samples,
+    c = await measure({"kind": kind, "ready": await ready, "samples": args.samples,
                        "warmup": args.warmup, "knobs": args.knob}, print)
     return c, await server_task
 
@@ -227,14 +241,15 @@ def fmt(xs: list[float], scale: float = 1e6) -> str:
 def run(args: argparse.Namespace) -> int:
     use_uvloop = not args.no_uvloop
     print(tp.header(use_uvloop) + (f"; FlowConfig overrides {args.knob}" if args.knob else ""))
-    results: dict[str, list[tuple[tp.Msg, tp.Msg]]] = {k: [] for k in KINDS}
+    kinds = KINDS + (("streams_tls",) if args.tls else ())
+    results: dict[str, list[tuple[tp.Msg, tp.Msg]]] = {k: [] for k in kinds}
     if args.single_process:
         mode = "one process"
         print("one process: client and server on one loop", flush=True)
 
         async def rounds() -> None:
             for _ in range(args.repeat):
-                for kind in KINDS:
+                for kind in kinds:
                     results[kind].append(await one_round_one_process(kind, args))
 
         runner.run(rounds(), use_uvloop=use_uvloop)
@@ -248,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         client = tp.Worker(__file__, "client", common, cpu=cpu_client)
         try:
             for _ in range(args.repeat):
-                for kind in KINDS:
+                for kind in kinds:
                     results[kind].append(one_round_two_process(client, server, kind, args))
         finally:
             client.close()
@@ -257,9 +272,9 @@ def run(args: argparse.Namespace) -> int:
     loop = tp.loop_label(use_uvloop)
     print(f"echo RTT 64 B ({mode}, loop={loop}, {args.samples} samples after {args.warmup} "
           f"warm-up x {args.repeat} rounds; median over rounds (min-max)):")
-    p50 = {k: [c["p50"] for c, _ in results[k]] for k in KINDS}
-    for kind in KINDS:
-        name = {"raw": "raw Protocol", "streams": "asyncio streams", "rendr": "rendr"}[kind]
+    p50 = {k: [c["p50"] for c, _ in results[k]] for k in kinds}
+    for kind in kinds:
+        name = NAMES[kind]
         cpu_c = [c["usage"]["cpu_s"] / c["round_trips"] for c, _ in results[kind]]
         cpu_s = [s["usage"]["cpu_s"] / c["round_trips"] for c, s in results[kind]]
         cpu = (f"client {fmt(cpu_c)} us, server {fmt(cpu_s)} us" if not args.single_process
@@ -273,6 +288,10 @@ def run(args: argparse.Namespace) -> int:
           f"{max(vs_raw):.2f}), max {args.max_ratio}")
     print(f"  P50 ratio rendr/streams, median paired: {r_streams:.2f} ({min(vs_streams):.2f}-"
           f"{max(vs_streams):.2f}), max 1.0")
+    if args.tls:
+        vs_tls = [m / s for m, s in zip(p50["rendr"], p50["streams_tls"], strict=True)]
+        print(f"  P50 ratio rendr/streams over TLS, median paired: {statistics.median(vs_tls):.2f} "
+              f"({min(vs_tls):.2f}-{max(vs_tls):.2f}) (informational)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"header": tp.header(use_uvloop), "mode": mode, "loop": loop,
@@ -292,6 +311,8 @@ def main() -> int:
     parser.add_argument("--single-process", action="store_true",
                         help="old method: client and server on one loop in one process")
     parser.add_argument("--no-pin", action="store_true", help="do not pin the two processes")
+    parser.add_argument("--tls", action="store_true",
+                        help="also time asyncio streams over TLS (informational)")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement here")
     parser.add_argument("--knob", metavar="NAME=VALUE", action="append", default=[],
                         help="override a FlowConfig field on both ends (A/B experiments)")
