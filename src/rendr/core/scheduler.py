@@ -213,6 +213,19 @@ class BondScheduler(Scheduler):
         fast = self._fastest = usable[0] if usable else None
         return [p for p in usable if self._room(p, fast, sender) > 0]
 
+    def ack_paths(self, paths: PathSet, active: int | None) -> list[PathState]:
+        """The live path with the lowest round trip (the active one until a round trip
+        is known): every path's sending waits for ACKs, and ACKs on a slow path held
+        the fast one to what the slow round trip allows."""
+        best: PathState | None = None
+        best_rtt = 1e9
+        for p in paths.by_id.values():
+            if p.status is PathStatus.UP and not p.blocked:
+                r = _min_rtt(p)
+                if r < best_rtt:
+                    best, best_rtt = p, r
+        return [best] if best is not None else super().ack_paths(paths, active)
+
     def _outstanding(self, path: PathState) -> int:
         """Bytes ``path`` carries that may still arrive: on a datagram path what its
         loss detector holds in flight (neither acknowledged nor declared lost: a lost
