@@ -40,6 +40,11 @@ __all__ = ["BondScheduler", "PrimeScheduler", "RaceScheduler", "Scheduler", "mak
 
 Reliable = dict[int, PathReliability]
 
+ACK_RTT_FLOOR: Final = 0.02
+"""BOND moves its ACKs off the active path only to a path whose round trip is less than
+half the active one's and this much (seconds) shorter: paths of about the same round
+trip keep them where PRIME has them."""
+
 STUCK_RATIO: Final = 4.0
 STUCK_FLOOR: Final = 0.2
 STUCK_LOSS: Final = 0.1
@@ -214,17 +219,22 @@ class BondScheduler(Scheduler):
         return [p for p in usable if self._room(p, fast, sender) > 0]
 
     def ack_paths(self, paths: PathSet, active: int | None) -> list[PathState]:
-        """The live path with the lowest round trip (the active one until a round trip
-        is known): every path's sending waits for ACKs, and ACKs on a slow path held
-        the fast one to what the slow round trip allows."""
+        """The active path, unless another live (not suspect) path's round trip is
+        clearly shorter (half and :data:`ACK_RTT_FLOOR` less): then that one.  Every
+        path's sending waits for ACKs, and ACKs on a slow active path held the fast
+        path to what the slow round trip allows."""
+        chosen = paths.ack_path(active)
         best: PathState | None = None
         best_rtt = 1e9
         for p in paths.by_id.values():
-            if p.status is PathStatus.UP and not p.blocked:
+            if p.status is PathStatus.UP and not p.blocked and not p.suspect:
                 r = _min_rtt(p)
                 if r < best_rtt:
                     best, best_rtt = p, r
-        return [best] if best is not None else super().ack_paths(paths, active)
+        if best is not None and (chosen is None or (
+                2 * best_rtt < _min_rtt(chosen) and _min_rtt(chosen) - best_rtt > ACK_RTT_FLOOR)):
+            chosen = best
+        return [] if chosen is None else [chosen]
 
     def _outstanding(self, path: PathState) -> int:
         """Bytes ``path`` carries that may still arrive: on a datagram path what its
