@@ -106,9 +106,10 @@ def test_bond_with_the_slow_path_active_is_no_worse_than_the_fast_one(
     the fast path waited out the slow path's round trip, the fast path's sending was
     held to what that round trip allows, and bond fell far below the fast path alone
     (simulated, 60 ms: 10.2 s against 1.7 s; in the bond gate 27 against 48 Mbit/s
-    whenever the 5 Mbit/s path connected first).  BOND acknowledges on the path with
-    the lowest round trip.  (With a 60 ms slow path bond is 1.08x the fast path alone
-    in either order: what the earliest-completion rule leaves on the slow path.)"""
+    whenever the 5 Mbit/s path connected first).  BOND moves its ACKs to a path whose
+    round trip is clearly shorter.  (With a 60 ms slow path bond is 1.08x the fast
+    path alone in either order: what the earliest-completion rule leaves on the slow
+    path.)"""
     size = 16 * MIB
     alone, _ = transfer_time(Mode.PRIME, [(0.005, 10e6)], size, sender)
     bonded, sim = transfer_time(Mode.BOND, [(slow_delay, 1e6), (0.005, 10e6)], size, sender)
