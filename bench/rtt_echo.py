@@ -281,17 +281,18 @@ def run(args: argparse.Namespace) -> int:
                else f"the process {fmt(cpu_c)} us")
         print(f"  {name:16} P50 {fmt(p50[kind]):>14} us   P99 "
               f"{fmt([c['p99'] for c, _ in results[kind]]):>16} us   CPU per round trip: {cpu}")
-    vs_raw = [m / r for m, r in zip(p50["rendr"], p50["raw"], strict=True)]
-    vs_streams = [m / s for m, s in zip(p50["rendr"], p50["streams"], strict=True)]
-    r_raw, r_streams = statistics.median(vs_raw), statistics.median(vs_streams)
-    print(f"  P50 ratio rendr/raw, median paired: {r_raw:.2f} ({min(vs_raw):.2f}-"
-          f"{max(vs_raw):.2f}), max {args.max_ratio}")
-    print(f"  P50 ratio rendr/streams, median paired: {r_streams:.2f} ({min(vs_streams):.2f}-"
-          f"{max(vs_streams):.2f}), max 1.0")
+    def paired(baseline: str, goal: str) -> float:
+        """Print rendr's median paired P50 ratio to ``baseline`` (min-max); return it."""
+        ratios = [m / b for m, b in zip(p50["rendr"], p50[baseline], strict=True)]
+        median = float(statistics.median(ratios))
+        print(f"  P50 ratio rendr/{NAMES[baseline]}, median paired: {median:.2f} "
+              f"({min(ratios):.2f}-{max(ratios):.2f}), {goal}")
+        return median
+
+    r_raw = paired("raw", f"max {args.max_ratio}")
+    r_streams = paired("streams", "max 1.0")
     if args.tls:
-        vs_tls = [m / s for m, s in zip(p50["rendr"], p50["streams_tls"], strict=True)]
-        print(f"  P50 ratio rendr/streams over TLS, median paired: {statistics.median(vs_tls):.2f} "
-              f"({min(vs_tls):.2f}-{max(vs_tls):.2f}) (informational)")
+        paired("streams_tls", "informational")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({"header": tp.header(use_uvloop), "mode": mode, "loop": loop,
