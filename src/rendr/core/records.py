@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import ProtocolError
+from . import aead
 from .bufpool import shared
 from .crypto import record_key
 
@@ -64,8 +65,8 @@ class _Keyed:
     """A path's key in one direction, moved to the next epoch's every ``epoch_len``
     records."""
 
-    __slots__ = ("_aead", "_base", "_encrypt", "_epoch_len", "_path_id", "_rekey_at",
-                 "epoch", "seq")
+    __slots__ = ("_aead", "_base", "_encrypt", "_epoch_len", "_kept", "_path_id",
+                 "_rekey_at", "epoch", "seq")
 
     def __init__(self, key: bytes, path_id: int, encrypt: bool, epoch_len: int) -> None:
         self._base = key
@@ -75,12 +76,20 @@ class _Keyed:
         self.epoch = 0
         self.seq = 0
         self._rekey_at = epoch_len
-        self._aead = AESGCM(record_key(key, path_id, 0))
+        self._aead: AESGCM
+        self._kept: Any = None
+        self._use_key(record_key(key, path_id, 0))
+
+    def _use_key(self, key: bytes) -> None:
+        """``key`` seals (opens) from now on: ``AESGCM`` for every record, and the kept
+        cipher of :mod:`~rendr.core.aead` for small encrypted ones where it exists."""
+        self._aead = AESGCM(key)
+        self._kept = aead.kept_cipher(key, self._path_id) if self._encrypt else None
 
     def _next_key(self) -> None:
         self.epoch += 1
         self._rekey_at += self._epoch_len
-        self._aead = AESGCM(record_key(self._base, self._path_id, self.epoch))
+        self._use_key(record_key(self._base, self._path_id, self.epoch))
 
 
 class RecordSealer(_Keyed):
@@ -112,9 +121,13 @@ class RecordSealer(_Keyed):
                 hdr = _HDR.pack(n + TAG_LEN)
                 if self.seq == self._rekey_at:
                     self._next_key()
-                nonce = _NONCE.pack(self._path_id, self.seq)
-                self.seq += 1
-                return [hdr + self._aead.encrypt(nonce, chunk, hdr)]
+                seq = self.seq
+                self.seq = seq + 1
+                kept = self._kept
+                if kept is not None:
+                    return [hdr + kept.encrypt(seq, chunk if isinstance(chunk, bytes)
+                                               else bytes(chunk), hdr)]
+                return [hdr + self._aead.encrypt(_NONCE.pack(self._path_id, seq), chunk, hdr)]
         out: list[Out] = []
         pieces: list[memoryview] = []
         room = MAX_RECORD
@@ -142,7 +155,11 @@ class RecordSealer(_Keyed):
         nonce = _NONCE.pack(self._path_id, self.seq)
         self.seq += 1
         if self._encrypt and n <= _SMALL:
-            out.append(hdr + self._aead.encrypt(nonce, chunk, hdr))
+            kept = self._kept
+            if kept is not None:
+                out.append(hdr + kept.encrypt(self.seq - 1, bytes(chunk), hdr))
+            else:
+                out.append(hdr + self._aead.encrypt(nonce, chunk, hdr))
         elif self._encrypt:
             size = 4 + n + TAG_LEN
             room = _SEALED.get(size)
@@ -183,10 +200,14 @@ class RecordOpener(_Keyed):
             if 4 + TAG_LEN <= n <= 4 + _SMALL + TAG_LEN and _HDR.unpack_from(data)[0] == n - 4:
                 if self.seq == self._rekey_at:
                     self._next_key()
+                kept = self._kept
                 try:
-                    plain = self._aead.decrypt(_NONCE.pack(self._path_id, self.seq),
-                                               data[4:], data[:4])
-                except InvalidTag:
+                    if kept is not None:
+                        plain = kept.decrypt(self.seq, bytes(data[4:]), bytes(data[:4]))
+                    else:
+                        plain = self._aead.decrypt(_NONCE.pack(self._path_id, self.seq),
+                                                   data[4:], data[:4])
+                except (InvalidTag, aead.KeptError):
                     self.failures += 1
                     raise RecordError(f"record {self.seq} on path {self._path_id} failed "
                                       "authentication") from None
@@ -243,7 +264,11 @@ class RecordOpener(_Keyed):
         try:
             n = len(body) - TAG_LEN
             if self._encrypt and n <= _SMALL:
-                plain: Out = self._aead.decrypt(nonce, body, hdr)
+                kept = self._kept
+                if kept is not None:
+                    plain: Out = kept.decrypt(self.seq, bytes(body), bytes(hdr))
+                else:
+                    plain = self._aead.decrypt(nonce, body, hdr)
             elif self._encrypt:
                 room = _OPENED.get(n)
                 self._aead.decrypt_into(nonce, body, hdr, room[:n])
@@ -252,7 +277,7 @@ class RecordOpener(_Keyed):
             else:
                 plain = body[:-TAG_LEN]
                 self._aead.decrypt(nonce, body[-TAG_LEN:], plain)
-        except InvalidTag:
+        except (InvalidTag, aead.KeptError):
             self.failures += 1
             raise RecordError(f"record {self.seq} on path {self._path_id} failed "
                               "authentication") from None
