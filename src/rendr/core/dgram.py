@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import aead
 from .crypto import record_key
 from .records import EPOCH_RECORDS, TAG_LEN
 from .window import NEW, SeenWindow
@@ -112,23 +113,31 @@ class PlainPacker:
 
 
 class _Keys:
-    """A path's datagram keys in one direction, by epoch (a few kept)."""
+    """A path's datagram keys in one direction, by epoch (a few kept).
 
-    __slots__ = ("_base", "_by_epoch", "_path_id")
+    With ``kept`` (encrypted bodies, and qh3's binding loaded: :mod:`~rendr.core.aead`)
+    the ciphers are kept-key ones taking the packet number, else ``AESGCM``."""
 
-    def __init__(self, key: bytes, path_id: int) -> None:
+    __slots__ = ("_base", "_by_epoch", "_path_id", "kept")
+
+    def __init__(self, key: bytes, path_id: int, encrypt: bool) -> None:
         self._base = key
         self._path_id = path_id
-        self._by_epoch: dict[int, AESGCM] = {}
+        self._by_epoch: dict[int, Any] = {}
+        self.kept = encrypt and aead.backend() == "qh3"
 
-    def get(self, epoch: int) -> AESGCM:
-        aead = self._by_epoch.get(epoch)
-        if aead is None:
+    def get(self, epoch: int) -> Any:
+        cipher = self._by_epoch.get(epoch)
+        if cipher is None:
             if len(self._by_epoch) >= 3:  # the previous, current and next epochs
                 del self._by_epoch[min(self._by_epoch)]
-            aead = AESGCM(record_key(self._base, self._path_id, epoch))
-            self._by_epoch[epoch] = aead
-        return aead
+            key = record_key(self._base, self._path_id, epoch)
+            cipher = aead.kept_cipher(key, self._path_id) if self.kept else None
+            if cipher is None:
+                self.kept = False
+                cipher = AESGCM(key)
+            self._by_epoch[epoch] = cipher
+        return cipher
 
 
 class DatagramSealer:
@@ -144,7 +153,7 @@ class DatagramSealer:
     __slots__ = ("_encrypt", "_keys", "_path_id", "mtu", "next_number")
 
     def __init__(self, key: bytes, path_id: int, mtu: int, encrypt: bool = True) -> None:
-        self._keys = _Keys(key, path_id)
+        self._keys = _Keys(key, path_id, encrypt)
         self._path_id = path_id
         self._encrypt = encrypt
         self.mtu = mtu
@@ -158,12 +167,17 @@ class DatagramSealer:
             number = self.next_number
             self.next_number = number + 1
             pn = _PN.pack(number)
-            aead = self._keys.get(number >> _EPOCH_SHIFT)
+            keys = self._keys
+            cipher = keys.get(number >> _EPOCH_SHIFT)
+            if keys.kept:
+                out.append(pn + cipher.encrypt(number, body if isinstance(body, bytes)
+                                               else bytes(body), pn))
+                continue
             nonce = _NONCE.pack(self._path_id, number)
             if self._encrypt:
-                out.append(pn + aead.encrypt(nonce, body, pn))
+                out.append(pn + cipher.encrypt(nonce, body, pn))
             else:
-                out.append(b"".join((pn, body, aead.encrypt(nonce, b"", pn + bytes(body)))))
+                out.append(b"".join((pn, body, cipher.encrypt(nonce, b"", pn + bytes(body)))))
         return out
 
 
@@ -179,7 +193,7 @@ class DatagramOpener:
     __slots__ = ("_encrypt", "_keys", "_path_id", "_window", "failures", "replays")
 
     def __init__(self, key: bytes, path_id: int, encrypt: bool = True) -> None:
-        self._keys = _Keys(key, path_id)
+        self._keys = _Keys(key, path_id, encrypt)
         self._path_id = path_id
         self._encrypt = encrypt
         self._window = SeenWindow(REPLAY_WINDOW)  # the packet numbers accepted
@@ -205,16 +219,19 @@ class DatagramOpener:
             # 0): not worth a key; an epoch past u32 would not even have one
             self.failures += 1
             return []
-        aead = self._keys.get(epoch)
-        nonce = _NONCE.pack(self._path_id, number)
+        keys = self._keys
+        cipher = keys.get(epoch)
         pn = view[:8]
         try:
-            if self._encrypt:
-                plain: Out = aead.decrypt(nonce, view[8:], pn)
+            if keys.kept:
+                plain: Out = cipher.decrypt(number, bytes(view[8:]), bytes(pn))
+            elif self._encrypt:
+                plain = cipher.decrypt(_NONCE.pack(self._path_id, number), view[8:], pn)
             else:
                 plain = view[8 : n - TAG_LEN]
-                aead.decrypt(nonce, view[n - TAG_LEN :], bytes(view[: n - TAG_LEN]))
-        except InvalidTag:
+                cipher.decrypt(_NONCE.pack(self._path_id, number), view[n - TAG_LEN :],
+                               bytes(view[: n - TAG_LEN]))
+        except (InvalidTag, aead.KeptError):
             self.failures += 1
             return []
         window.mark(number)
