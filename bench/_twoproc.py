@@ -113,6 +113,12 @@ def header(use_uvloop: bool, note: str = "") -> str:
     """Which build and loop are measured: printed first by every gate."""
     where = os.path.dirname(os.path.dirname(os.path.abspath(rendr.__file__)))
     compiled = getattr(rendr, "__compiled__", False)
+    try:  # which AES-GCM seals small records and datagrams (builds before 2026-12-03: none)
+        from rendr.core.aead import backend
+
+        note = f", aead={backend()}{note}"
+    except ImportError:
+        pass
     return (f"rendr {rendr.__version__} from {where} (compiled={compiled}{note}); "
             f"Python {platform.python_version()}; loop {loop_label(use_uvloop)}; "
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
