@@ -6,7 +6,7 @@ to ``cryptography`` whenever qh3's binding is missing or forced off."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -38,6 +38,16 @@ def _use(mp: pytest.MonkeyPatch, name: str) -> None:
     assert aead.backend() == name
 
 
+def _sealed_by_both(mp: pytest.MonkeyPatch, seal: Callable[[], list[bytes]]
+                    ) -> tuple[list[bytes], list[bytes]]:
+    """What ``seal()`` returns with qh3's kept key, then with ``cryptography``."""
+    pytest.importorskip("qh3._hazmat")
+    _use(mp, "qh3")
+    kept = seal()
+    _use(mp, "cryptography")
+    return kept, seal()
+
+
 def _seal_all(epoch_len: int) -> list[bytes]:
     sealer = RecordSealer(KEY, 3, epoch_len=epoch_len)
     out = []
@@ -61,11 +71,7 @@ def _open_all(records: list[bytes], epoch_len: int, whole: bool) -> bytes:
 @pytest.mark.parametrize("epoch_len", [3, 1 << 18])
 def test_both_backends_write_the_same_records_and_open_each_others(
         backend_choice: pytest.MonkeyPatch, epoch_len: int) -> None:
-    pytest.importorskip("qh3._hazmat")
-    _use(backend_choice, "qh3")
-    kept = _seal_all(epoch_len)
-    _use(backend_choice, "cryptography")
-    plain = _seal_all(epoch_len)
+    kept, plain = _sealed_by_both(backend_choice, lambda: _seal_all(epoch_len))
     assert kept == plain  # byte-identical records, key epochs included
     expect = b"".join(f + f for f in FRAMES * 3)
     for whole in (True, False):
@@ -129,11 +135,7 @@ def _frames() -> list[bytes]:
 @pytest.mark.parametrize("start", [0, EPOCH_RECORDS - 2])
 def test_both_backends_seal_the_same_datagrams_and_open_each_others(
         backend_choice: pytest.MonkeyPatch, start: int) -> None:
-    pytest.importorskip("qh3._hazmat")
-    _use(backend_choice, "qh3")
-    kept = _datagrams(start)
-    _use(backend_choice, "cryptography")
-    plain = _datagrams(start)
+    kept, plain = _sealed_by_both(backend_choice, lambda: _datagrams(start))
     assert kept == plain
     expect = _frames()
     for opened_by in ("cryptography", "qh3"):
