@@ -1,11 +1,11 @@
-"""AES-256-GCM with a kept key: the record layer's cipher for small records.
+"""AES-256-GCM with a kept key: the cipher of small records and of datagrams.
 
 ``cryptography``'s ``AESGCM`` copies a keyed OpenSSL context and cleanses it on every
-call: about 7k instructions for an 80-byte seal plus open, a fifth of what an echo
-round trip costs in the compiled engine.  qh3 (rendr's QUIC library, already a
+call: about 14k instructions for an 80-byte seal plus open, a fifth of what an echo
+round trip cost in the compiled engine.  qh3 (rendr's QUIC library, already a
 dependency) binds an AEAD that expands the key once and keeps it; its nonce is a fixed
-IV XOR a 64-bit number, which is exactly the record nonce (u32 path id, u64 record
-number) with the IV ``path id | 0``.  Seal and open of a small record cost about half.
+IV XOR a 64-bit number, which is exactly the record and datagram nonce (u32 path id,
+u64 number) with the IV ``path id | 0``.  A seal plus open costs about 7k.
 
 :func:`kept_cipher` returns that cipher when qh3's binding loads and passes a
 known-answer check against ``cryptography`` at first use, else ``None`` (the record

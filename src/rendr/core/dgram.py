@@ -134,6 +134,8 @@ class _Keys:
             key = record_key(self._base, self._path_id, epoch)
             cipher = aead.kept_cipher(key, self._path_id) if self.kept else None
             if cipher is None:
+                if self.kept:  # (only if the backend changed under us: keep one kind)
+                    self._by_epoch.clear()
                 self.kept = False
                 cipher = AESGCM(key)
             self._by_epoch[epoch] = cipher
