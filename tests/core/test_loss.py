@@ -484,3 +484,47 @@ def test_a_resent_segment_acked_by_its_late_original_declares_nothing_else_lost(
     assert det.in_flight == 10  # 10..19 still in flight, none declared lost
     out = det.on_ack(10 * SEG, [seg(14)], 0.08)  # a first transmission still counts
     assert out.lost == [seg(10), seg(11)]
+
+
+def test_a_late_original_behind_a_queue_declares_nothing_sent_shortly_before_its_resend_lost(
+) -> None:
+    """Found on the lossy relay (G3s re-sent 12-42 % of the stream at 1-5 % loss): the
+    path queues (srtt 6 ms, min RTT 1 ms), a reordered original is declared lost by
+    the packet threshold and re-sent; its late arrival is acknowledged 3 ms after the
+    re-send went, more than a minimum RTT, so the re-send moves the time threshold's
+    reference.  Measured from *now*, the segments sent shortly before the re-send are
+    older than the loss delay, but they are only queued: lost is only what went a loss
+    delay before the re-send (RACK, RFC 8985 6.2)."""
+    rtt = Rtt(srtt=0.006)
+    rtt.min_rtt = 0.001
+    det = LossDetector(rtt)
+    send(det, 20, step=0.0005)  # 0 .. 9.5 ms
+    out = det.on_ack(2 * SEG, [(3 * SEG, 10 * SEG)], 0.010)
+    assert out.lost == [seg(2)]  # 7 newer acknowledged: the packet threshold
+    det.on_sent(*seg(2), 0.0101, 1050, True)  # re-sent: segment number 20
+    out = det.on_ack(10 * SEG, [], 0.0131)  # the original arrived: 3 ms > min RTT
+    assert out.acked_segments == 1
+    assert out.lost == []  # 10..12 went 6.8-8.1 ms ago (> 6.75 ms), 3.6-5.1 ms before it
+    assert det.in_flight == 10 and det.loss_time is None
+    # a first transmission acknowledged still counts from now: 10 and 11 by the packet
+    # threshold, 12 by the time threshold (sent 7.2 ms ago), 13 when the timer fires
+    out = det.on_ack(10 * SEG, [seg(14)], 0.0132)
+    assert out.lost == [seg(10), seg(11), seg(12)]
+    assert det.loss_time == pytest.approx(0.0065 + 9 / 8 * 0.0062)  # 14: a 6.2 ms sample
+
+
+def test_a_lost_tail_is_found_when_the_probes_ack_comes() -> None:
+    """The last five segments are lost; the probe timeout re-sends the oldest, and the
+    ACK of that re-send declares the four others lost at once (they went long before
+    it), not one probe timeout per segment."""
+    det = LossDetector(Rtt(srtt=0.05, rttvar=0.01))
+    send(det, 10, step=0.001)
+    out = det.on_ack(5 * SEG, [], 0.06)
+    assert out.lost == [] and det.loss_time is None
+    deadline = det.deadline()
+    assert deadline is not None
+    timer = det.on_timer(deadline)
+    assert timer.probe and timer.lost == []
+    det.on_sent(*seg(5), deadline, 1050, True)  # the probe re-sends the oldest
+    out = det.on_ack(6 * SEG, [], deadline + 0.06)  # a minimum RTT after it went
+    assert out.lost == [seg(6), seg(7), seg(8), seg(9)]

@@ -57,7 +57,7 @@ def _queue_data(path: PathState, sender: StreamSender, s: int, e: int, resend: b
     path.outbox.extend(sender.view(s, e))
     Recovery.on_sent(path, s, e, resend, now)
     if reliability is not None:
-        reliability.on_sent(s, e, now, resend or copy)
+        reliability.on_sent(s, e, now, resend, copy)
 
 
 def fill_race(paths: list[PathState], sender: StreamSender, with_retx: bool,

@@ -15,7 +15,10 @@ Rules followed (section numbers of RFC 9002):
   every segment acknowledged before, and never from a re-sent one (Karn).  Nor does
   an acknowledged re-sent segment count as the largest acknowledged for the packet
   threshold (the ACK may be for its original); for the time threshold it does, if
-  acknowledged at least a minimum RTT after it went (RACK's test, RFC 8985).  There is
+  acknowledged at least a minimum RTT after it went (RACK's test, RFC 8985), and then
+  only for what was sent a loss delay before *it* (RACK's rule: the ACK may still be
+  for a late original, and what was sent shortly before the re-send may still be
+  queued on the path; a lost tail, sent a probe timeout before, is found).  There is
   no ack-delay field: ``max_ack_delay`` is the constant bound the PTO adds.  The
   detector reads an RTT source (``srtt``, ``rttvar``, ``latest``; the engine's
   :class:`~rendr.core.path.RttEstimator`) and reports the sample for the caller to
@@ -64,6 +67,7 @@ _IN_FLIGHT: Final = 0
 _ACKED: Final = 1
 _LOST: Final = 2
 _COMPACT: Final = 1024  # dead entries before the sorted index is compacted
+_NEVER: Final = float("inf")  # no re-send is the time threshold's reference
 
 
 class RttSource(Protocol):
@@ -80,16 +84,17 @@ class RttSource(Protocol):
 
 
 class _Segment:
-    __slots__ = ("end", "num", "retransmit", "sent_at", "start", "state", "wire")
+    __slots__ = ("copy", "end", "num", "retransmit", "sent_at", "start", "state", "wire")
 
     def __init__(self, num: int, start: int, end: int, sent_at: float, wire: int,
-                 retransmit: bool) -> None:
+                 retransmit: bool, copy: bool) -> None:
         self.num = num
         self.start = start
         self.end = end
         self.sent_at = sent_at
         self.wire = wire
         self.retransmit = retransmit
+        self.copy = copy
         self.state = _IN_FLIGHT
 
 
@@ -171,7 +176,8 @@ class LossDetector:
     """
 
     __slots__ = ("_first_sample_at", "_head", "_in_flight", "_index",
-                 "_largest_acked", "_largest_any", "_last_sent_at", "_newest",
+                 "_largest_acked", "_largest_any", "_largest_any_sent_at",
+                 "_last_sent_at", "_newest",
                  "_newest_clean", "_next_num", "_pc_start", "_segs", "_starts",
                  "ambiguous", "bytes_in_flight", "examined", "initial_rtt",
                  "loss_time", "max_ack_delay", "max_pto", "min_rto",
@@ -197,6 +203,7 @@ class LossDetector:
         self._next_num = 0
         self._largest_acked = -1  # of first transmissions (the packet threshold)
         self._largest_any = -1  # also of re-sends (the time threshold; see on_ack)
+        self._largest_any_sent_at = _NEVER  # when that one went, if a re-send set it
         self.ambiguous = 0
         self._last_sent_at = 0.0
         self._first_sample_at: float | None = None
@@ -207,16 +214,18 @@ class LossDetector:
     # ------------------------------------------------------------------ sending
 
     def on_sent(self, start: int, end: int, now: float, wire_bytes: int,
-                retransmit: bool) -> None:
+                retransmit: bool, copy: bool = False) -> None:
         """``[start, end)`` went out at ``now`` in ``wire_bytes`` bytes of datagram;
-        ``retransmit``: the range (or part of it) was sent before, here or elsewhere.
+        ``retransmit``: the range (or part of it) was sent before, here or elsewhere;
+        ``copy`` (with ``retransmit``): a copy of what another path is carrying (RACE),
+        not a re-send of something lost.
 
         Raises:
             ValueError: an empty range.
         """
         if end <= start:
             raise ValueError(f"empty segment [{start}, {end})")
-        seg = _Segment(self._next_num, start, end, now, wire_bytes, retransmit)
+        seg = _Segment(self._next_num, start, end, now, wire_bytes, retransmit, copy)
         self._next_num += 1
         self._segs.append(seg)
         starts = self._starts
@@ -288,18 +297,21 @@ class LossDetector:
                         self._first_sample_at = now
             # a re-sent segment acknowledged at least a minimum RTT after it went
             # (RACK, RFC 8985 6.2: sooner, it must be the original that arrived) still
-            # moves the time threshold's reference: what was sent before it and is
-            # older than the loss delay is lost (a burst lost at the tail is found
-            # when the probe's ACK comes, not one probe timeout per segment)
+            # moves the time threshold's reference: what was sent a loss delay before
+            # it is lost (a burst lost at the tail is found when the probe's ACK
+            # comes, not one probe timeout per segment; see _detect)
             if newest is not None and newest.num > self._largest_any:
                 min_rtt = self.rtt.min_rtt
                 if not newest.retransmit or min_rtt is None or (
                         now - newest.sent_at >= min_rtt):
                     self._largest_any = newest.num
+                    self._largest_any_sent_at = (newest.sent_at if newest.retransmit
+                                                 and not newest.copy else _NEVER)
                 else:
                     self.ambiguous += 1
             if self._largest_any < self._largest_acked:
                 self._largest_any = self._largest_acked
+                self._largest_any_sent_at = _NEVER
         self._detect(now, sample, out)
         return out
 
@@ -358,6 +370,13 @@ class LossDetector:
         first_sample = self._first_sample_at
         largest = self._largest_acked
         largest_any = self._largest_any
+        # the newest acknowledged re-send (if newer than every first transmission
+        # acknowledged) may have been acknowledged by its late original: what went
+        # shortly before it may still be on its way, whatever its age now (RACK's rule,
+        # RFC 8985 6.2 step 5: lost only if sent a loss delay before the re-send)
+        resent_ref = self._largest_any_sent_at
+        if resent_ref != _NEVER:
+            resent_ref -= loss_delay
         segs = self._segs
         self.loss_time = None
         while segs:
@@ -370,10 +389,14 @@ class LossDetector:
                 continue
             if seg.num >= largest_any:
                 break
-            lost_at = seg.sent_at + loss_delay  # the same sum as loss_time: no livelock
-            if (seg.num >= largest or seg.num + PACKET_THRESHOLD > largest) and lost_at > now:
-                self.loss_time = lost_at
-                break
+            if seg.num >= largest and resent_ref != _NEVER:
+                if seg.sent_at > resent_ref:  # only the re-send's evidence: no timer
+                    break
+            else:
+                lost_at = seg.sent_at + loss_delay  # the same sum as loss_time: no livelock
+                if seg.num + PACKET_THRESHOLD > largest and lost_at > now:
+                    self.loss_time = lost_at
+                    break
             segs.popleft()
             seg.state = _LOST
             self.bytes_in_flight -= seg.wire

@@ -98,12 +98,14 @@ class PathReliability:
         self.wait_until = None
         return min(room, max(int(self.pacer.tokens), self.cc.max_datagram_size))
 
-    def on_sent(self, start: int, end: int, now: float, resend: bool) -> None:
-        """``[start, end)`` went out on the path in one DATA frame."""
+    def on_sent(self, start: int, end: int, now: float, resend: bool,
+                copy: bool = False) -> None:
+        """``[start, end)`` went out on the path in one DATA frame (``resend``: it was
+        sent before; ``copy``: RACE's copy of a range another path sent first)."""
         wire = end - start + _DATA_OVERHEAD
         if self.probe_credit > 0:
             self.probe_credit = max(0, self.probe_credit - wire)
-        self.loss.on_sent(start, end, now, wire, resend)
+        self.loss.on_sent(start, end, now, wire, resend or copy, copy)
         self.cc.on_sent(wire)
         self.pacer.on_sent(now, wire)
 
