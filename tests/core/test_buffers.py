@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rendr.core.recvbuf import ReceiveBuffer
+from rendr.core.recvbuf import MAX_GAPS, MIN_GAP_BYTES, ReceiveBuffer, gap_limit
 from rendr.core.sendbuf import SendBuffer
+from rendr.errors import ProtocolError
 
 FAST = settings(max_examples=200, deadline=None, derandomize=True)
 
@@ -452,3 +454,42 @@ def test_read_view_hands_out_pieces_uncopied_and_splits_at_max_bytes() -> None:
     assert rest.obj is big and len(rest) == 20_000
     assert bytes(rb.read_view(100)) == b"tail" and rb.read_view(100).readonly
     assert len(rb.read_view(100)) == 0 and rb.ready_bytes == 0 and rb.read_offset == 70_004
+
+
+def test_a_datagram_window_with_every_other_datagram_lost_is_accepted() -> None:
+    """An honest peer on a lossy datagram path leaves one gap per lost datagram: with
+    the default window (8 MiB: budget 16 MiB) that may be thousands.  A 1024-gap cap
+    ended a healthy flow whose startup overshot a shallow queue (1025 gaps)."""
+    budget = 16 << 20
+    assert gap_limit(budget) == 8192 and gap_limit(2 << 20) == MAX_GAPS == 1024
+    buf = ReceiveBuffer(reorder_budget=budget)
+    size = 1150  # udpflow's payload per datagram
+    count = (8 << 20) // size
+    for k in range(1, count, 2):  # every other one lost: ~3650 gaps
+        buf.receive(k * size, b"d" * size)
+    assert buf.offset == 0 and buf.ready_bytes == 0
+    for k in range(0, count, 2):  # the re-sends
+        buf.receive(k * size, b"d" * size)
+    assert buf.offset == count * size
+
+
+def test_small_fragments_beyond_max_gaps_end_the_stream() -> None:
+    """Tiny pieces are cut at MAX_GAPS whatever the budget: a peer fragmenting on
+    purpose makes the receiver work per gap for a byte of data each."""
+    buf = ReceiveBuffer(reorder_budget=16 << 20)
+    for k in range(MAX_GAPS):
+        buf.receive(3 * k + 1, b"x")
+    buf.receive(2, b"x")  # a small piece beside a held one: no new gap
+    with pytest.raises(ProtocolError, match="reorder budget"):
+        buf.receive(3 * MAX_GAPS + 1, b"x")
+
+
+def test_datagram_sized_pieces_beyond_the_gap_limit_end_the_stream() -> None:
+    budget = 16 << 20
+    buf = ReceiveBuffer(reorder_budget=budget)
+    limit = gap_limit(budget)
+    size = MIN_GAP_BYTES
+    for k in range(limit):
+        buf.receive((2 * k + 1) * size, b"x" * size)
+    with pytest.raises(ProtocolError, match="reorder budget"):
+        buf.receive((2 * limit + 1) * size, b"x" * size)

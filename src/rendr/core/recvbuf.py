@@ -24,7 +24,7 @@ from typing import Final
 from ..errors import ProtocolError
 from .rangeset import RangeSet
 
-__all__ = ["FRAGMENT_OVERHEAD", "ReceiveBuffer"]
+__all__ = ["FRAGMENT_OVERHEAD", "MAX_GAPS", "MIN_GAP_BYTES", "ReceiveBuffer", "gap_limit"]
 
 FRAGMENT_OVERHEAD: Final = 400
 """Bytes an out-of-order fragment costs besides its payload (dict entry, view, range):
@@ -33,10 +33,34 @@ budget long before it runs the listener out of memory.  A small piece that conti
 a held one is appended to it instead (:data:`MERGE_MAX`) and costs only its payload."""
 
 MAX_GAPS: Final = 1024
-"""The most disjoint out-of-order ranges a stream holds.  Honest reordering (data
-from a new path ahead of what a dead path lost) leaves a few gaps, one per failover;
-every piece beside a held range merges with it.  Past this the peer is fragmenting
-on purpose: each insert would shift ever more ranges."""
+"""The most disjoint out-of-order ranges a stream holds when what it holds out of
+order is thin (:data:`MIN_GAP_BYTES`), and the fewest :func:`gap_limit` allows.
+Honest reordering on byte-stream paths (data from a new path ahead of what a dead
+path lost) leaves a few gaps, one per failover; every piece beside a held range
+merges with it.  Past this, tiny pieces are a peer fragmenting on purpose: each
+insert would shift ever more ranges, for a byte or two of data each."""
+
+MIN_GAP_BYTES: Final = 512
+"""Beyond :data:`MAX_GAPS` gaps, the bytes held out of order must average at least
+this many per gap (a lossy datagram path's gaps come one per lost datagram, with
+~1.1 KiB or more between them; datagram packing makes some pieces tiny, so this is
+not asked of each piece): the work a peer can make the receiver do stays
+proportional to the bytes it sends."""
+
+GAP_BYTES: Final = 2048
+"""Reorder budget per allowed gap (:func:`gap_limit`): with the budget at two windows,
+one gap per KiB of window."""
+
+
+def gap_limit(reorder_budget: int) -> int:
+    """The most disjoint out-of-order ranges a stream with this reorder budget holds:
+    :data:`MAX_GAPS`, or one per KiB of window if that is more (pieces of at least
+    :data:`MIN_GAP_BYTES` per gap beyond :data:`MAX_GAPS`).  On a datagram path every lost
+    datagram is a gap until it is re-sent, so an honest peer may leave one gap per
+    datagram it has in flight: up to a window's worth of ~1.1 KiB datagrams (a
+    startup overshooting a shallow queue left 1025 gaps, and a 1024 cap ended that
+    healthy flow).  Past the limit the peer is fragmenting on purpose."""
+    return max(MAX_GAPS, reorder_budget // GAP_BYTES)
 
 MAX_COMPARE_PIECES: Final = 64
 """Most buffered pieces one duplicate is compared against (from the newest back):
@@ -66,13 +90,15 @@ class ReceiveBuffer:
         highest: one past the highest byte offset ever received.
     """
 
-    __slots__ = ("_budget", "_ooo", "_ooo_bytes", "_ooo_cost", "_ooo_ranges", "_ooo_tail",
+    __slots__ = ("_budget", "_max_gaps", "_ooo", "_ooo_bytes", "_ooo_cost", "_ooo_ranges",
+                 "_ooo_tail",
                  "_ready",
                  "dup_bytes", "dups", "highest", "offset", "read_offset", "ready_bytes",
                  "reorder_hwm")
 
     def __init__(self, reorder_budget: int = 0) -> None:
         self._budget = reorder_budget  # 0: unbounded
+        self._max_gaps = gap_limit(reorder_budget)
         self._ooo_cost = 0
         self.offset = 0
         self.highest = 0
@@ -162,8 +188,7 @@ class ReceiveBuffer:
                 self._ooo_cost += e - s + FRAGMENT_OVERHEAD
             self._ooo_ranges.add(s, e)
             self._ooo_bytes += e - s
-        if self._budget and (self._ooo_cost > self._budget
-                             or len(self._ooo_ranges) > MAX_GAPS):
+        if self._budget and (self._ooo_cost > self._budget or self._too_many_gaps()):
             raise ProtocolError(
                 f"out-of-order data beyond the reorder budget ({len(self._ooo)} fragments, "
                 f"{len(self._ooo_ranges)} gaps, {self._ooo_cost} B accounted)")
@@ -184,6 +209,12 @@ class ReceiveBuffer:
         if self._ooo_bytes > self.reorder_hwm:
             self.reorder_hwm = self._ooo_bytes
         return moved
+
+    def _too_many_gaps(self) -> bool:
+        """Whether more disjoint ranges are held out of order than the limits allow."""
+        gaps = len(self._ooo_ranges)
+        return gaps > MAX_GAPS and (gaps > self._max_gaps
+                                    or gaps * MIN_GAP_BYTES > self._ooo_bytes)
 
     # ------------------------------------------------ duplicates (RFC 9000, 2.2)
 
