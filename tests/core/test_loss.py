@@ -257,6 +257,17 @@ def test_oldest_for_probes() -> None:
     assert len(det.oldest(10)) == 4
 
 
+def test_probes_take_the_lowest_outstanding_data_not_the_oldest_segments() -> None:
+    """A lost range's re-send is a newer segment than originals above it; the probe
+    must re-send the bytes the receiver lacks at its cumulative offset."""
+    det = LossDetector(Rtt())
+    send(det, 10)
+    out = det.on_ack(0, [(1 * SEG, 4 * SEG)], 0.01)
+    assert out.lost == [seg(0)]
+    det.on_sent(*seg(0), 0.02, 1050, True)  # the re-send: segment number 10
+    assert det.oldest(2) == [seg(0), seg(4)]
+
+
 # ------------------------------------------------------------------ persistent congestion
 
 # srtt 0.1, rttvar 0.05, max_ack_delay 0.025: PTO 0.325, persistent duration 0.975

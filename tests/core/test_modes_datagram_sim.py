@@ -55,6 +55,18 @@ def test_a_startup_overshooting_a_shallow_queue_on_a_long_fat_path_completes() -
     assert seconds < 3 * (6 << 20) / rate
 
 
+def test_a_lossy_long_fat_path_with_a_shallow_queue_completes() -> None:
+    """100 Mbit/s, 50 ms, a quarter-BDP queue and 5 % loss: the receiver held ~400
+    gaps, an ACK names 16, and the probe timeout re-sent the oldest *segments* — ranges
+    the receiver held but could not report — so every probe's ACK acknowledged nothing
+    and the flow backed off for good, the lost re-send at its cumulative offset never
+    probed (stalled at 1.5 of 8 MiB).  Probes now take the lowest outstanding data."""
+    rate, size = 12.5e6, 8 << 20
+    seconds = transfer(Mode.PRIME, [(0.025, rate, 0.05)], size=size,
+                       queue=int(rate * 0.05 / 4))
+    assert seconds < 1.0 + 3 * size / rate  # 2.6 s here; 0.7 s at the link's rate
+
+
 def test_bond_sums_two_equal_datagram_paths() -> None:
     one = transfer(Mode.PRIME, [FAST])
     two = transfer(Mode.BOND, [FAST, FAST])

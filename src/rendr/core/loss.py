@@ -461,13 +461,19 @@ class LossDetector:
         return self._in_flight
 
     def oldest(self, most: int) -> list[tuple[int, int]]:
-        """The oldest ``most`` in-flight ranges, in send order (what a probe re-sends
-        when there is no new data)."""
+        """The ``most`` in-flight ranges of the lowest offsets, in offset order (what a
+        probe re-sends).  The oldest *data*, not the oldest segments: the receiver
+        delivers in order, so the lowest bytes outstanding are the ones it may lack,
+        while the oldest segments may be ranges it holds but could not report (an ACK
+        names at most 16 ranges): probing those, the sender got ACKs that acknowledged
+        nothing and backed off for good, its one lost re-send never probed."""
         out: list[tuple[int, int]] = []
-        for seg in self._segs:
+        index = self._index
+        for k in range(self._head, len(index)):
             if len(out) >= most:
                 break
-            if seg.state == _IN_FLIGHT:
+            seg = index[k]
+            if seg.state == _IN_FLIGHT and (not out or seg.start >= out[-1][1]):
                 out.append((seg.start, seg.end))
         return out
 
