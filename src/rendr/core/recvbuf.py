@@ -54,8 +54,8 @@ one gap per KiB of window."""
 
 def gap_limit(reorder_budget: int) -> int:
     """The most disjoint out-of-order ranges a stream with this reorder budget holds:
-    :data:`MAX_GAPS`, or one per KiB of window if that is more (pieces of at least
-    :data:`MIN_GAP_BYTES` per gap beyond :data:`MAX_GAPS`).  On a datagram path every lost
+    :data:`MAX_GAPS`, or one per KiB of window if that is more (beyond :data:`MAX_GAPS`,
+    while the bytes held average :data:`MIN_GAP_BYTES` per gap).  On a datagram path every lost
     datagram is a gap until it is re-sent, so an honest peer may leave one gap per
     datagram it has in flight: up to a window's worth of ~1.1 KiB datagrams (a
     startup overshooting a shallow queue left 1025 gaps, and a 1024 cap ended that
