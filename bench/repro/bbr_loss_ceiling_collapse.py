@@ -8,9 +8,12 @@ Method: the simulator (``rendr.testing.simnet``), one datagram path, 53.5 ms one
 seed.  A transfer that finishes takes 2-4 s.  Counted: the cuts of ``Bbr``'s loss
 ceiling (an interval of at least ``BW_WINDOW`` that lost more than ``LOSS_CEILING`` of
 what it settled scales the estimate by ``LOSS_BETA``).  With random loss alone the
-share of declared losses hovers around the loss rate, but an interval shorter than a
-round trip (0.1 s against 107 ms here) sees bursts of declarations with few ACKs, each
-cut is a ratchet the 1.25 probe cannot undo, and the estimate falls to a few KB/s.
+share of declared losses hovers around the loss rate, but once the rate is low an
+interval settles only two or three datagrams, so one random loss (1224 B acked, 1200 B
+lost) is over the ceiling: each cut lowers the rate further, cuts come faster than the
+1.25 probe can undo them, and the estimate falls to a few KB/s (about one datagram per
+round trip).  A minimum of datagrams per interval before the ceiling applies is the
+likely fix.
 
 Prints each seed's outcome; exit status 1 if a transfer did not finish in 60 s.
 Usage: ``python3 bench/repro/bbr_loss_ceiling_collapse.py [seed ...]`` (default 1-8).
