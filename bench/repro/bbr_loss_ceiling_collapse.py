@@ -50,7 +50,10 @@ def main() -> int:
         pid = sim.add_path(0.0535, mtu=1200, loss=0.2)
         data = os.urandom(1_500_000)
         sim.write(Side.DIALER, data, eof=True)
-        done = sim.run_until(lambda s=sim: s.eof[Side.LISTENER], 60)
+        def arrived(s: Sim = sim) -> bool:
+            return bool(s.eof[Side.LISTENER])
+
+        done = sim.run_until(arrived, 60)
         cc = sim.dialer._reliable[pid].cc
         assert isinstance(cc, bbr.Bbr)
         stuck += not done
