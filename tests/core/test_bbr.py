@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rendr.core.bbr import BW_WINDOW, LOSS_BETA, MIN_RTT_WINDOW, Bbr, Phase
+from rendr.core.bbr import BW_WINDOW, LOSS_BETA, LOSS_MIN_DATAGRAMS, MIN_RTT_WINDOW, Bbr, Phase
 from rendr.core.congestion import NewReno, Pacer
 
 from ._linksim import MSS, OVERHEAD, Sim
@@ -66,10 +66,32 @@ def test_random_loss_below_the_ceiling_is_ignored_heavy_loss_cuts() -> None:
     # 20 % of what each round settles is lost, for well over BW_WINDOW: no cut
     now = rounds(cc, 20, 1e6, now, lost=5_000)
     assert cc.btl_bw == pytest.approx(1e6, rel=0.05)
-    # half lost: congestion, the estimate is scaled down
-    rounds(cc, 8, 1e6, now, lost=20_000)
-    assert cc.btl_bw <= 1e6 * LOSS_BETA * 1.05
-    assert cc.lost_bytes == 20 * 5_000 + 8 * 20_000
+    # half lost: congestion, the estimate is scaled down (once the interval is judged)
+    lowest = cc.btl_bw
+    for _ in range(12):
+        now = rounds(cc, 1, 1e6, now, lost=20_000)
+        lowest = min(lowest, cc.btl_bw)
+    assert lowest <= 1e6 * LOSS_BETA * 1.05
+    assert cc.lost_bytes == 20 * 5_000 + 12 * 20_000
+
+
+def test_the_loss_ceiling_waits_for_enough_datagrams_at_a_low_rate() -> None:
+    """At a few datagrams per interval one random loss is over the ceiling: judged
+    interval by interval, each cut lowered the rate and the next interval held fewer
+    datagrams still (the estimate fell to about one datagram per round trip, see
+    ``bench/repro/bbr_loss_ceiling_collapse.py``)."""
+    cc = Bbr(Rtt(0.1), MDS)
+    now = rounds(cc, 12, 3 * MDS / 0.1, 1.0, rtt=0.1)  # three datagrams a round trip
+    before = cc.btl_bw
+    # each round trip settles three datagrams, one of them lost (a third: over the
+    # ceiling, but three datagrams say little): no cut before LOSS_MIN_DATAGRAMS
+    for _ in range(LOSS_MIN_DATAGRAMS // 4):
+        now = rounds(cc, 1, 2 * MDS / 0.1, now, rtt=0.1, lost=MDS)
+    assert cc.btl_bw == pytest.approx(before, rel=0.05)
+    # judged over LOSS_MIN_DATAGRAMS datagrams, one in three lost is congestion
+    for _ in range(LOSS_MIN_DATAGRAMS // 4):
+        now = rounds(cc, 1, 2 * MDS / 0.1, now, rtt=0.1, lost=MDS)
+    assert cc.btl_bw <= before * LOSS_BETA * 1.05
 
 
 def test_persistent_congestion_starts_over() -> None:
