@@ -94,6 +94,64 @@ def test_the_loss_ceiling_waits_for_enough_datagrams_at_a_low_rate() -> None:
     assert cc.btl_bw <= before * LOSS_BETA * 1.05
 
 
+def startup_at(rate: float, rtt: float = 0.1) -> tuple[Bbr, float]:
+    """A controller in STARTUP whose estimate grew round by round up to ``rate``."""
+    cc = Bbr(Rtt(rtt), MDS)
+    now, r = 1.0, rate / 16
+    while r <= rate:
+        now = rounds(cc, 1, r, now, rtt=rtt)
+        r *= 2
+    assert cc.phase is Phase.STARTUP
+    return cc, now
+
+
+def test_a_startup_round_losing_a_fifth_ends_startup_without_a_cut() -> None:
+    """STARTUP doubles into a full queue until its bandwidth stops growing for three
+    rounds; a round that settled LOSS_MIN_DATAGRAMS and lost more than a fifth (far
+    above random loss of a few per cent) has found the pipe's end.  Its delivery rate
+    is the path's, so the estimate is kept and DRAIN takes the excess out."""
+    cc, now = startup_at(1e6)
+    before = 1e6
+    # a round of 125 kB delivered and 40 kB lost (24 %: below the ceiling's 30 %),
+    # judged when the next round's first ACK ends it
+    now = rounds(cc, 1, 1e6, now, rtt=0.1, lost=40_000)
+    rounds(cc, 1, 1e6, now, rtt=0.1)
+    assert cc.phase is Phase.DRAIN
+    assert cc.btl_bw == pytest.approx(before, rel=0.05)
+
+
+def test_random_loss_in_startup_does_not_end_it() -> None:
+    cc, now = startup_at(1e6)
+    now = rounds(cc, 1, 2e6, now, rtt=0.1, lost=10_000)  # 4 % of the round
+    rounds(cc, 1, 2e6, now, rtt=0.1)
+    assert cc.phase is Phase.STARTUP
+
+
+def test_losses_of_what_went_before_a_reaction_are_not_judged_again() -> None:
+    """Losses are declared for a round or two after the controller reacted to them
+    (a cut, or the end of STARTUP's overshoot): judged again, they cut the rate the
+    reaction set (a 100 Mbit/s, 50 ms path fell to half its rate after its startup
+    and took a second to climb back).  Losses of data sent after it still count."""
+    cc = Bbr(Rtt(), MDS)
+    now = rounds(cc, 12, 1e6, 1.0)
+    cc.room(0)
+    assert cc.phase is Phase.PROBE_BW
+    while cc.btl_bw > 0.8e6:  # half lost: congestion, one cut
+        now = rounds(cc, 1, 1e6, now, lost=20_000)
+    cut_at = now
+    for _ in range(12):  # new data comes at half the rate; what went before the cut
+        for _ in range(4):  # is declared lost
+            cc.on_acked(2_500, now - 0.02, now)
+            now += 0.005
+        cc.on_lost(20_000, cut_at - 0.001, now)
+    assert cc.btl_bw == pytest.approx(5e5, rel=0.05)  # what the path delivers: no cut
+    lowest = cc.btl_bw
+    for _ in range(12):  # and now what went after
+        now = rounds(cc, 1, 5e5, now, lost=20_000)
+        lowest = min(lowest, cc.btl_bw)
+    assert lowest <= 5e5 * LOSS_BETA * 1.05
+
+
 def test_persistent_congestion_starts_over() -> None:
     cc = Bbr(Rtt(), MDS)
     rounds(cc, 12, 1e6, 1.0)

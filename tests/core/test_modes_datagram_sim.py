@@ -67,6 +67,17 @@ def test_a_lossy_long_fat_path_with_a_shallow_queue_completes() -> None:
     assert seconds < 1.0 + 3 * size / rate  # 2.6 s here; 0.7 s at the link's rate
 
 
+def test_startup_overshoot_on_a_long_fat_path_keeps_the_path_rate() -> None:
+    """100 Mbit/s, 50 ms round trip, a one-BDP queue: STARTUP's last rounds overflow
+    the queue (a third of a round lost).  The loss ceiling read that overshoot as
+    congestion and cut the estimate twice (12.5 -> 8.75 -> 6.1 MB/s, losses of the
+    overshoot still being declared after STARTUP had ended), and 8 MiB took 1.33 s
+    (1.08 s now; 0.67 s at the link's rate)."""
+    rate, size = 12.5e6, 8 << 20
+    seconds = transfer(Mode.PRIME, [(0.025, rate, 0.0)], size=size, queue=int(rate * 0.05))
+    assert seconds < 1.2
+
+
 @pytest.mark.parametrize("seed", [5, 7, 8])
 def test_twenty_percent_random_loss_on_a_long_path_does_not_collapse_the_estimate(
         seed: int) -> None:

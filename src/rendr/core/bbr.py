@@ -29,14 +29,18 @@ Simplifications, each chosen for an engine that sees byte ranges, not packets:
   the bandwidth window), else a window sized by a sub-millisecond minimum RTT starves
   the pipe and the samples with it.
 - **Phases** as BBR v1: STARTUP (gain 2/ln 2 until the bandwidth grew less than 25 %
-  in three limited rounds), DRAIN (pace below the estimate until in flight is at most
-  one BDP), PROBE_BW (a gain cycle 1.25, 0.75, then six rounds at 1), PROBE_RTT (four
-  datagrams in flight for 200 ms and a round when the minimum RTT was not renewed for
-  10 s).
+  in three limited rounds, or, as BBR v3, until a round lost more than
+  :data:`STARTUP_LOSS_SHARE` of what it settled: the queue is full), DRAIN (pace
+  below the estimate until in flight is at most one BDP), PROBE_BW (a gain cycle
+  1.25, 0.75, then six rounds at 1), PROBE_RTT (four datagrams in flight for 200 ms
+  and a round when the minimum RTT was not renewed for 10 s).
 - **A loss ceiling** (after BBR v2's): an interval of at least :data:`BW_WINDOW` that
   lost more than :data:`LOSS_CEILING` of what it settled scales the estimate down by
   :data:`LOSS_BETA`, so a path whose buffer overflows from our own sending is not
-  driven ever harder; random loss below the ceiling is ignored.  Persistent
+  driven ever harder; random loss below the ceiling is ignored.  Only what was sent
+  after the last reaction (a cut, or STARTUP's end) is judged: the losses of an
+  overshoot are declared for a round or two after it ended.  STARTUP's own losses
+  end it without a cut (its delivery rate is the path's).  Persistent
   congestion (RFC 9002 7.6) forgets the estimate and starts over.
 """
 
@@ -76,6 +80,11 @@ LOSS_MIN_DATAGRAMS: Final = 32
 the ceiling, each cut lowers the rate further, and the estimate collapses (at 20 %
 random loss: a cut after ~1 in 11 intervals of 32 datagrams, not 1 in 2 of three)."""
 LOSS_BETA: Final = 0.7
+STARTUP_LOSS_SHARE: Final = 0.2
+"""A STARTUP round that settled at least :data:`LOSS_MIN_DATAGRAMS` and lost more than
+this share of them has filled the pipe and its queue: leave STARTUP at once (as BBR
+v3's high-loss exit, with a share well above random loss of a few per cent) instead
+of after :data:`FULL_BW_ROUNDS` more rounds of doubling into a full queue."""
 _MIN_INTERVAL: Final = 1e-6
 
 
@@ -118,10 +127,13 @@ class Bbr:
         "_min_rtt_at",
         "_now",
         "_probe_rtt_done",
+        "_react_at",
         "_round_acked",
         "_round_first_sent",
         "_round_lost",
         "_round_start",
+        "_rt_acked",
+        "_rt_lost",
         "_rtt",
         "_samples",
         "_send_t0",
@@ -162,10 +174,13 @@ class Bbr:
         self._ack_t0 = 0.0
         self._send_t0 = 0.0
         self._round_first_sent = math.inf  # oldest send time acknowledged this round
+        self._rt_acked = 0  # settled this round
+        self._rt_lost = 0
         self._limited = False
         self._round_acked = 0  # settled since _loss_t0
         self._round_lost = 0
         self._loss_t0 = 0.0
+        self._react_at = -math.inf  # the last reaction to loss (cut, or STARTUP's end)
         self._full_bw = 0.0
         self._full_rounds = 0
         self._cycle = 0
@@ -233,7 +248,9 @@ class Bbr:
             self._round_first_sent = first
         self.acked_bytes += nbytes
         self.delivered += nbytes
-        self._round_acked += nbytes
+        if sent_at >= self._react_at:  # the loss share judges what went since
+            self._round_acked += nbytes
+        self._rt_acked += nbytes
         self._now = now
         latest = self._rtt.latest
         if latest > 0:
@@ -260,7 +277,9 @@ class Bbr:
     def on_lost(self, nbytes: int, largest_lost_sent_at: float, now: float) -> None:
         """``nbytes`` were declared lost (counted toward the round's loss share)."""
         self.lost_bytes += nbytes
-        self._round_lost += nbytes
+        if largest_lost_sent_at >= self._react_at:
+            self._round_lost += nbytes
+        self._rt_lost += nbytes
 
     def on_persistent_congestion(self) -> None:
         """Forget the estimate and start over (RFC 9002 7.6.2's collapse, in BBR terms)."""
@@ -289,6 +308,7 @@ class Bbr:
         self._ack_t0 = now
         self._send_t0 = sent_at
         self._round_first_sent = math.inf
+        self._rt_acked = self._rt_lost = 0
 
     def _end_round(self, now: float, sent_at: float, app_limited: bool) -> None:
         self.rounds += 1
@@ -319,14 +339,23 @@ class Bbr:
         if now - self._loss_t0 >= BW_WINDOW and (  # the loss share of the last interval
                 settled >= LOSS_MIN_DATAGRAMS * self.max_datagram_size):
             if self._round_lost > LOSS_CEILING * settled and self.btl_bw:
-                cap = self.btl_bw * LOSS_BETA
-                self._samples = deque(((r, t, min(x, cap)) for r, t, x in samples),
-                                      maxlen=256)
-                self.btl_bw = cap
                 if self.phase is Phase.STARTUP:
-                    self.phase = Phase.DRAIN
+                    # STARTUP's own overshoot: its delivery rate is the path's, and
+                    # DRAIN takes the excess out; nothing to cut
+                    self._leave_startup(now)
+                else:
+                    cap = self.btl_bw * LOSS_BETA
+                    self._samples = deque(((r, t, min(x, cap)) for r, t, x in samples),
+                                          maxlen=256)
+                    self.btl_bw = cap
+                    self._react_at = now
             self._loss_t0 = now
             self._round_acked = self._round_lost = 0
+        if self.phase is Phase.STARTUP:
+            settled = self._rt_acked + self._rt_lost
+            if settled >= LOSS_MIN_DATAGRAMS * self.max_datagram_size and (
+                    self._rt_lost > STARTUP_LOSS_SHARE * settled):
+                self._leave_startup(now)  # the pipe and its queue are full
         if self.phase is Phase.STARTUP and limited:
             if self.btl_bw >= self._full_bw * FULL_BW_GROWTH:
                 self._full_bw = self.btl_bw
@@ -334,8 +363,16 @@ class Bbr:
             else:
                 self._full_rounds += 1
                 if self._full_rounds >= FULL_BW_ROUNDS:
-                    self.phase = Phase.DRAIN
+                    self._leave_startup(now)
         self._begin_round(now, sent_at)
+
+    def _leave_startup(self, now: float) -> None:
+        """STARTUP is over: DRAIN, and what it sent is not judged by the loss ceiling
+        (losses of its overshoot are still being declared for a round or two)."""
+        self.phase = Phase.DRAIN
+        self._react_at = now
+        self._loss_t0 = now
+        self._round_acked = self._round_lost = 0
 
     def _aggregation(self, nbytes: int, now: float) -> None:
         """Measure how far ACKs run ahead of the estimate (BBR v2's extra_acked)."""
