@@ -105,16 +105,16 @@ def startup_at(rate: float, rtt: float = 0.1) -> tuple[Bbr, float]:
     return cc, now
 
 
-def test_a_startup_round_losing_a_fifth_ends_startup_without_a_cut() -> None:
+def test_a_startup_round_losing_a_third_ends_startup_without_a_cut() -> None:
     """STARTUP doubles into a full queue until its bandwidth stops growing for three
-    rounds; a round that settled LOSS_MIN_DATAGRAMS and lost more than a fifth (far
-    above random loss of a few per cent) has found the pipe's end.  Its delivery rate
-    is the path's, so the estimate is kept and DRAIN takes the excess out."""
+    rounds; a round that settled LOSS_MIN_DATAGRAMS and lost more than
+    STARTUP_LOSS_SHARE has found the pipe's end.  Its delivery rate is the path's, so
+    the estimate is kept (the loss ceiling cut it) and DRAIN takes the excess out."""
     cc, now = startup_at(1e6)
     before = 1e6
-    # a round of 125 kB delivered and 40 kB lost (24 %: below the ceiling's 30 %),
-    # judged when the next round's first ACK ends it
-    now = rounds(cc, 1, 1e6, now, rtt=0.1, lost=40_000)
+    # a round of 125 kB delivered and 60 kB lost (32 %), judged when the next
+    # round's first ACK ends it
+    now = rounds(cc, 1, 1e6, now, rtt=0.1, lost=60_000)
     rounds(cc, 1, 1e6, now, rtt=0.1)
     assert cc.phase is Phase.DRAIN
     assert cc.btl_bw == pytest.approx(before, rel=0.05)
@@ -122,7 +122,7 @@ def test_a_startup_round_losing_a_fifth_ends_startup_without_a_cut() -> None:
 
 def test_random_loss_in_startup_does_not_end_it() -> None:
     cc, now = startup_at(1e6)
-    now = rounds(cc, 1, 2e6, now, rtt=0.1, lost=10_000)  # 4 % of the round
+    now = rounds(cc, 1, 2e6, now, rtt=0.1, lost=50_000)  # 17 % of the round
     rounds(cc, 1, 2e6, now, rtt=0.1)
     assert cc.phase is Phase.STARTUP
 

@@ -80,11 +80,12 @@ LOSS_MIN_DATAGRAMS: Final = 32
 the ceiling, each cut lowers the rate further, and the estimate collapses (at 20 %
 random loss: a cut after ~1 in 11 intervals of 32 datagrams, not 1 in 2 of three)."""
 LOSS_BETA: Final = 0.7
-STARTUP_LOSS_SHARE: Final = 0.2
+STARTUP_LOSS_SHARE: Final = 0.3
 """A STARTUP round that settled at least :data:`LOSS_MIN_DATAGRAMS` and lost more than
 this share of them has filled the pipe and its queue: leave STARTUP at once (as BBR
-v3's high-loss exit, with a share well above random loss of a few per cent) instead
-of after :data:`FULL_BW_ROUNDS` more rounds of doubling into a full queue."""
+v3's high-loss exit, with a share well above random loss: 0.2 ended STARTUP early on
+paths with 20 % random loss) instead of after :data:`FULL_BW_ROUNDS` more rounds of
+doubling into a full queue, or after the loss ceiling's :data:`BW_WINDOW`."""
 _MIN_INTERVAL: Final = 1e-6
 
 
