@@ -109,7 +109,8 @@ def test_a_startup_round_losing_a_third_ends_startup_without_a_cut() -> None:
     """STARTUP doubles into a full queue until its bandwidth stops growing for three
     rounds; a round that settled LOSS_MIN_DATAGRAMS and lost more than
     STARTUP_LOSS_SHARE has found the pipe's end.  Its delivery rate is the path's, so
-    the estimate is kept (the loss ceiling cut it) and DRAIN takes the excess out."""
+    the estimate is kept (the loss ceiling, judged on the same round, would cut it)
+    and DRAIN takes the excess out."""
     cc, now = startup_at(1e6)
     before = 1e6
     # a round of 125 kB delivered and 60 kB lost (32 %), judged when the next
