@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import array
 import asyncio
+import collections
 import hashlib
 import os
+from typing import Any
 
 import pytest
 
@@ -147,3 +149,87 @@ async def test_held_views_are_never_written_over(pair: Pair) -> None:
     assert got == len(data)
     assert any(v.nbytes > 16 * 1024 for v in held)  # large reads came as views
     assert b"".join(held) == data
+
+
+
+async def test_a_later_deadline_keeps_the_armed_loop_timer(pair: Pair) -> None:
+    """Receiving moves the engine's next deadline later (the next PING, the path's
+    liveness) on nearly every read of a bulk transfer.  The driver keeps the loop timer
+    it armed then (it fires early, finds nothing due and re-arms once) instead of a new
+    timer handle and a cancelled heap entry per read; an earlier deadline re-arms at
+    once.  Counted through asyncio's ``call_at`` (uvloop's cannot be wrapped)."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, asyncio.BaseEventLoop):
+        pytest.skip("counts through asyncio's own call_at; uvloop's cannot be wrapped")
+    driver = pair.server._driver
+    arms: list[float] = []
+    call_at = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kw: Any) -> Any:
+        if getattr(callback, "__name__", "") == "_on_timer":
+            arms.append(when)
+        return call_at(when, callback, *args, **kw)
+
+    setattr(loop, "call_at", counting_call_at)  # noqa: B010 (an instance attribute)
+    try:
+        now = loop.time()
+        driver._arm_timer(None)  # no deadline: no timer
+        driver._arm_timer(now + 0.05)
+        for i in range(1, 50):  # later and later: the timer armed for +0.05 s stays
+            driver._arm_timer(now + 0.05 + i * 0.01)
+        assert arms == [pytest.approx(now + 0.05)]
+        driver._arm_timer(now + 0.03)  # earlier: re-armed at once
+        assert arms[-1] == pytest.approx(now + 0.03)
+        driver._arm_timer(now + 0.3)  # later again: kept; fires at +0.03 s and re-arms
+        assert len(arms) == 2
+        await asyncio.sleep(0.15)
+        assert len(arms) >= 3  # (for +0.3 s, or the engine's own deadline by then)
+    finally:
+        delattr(loop, "call_at")
+        driver.flush()  # back to the engine's own deadline
+    await pair.client.write(b"still alive")
+    assert await pair.server.readexactly(11) == b"still alive"
+
+
+async def test_asyncio_loop_bulk_reads_schedule_no_callback_per_read(pair: Pair) -> None:
+    """asyncio's loops read a socket at most once per iteration: a carrier there notices
+    idleness with a check every ``IDLE_CHECK`` s instead of an end-of-burst callback
+    after every read (a sixth of the receiver's interpreted work per read), and an idle
+    path still gives its buffer back."""
+    loop = asyncio.get_running_loop()
+    if not isinstance(loop, asyncio.BaseEventLoop):
+        pytest.skip("uvloop reads up to 32 times per event: its bursts are capped per iteration")
+    scheduled: collections.Counter[str] = collections.Counter()
+    call_soon, call_later = loop.call_soon, loop.call_later
+
+    def counting_soon(callback: Any, *args: Any, **kw: Any) -> Any:
+        scheduled[getattr(callback, "__name__", "")] += 1
+        return call_soon(callback, *args, **kw)
+
+    def counting_later(delay: float, callback: Any, *args: Any, **kw: Any) -> Any:
+        scheduled[getattr(callback, "__name__", "")] += 1
+        return call_later(delay, callback, *args, **kw)
+
+    data = os.urandom(16 << 20)
+    setattr(loop, "call_soon", counting_soon)  # noqa: B010 (instance attributes)
+    setattr(loop, "call_later", counting_later)  # noqa: B010
+    try:
+        task = asyncio.create_task(pump(pair.client, data))
+        digest = hashlib.sha256()
+        got = reads = 0
+        while got < len(data):
+            view = await pair.server.read_view(1 << 20)
+            digest.update(view)
+            got += len(view)
+            reads += 1
+            del view
+        await task
+    finally:
+        delattr(loop, "call_soon")
+        delattr(loop, "call_later")
+    assert digest.digest() == hashlib.sha256(data).digest()
+    assert reads >= 16
+    assert scheduled["_end_burst"] == 0, scheduled
+    assert scheduled["_check_idle"] <= 40, scheduled  # one per IDLE_CHECK while busy
+    await asyncio.sleep(0.3)
+    assert _rx_held(pair.server) == 0 and _rx_held(pair.client) == 0

@@ -137,7 +137,8 @@ class FlowDriver:
         self.callbacks: list[EventCallback] = []
         self.closed: asyncio.Future[None] = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer_at: float | None = None  # the engine's deadline
+        self._timer_fire = 0.0  # when the armed loop timer fires (<= _timer_at)
         self._flushing = False
         self._again = False
         self._soon: asyncio.Handle | None = None
@@ -188,22 +189,36 @@ class FlowDriver:
             self._soon = self.loop.call_soon(self._flush_soon)
 
     def _arm_timer(self, at: float | None) -> None:
+        """Make the loop call :meth:`_on_timer` by ``at`` (the engine's next deadline).
+
+        A deadline that moved *later* keeps the loop timer already armed: it fires
+        early, finds nothing due and re-arms for the new deadline.  Deadlines move
+        later on nearly every receive (the next PING, the path's liveness), and
+        re-arming each time costs a timer handle, a heap push and a cancelled entry in
+        the loop's heap per read; an early wake-up costs one callback per deadline.
+        """
         if at == self._timer_at:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        if at is None:
-            self._timer = None
-        else:
-            fire = at
-            now = self.time()
-            if now < at < now + _TIMER_RESOLUTION:
-                # uvloop's clock and timers tick in milliseconds: a deadline less than a
-                # tick away would fire "early" again and again (the loop's time stands
-                # still within the tick) until the tick passes
-                fire = now + _TIMER_RESOLUTION
-            self._timer = self.loop.call_at(fire, self._on_timer)
         self._timer_at = at
+        timer = self._timer
+        if at is None:
+            if timer is not None:
+                timer.cancel()
+                self._timer = None
+            return
+        if timer is not None:
+            if at >= self._timer_fire:
+                return  # fires early, then re-arms (see above)
+            timer.cancel()
+        fire = at
+        now = self.time()
+        if now < at < now + _TIMER_RESOLUTION:
+            # uvloop's clock and timers tick in milliseconds: a deadline less than a
+            # tick away would fire "early" again and again (the loop's time stands
+            # still within the tick) until the tick passes
+            fire = now + _TIMER_RESOLUTION
+        self._timer = self.loop.call_at(fire, self._on_timer)
+        self._timer_fire = fire
 
     def _flush_soon(self) -> None:
         self._soon = None
@@ -211,7 +226,11 @@ class FlowDriver:
 
     def _on_timer(self) -> None:
         self._timer = None
+        at = self._timer_at
         self._timer_at = None
+        if at is not None and at > self._timer_fire:
+            self._arm_timer(at)  # armed for an earlier deadline that moved later
+            return
         self.flow.handle_timer(self.time())
         self.flush()
 

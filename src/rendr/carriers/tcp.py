@@ -6,6 +6,11 @@ bulk transfer allocates nothing per read.  At most ``READ_BURST`` bytes are read
 per event-loop iteration: uvloop (libuv) otherwise reads up to 32 times per
 readiness event, pulling a whole receive window into memory before the
 application's reader task gets to run.  Both limits cost small messages nothing.
+A carrier gives its buffer back once it goes idle: at the end of a loop iteration
+in which it received (uvloop), or, on asyncio's own loops (which read a socket at
+most once per iteration, so there is no burst to cap), at a check every
+``IDLE_CHECK`` seconds that finds no read since the last one: a callback per read
+was a sixth of the receiver's interpreted work per read there.
 
 Kernel TCP keepalive is switched off: rendr's own PING/PONG is the only liveness
 authority (kernel keepalive was seen killing shaped paths).  TCP_NODELAY is on.
@@ -37,6 +42,8 @@ COPY_MAX = 16 * 1024
 """Reads up to this size are handed on as ``bytes`` copies, larger ones as views."""
 _JOIN_MAX = 64 * 1024  # see write(): up to this much, one joined write is cheaper
 _WATCH = 64 * 1024  # bytes in one iteration from which its end is always scheduled
+IDLE_CHECK = 0.05
+"""asyncio's loops: seconds between checks for an idle carrier (then its buffer goes back)."""
 
 
 class TcpCarrier(Carrier, asyncio.BufferedProtocol):
@@ -62,6 +69,10 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._burst_end: asyncio.Handle | None = None
         self._read_paused = False
         self._join_writes = False
+        self._reads_once = False  # set by connection_made(): asyncio's own loop
+        self._reads = 0  # reads that left the buffer held, for the idle check
+        self._reads_checked = 0
+        self._idle_check: asyncio.TimerHandle | None = None
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -69,6 +80,9 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._loop = asyncio.get_running_loop()
+        # asyncio's selector (and proactor) transports read at most one buffer per
+        # readiness event and iteration: nothing to cap, only idleness to notice
+        self._reads_once = isinstance(self._loop, asyncio.BaseEventLoop)
         self._join_writes = (getattr(type(transport), "writelines", None)
                              is asyncio.WriteTransport.writelines)
         sock = transport.get_extra_info("socket")
@@ -99,6 +113,13 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         else:
             data = rx.filled(nbytes)
             end_burst = True
+        if self._reads_once:
+            if end_burst:
+                self._reads += 1
+                if self._idle_check is None:
+                    self._idle_check = self._loop.call_later(IDLE_CHECK, self._check_idle)
+            self._sink.carrier_data(data)
+            return
         burst = self._burst = self._burst + nbytes
         if (end_burst or burst >= _WATCH) and self._burst_end is None:
             self._burst_end = self._loop.call_soon(self._end_burst)
@@ -119,6 +140,17 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
             t = self._transport
             if t is not None and not self._done and not t.is_closing():
                 t.resume_reading()
+        self._rx.release()
+
+    def _check_idle(self) -> None:
+        """asyncio's loops: give back the buffer once no read came since the last check
+        (and let freed retired buffers go); look again later while reads go on."""
+        reads = self._reads
+        if reads != self._reads_checked:
+            self._reads_checked = reads
+            self._idle_check = self._loop.call_later(IDLE_CHECK, self._check_idle)
+        else:
+            self._idle_check = None
         self._rx.release()
 
     def eof_received(self) -> bool:
@@ -174,6 +206,9 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         if self._burst_end is not None:
             self._burst_end.cancel()
             self._burst_end = None
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
         self._rx.release()
         if self._done:
             return
