@@ -7,8 +7,8 @@ per event-loop iteration: uvloop (libuv) otherwise reads up to 32 times per
 readiness event, pulling a whole receive window into memory before the
 application's reader task gets to run.  Both limits cost small messages nothing.
 A carrier gives its buffer back once it goes idle: at the end of a loop iteration
-in which it received (uvloop), or, on asyncio's own loops (which read a socket at
-most once per iteration, so there is no burst to cap), at a check every
+in which it received (uvloop), or, on asyncio's own transports (which read a socket
+at most once per iteration, so there is no burst to cap), at a check every
 ``IDLE_CHECK`` seconds that finds no read since the last one: a callback per read
 was a sixth of the receiver's interpreted work per read there.
 
@@ -43,7 +43,7 @@ COPY_MAX = 16 * 1024
 _JOIN_MAX = 64 * 1024  # see write(): up to this much, one joined write is cheaper
 _WATCH = 64 * 1024  # bytes in one iteration from which its end is always scheduled
 IDLE_CHECK = 0.05
-"""asyncio's loops: seconds between checks for an idle carrier (then its buffer goes back)."""
+"""asyncio's transports: seconds between checks for an idle carrier (its buffer then goes back)."""
 
 
 class TcpCarrier(Carrier, asyncio.BufferedProtocol):
@@ -69,7 +69,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._burst_end: asyncio.Handle | None = None
         self._read_paused = False
         self._join_writes = False
-        self._reads_once = False  # set by connection_made(): asyncio's own loop
+        self._reads_once = False  # set by connection_made(): asyncio's own transport
         self._reads = 0  # reads that left the buffer held, for the idle check
         self._reads_checked = 0
         self._idle_check: asyncio.TimerHandle | None = None
@@ -80,9 +80,9 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self._loop = asyncio.get_running_loop()
-        # asyncio's selector (and proactor) transports read at most one buffer per
+        # asyncio's own selector (and proactor) transports read at most one buffer per
         # readiness event and iteration: nothing to cap, only idleness to notice
-        self._reads_once = isinstance(self._loop, asyncio.BaseEventLoop)
+        self._reads_once = type(transport).__module__.startswith("asyncio.")
         self._join_writes = (getattr(type(transport), "writelines", None)
                              is asyncio.WriteTransport.writelines)
         sock = transport.get_extra_info("socket")
@@ -143,7 +143,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._rx.release()
 
     def _check_idle(self) -> None:
-        """asyncio's loops: give back the buffer once no read came since the last check
+        """asyncio's transports: give back the buffer once no read came since the last check
         (and let freed retired buffers go); look again later while reads go on."""
         reads = self._reads
         if reads != self._reads_checked:
