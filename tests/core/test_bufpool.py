@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rendr.carriers.tcp import COPY_MAX, READ_BURST, TcpCarrier
+from rendr.carriers.tcp import BULK_READ, COPY_MAX, READ_BURST, SMALL_STREAK, TcpCarrier
 from rendr.core import bufpool as rxbuf
 from rendr.core.bufpool import BUFFER_SIZE, MIN_READ, ReadBuffers
 
@@ -111,6 +111,9 @@ class _FakeTransport:
         assert self.paused
         self.paused = False
 
+    def set_protocol(self, protocol: Any) -> None:
+        self.protocol = protocol
+
 
 class _Sink:
     def __init__(self) -> None:
@@ -155,6 +158,30 @@ async def test_tcp_carrier_reads_at_most_a_burst_per_loop_iteration() -> None:
     await asyncio.sleep(0)  # the next iteration
     assert not transport.paused and transport.pauses == 1
     assert b"".join(bytes(v) for v in sink.data) == chunk * (READ_BURST // len(chunk))
+
+
+async def test_tcp_carrier_switches_between_message_and_bulk_reads() -> None:
+    carrier, transport, sink = _connected()
+    assert transport.protocol is carrier._messages  # starts with message reads
+    assert transport.protocol.data_received == carrier.data_received  # no call in between
+    transport.protocol.data_received(b"hello")
+    transport.protocol.data_received(os.urandom(BULK_READ - 1))
+    assert transport.protocol is carrier._messages
+    big = os.urandom(BULK_READ)
+    transport.protocol.data_received(big)
+    assert transport.protocol is carrier  # the next reads go into reused buffers
+    _feed(carrier, b"x" * (COPY_MAX + 1))
+    for i in range(SMALL_STREAK - 1):
+        _feed(carrier, b"%d" % i)
+        assert transport.protocol is carrier
+        if i == 3:
+            _feed(carrier, b"y" * (COPY_MAX + 1))  # a large read starts the streak again
+    for _ in range(5):
+        _feed(carrier, b"z")
+    assert transport.protocol is carrier._messages
+    got = b"".join(bytes(d) for d in sink.data)
+    assert got.startswith(b"hello") and big in got and got.endswith(b"zzzzz")
+    assert sum(len(d) for d in sink.data) == len(got)
 
 
 async def test_tcp_carrier_small_reads_are_copies_and_idle_holds_no_buffer() -> None:

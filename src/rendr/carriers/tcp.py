@@ -1,8 +1,16 @@
 """The TCP carrier: an ``asyncio.BufferedProtocol``, one ``writelines`` per flush.
 
-Receiving: the socket is read straight into reused buffers
-(:mod:`rendr.core.bufpool`) and the engine gets read-only views of them, so a
-bulk transfer allocates nothing per read.  At most ``READ_BURST`` bytes are read
+Receiving has two modes, switched by the size of what arrives.  *Message reads*
+(the start): the transport's protocol is a plain ``asyncio.Protocol`` whose
+``data_received`` is the carrier's own method, and the loop hands over each read as
+``bytes`` -- the cheapest read a loop offers (on uvloop a ``BufferedProtocol`` read
+costs ~7k more instructions: a ``get_buffer`` call, a buffer export and a
+``buffer_updated`` call; an echo round trip 13 % more in all).  A read of
+``BULK_READ`` bytes or more switches to *bulk reads*: the socket is read straight
+into reused buffers (:mod:`rendr.core.bufpool`) and the engine gets read-only views
+of them, so a bulk transfer allocates nothing per read (a loop's own ``bytes`` per
+256 KiB read made glibc shrink and regrow its heap every burst on uvloop).
+``SMALL_STREAK`` small reads in a row switch back.  At most ``READ_BURST`` bytes are read
 per event-loop iteration: uvloop (libuv) otherwise reads up to 32 times per
 readiness event, pulling a whole receive window into memory before the
 application's reader task gets to run.  Both limits cost small messages nothing.
@@ -44,6 +52,32 @@ _JOIN_MAX = 64 * 1024  # see write(): up to this much, one joined write is cheap
 _WATCH = 64 * 1024  # bytes in one iteration from which its end is always scheduled
 IDLE_CHECK = 0.05
 """asyncio's transports: seconds between checks for an idle carrier (its buffer then goes back)."""
+BULK_READ = 64 * 1024
+"""A message read at least this large switches the carrier to bulk reads."""
+SMALL_STREAK = 16
+"""Bulk reads of at most ``COPY_MAX`` bytes in a row that switch back to message reads."""
+
+
+class _MessageReads(asyncio.Protocol):
+    """The transport's protocol while a carrier reads messages: the loop calls the
+    carrier's own bound ``data_received`` (an instance attribute: no call in between);
+    the rare callbacks are passed on."""
+
+    def __init__(self, carrier: TcpCarrier) -> None:
+        self._carrier = carrier
+        self.data_received = carrier.data_received  # type: ignore[method-assign]
+
+    def eof_received(self) -> bool:
+        return self._carrier.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._carrier.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._carrier.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._carrier.resume_writing()
 
 
 class TcpCarrier(Carrier, asyncio.BufferedProtocol):
@@ -73,6 +107,9 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._reads = 0  # reads that left the buffer held, for the idle check
         self._reads_checked = 0
         self._idle_check: asyncio.TimerHandle | None = None
+        self._messages = _MessageReads(self)
+        self._bulk = True  # the transport calls get_buffer/buffer_updated (its initial protocol)
+        self._small_reads = 0  # bulk reads of at most COPY_MAX bytes in a row
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -95,8 +132,26 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self.local_addr = format_address(transport.get_extra_info("sockname"))
         self.remote_addr = format_address(transport.get_extra_info("peername"))
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        self._set_bulk(False)  # a flow starts with small messages (its handshake)
         if self._on_connect is not None:
             self._on_connect(self)
+
+    def _set_bulk(self, bulk: bool) -> None:
+        """Switch between bulk reads (this object is the transport's protocol) and message
+        reads (``_messages`` is).  Both loops then read with the new protocol's callbacks,
+        from within a read callback too: the socket's bytes stay in order."""
+        t = self._transport
+        if t is None or self._done or t.is_closing():
+            return
+        self._bulk = bulk
+        self._small_reads = 0
+        t.set_protocol(self if bulk else self._messages)
+
+    def data_received(self, data: bytes) -> None:
+        """A message read: the loop's own ``bytes`` (see the module docstring)."""
+        if len(data) >= BULK_READ and not self._bulk:
+            self._set_bulk(True)  # the next read goes into reused buffers
+        self._sink.carrier_data(data)
 
     def get_buffer(self, sizehint: int) -> memoryview:  # bound to the instance's buffers
         return self._rx.get_buffer(sizehint)
@@ -110,9 +165,13 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         if nbytes <= COPY_MAX:
             data: Buffer = rx.copy_out(nbytes)
             end_burst = rx._buf is not None  # rx.held, without a property call
+            small = self._small_reads = self._small_reads + 1
+            if small >= SMALL_STREAK and self._bulk:
+                self._set_bulk(False)
         else:
             data = rx.filled(nbytes)
             end_burst = True
+            self._small_reads = 0
         if self._reads_once:
             if end_burst:
                 self._reads += 1
