@@ -89,6 +89,8 @@ def test_release_gives_back_a_free_buffer_only() -> None:
 
 
 class _FakeTransport:
+    """A stand-in transport (a carrier on it always reads into its buffers)."""
+
     def __init__(self) -> None:
         self.paused = False
         self.pauses = 0
@@ -115,6 +117,13 @@ class _FakeTransport:
         self.protocol = protocol
 
 
+class _FakeUvloopTransport(_FakeTransport):
+    """Stands in for uvloop's: a carrier on it takes message reads while they are small."""
+
+
+_FakeUvloopTransport.__module__ = "uvloop.loop"
+
+
 class _Sink:
     def __init__(self) -> None:
         self.data: list[memoryview] = []
@@ -132,10 +141,10 @@ class _Sink:
         pass
 
 
-def _connected() -> tuple[TcpCarrier, _FakeTransport, _Sink]:
+def _connected(uvloop: bool = False) -> tuple[TcpCarrier, _FakeTransport, _Sink]:
     """A TCP carrier on a fake transport (must run inside a loop), reporting to a sink."""
     carrier = TcpCarrier()
-    transport = _FakeTransport()
+    transport = _FakeUvloopTransport() if uvloop else _FakeTransport()
     carrier.connection_made(transport)  # type: ignore[arg-type]
     sink = _Sink()
     carrier.set_sink(sink)
@@ -161,7 +170,7 @@ async def test_tcp_carrier_reads_at_most_a_burst_per_loop_iteration() -> None:
 
 
 async def test_tcp_carrier_switches_between_message_and_bulk_reads() -> None:
-    carrier, transport, sink = _connected()
+    carrier, transport, sink = _connected(uvloop=True)
     assert transport.protocol is carrier._messages  # starts with message reads
     assert transport.protocol.data_received == carrier.data_received  # no call in between
     transport.protocol.data_received(b"hello")

@@ -110,6 +110,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._messages = _MessageReads(self)
         self._bulk = True  # the transport calls get_buffer/buffer_updated (its initial protocol)
         self._small_reads = 0  # bulk reads of at most COPY_MAX bytes in a row
+        self._message_max = 0  # set by connection_made(): a message read this large is bulk
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -119,7 +120,20 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._loop = asyncio.get_running_loop()
         # asyncio's own selector (and proactor) transports read at most one buffer per
         # readiness event and iteration: nothing to cap, only idleness to notice
-        self._reads_once = type(transport).__module__.startswith("asyncio.")
+        module = type(transport).__module__
+        self._reads_once = module.startswith("asyncio.")
+        # message reads where the loop allocates no more than a read brings: uvloop
+        # makes exact-size bytes; asyncio's selector transports recv(max_size), so
+        # max_size shrinks to COPY_MAX (at 256 KiB every read was an mmap, a mremap
+        # and a munmap); any other transport always reads into reused buffers
+        if module.startswith("uvloop"):
+            self._message_max = BULK_READ
+        elif (module == "asyncio.selector_events"
+              and isinstance(getattr(transport, "max_size", None), int)):
+            transport.max_size = COPY_MAX  # type: ignore[attr-defined]
+            self._message_max = COPY_MAX
+        else:
+            self._message_max = 0
         self._join_writes = (getattr(type(transport), "writelines", None)
                              is asyncio.WriteTransport.writelines)
         sock = transport.get_extra_info("socket")
@@ -132,7 +146,8 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self.local_addr = format_address(transport.get_extra_info("sockname"))
         self.remote_addr = format_address(transport.get_extra_info("peername"))
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
-        self._set_bulk(False)  # a flow starts with small messages (its handshake)
+        if self._message_max:
+            self._set_bulk(False)  # a flow starts with small messages (its handshake)
         if self._on_connect is not None:
             self._on_connect(self)
 
@@ -149,7 +164,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         """A message read: the loop's own ``bytes`` (see the module docstring)."""
-        if len(data) >= BULK_READ and not self._bulk:
+        if len(data) >= self._message_max and not self._bulk:
             self._set_bulk(True)  # the next read goes into reused buffers
         self._sink.carrier_data(data)
 
@@ -166,7 +181,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
             data: Buffer = rx.copy_out(nbytes)
             end_burst = rx._buf is not None  # rx.held, without a property call
             small = self._small_reads = self._small_reads + 1
-            if small >= SMALL_STREAK and self._bulk:
+            if small >= SMALL_STREAK and self._message_max:
                 self._set_bulk(False)
         else:
             data = rx.filled(nbytes)
