@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from rendr.carriers.tcp import BULK_READ, COPY_MAX, READ_BURST, SMALL_STREAK, TcpCarrier
+from rendr.carriers.tcp import COPY_MAX, READ_BURST, SMALL_STREAK, TcpCarrier
 from rendr.core import bufpool as rxbuf
 from rendr.core.bufpool import BUFFER_SIZE, MIN_READ, ReadBuffers
 
@@ -174,9 +174,9 @@ async def test_tcp_carrier_switches_between_message_and_bulk_reads() -> None:
     assert transport.protocol is carrier._messages  # starts with message reads
     assert transport.protocol.data_received == carrier.data_received  # no call in between
     transport.protocol.data_received(b"hello")
-    transport.protocol.data_received(os.urandom(BULK_READ - 1))
+    transport.protocol.data_received(os.urandom(COPY_MAX - 1))
     assert transport.protocol is carrier._messages
-    big = os.urandom(BULK_READ)
+    big = os.urandom(COPY_MAX)
     transport.protocol.data_received(big)
     assert transport.protocol is carrier  # the next reads go into reused buffers
     _feed(carrier, b"x" * (COPY_MAX + 1))

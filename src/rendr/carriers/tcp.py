@@ -6,15 +6,21 @@ Receiving has two modes, switched by the size of what arrives.  *Message reads*
 ``bytes`` -- the cheapest read a loop offers (on uvloop a ``BufferedProtocol`` read
 costs ~7k more instructions: a ``get_buffer`` call, a buffer export and a
 ``buffer_updated`` call; an echo round trip 13 % more in all).  A read of
-``BULK_READ`` bytes or more switches to *bulk reads*: the socket is read straight
+``COPY_MAX`` bytes or more switches to *bulk reads*: the socket is read straight
 into reused buffers (:mod:`rendr.core.bufpool`) and the engine gets read-only views
 of them, so a bulk transfer allocates nothing per read (a loop's own ``bytes`` per
 256 KiB read made glibc shrink and regrow its heap every burst on uvloop).
-``SMALL_STREAK`` small reads in a row switch back.  At most ``READ_BURST`` bytes are read
-per event-loop iteration: uvloop (libuv) otherwise reads up to 32 times per
-readiness event, pulling a whole receive window into memory before the
-application's reader task gets to run.  Both limits cost small messages nothing.
-A carrier gives its buffer back once it goes idle: at the end of a loop iteration
+``SMALL_STREAK`` small reads in a row switch back.  Message reads are only used
+where the loop allocates no more than a read brings: uvloop makes exact-size
+``bytes``; asyncio's selector transports ``recv(max_size)``, so the carrier sets
+their ``max_size`` to ``COPY_MAX`` (at the default 256 KiB, glibc served every
+small read with an mmap, a mremap and a munmap in a fresh process).  On any other
+transport a carrier always reads into reused buffers.
+
+Bulk reads take at most ``READ_BURST`` bytes per event-loop iteration: uvloop
+(libuv) otherwise reads up to 32 times per readiness event, pulling a whole receive
+window into memory before the application's reader task gets to run.  A carrier
+gives its buffer back once it goes idle: at the end of a loop iteration
 in which it received (uvloop), or, on asyncio's own transports (which read a socket
 at most once per iteration, so there is no burst to cap), at a check every
 ``IDLE_CHECK`` seconds that finds no read since the last one: a callback per read
@@ -47,13 +53,13 @@ WRITE_LOW = 128 * 1024
 READ_BURST = 2 * 1024 * 1024
 """Bytes read in one event-loop iteration before reading pauses until the next."""
 COPY_MAX = 16 * 1024
-"""Reads up to this size are handed on as ``bytes`` copies, larger ones as views."""
+"""Bulk reads up to this size are handed on as ``bytes`` copies, larger ones as views; a
+message read this large switches to bulk reads (on asyncio's selector loop a message
+read is at most this large)."""
 _JOIN_MAX = 64 * 1024  # see write(): up to this much, one joined write is cheaper
 _WATCH = 64 * 1024  # bytes in one iteration from which its end is always scheduled
 IDLE_CHECK = 0.05
 """asyncio's transports: seconds between checks for an idle carrier (its buffer then goes back)."""
-BULK_READ = 64 * 1024
-"""A message read at least this large switches the carrier to bulk reads."""
 SMALL_STREAK = 16
 """Bulk reads of at most ``COPY_MAX`` bytes in a row that switch back to message reads."""
 
@@ -110,7 +116,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._messages = _MessageReads(self)
         self._bulk = True  # the transport calls get_buffer/buffer_updated (its initial protocol)
         self._small_reads = 0  # bulk reads of at most COPY_MAX bytes in a row
-        self._message_max = 0  # set by connection_made(): a message read this large is bulk
+        self._messages_ok = False  # set by connection_made(): message reads are cheap there
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -122,18 +128,14 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         # readiness event and iteration: nothing to cap, only idleness to notice
         module = type(transport).__module__
         self._reads_once = module.startswith("asyncio.")
-        # message reads where the loop allocates no more than a read brings: uvloop
-        # makes exact-size bytes; asyncio's selector transports recv(max_size), so
-        # max_size shrinks to COPY_MAX (at 256 KiB every read was an mmap, a mremap
-        # and a munmap); any other transport always reads into reused buffers
+        # message reads only where the loop allocates no more than a read brings
+        # (see the module docstring)
         if module.startswith("uvloop"):
-            self._message_max = BULK_READ
+            self._messages_ok = True
         elif (module == "asyncio.selector_events"
               and isinstance(getattr(transport, "max_size", None), int)):
             transport.max_size = COPY_MAX  # type: ignore[attr-defined]
-            self._message_max = COPY_MAX
-        else:
-            self._message_max = 0
+            self._messages_ok = True
         self._join_writes = (getattr(type(transport), "writelines", None)
                              is asyncio.WriteTransport.writelines)
         sock = transport.get_extra_info("socket")
@@ -146,7 +148,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self.local_addr = format_address(transport.get_extra_info("sockname"))
         self.remote_addr = format_address(transport.get_extra_info("peername"))
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
-        if self._message_max:
+        if self._messages_ok:
             self._set_bulk(False)  # a flow starts with small messages (its handshake)
         if self._on_connect is not None:
             self._on_connect(self)
@@ -164,7 +166,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         """A message read: the loop's own ``bytes`` (see the module docstring)."""
-        if len(data) >= self._message_max and not self._bulk:
+        if len(data) >= COPY_MAX and not self._bulk:
             self._set_bulk(True)  # the next read goes into reused buffers
         self._sink.carrier_data(data)
 
@@ -181,7 +183,7 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
             data: Buffer = rx.copy_out(nbytes)
             end_burst = rx._buf is not None  # rx.held, without a property call
             small = self._small_reads = self._small_reads + 1
-            if small >= SMALL_STREAK and self._message_max:
+            if small >= SMALL_STREAK and self._messages_ok:
                 self._set_bulk(False)
         else:
             data = rx.filled(nbytes)
