@@ -345,3 +345,41 @@ def test_small_reads_cost_no_page_faults(loop: str) -> None:
                          text=True, timeout=120, check=True).stdout
     faults = int(out.split()[-1])
     assert faults < 400, f"{faults} page faults for 2000 small reads ({loop})"
+
+
+async def test_bytes_stay_in_order_across_many_read_mode_switches(pair: Pair) -> None:
+    """Message and bulk reads alternate with the traffic (a switch happens inside a read
+    callback): a seeded mix of small echo exchanges and bulk bursts, both directions,
+    arrives byte-exact and in order."""
+    import random
+    rng = random.Random(5)
+    c, s = pair.client, pair.server
+    switches: list[bool] = []
+    for carrier in _tcp_carriers(s) + _tcp_carriers(c):
+        set_bulk = carrier._set_bulk
+
+        def logged(bulk: bool, set_bulk: Any = set_bulk) -> None:
+            switches.append(bulk)
+            set_bulk(bulk)
+        carrier._set_bulk = logged
+    sent = hashlib.sha256()
+    got = hashlib.sha256()
+    for _ in range(12):
+        for _ in range(rng.randrange(17, 40)):  # enough small reads to switch back
+            msg = os.urandom(rng.randrange(1, 2000))
+            await c.write(msg)
+            echo = await s.readexactly(len(msg))
+            await s.write(echo)
+            assert await c.readexactly(len(msg)) == msg
+        burst = os.urandom(rng.randrange(64 << 10, 3 << 20))
+        sent.update(burst)
+        task = asyncio.create_task(pump(c, burst, chunk=rng.choice([4096, 65536, 1 << 20])))
+        left = len(burst)
+        while left:
+            view = await s.read_view(min(left, 1 << 20))
+            got.update(view)
+            left -= len(view)
+            del view
+        await task
+    assert got.digest() == sent.digest()
+    assert switches.count(True) >= 6 and switches.count(False) >= 6, switches
