@@ -197,13 +197,19 @@ class RecordOpener(_Keyed):
         """
         if not self._partial and self._encrypt:
             n = len(data)  # one whole small record, the common case: opened inline
-            if 4 + TAG_LEN <= n <= 4 + _SMALL + TAG_LEN and _HDR.unpack_from(data)[0] == n - 4:
+            if 4 + TAG_LEN <= n <= 4 + _SMALL + TAG_LEN:
+                head = data[:4]
+                hdr = head if isinstance(head, bytes) else bytes(head)
+                if int.from_bytes(hdr, "big") != n - 4:
+                    return self._feed_all(data)
                 if self.seq == self._rekey_at:
                     self._next_key()
                 kept = self._kept
                 try:
                     if kept is not None:
-                        plain = kept.decrypt(self.seq, bytes(data[4:]), bytes(data[:4]))
+                        body = data[4:]  # bytes from a message read: no copy beyond the slice
+                        plain = kept.decrypt(self.seq, body if isinstance(body, bytes)
+                                             else bytes(body), hdr)
                     else:
                         plain = self._aead.decrypt(_NONCE.pack(self._path_id, self.seq),
                                                    data[4:], data[:4])
@@ -213,6 +219,10 @@ class RecordOpener(_Keyed):
                                       "authentication") from None
                 self.seq += 1
                 return [plain]
+        return self._feed_all(data)
+
+    def _feed_all(self, data: Buffer) -> list[Out]:
+        """:meth:`feed` for any bytes: partial records, several records, large ones."""
         view = memoryview(data)
         out: list[Out] = []
         pos = 0
