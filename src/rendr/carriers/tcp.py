@@ -114,7 +114,6 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         self._reads_checked = 0
         self._idle_check: asyncio.TimerHandle | None = None
         self._messages = _MessageReads(self)
-        self._bulk = True  # the transport calls get_buffer/buffer_updated (its initial protocol)
         self._small_reads = 0  # bulk reads of at most COPY_MAX bytes in a row
         self._messages_ok = False  # set by connection_made(): message reads are cheap there
 
@@ -160,13 +159,12 @@ class TcpCarrier(Carrier, asyncio.BufferedProtocol):
         t = self._transport
         if t is None or self._done or t.is_closing():
             return
-        self._bulk = bulk
         self._small_reads = 0
         t.set_protocol(self if bulk else self._messages)
 
     def data_received(self, data: bytes) -> None:
         """A message read: the loop's own ``bytes`` (see the module docstring)."""
-        if len(data) >= COPY_MAX and not self._bulk:
+        if len(data) >= COPY_MAX:
             self._set_bulk(True)  # the next read goes into reused buffers
         self._sink.carrier_data(data)
 

@@ -212,7 +212,7 @@ class RecordOpener(_Keyed):
                                              else bytes(body), hdr)
                     else:
                         plain = self._aead.decrypt(_NONCE.pack(self._path_id, self.seq),
-                                                   data[4:], data[:4])
+                                                   data[4:], hdr)
                 except (InvalidTag, aead.KeptError):
                     self.failures += 1
                     raise RecordError(f"record {self.seq} on path {self._path_id} failed "
