@@ -444,15 +444,15 @@ class Flow:
         """Whether more data could be written right now (flush again soon)."""
         if self._life.state is _CLOSED:
             return False
+        pending = self._packets_out is not None and self._packets_out.pending
+        if not pending and not self._sender.has_data(not self._recovery.held):
+            return False  # nothing to send (after most flushes): no senders list to build
         senders = self.modes.scheduler.senders(self._paths, self._migration.active,
                                                 self._sender)
         if not senders:
             return False
-        if self._packets_out is not None and self._packets_out.pending:
-            return True
-        if self._reliable and not any_room(self._reliable, senders):
-            return False  # window full or paced: an ACK or the timer resumes sending
-        return self._sender.has_data(not self._recovery.held)
+        # a full window or the pacer: an ACK or the timer resumes sending
+        return pending or not self._reliable or any_room(self._reliable, senders)
 
     @property
     def ack_due(self) -> bool:
