@@ -86,7 +86,7 @@ DRIVER_MODULES: tuple[str, ...] = ("driver",)
 """The ``rendr.aio`` submodules a compiled build compiles (with the engine, in one group:
 the driver calls the engine natively).  ``driver`` is the per-message path between the
 carriers, the engine and the application (``FlowDriver``: receive, flush, timer, waking;
-the read and write steps of ``Conn``).
+the coroutines that ``Conn.read``, ``Conn.readexactly`` and ``Conn.write`` return).
 
 Not compiled: ``conn``, ``packetconn`` and ``endpoint`` (the application's classes, which
 it may subclass or patch) and every other ``rendr.aio`` module (once per connection or

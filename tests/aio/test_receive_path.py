@@ -8,6 +8,7 @@ import asyncio
 import collections
 import hashlib
 import os
+import types
 from typing import Any
 
 import pytest
@@ -383,3 +384,35 @@ async def test_bytes_stay_in_order_across_many_read_mode_switches(pair: Pair) ->
         await task
     assert got.digest() == sent.digest()
     assert switches.count(True) >= 6 and switches.count(False) >= 6, switches
+
+
+async def test_read_and_write_are_the_drivers_coroutines(pair: Pair) -> None:
+    """``read``, ``readexactly`` and ``write`` hand back the driver's coroutines (compiled
+    with the engine in a compiled build): no interpreted coroutine per message.  They
+    still behave as coroutines everywhere (tasks, cancellation, errors at await)."""
+    c, s = pair.client, pair.server
+    coros = [c.write(b"abcdef"), s.read(3), s.readexactly(3)]
+    for coro in coros:
+        assert asyncio.iscoroutine(coro)
+        if rendr.__compiled__:
+            assert type(coro).__module__ == "rendr.aio.driver", type(coro)
+        else:
+            assert isinstance(coro, types.CoroutineType)
+            assert coro.cr_code.co_filename.endswith(os.path.join("aio", "driver.py"))
+    await coros[0]
+    assert await asyncio.create_task(coros[1]) == b"abc"
+    assert await coros[2] == b"def"
+    reader = asyncio.create_task(s.read())
+    await asyncio.sleep(0.05)
+    reader.cancel()  # parked in the driver's coroutine: cancelling loses no data
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    await c.write(b"after")
+    assert await s.readexactly(5) == b"after"
+    assert await s.read(0) == b""
+    await c.close()
+    with pytest.raises(rendr.ConnClosed):
+        await c.read()  # raised when awaited (the call itself returns the coroutine)
+    late = c.write(b"x")
+    with pytest.raises(rendr.ConnClosed):
+        await late

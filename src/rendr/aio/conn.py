@@ -7,11 +7,9 @@ out of the engine.  Every protocol decision lives in the engine.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
-from ..carriers.base import Buffer
 from ..errors import ConnClosed
 from .endpoint import Endpoint
 
@@ -19,7 +17,6 @@ __all__ = ["Conn"]
 
 _A = TypeVar("_A")
 _R = TypeVar("_R")
-_SMALL_WRITE = 64 * 1024  # bytes objects up to this size are queued as they are
 
 
 class Conn(Endpoint):
@@ -37,8 +34,8 @@ class Conn(Endpoint):
 
     # -------------------------------------------------------- stream API
 
-    async def read(self, n: int = 65536) -> bytes:
-        """Read up to ``n`` bytes (at least one).
+    def read(self, n: int = 65536) -> Coroutine[Any, Any, bytes]:
+        """Read up to ``n`` bytes (at least one); a coroutine: ``await conn.read()``.
 
         Returns ``b""`` only after the peer's clean close (or write_eof) and all its data.
         ``n == -1`` reads everything until EOF.  Cancelling a read loses no data.
@@ -48,21 +45,20 @@ class Conn(Endpoint):
             MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed (data that
                 arrived before the failure is returned first).
         """
-        if n == -1:
-            parts = []
-            while chunk := await self.read(1 << 20):
-                parts.append(chunk)
-            return b"".join(parts)
-        if n <= 0:
-            return b""
-        driver = self._driver
-        while True:
-            if self._local_closed:
-                raise ConnClosed("connection is closed")
-            data = driver.read(n)  # flushes a window update, lets freed buffers go
-            if data is not None:
-                return data
-            await driver.wait_readable()
+        # read, readexactly and write return the driver's coroutines (compiled with the
+        # engine in a compiled build): no interpreted frame per message
+        if n > 0:
+            return self._driver.read_some(n)
+        return self._read_all() if n == -1 else self._read_nothing()
+
+    async def _read_all(self) -> bytes:
+        parts = []
+        while chunk := await self.read(1 << 20):
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def _read_nothing(self) -> bytes:
+        return b""
 
     async def readinto(self, buffer: bytearray | memoryview) -> int:
         """Read into ``buffer`` (any writable bytes-like object); return how many bytes.
@@ -119,30 +115,18 @@ class Conn(Endpoint):
                 return got
             await self._driver.wait_readable()
 
-    async def readexactly(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes.
+    def readexactly(self, n: int) -> Coroutine[Any, Any, bytes]:
+        """Read exactly ``n`` bytes; a coroutine: ``await conn.readexactly(n)``.
 
         Raises:
             asyncio.IncompleteReadError: the peer closed cleanly before ``n`` bytes came.
+            ConnClosed, MigrationBudgetExceeded, ZombieFlow, ConnAborted: as :meth:`read`.
         """
-        parts: list[bytes] = []
-        got = 0
-        driver = self._driver
-        while got < n:  # read()'s steps, inline (no coroutine per piece)
-            if self._local_closed:
-                raise ConnClosed("connection is closed")
-            chunk = driver.read(n - got)
-            if chunk is None:
-                await driver.wait_readable()
-                continue
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"".join(parts), n)
-            parts.append(chunk)
-            got += len(chunk)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+        return self._driver.read_exactly(n)
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data``; return once all of it is in the send buffer.
+    def write(self, data: bytes | bytearray | memoryview) -> Coroutine[Any, Any, None]:
+        """Queue ``data``; the coroutine returns once all of it is in the send buffer
+        (``await conn.write(data)``).
 
         Waits while the send buffer is full (backpressure).  Data is never dropped:
         it stays buffered until the peer acknowledges it, across path changes.
@@ -152,26 +136,7 @@ class Conn(Endpoint):
             ConnClosed: after ``close()``/``write_eof()`` or the peer's close.
             MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed.
         """
-        if self._local_closed:
-            raise ConnClosed("connection is closed")
-        view: Buffer
-        if type(data) is bytes and len(data) <= _SMALL_WRITE:
-            view = data  # a partial take slices at most this much
-        else:
-            # not copied here: the engine copies what it takes of a mutable buffer
-            view = memoryview(data)
-            if view.ndim != 1 or view.itemsize != 1:
-                view = view.cast("B")
-        total = len(view)
-        sent = 0
-        driver = self._driver
-        while True:
-            # raises if the flow ended; else queues what fits and flushes
-            sent = driver.write_step(view, sent)
-            if sent >= total:
-                return
-            await driver.wait_writable()
-            self._raise_if_unusable()
+        return self._driver.write_all(data)
 
     async def write_eof(self) -> None:
         """Half-close: the peer reads ``b""`` after everything written; reading goes on."""

@@ -15,6 +15,9 @@ step of the driver per read or write (:meth:`FlowDriver.read`,
 This module is the per-message path between the carriers, the engine and the
 application: a compiled build compiles it with mypyc together with the engine
 (``rendr._native.DRIVER_MODULES``), so its calls into the engine are native calls.
+``Conn.read``, ``readexactly`` and ``write`` return this module's coroutines
+(:meth:`FlowDriver.read_some`, :meth:`~FlowDriver.read_exactly`,
+:meth:`~FlowDriver.write_all`): a message costs no interpreted frame.
 Hence exact annotations (a carrier hands ``bytes`` or a ``memoryview``), no class
 here that applications subclass, and the structural interfaces in
 :mod:`rendr.aio.owner`.
@@ -46,6 +49,7 @@ EventCallback = Callable[[Event], object]
 
 _TIMER_RESOLUTION: Final = 0.001  # event loops' timer granularity (uvloop: 1 ms)
 _CLOSED: Final = State.CLOSED
+_SMALL_WRITE: Final = 64 * 1024  # bytes objects up to this size are queued as they are
 
 
 def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
@@ -131,6 +135,9 @@ class FlowDriver:
         """The loop's clock (``loop.time()``)."""
         self.owner = owner
         self.carriers: dict[int, Carrier] = {}
+        self.local_closed = False
+        """Set by the connection's ``close()``/``abort()``: reads and writes raise
+        :class:`~rendr.ConnClosed` from then on."""
         self.read_waiter: asyncio.Future[None] | None = None
         self.write_waiter: asyncio.Future[None] | None = None
         self.drain_waiters: list[asyncio.Future[None]] = []
@@ -321,6 +328,60 @@ class FlowDriver:
             sent += flow.send(view[sent:] if sent else view, self.time())
             self.flush()
         return sent
+
+    # ------------------------------------------ Conn's read and write, compiled coroutines
+
+    async def read_some(self, n: int) -> bytes:
+        """``Conn.read(n)`` for ``n > 0`` (the whole coroutine here, so that a compiled
+        build runs it natively; see :class:`~rendr.aio.conn.Conn` for the contract)."""
+        while True:
+            if self.local_closed:
+                raise ConnClosed("connection is closed")
+            data = self.read(n)
+            if data is not None:
+                return data
+            await self.wait_readable()
+
+    async def read_exactly(self, n: int) -> bytes:
+        """``Conn.readexactly(n)``."""
+        parts: list[bytes] = []
+        got = 0
+        while got < n:
+            if self.local_closed:
+                raise ConnClosed("connection is closed")
+            chunk = self.read(n - got)
+            if chunk is None:
+                await self.wait_readable()
+                continue
+            if not chunk:
+                raise asyncio.IncompleteReadError(b"".join(parts), n)
+            parts.append(chunk)
+            got += len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def write_all(self, data: bytes | bytearray | memoryview) -> None:
+        """``Conn.write(data)``: queue all of ``data``, waiting for room as needed."""
+        if self.local_closed:
+            raise ConnClosed("connection is closed")
+        view: Buffer
+        if type(data) is bytes and len(data) <= _SMALL_WRITE:
+            view = data  # a partial take slices at most this much
+        else:
+            # not copied here: the engine copies what it takes of a mutable buffer
+            mv = memoryview(data)
+            if mv.ndim != 1 or mv.itemsize != 1:
+                mv = mv.cast("B")
+            view = mv
+        total = len(view)
+        sent = 0
+        while True:
+            # raises if the flow ended; else queues what fits and flushes
+            sent = self.write_step(view, sent)
+            if sent >= total:
+                return
+            await self.wait_writable()
+            if self.local_closed:
+                raise ConnClosed("connection is closed")
 
     async def wait_readable(self) -> None:
         """Wait until the flow is readable (the caller found nothing to read)."""

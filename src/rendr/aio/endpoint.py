@@ -31,11 +31,16 @@ class Endpoint:
         self._driver = driver
         self._flow = driver.flow
         self._loop = driver.loop
-        self._local_closed = False
         self._quic_rebinds = 0
 
+    @property
+    def _local_closed(self) -> bool:
+        """``close()`` or ``abort()`` was called (kept by the driver, whose read and
+        write coroutines check it)."""
+        return self._driver.local_closed
+
     def _raise_if_unusable(self) -> None:
-        if self._local_closed:
+        if self._driver.local_closed:
             raise ConnClosed("connection is closed")
 
     async def close(self) -> None:
@@ -43,8 +48,8 @@ class Endpoint:
 
         Waits at most ``linger`` seconds for the peer's acknowledgement.  Idempotent.
         """
-        if not self._local_closed:
-            self._local_closed = True
+        if not self._driver.local_closed:
+            self._driver.local_closed = True
             self._flow.close(self._loop.time())
             self._driver.flush()
             self._wake_parked()
@@ -53,7 +58,7 @@ class Endpoint:
 
     def abort(self, code: int = CloseCode.APPLICATION, reason: str = "") -> None:
         """End the flow at once; the peer's read/write raise :class:`~rendr.ConnAborted`."""
-        self._local_closed = True
+        self._driver.local_closed = True
         self._flow.abort(self._loop.time(), code, reason)
         self._driver.flush()
         self._wake_parked()
