@@ -5,7 +5,9 @@ source, many flows on one listener socket (both loops)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -415,3 +417,34 @@ async def test_the_mtu_is_configurable_on_both_ends() -> None:
         pc.abort()
     finally:
         await ln.close()
+
+
+async def test_send_and_recv_are_the_drivers_coroutines(pp: PacketPair) -> None:
+    """``send`` and ``recv`` hand back the driver's coroutines (compiled with the engine in
+    a compiled build): no interpreted coroutine per packet.  They behave as coroutines
+    everywhere (tasks, cancellation, errors at await)."""
+    coros = [pp.client.send(b"one"), pp.server.recv()]
+    for coro in coros:
+        assert asyncio.iscoroutine(coro)
+        if rendr.__compiled__:
+            assert type(coro).__module__ == "rendr.aio.driver", type(coro)
+        else:
+            assert isinstance(coro, types.CoroutineType)
+            assert coro.cr_code.co_filename.endswith(os.path.join("aio", "driver.py"))
+    await coros[0]
+    assert await asyncio.wait_for(asyncio.ensure_future(coros[1]), 5) == b"one"
+    receiver = asyncio.create_task(pp.server.recv())
+    await asyncio.sleep(0.05)
+    receiver.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await receiver
+    for i in range(20):  # a burst: the first goes at once, the rest at the iteration's end
+        await pp.client.send(b"%d" % i)
+    got = [await asyncio.wait_for(pp.server.recv(), 5) for _ in range(20)]
+    assert sorted(got) == sorted(b"%d" % i for i in range(20))
+    await pp.client.close()
+    with pytest.raises(rendr.ConnClosed):
+        await pp.client.recv()
+    late = pp.client.send(b"x")
+    with pytest.raises(rendr.ConnClosed):
+        await late

@@ -50,6 +50,8 @@ EventCallback = Callable[[Event], object]
 _TIMER_RESOLUTION: Final = 0.001  # event loops' timer granularity (uvloop: 1 ms)
 _CLOSED: Final = State.CLOSED
 _SMALL_WRITE: Final = 64 * 1024  # bytes objects up to this size are queued as they are
+_PACKET_OVERHEAD: Final = 12  # a DGRAM frame's header and packet number
+_FLUSH_MAX: Final = 16 * 1024  # on stream paths: flush at least every 16 KiB of packets
 
 
 def loop_clock(loop: asyncio.AbstractEventLoop) -> Callable[[], float]:
@@ -149,6 +151,9 @@ class FlowDriver:
         self._flushing = False
         self._again = False
         self._soon: asyncio.Handle | None = None
+        self._in_burst = False  # packets were queued in this loop iteration
+        self._batched = 0  # packet bytes queued since the last flush
+        self._flush_at = 0  # ... and how many bring the next one
 
     def attach(self, path_id: int, carrier: Carrier, handshake: HandshakeHandoff) -> None:
         """Make a carrier whose handshake completed path ``path_id`` of the flow."""
@@ -382,6 +387,61 @@ class FlowDriver:
             await self.wait_writable()
             if self.local_closed:
                 raise ConnClosed("connection is closed")
+
+    # ------------------------------------------- PacketConn's send and recv, compiled
+
+    async def recv_packet(self) -> bytes:
+        """``PacketConn.recv()`` (see there for the contract)."""
+        flow = self.flow
+        while True:
+            if self.local_closed:
+                raise ConnClosed("connection is closed")
+            data = flow.recv_packet()
+            if data is not None:
+                return data
+            await self.wait_readable()
+
+    async def send_packet(self, data: bytes | bytearray | memoryview) -> None:
+        """``PacketConn.send(data)``: one packet, waiting while the queue is full."""
+        if self.local_closed:
+            raise ConnClosed("connection is closed")
+        payload = data if type(data) is bytes else bytes(data)
+        flow = self.flow
+        while True:
+            if flow.state is _CLOSED:
+                raise flow.error or ConnClosed("connection closed by peer")
+            if flow.send_packet(payload, self.time()):
+                self.packet_queued(len(payload))
+                return
+            self.flush()
+            await self.wait_writable()
+            if self.local_closed:
+                raise ConnClosed("connection is closed")
+
+    def packet_queued(self, size: int) -> None:
+        """A packet of ``size`` bytes was queued: flush as a burst goes.  The first
+        packet of a burst goes at once (a lone packet, an echo, waits for nothing); the
+        next ones share datagrams: they go once a datagram's worth is queued, then two
+        more, four more... and at the end of the loop iteration (the first of a long
+        burst does not wait for the last; a long burst costs few flushes)."""
+        if not self._in_burst:
+            self._in_burst = True
+            self._batched = 0
+            self._flush_at = min(self.flow.max_payload, _FLUSH_MAX)
+            self.flush()
+            self.loop.call_soon(self._end_packet_burst)
+            return
+        self._batched += size + _PACKET_OVERHEAD
+        if self._batched >= self._flush_at:
+            self._batched = 0
+            self._flush_at *= 2
+            self.flush()
+
+    def _end_packet_burst(self) -> None:
+        self._in_burst = False
+        if self._batched:  # what the burst queued since its last flush
+            self._batched = 0
+            self.flush()
 
     async def wait_readable(self) -> None:
         """Wait until the flow is readable (the caller found nothing to read)."""

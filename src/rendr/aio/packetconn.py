@@ -18,7 +18,8 @@ the same as :class:`~rendr.Conn`'s.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
 
 from ..core.types import State
 from ..errors import ConnClosed
@@ -55,8 +56,6 @@ class PacketStats:
         return f"PacketStats({fields})"
 
 
-_FRAME_OVERHEAD = 12  # a DGRAM frame's header and packet number
-_FLUSH_MAX = 16 * 1024  # on stream paths: flush at least every 16 KiB of packets
 
 
 class PacketConn(Endpoint):
@@ -70,36 +69,24 @@ class PacketConn(Endpoint):
             ...
     """
 
-    _in_burst = False  # packets were sent in this loop iteration (see _flush)
-    _batched = 0  # packet bytes queued since the last flush
-    _flush_at = 0  # ... and how many bring the next one
-
     @property
     def max_payload(self) -> int:
         """The largest payload :meth:`send` takes now: what fits one datagram of every
         live path (1155 bytes on a default udpflow path, 65 528 on TCP)."""
         return self._flow.max_payload
 
-    async def send(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data`` as one packet; waits while the send queue is full.
+    def send(self, data: bytes | bytearray | memoryview) -> Coroutine[Any, Any, None]:
+        """Send ``data`` as one packet; the coroutine waits while the send queue is full
+        (``await pc.send(data)``).
 
         Raises:
             PacketTooLarge: ``data`` is larger than :attr:`max_payload`.
             ConnClosed: after ``close()`` or the peer's close.
             MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed.
         """
-        self._raise_if_unusable()
-        payload = data if type(data) is bytes else bytes(data)
-        flow = self._flow
-        while True:
-            if flow.state is State.CLOSED:
-                raise flow.error or ConnClosed("connection closed by peer")
-            if flow.send_packet(payload, self._loop.time()):
-                self._flush(len(payload))
-                return
-            self._driver.flush()
-            await self._driver.wait_writable()
-            self._raise_if_unusable()
+        # send and recv return the driver's coroutines (compiled with the engine in a
+        # compiled build): no interpreted frame per packet
+        return self._driver.send_packet(data)
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> bool:
         """Send ``data`` as one packet if the queue has room now; False (nothing sent)
@@ -118,37 +105,12 @@ class PacketConn(Endpoint):
         payload = data if type(data) is bytes else bytes(data)
         if not flow.send_packet(payload, self._loop.time()):
             return False
-        self._flush(len(payload))
+        self._driver.packet_queued(len(payload))
         return True
 
-    def _flush(self, size: int) -> None:
-        """The first packet of a burst goes at once (a lone packet, an echo, waits for
-        nothing); the next ones share datagrams: they go once a datagram's worth is
-        queued, then two more, four more... and at the end of the loop iteration (the
-        first of a long burst does not wait for the last; a long burst costs few
-        flushes)."""
-        driver = self._driver
-        if not self._in_burst:
-            self._in_burst = True
-            self._batched = 0
-            self._flush_at = min(self._flow.max_payload, _FLUSH_MAX)
-            driver.flush()
-            self._loop.call_soon(self._end_burst)
-            return
-        self._batched += size + _FRAME_OVERHEAD
-        if self._batched >= self._flush_at:
-            self._batched = 0
-            self._flush_at *= 2
-            driver.flush()
-
-    def _end_burst(self) -> None:
-        self._in_burst = False
-        if self._batched:  # what the burst queued since its last flush
-            self._batched = 0
-            self._driver.flush()
-
-    async def recv(self) -> bytes:
-        """Receive one packet (exactly one sent payload, possibly empty).
+    def recv(self) -> Coroutine[Any, Any, bytes]:
+        """Receive one packet (exactly one sent payload, possibly empty); a coroutine:
+        ``await pc.recv()``.
 
         Raises:
             EOFError: the peer closed cleanly and every packet before was received.
@@ -156,13 +118,7 @@ class PacketConn(Endpoint):
             MigrationBudgetExceeded, ZombieFlow, ConnAborted: the flow failed (packets
                 that arrived before the failure are returned first).
         """
-        flow = self._flow
-        while True:
-            self._raise_if_unusable()
-            data = flow.recv_packet()
-            if data is not None:
-                return data
-            await self._driver.wait_readable()
+        return self._driver.recv_packet()
 
     async def sendto(self, data: bytes | bytearray | memoryview, addr: object = None) -> None:
         """:meth:`send` under its socket name (``addr`` must be None: the connection
