@@ -15,6 +15,8 @@ import asyncio
 import functools
 import inspect
 import io
+import os
+import types
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,17 @@ async def make_pair(n_paths: int = 2, **knobs: Any) -> Pair:
     server.on_event(pair.server_events.append)
     await pair.wait_paths(n_paths)
     return pair
+
+
+def assert_drivers_coroutine(coro: object) -> None:
+    """``coro`` is a coroutine of ``rendr.aio.driver`` (compiled with the engine in a
+    compiled build, so that a message runs no interpreted coroutine)."""
+    assert asyncio.iscoroutine(coro)
+    if rendr.__compiled__:
+        assert type(coro).__module__ == "rendr.aio.driver", type(coro)
+    else:
+        assert isinstance(coro, types.CoroutineType)
+        assert coro.cr_code.co_filename.endswith(os.path.join("aio", "driver.py"))
 
 
 async def pump(conn: rendr.Conn, data: bytes, chunk: int = 256 * 1024) -> None:

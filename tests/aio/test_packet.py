@@ -5,9 +5,7 @@ source, many flows on one listener socket (both loops)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +14,8 @@ import pytest
 import rendr
 from rendr.carriers.udpflow import CHALLENGE, DATA, RESPONSE, UdpServerCarrier
 from rendr.testing.udprelay import UdpRelay
+
+from .conftest import assert_drivers_coroutine
 
 PSK = b"packet-test-psk-0123456789abcdef"
 
@@ -425,12 +425,7 @@ async def test_send_and_recv_are_the_drivers_coroutines(pp: PacketPair) -> None:
     everywhere (tasks, cancellation, errors at await)."""
     coros = [pp.client.send(b"one"), pp.server.recv()]
     for coro in coros:
-        assert asyncio.iscoroutine(coro)
-        if rendr.__compiled__:
-            assert type(coro).__module__ == "rendr.aio.driver", type(coro)
-        else:
-            assert isinstance(coro, types.CoroutineType)
-            assert coro.cr_code.co_filename.endswith(os.path.join("aio", "driver.py"))
+        assert_drivers_coroutine(coro)
     await coros[0]
     assert await asyncio.wait_for(asyncio.ensure_future(coros[1]), 5) == b"one"
     receiver = asyncio.create_task(pp.server.recv())

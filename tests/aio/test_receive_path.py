@@ -8,14 +8,13 @@ import asyncio
 import collections
 import hashlib
 import os
-import types
 from typing import Any
 
 import pytest
 
 import rendr
 
-from .conftest import Pair, pump
+from .conftest import Pair, assert_drivers_coroutine, pump
 
 
 async def test_readinto_reads_data_then_zero_at_eof(pair: Pair) -> None:
@@ -393,12 +392,7 @@ async def test_read_and_write_are_the_drivers_coroutines(pair: Pair) -> None:
     c, s = pair.client, pair.server
     coros = [c.write(b"abcdef"), s.read(3), s.readexactly(3)]
     for coro in coros:
-        assert asyncio.iscoroutine(coro)
-        if rendr.__compiled__:
-            assert type(coro).__module__ == "rendr.aio.driver", type(coro)
-        else:
-            assert isinstance(coro, types.CoroutineType)
-            assert coro.cr_code.co_filename.endswith(os.path.join("aio", "driver.py"))
+        assert_drivers_coroutine(coro)
     await coros[0]
     assert await asyncio.create_task(coros[1]) == b"abc"
     assert await coros[2] == b"def"
