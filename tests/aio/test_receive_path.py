@@ -410,3 +410,16 @@ async def test_read_and_write_are_the_drivers_coroutines(pair: Pair) -> None:
     late = c.write(b"x")
     with pytest.raises(rendr.ConnClosed):
         await late
+
+
+def test_read_and_write_still_look_like_coroutine_functions() -> None:
+    """Code that checks a callback before awaiting it still awaits these methods (they
+    return the driver's coroutines without being ``async def``)."""
+    import inspect
+
+    methods = [rendr.Conn.read, rendr.Conn.readexactly, rendr.Conn.write,
+               rendr.PacketConn.send, rendr.PacketConn.recv]
+    for method in methods:
+        assert asyncio.iscoroutinefunction(method), method
+        if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+            assert inspect.iscoroutinefunction(method), method

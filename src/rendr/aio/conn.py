@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..errors import ConnClosed
-from .endpoint import Endpoint
+from .endpoint import Endpoint, mark_coroutine_methods
 
 __all__ = ["Conn"]
 
@@ -154,3 +154,5 @@ class Conn(Endpoint):
         if self._flow.error is not None:
             raise self._flow.error
 
+
+mark_coroutine_methods(Conn, "read", "readexactly", "write")

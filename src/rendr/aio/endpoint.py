@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -19,9 +20,25 @@ from ..spec import PathSpec
 from .driver import EventCallback, FlowDriver
 from .events import EventStream
 
-__all__ = ["Endpoint"]
+__all__ = ["Endpoint", "mark_coroutine_methods"]
 
 _E = TypeVar("_E", bound="Endpoint")
+
+
+def mark_coroutine_methods(cls: type, *names: str) -> None:
+    """Mark methods of ``cls`` that return the driver's coroutines without being
+    ``async def`` (``Conn.read``...) as coroutine functions: for
+    ``inspect.iscoroutinefunction`` (Python 3.12+, ``inspect.markcoroutinefunction``)
+    and ``asyncio.iscoroutinefunction`` (every version), so that code which checks
+    before awaiting a callback still awaits them."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    asyncio_marker = getattr(asyncio.coroutines, "_is_coroutine", None)
+    for name in names:
+        func = cls.__dict__[name]
+        if mark is not None:
+            mark(func)
+        if asyncio_marker is not None:
+            func._is_coroutine = asyncio_marker
 
 
 class Endpoint:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..core.types import State
 from ..errors import ConnClosed
-from .endpoint import Endpoint
+from .endpoint import Endpoint, mark_coroutine_methods
 
 __all__ = ["PacketConn", "PacketStats"]
 
@@ -154,3 +154,6 @@ class PacketConn(Endpoint):
 
     def __repr__(self) -> str:
         return "Packet" + super().__repr__()
+
+
+mark_coroutine_methods(PacketConn, "send", "recv")
