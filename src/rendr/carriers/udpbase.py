@@ -45,6 +45,12 @@ MAX_CARRIERS: Final = 65536
 """Paths one listener socket carries."""
 SOCKET_BUFFER: Final = 4 * 1024 * 1024
 READ_BATCH: Final = 256
+"""Most datagrams one readiness callback reads (until the socket is empty)."""
+SINGLE_AFTER: Final = 2
+"""Callbacks in a row that found one datagram before the empty socket after which
+reads go one datagram per callback (see :class:`ReadRun`)."""
+PROBE_EVERY: Final = 16
+"""While reading one datagram per callback, every this many-th callback reads a batch."""
 WRITE_HIGH: Final = 1024
 """Datagrams queued (socket full) before the carrier reports backpressure."""
 WRITE_LOW: Final = 256
@@ -160,6 +166,45 @@ def _tune(sock: socket.socket) -> None:
     if got < SOCKET_BUFFER:
         logger.debug("udpflow: receive buffer %d B (asked %d; raise net.core.rmem_max)",
                      got, SOCKET_BUFFER)
+
+
+class ReadRun:
+    """How many datagrams a socket's readiness callback reads.
+
+    In bursts, up to :data:`READ_BATCH`, until the socket is empty: one callback per
+    loop iteration takes what queued.  But a batch always ends with a read that finds
+    the socket empty, and that ``recv`` with its ``BlockingIOError`` costs ~1.8 µs, as
+    much again as the read that got the datagram: for one datagram at a time (an echo,
+    a control channel) that is a fixed cost per packet.  So after
+    :data:`SINGLE_AFTER` callbacks in a row that found a single datagram, a callback
+    reads one and returns: the loop's readiness is level-triggered, so a datagram left
+    in the socket calls it again in the next iteration.  Every :data:`PROBE_EVERY`-th
+    callback still reads a whole batch, and one that finds two datagrams or more
+    switches back to batches.
+    """
+
+    __slots__ = ("_calls", "_single")
+
+    def __init__(self) -> None:
+        self._single = 0  # callbacks in a row that found one datagram, then nothing
+        self._calls = 0
+
+    def limit(self) -> int:
+        """How many datagrams the callback starting now may read."""
+        if self._single < SINGLE_AFTER:
+            return READ_BATCH
+        self._calls += 1
+        if self._calls >= PROBE_EVERY:
+            self._calls = 0
+            return READ_BATCH
+        return 1
+
+    def done(self, got: int, emptied: bool) -> None:
+        """The callback read ``got`` datagrams (``emptied``: then found the socket empty)."""
+        if got > 1:
+            self._single = 0
+        elif emptied:
+            self._single += 1
 
 
 class _Sender:

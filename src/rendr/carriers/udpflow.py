@@ -48,8 +48,10 @@ type    direction                   layout
   ``wmem_max``: raise those sysctls for high packet rates).
 
 Reading uses the loop's ``add_reader`` with its own loop of ``recvfrom`` until the
-socket is empty (at most :data:`READ_BATCH` per wake-up): the default asyncio
-loop's datagram transport reads one datagram per iteration (~28k datagrams/s here).
+socket is empty (at most :data:`~rendr.carriers.udpbase.READ_BATCH` per wake-up;
+while datagrams come one at a time, one per wake-up without the read that finds the
+socket empty: :class:`~rendr.carriers.udpbase.ReadRun`): the default asyncio loop's
+datagram transport reads one datagram per iteration (~28k datagrams/s here).
 The engine is flushed once per such batch (:data:`~rendr.carriers.base.READ_BATCH`):
 one ACK and one send pass answer every datagram read.  On Linux the socket reads
 GRO trains (``UDP_GRO``: many datagrams of one sender per ``recvmsg``, split again
@@ -84,9 +86,9 @@ from .udpbase import (
     OPEN,
     OPEN_RETRY,
     OPEN_TRIES,
-    READ_BATCH,
     RESPONSE,
     TOKEN_LEN,
+    ReadRun,
     _opening_len,
     _Sender,
     _tune,
@@ -123,6 +125,7 @@ class UdpClientCarrier(Carrier):
         self._done = False
         self._tx = _Sender(loop, sock, self._pause, self._resume)
         self._gro = False  # on for a stream flow only (see prepare)
+        self._run = ReadRun()
         self.local_addr = format_address(sock.getsockname())
         self.remote_addr = format_address(sock.getpeername())
         loop.add_reader(sock.fileno(), self._on_readable)
@@ -166,15 +169,18 @@ class UdpClientCarrier(Carrier):
 
     def _on_readable(self) -> None:
         sock = self._sock
+        run = self._run
+        got = 0
         _BATCH.begin()  # the sink flushes once, after the last datagram
         try:
-            for _ in range(READ_BATCH):
+            for _ in range(run.limit()):
                 try:
                     if self._gro:
                         data, anc, _, _ = sock.recvmsg(_RECV_SIZE, _GRO_CMSG)
                     else:
                         data = sock.recv(_RECV_SIZE)
                 except (BlockingIOError, InterruptedError):
+                    run.done(got, True)
                     return
                 except OSError as exc:  # ICMP port unreachable etc.: not authenticated
                     logger.debug("udpflow %s: %s (ignored)", self.remote_addr, exc)
@@ -183,11 +189,14 @@ class UdpClientCarrier(Carrier):
                     return
                 if self._gro and anc:
                     for one in split_gro(data, anc):
+                        got += 1
                         self._on_datagram(one)
                         if self._done:
                             return
                 else:
+                    got += 1
                     self._on_datagram(data)
+            run.done(got, False)
         finally:
             _BATCH.end()
 

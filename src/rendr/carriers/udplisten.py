@@ -30,10 +30,10 @@ from .udpbase import (
     NONCE_LEN,
     OPEN,
     PENDING_TTL,
-    READ_BATCH,
     RESPONSE,
     TOKEN_LEN,
     Address,
+    ReadRun,
     _nothing,
     _opening_len,
     _Sender,
@@ -179,6 +179,7 @@ class UdpServer:
         self.mtu = mtu
         self.tx = _Sender(loop, sock, _nothing, _nothing)
         self._gro = False  # on once a stream flow has a path here (see stream_flow)
+        self._run = ReadRun()
         self.local_addr = format_address(sock.getsockname())
         self._carriers: dict[bytes, UdpServerCarrier] = {}
         self._openings: dict[tuple[Address, bytes], tuple[UdpServerCarrier, float]] = {}
@@ -203,28 +204,34 @@ class UdpServer:
     def _on_readable(self) -> None:
         sock = self._sock
         now = self._loop.time()
+        run = self._run
+        got = 0
         _BATCH.begin()  # each flow's sink flushes once, after the last datagram
         try:
-            for _ in range(READ_BATCH):
+            for _ in range(run.limit()):
                 try:
                     if self._gro:
                         data, anc, _, addr = sock.recvmsg(_RECV_SIZE, _GRO_CMSG)
                     else:
                         data, addr = sock.recvfrom(_RECV_SIZE)
                 except (BlockingIOError, InterruptedError):
+                    run.done(got, True)
                     return
                 except OSError as exc:
                     logger.debug("udpflow listener %s: %s (ignored)", self.local_addr, exc)
                     continue
                 if self._gro and anc:
                     for one in split_gro(data, anc):
+                        got += 1
                         self._on_datagram(one, addr, now)
                         if self._sock.fileno() < 0:
                             return
                 else:
+                    got += 1
                     self._on_datagram(data, addr, now)
                     if self._sock.fileno() < 0:
                         return
+            run.done(got, False)
         finally:
             _BATCH.end()
 
