@@ -99,6 +99,56 @@ INJECTED = {
 }
 
 
+async def _inject_mid_transfer(to_listener: bytes | None, to_dialer: bytes | None
+                               ) -> tuple[int, int, bool]:
+    """4 MiB each way over two paths, one of them through the attacker's proxy, which
+    writes ``to_listener`` / ``to_dialer`` into its connection mid-transfer.  Checks
+    that every byte arrives once and the flow still works; returns the listener's and
+    the dialer's authentication failures, and whether the dialer's proxied path ended."""
+    lst = await rendr.listen_tcp("127.0.0.1:0")
+    addr = lst.addrs[0][:2]
+    mitm = Mitm(addr)
+    host, port = await mitm.start()
+    try:
+        dialer = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"{host}:{port}"),
+                                     rendr.PathSpec("tcp", f"{addr[0]}:{addr[1]}")])
+        client = await dialer.dial()
+        server = await lst.accept()
+        for _ in range(500):  # both paths up (the dialer adds the second after the first)
+            proxied = {p.id for p in client.stats().paths
+                       if p.state == "up" and p.remote_addr.endswith(f":{port}")}
+            if proxied and len(client.stats().paths) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert len(proxied) == 1
+        up, down = os.urandom(4 * MIB), os.urandom(4 * MIB)
+        r_srv = asyncio.create_task(_read_n(server, len(up)))
+        r_cli = asyncio.create_task(_read_n(client, len(down)))
+        w_cli = asyncio.create_task(_pump(client, up))
+        w_srv = asyncio.create_task(_pump(server, down))
+        await asyncio.sleep(0.05)
+        if to_listener is not None:
+            mitm.inject("to_listener", to_listener)
+        if to_dialer is not None:
+            mitm.inject("to_dialer", to_dialer)
+        await asyncio.gather(w_cli, w_srv)
+        got_up, got_down = await asyncio.gather(r_srv, r_cli)
+        assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
+        assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
+        await client.write(b"still here")
+        assert await server.readexactly(10) == b"still here"
+        # (a re-dialed path through the proxy gets a new id: ids are never reused)
+        proxied_gone = all(p.state != "up" for p in client.stats().paths if p.id in proxied)
+        failures = (server._driver.flow.auth_failures, client._driver.flow.auth_failures,
+                    proxied_gone)
+        client.abort()
+        server.abort()
+        return failures
+    finally:
+        await mitm.close()
+        await lst.close()
+
+
 @pytest.mark.parametrize("frame", sorted(INJECTED))
 def test_bytes_injected_into_a_live_path_end_only_that_path(frame: str) -> None:
     """Mid-transfer the attacker writes a well-formed frame (each of the pre-v1
@@ -106,37 +156,24 @@ def test_bytes_injected_into_a_live_path_end_only_that_path(frame: str) -> None:
     into the dialer's side: each end drops that path (auth), the flow goes on over its
     other path, every byte arrives once, no EOF."""
     async def main() -> None:
-        lst = await rendr.listen_tcp("127.0.0.1:0")
-        addr = lst.addrs[0][:2]
-        mitm = Mitm(addr)
-        host, port = await mitm.start()
-        try:
-            dialer = rendr.Dialer(paths=[rendr.PathSpec("tcp", f"{host}:{port}"),
-                                         rendr.PathSpec("tcp", f"{addr[0]}:{addr[1]}")])
-            client = await dialer.dial()
-            server = await lst.accept()
-            up, down = os.urandom(4 * MIB), os.urandom(4 * MIB)
-            r_srv = asyncio.create_task(_read_n(server, len(up)))
-            r_cli = asyncio.create_task(_read_n(client, len(down)))
-            w_cli = asyncio.create_task(_pump(client, up))
-            w_srv = asyncio.create_task(_pump(server, down))
-            await asyncio.sleep(0.05)
-            mitm.inject("to_listener", INJECTED[frame])
-            mitm.inject("to_dialer", os.urandom(300))
-            await asyncio.gather(w_cli, w_srv)
-            got_up, got_down = await asyncio.gather(r_srv, r_cli)
-            assert hashlib.sha256(got_up).digest() == hashlib.sha256(up).digest()
-            assert hashlib.sha256(got_down).digest() == hashlib.sha256(down).digest()
-            # both ends counted the forgery and still have a working flow
-            assert server._driver.flow.auth_failures >= 1
-            assert client._driver.flow.auth_failures >= 1
-            await client.write(b"still here")
-            assert await server.readexactly(10) == b"still here"
-            client.abort()
-            server.abort()
-        finally:
-            await mitm.close()
-            await lst.close()
+        at_listener, at_dialer, proxied_gone = await _inject_mid_transfer(
+            INJECTED[frame], os.urandom(300))
+        assert at_listener >= 1
+        # the dialer drops the path on the garbage, unless the listener's notice that
+        # the path ended (on the other path) came first: the garbage then still sat
+        # behind megabytes in the proxy's buffers (seen once in a full-suite run)
+        assert at_dialer >= 1 or proxied_gone
+
+    _run(main())
+
+
+def test_garbage_injected_toward_the_dialer_ends_only_that_path() -> None:
+    """The dialer's side alone (nothing else ends the path first): the dialer counts
+    the forgery, drops that path, and the flow goes on, every byte once."""
+    async def main() -> None:
+        at_listener, at_dialer, proxied_gone = await _inject_mid_transfer(
+            None, os.urandom(300))
+        assert at_dialer >= 1 and proxied_gone and at_listener == 0
 
     _run(main())
 
