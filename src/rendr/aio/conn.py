@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..errors import ConnClosed
 from .endpoint import Endpoint, mark_coroutine_methods
 
 __all__ = ["Conn"]
@@ -108,8 +107,7 @@ class Conn(Endpoint):
         """Run a driver read step (it flushes a window update and lets freed buffers go)
         until it returns something, waiting for data in between."""
         while True:
-            if self._local_closed:
-                raise ConnClosed("connection is closed")
+            self._raise_if_unusable()
             got = step(arg)
             if got is not None:
                 return got

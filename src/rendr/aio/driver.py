@@ -406,19 +406,24 @@ class FlowDriver:
         if self.local_closed:
             raise ConnClosed("connection is closed")
         payload = data if type(data) is bytes else bytes(data)
-        flow = self.flow
-        while True:
-            if flow.state is _CLOSED:
-                raise flow.error or ConnClosed("connection closed by peer")
-            if flow.send_packet(payload, self.time()):
-                self.packet_queued(len(payload))
-                return
+        while not self.try_send_packet(payload):
             self.flush()
             await self.wait_writable()
             if self.local_closed:
                 raise ConnClosed("connection is closed")
 
-    def packet_queued(self, size: int) -> None:
+    def try_send_packet(self, payload: bytes) -> bool:
+        """Queue one packet if there is room now (then flush as a burst goes); False
+        when the queue is full.  Raises the flow's error once it ended."""
+        flow = self.flow
+        if flow.state is _CLOSED:
+            raise flow.error or ConnClosed("connection closed by peer")
+        if not flow.send_packet(payload, self.time()):
+            return False
+        self._packet_queued(len(payload))
+        return True
+
+    def _packet_queued(self, size: int) -> None:
         """A packet of ``size`` bytes was queued: flush as a burst goes.  The first
         packet of a burst goes at once (a lone packet, an echo, waits for nothing); the
         next ones share datagrams: they go once a datagram's worth is queued, then two

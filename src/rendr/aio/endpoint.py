@@ -50,12 +50,6 @@ class Endpoint:
         self._loop = driver.loop
         self._quic_rebinds = 0
 
-    @property
-    def _local_closed(self) -> bool:
-        """``close()`` or ``abort()`` was called (kept by the driver, whose read and
-        write coroutines check it)."""
-        return self._driver.local_closed
-
     def _raise_if_unusable(self) -> None:
         if self._driver.local_closed:
             raise ConnClosed("connection is closed")

@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
-from ..core.types import State
-from ..errors import ConnClosed
 from .endpoint import Endpoint, mark_coroutine_methods
 
 __all__ = ["PacketConn", "PacketStats"]
@@ -99,14 +97,7 @@ class PacketConn(Endpoint):
                 :meth:`send`).
         """
         self._raise_if_unusable()
-        flow = self._flow
-        if flow.state is State.CLOSED:
-            raise flow.error or ConnClosed("connection closed by peer")
-        payload = data if type(data) is bytes else bytes(data)
-        if not flow.send_packet(payload, self._loop.time()):
-            return False
-        self._driver.packet_queued(len(payload))
-        return True
+        return self._driver.try_send_packet(data if type(data) is bytes else bytes(data))
 
     def recv(self) -> Coroutine[Any, Any, bytes]:
         """Receive one packet (exactly one sent payload, possibly empty); a coroutine:
